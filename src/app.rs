@@ -1,0 +1,241 @@
+//! [`App`]: the daemon as a library. `main.rs` is a thin shell around it, and another
+//! program can start one in-process, hook into its failovers and stop it.
+//!
+//! Starting an `App` binds the HTTP listener, then starts the monitor (with its checker
+//! pool) and the failover worker. [`App::shutdown`] stops them and joins every thread
+//! it started.
+
+use crate::address::{Addr, MasterSpec};
+use crate::broker::standalone::StandaloneBroker;
+use crate::broker::{Action, Broker, GroupSpec};
+use crate::config::{BrokerKind, Config};
+use crate::error::{Error, Result};
+use crate::failover::{FailoverContext, spawn_worker};
+use crate::hooks::Hooks;
+use crate::http::HttpApi;
+use crate::monitor::{MonitorChannels, MonitorContext, spawn_monitor};
+use crate::redis_node::NodeOptions;
+use crate::status::{GroupStatus, Observations, group_statuses};
+use crossbeam_channel::Sender;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// The state shared by the API surfaces (library, HTTP): read and change the groups.
+pub struct Core {
+    pub broker: Arc<dyn Broker>,
+    pub observed: Arc<Observations>,
+    pub hooks: Arc<Hooks>,
+}
+
+impl Core {
+    /// Current master addresses, in group-name order.
+    pub fn masters(&self) -> Vec<Addr> {
+        self.broker
+            .state()
+            .groups
+            .values()
+            .map(|g| g.master.clone())
+            .collect()
+    }
+
+    /// Watches these groups (or updates them, clearing a failed state).
+    pub fn add(&self, specs: Vec<MasterSpec>) -> Result<()> {
+        self.broker.propose(Action::Add(
+            specs.into_iter().map(GroupSpec::from).collect(),
+        ))
+    }
+
+    /// Stops watching the groups with these names or master addresses.
+    pub fn remove(&self, keys: Vec<String>) -> Result<()> {
+        self.broker.propose(Action::Delete(keys))
+    }
+
+    /// Watches exactly these groups.
+    pub fn set(&self, specs: Vec<MasterSpec>) -> Result<()> {
+        self.broker.propose(Action::Set(
+            specs.into_iter().map(GroupSpec::from).collect(),
+        ))
+    }
+
+    /// Every group with what this daemon sees of it.
+    pub fn groups(&self) -> Vec<GroupStatus> {
+        group_statuses(&self.broker.state(), &self.observed)
+    }
+}
+
+/// A running failover daemon.
+///
+/// ```no_run
+/// use redis_failover::{App, Config, MasterSpec};
+///
+/// let mut config = Config::default();
+/// config.addr = redis_failover::Addr::parse("127.0.0.1:11000")?;
+/// config.masters = MasterSpec::parse_list("cache=127.0.0.1:6379")?;
+/// let app = App::start(config)?;
+/// app.on_before_failover(|group, old| {
+///     println!("about to fail over {group} from {old}");
+///     Ok(()) // return Err(reason) to veto
+/// });
+/// app.on_after_failover(|group, old, new| println!("{group}: {old} -> {new}"));
+/// println!("watching {:?}", app.masters());
+/// app.shutdown();
+/// # Ok::<(), redis_failover::Error>(())
+/// ```
+pub struct App {
+    core: Arc<Core>,
+    http: HttpApi,
+    shutdown: Option<Sender<()>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl App {
+    /// Binds the HTTP API and starts monitoring the configured masters.
+    pub fn start(config: Config) -> Result<App> {
+        let broker: Arc<dyn Broker> = match config.broker {
+            BrokerKind::Standalone => Arc::new(StandaloneBroker::new()),
+            BrokerKind::Raft | BrokerKind::Zk => {
+                return Err(Error::InvalidInput(format!(
+                    "broker: {:?} is not available in this build yet; run without -broker for a standalone daemon",
+                    config.broker
+                )));
+            }
+        };
+        let core = Arc::new(Core {
+            broker,
+            observed: Arc::new(Observations::default()),
+            hooks: Arc::new(Hooks::default()),
+        });
+        if !config.masters.is_empty() {
+            core.add(config.masters.clone())?;
+        }
+        let http = HttpApi::start(&config.addr, core.clone())?;
+        let node_options = node_options(&config);
+        let (failover_tx, failover_rx) = crossbeam_channel::unbounded();
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        let (shutdown_tx, shutdown_rx) = crossbeam_channel::bounded(1);
+        let io = |e: std::io::Error| Error::Io(format!("cannot start a thread: {e}"));
+        let worker = spawn_worker(
+            FailoverContext {
+                broker: core.broker.clone(),
+                hooks: core.hooks.clone(),
+                observed: core.observed.clone(),
+                node_options: failover_options(&node_options),
+                max_down_time: config.max_down_time,
+            },
+            failover_rx,
+            done_tx,
+        )
+        .map_err(io)?;
+        let monitor = spawn_monitor(
+            MonitorContext {
+                broker: core.broker.clone(),
+                observed: core.observed.clone(),
+                node_options,
+                check_interval: config.check_interval,
+                max_down_time: config.max_down_time,
+            },
+            MonitorChannels {
+                failover_requests: failover_tx,
+                failover_done: done_rx,
+                shutdown: shutdown_rx,
+            },
+        )
+        .map_err(io)?;
+        log::info!(
+            "redis-failover {} listening on http://{}, checking every {} ms, down after {} ms",
+            env!("CARGO_PKG_VERSION"),
+            http.local_addr(),
+            config.check_interval.as_millis(),
+            config.max_down_time.as_millis()
+        );
+        Ok(App {
+            core,
+            http,
+            shutdown: Some(shutdown_tx),
+            // The monitor is joined first: it owns the worker's request channel.
+            threads: vec![monitor, worker],
+        })
+    }
+
+    /// The address the HTTP API is bound to.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr()
+    }
+
+    /// Registers a hook run before each failover; returning `Err(reason)` vetoes it.
+    pub fn on_before_failover(
+        &self,
+        hook: impl Fn(&str, &Addr) -> std::result::Result<(), String> + Send + Sync + 'static,
+    ) {
+        self.core.hooks.add_before(Box::new(hook));
+    }
+
+    /// Registers a hook run after each successful failover with `(group, old, new)`.
+    pub fn on_after_failover(&self, hook: impl Fn(&str, &Addr, &Addr) + Send + Sync + 'static) {
+        self.core.hooks.add_after(Box::new(hook));
+    }
+
+    pub fn masters(&self) -> Vec<Addr> {
+        self.core.masters()
+    }
+
+    pub fn add_masters(&self, specs: Vec<MasterSpec>) -> Result<()> {
+        self.core.add(specs)
+    }
+
+    pub fn remove_masters(&self, names_or_addrs: Vec<String>) -> Result<()> {
+        self.core.remove(names_or_addrs)
+    }
+
+    pub fn set_masters(&self, specs: Vec<MasterSpec>) -> Result<()> {
+        self.core.set(specs)
+    }
+
+    pub fn groups(&self) -> Vec<GroupStatus> {
+        self.core.groups()
+    }
+
+    /// Stops the HTTP API, the monitor, the checkers and the failover worker, and joins
+    /// them. A failover under way is finished first.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.http.stop();
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        for handle in self.threads.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Timeouts shorter than the check interval, so one check never overlaps the next.
+fn node_options(config: &Config) -> NodeOptions {
+    let timeout =
+        (config.check_interval * 3 / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    NodeOptions {
+        connect_timeout: timeout,
+        io_timeout: timeout,
+        password: config.password.clone(),
+    }
+}
+
+/// Failover commands may wait on a busy server longer than a check does.
+fn failover_options(check: &NodeOptions) -> NodeOptions {
+    NodeOptions {
+        connect_timeout: check.connect_timeout.max(Duration::from_millis(500)),
+        io_timeout: check.io_timeout.max(Duration::from_secs(2)),
+        password: check.password.clone(),
+    }
+}

@@ -1,0 +1,272 @@
+//! The broker owns the replicated state (the monitored groups and their failover history)
+//! and decides which daemon acts.
+//!
+//! Everything above the broker (checker, detector, failover worker, HTTP) is the same
+//! code whatever the cluster: it proposes [`Action`]s and reads [`ReplicatedState`]. A
+//! standalone daemon applies actions in memory ([`standalone`]); the Raft and ZooKeeper
+//! brokers (to come) replicate the same actions in the same order to every daemon, so
+//! every node computes the same state from them.
+
+pub mod standalone;
+
+use crate::address::{Addr, MasterSpec};
+use crate::error::Result;
+use crate::invalid_input;
+use crossbeam_channel::Receiver;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Failover records kept per daemon; older ones are dropped first.
+pub const FAILOVER_HISTORY: usize = 100;
+
+/// A change to the replicated state. Applied in the same order on every node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Action {
+    /// Watch these groups; an existing group with the same name (or the same master) is
+    /// updated and its failed state cleared.
+    Add(Vec<GroupSpec>),
+    /// Stop watching the groups with these names or current master addresses.
+    Delete(Vec<String>),
+    /// Watch exactly these groups.
+    Set(Vec<GroupSpec>),
+    /// A failover of `group` from `old_master` to `new_master` is starting.
+    FailoverBegin {
+        group: String,
+        old_master: Addr,
+        new_master: Addr,
+        started_at_ms: u64,
+    },
+    /// A failover attempt has ended (whatever its outcome).
+    FailoverEnd(FailoverRecord),
+}
+
+/// A group as stored: name and master.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSpec {
+    pub name: String,
+    pub master: Addr,
+}
+
+impl From<MasterSpec> for GroupSpec {
+    fn from(spec: MasterSpec) -> GroupSpec {
+        GroupSpec {
+            name: spec.name,
+            master: spec.addr,
+        }
+    }
+}
+
+/// A monitored group in the replicated state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub name: String,
+    pub master: Addr,
+    /// Set when a failover failed: the group is no longer failed over automatically until
+    /// a user adds it again. Holds the reason.
+    pub failed: Option<String>,
+    /// Bumped whenever a user (re)adds the group or its master changes, so every node's
+    /// monitor knows to start watching it afresh.
+    pub revision: u64,
+}
+
+/// How a failover attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A replica was promoted and is the group's master now.
+    Succeeded,
+    /// Nothing was changed because the master may be alive or a hook vetoed; the group
+    /// stays watched and is tried again after another full down window.
+    Aborted,
+    /// No replica could be promoted, or promotion failed: the group is marked failed.
+    Failed,
+}
+
+/// The story of one failover attempt, kept in the replicated history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverRecord {
+    pub group: String,
+    pub old_master: Addr,
+    pub new_master: Option<Addr>,
+    /// Unix time in milliseconds.
+    pub started_at_ms: u64,
+    pub duration_ms: u64,
+    pub outcome: Outcome,
+    /// Why it aborted or failed; for a success, notes such as replicas not re-pointed.
+    pub reason: Option<String>,
+}
+
+/// The replicated state: groups plus a bounded failover history.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReplicatedState {
+    pub groups: BTreeMap<String, Group>,
+    /// Failovers begun and not yet ended, by group (a new leader must finish these).
+    pub in_progress: BTreeMap<String, Action>,
+    pub history: VecDeque<FailoverRecord>,
+}
+
+impl ReplicatedState {
+    /// Applies one action. Invalid actions change nothing and return an error.
+    pub fn apply(&mut self, action: Action) -> Result<()> {
+        match action {
+            Action::Add(specs) => {
+                for spec in specs {
+                    self.upsert(spec);
+                }
+            }
+            Action::Delete(names) => {
+                let mut doomed = Vec::new();
+                for key in &names {
+                    let found = self.find(key).ok_or_else(|| {
+                        invalid_input!("no monitored group has the name or master {key:?}")
+                    })?;
+                    doomed.push(found);
+                }
+                for name in doomed {
+                    self.groups.remove(&name);
+                    self.in_progress.remove(&name);
+                }
+            }
+            Action::Set(specs) => {
+                let keep: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+                self.groups.retain(|name, _| keep.contains(name));
+                for spec in specs {
+                    self.upsert(spec);
+                }
+            }
+            Action::FailoverBegin { ref group, .. } => {
+                if !self.groups.contains_key(group) {
+                    return Err(invalid_input!("failover of unknown group {group:?}"));
+                }
+                self.in_progress.insert(group.clone(), action);
+            }
+            Action::FailoverEnd(record) => {
+                self.in_progress.remove(&record.group);
+                if let Some(group) = self.groups.get_mut(&record.group) {
+                    match record.outcome {
+                        Outcome::Succeeded => {
+                            if let Some(new) = &record.new_master {
+                                group.master = new.clone();
+                                group.revision += 1;
+                            }
+                            group.failed = None;
+                        }
+                        Outcome::Failed => {
+                            group.failed = Some(record.reason.clone().unwrap_or_default());
+                        }
+                        Outcome::Aborted => {}
+                    }
+                }
+                self.history.push_back(record);
+                while self.history.len() > FAILOVER_HISTORY {
+                    self.history.pop_front();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The group named `key`, or whose current master is `key`.
+    pub fn find(&self, key: &str) -> Option<String> {
+        if self.groups.contains_key(key) {
+            return Some(key.to_string());
+        }
+        let addr = Addr::parse(key).ok()?;
+        self.groups
+            .values()
+            .find(|g| g.master == addr)
+            .map(|g| g.name.clone())
+    }
+
+    /// The last failover record of a group.
+    pub fn last_failover(&self, group: &str) -> Option<&FailoverRecord> {
+        self.history.iter().rev().find(|r| r.group == group)
+    }
+
+    fn upsert(&mut self, spec: GroupSpec) {
+        // A bare address that is already some group's master means that group.
+        let name = if spec.name == spec.master.to_string() {
+            self.find(&spec.name).unwrap_or(spec.name)
+        } else {
+            spec.name
+        };
+        let revision = self.groups.get(&name).map_or(0, |g| g.revision + 1);
+        self.groups.insert(
+            name.clone(),
+            Group {
+                name,
+                master: spec.master,
+                failed: None,
+                revision,
+            },
+        );
+    }
+}
+
+/// The cluster behind a daemon: where actions are agreed on and who may act.
+pub trait Broker: Send + Sync {
+    /// Applies an action through the cluster; returns once it is part of the state.
+    fn propose(&self, action: Action) -> Result<()>;
+    /// A copy of the current replicated state.
+    fn state(&self) -> ReplicatedState;
+    /// Whether this daemon may check and fail over (the leader, or a standalone daemon).
+    fn is_leader(&self) -> bool;
+    /// A channel that receives a message after each change of the state.
+    fn subscribe(&self) -> Receiver<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(text: &str) -> GroupSpec {
+        MasterSpec::parse(text).unwrap().into()
+    }
+
+    fn record(group: &str, outcome: Outcome, new: Option<&str>) -> FailoverRecord {
+        FailoverRecord {
+            group: group.into(),
+            old_master: Addr::parse("h:1").unwrap(),
+            new_master: new.map(|n| Addr::parse(n).unwrap()),
+            started_at_ms: 0,
+            duration_ms: 1,
+            outcome,
+            reason: Some("why".into()),
+        }
+    }
+
+    #[test]
+    fn add_delete_set_keep_names() {
+        let mut s = ReplicatedState::default();
+        s.apply(Action::Add(vec![spec("cache=h:1"), spec("h:2")]))
+            .unwrap();
+        assert_eq!(s.groups.len(), 2);
+        s.apply(Action::Delete(vec!["h:1".into()])).unwrap();
+        assert!(!s.groups.contains_key("cache"), "delete by master address");
+        assert!(s.apply(Action::Delete(vec!["nope".into()])).is_err());
+        s.apply(Action::Set(vec![spec("a=h:3")])).unwrap();
+        assert_eq!(s.groups.keys().collect::<Vec<_>>(), vec!["a"]);
+    }
+
+    #[test]
+    fn failover_end_moves_master_or_marks_failed() {
+        let mut s = ReplicatedState::default();
+        s.apply(Action::Add(vec![spec("g=h:1")])).unwrap();
+        s.apply(Action::FailoverEnd(record(
+            "g",
+            Outcome::Succeeded,
+            Some("h:2"),
+        )))
+        .unwrap();
+        assert_eq!(s.groups["g"].master.port, 2);
+        // Adding the new master's bare address refers to the same group.
+        s.apply(Action::Add(vec![spec("h:2")])).unwrap();
+        assert_eq!(s.groups.len(), 1);
+        s.apply(Action::FailoverEnd(record("g", Outcome::Failed, None)))
+            .unwrap();
+        assert_eq!(s.groups["g"].failed.as_deref(), Some("why"));
+        s.apply(Action::Add(vec![spec("g=h:2")])).unwrap();
+        assert_eq!(s.groups["g"].failed, None, "re-adding clears failed");
+        assert_eq!(s.last_failover("g").unwrap().outcome, Outcome::Failed);
+    }
+}

@@ -1,0 +1,188 @@
+//! The checker pool: a few threads that run blocking checks against monitored servers.
+//!
+//! The monitor decides *when* a server is checked; the pool only runs checks. Each job
+//! carries the connection it must use (kept open between checks, so a check is one
+//! round trip and no new TCP connection), and every call has connect and read timeouts.
+//! One dead or hanging server ties up at most one thread for one timeout; when every
+//! thread is busy and jobs wait, the pool grows (up to a bound), so the checks of other
+//! groups are not held up behind it.
+
+use crate::address::Addr;
+use crate::error::Result;
+use crate::redis_node::{RedisNode, ReplicationInfo, Role};
+use crossbeam_channel::{Receiver, Sender};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// Threads the pool starts with.
+pub const INITIAL_THREADS: usize = 2;
+/// Threads the pool may grow to when checks pile up behind slow servers.
+pub const MAX_THREADS: usize = 64;
+
+/// Connections to the replicas of one group, by address.
+pub type ReplicaConnections = HashMap<Addr, RedisNode>;
+
+/// What to check.
+pub enum CheckJob {
+    /// `ROLE` on a group's master.
+    Master {
+        group: String,
+        generation: u64,
+        node: Arc<Mutex<RedisNode>>,
+    },
+    /// `INFO` on each listed replica of a group (kept for the API and the election).
+    Replicas {
+        group: String,
+        generation: u64,
+        replicas: Vec<Addr>,
+        nodes: Arc<Mutex<ReplicaConnections>>,
+        make_node: Arc<dyn Fn(Addr) -> RedisNode + Send + Sync>,
+    },
+}
+
+/// The result of one job, sent back to the monitor.
+pub enum CheckOutcome {
+    Master {
+        group: String,
+        generation: u64,
+        started: Instant,
+        finished: Instant,
+        role: Result<Role>,
+    },
+    Replicas {
+        group: String,
+        generation: u64,
+        infos: Vec<(Addr, Result<ReplicationInfo>)>,
+    },
+}
+
+/// A growing pool of checker threads fed by one channel.
+pub struct CheckerPool {
+    jobs: Option<Sender<CheckJob>>,
+    job_rx: Receiver<CheckJob>,
+    results: Sender<CheckOutcome>,
+    busy: Arc<AtomicUsize>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl CheckerPool {
+    pub fn start(results: Sender<CheckOutcome>) -> CheckerPool {
+        let (jobs, job_rx) = crossbeam_channel::unbounded();
+        let mut pool = CheckerPool {
+            jobs: Some(jobs),
+            job_rx,
+            results,
+            busy: Arc::new(AtomicUsize::new(0)),
+            threads: Vec::new(),
+        };
+        for _ in 0..INITIAL_THREADS {
+            pool.add_thread();
+        }
+        pool
+    }
+
+    /// Queues a job; grows the pool when every thread is busy and jobs are waiting.
+    pub fn submit(&mut self, job: CheckJob) {
+        let Some(jobs) = &self.jobs else { return };
+        if jobs.send(job).is_err() {
+            return;
+        }
+        let all_busy = self.busy.load(Ordering::Relaxed) >= self.threads.len();
+        if all_busy && !jobs.is_empty() && self.threads.len() < MAX_THREADS {
+            self.add_thread();
+            log::debug!("checker pool grew to {} threads", self.threads.len());
+        }
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads.len()
+    }
+
+    fn add_thread(&mut self) {
+        let jobs = self.job_rx.clone();
+        let results = self.results.clone();
+        let busy = self.busy.clone();
+        let index = self.threads.len();
+        let spawned = std::thread::Builder::new()
+            .name(format!("checker-{index}"))
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                for job in jobs {
+                    busy.fetch_add(1, Ordering::Relaxed);
+                    let outcome = run(job);
+                    busy.fetch_sub(1, Ordering::Relaxed);
+                    if results.send(outcome).is_err() {
+                        break;
+                    }
+                }
+            });
+        match spawned {
+            Ok(handle) => self.threads.push(handle),
+            Err(e) => log::error!("cannot start a checker thread: {e}"),
+        }
+    }
+
+    /// Stops taking jobs and joins every thread (each finishes its current check).
+    pub fn shutdown(&mut self) {
+        self.jobs = None;
+        // Drain queued jobs so threads see the channel close promptly.
+        while self.job_rx.try_recv().is_ok() {}
+        for handle in self.threads.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for CheckerPool {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn run(job: CheckJob) -> CheckOutcome {
+    match job {
+        CheckJob::Master {
+            group,
+            generation,
+            node,
+        } => {
+            let started = Instant::now();
+            let role = node.lock().unwrap_or_else(|e| e.into_inner()).role();
+            CheckOutcome::Master {
+                group,
+                generation,
+                started,
+                finished: Instant::now(),
+                role,
+            }
+        }
+        CheckJob::Replicas {
+            group,
+            generation,
+            replicas,
+            nodes,
+            make_node,
+        } => {
+            let mut nodes = nodes.lock().unwrap_or_else(|e| e.into_inner());
+            nodes.retain(|addr, _| replicas.contains(addr));
+            let infos = replicas
+                .into_iter()
+                .map(|addr| {
+                    let node = nodes
+                        .entry(addr.clone())
+                        .or_insert_with(|| make_node(addr.clone()));
+                    let info = node.replication_info();
+                    (addr, info)
+                })
+                .collect();
+            CheckOutcome::Replicas {
+                group,
+                generation,
+                infos,
+            }
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! The daemon's settings: the Go original's `etc/failover.toml` keys, their defaults,
+//! and validation that names the offending key.
+//!
+//! Settings are layered: defaults, then the config file, then command-line flags (see
+//! `cli.rs`). Both the file and the flags produce a [`Settings`] of optional values;
+//! [`Settings::resolve`] checks the merged result once and yields a [`Config`] that the
+//! rest of the crate can trust.
+
+use crate::address::{Addr, MasterSpec};
+use crate::error::{Error, Result};
+use crate::invalid_input;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default HTTP listen address (the Go original's).
+pub const DEFAULT_ADDR: &str = "127.0.0.1:11000";
+/// Default time between two checks of a master, in milliseconds.
+pub const DEFAULT_CHECK_INTERVAL_MS: u64 = 1000;
+/// Default time without a successful check before a master is down, in seconds.
+pub const DEFAULT_MAX_DOWN_TIME_SECS: f64 = 3.0;
+
+/// How the daemons of a cluster agree on the monitored masters and on who acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind {
+    /// One daemon, state in memory (the original's behaviour with no broker set).
+    Standalone,
+    /// Daemons agree through the built-in Raft group.
+    Raft,
+    /// Daemons agree through a ZooKeeper ensemble.
+    Zk,
+}
+
+impl BrokerKind {
+    fn parse(text: &str) -> Result<BrokerKind> {
+        match text {
+            "" | "none" | "standalone" => Ok(BrokerKind::Standalone),
+            "raft" => Ok(BrokerKind::Raft),
+            "zk" => Ok(BrokerKind::Zk),
+            other => Err(invalid_input!(
+                "broker: unknown broker {other:?} (expected raft, zk, or empty for standalone)"
+            )),
+        }
+    }
+}
+
+/// Whether saved state is discarded (`new`) or merged with the configured one (`existing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartState {
+    New,
+    Existing,
+}
+
+impl StartState {
+    fn parse(key: &str, text: &str) -> Result<StartState> {
+        match text {
+            "new" => Ok(StartState::New),
+            "" | "existing" => Ok(StartState::Existing),
+            other => Err(invalid_input!(
+                "{key}: unknown value {other:?} (expected new or existing)"
+            )),
+        }
+    }
+}
+
+/// A list that may be written as a TOML array or as one comma-separated string.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum List {
+    Many(Vec<String>),
+    One(String),
+}
+
+impl List {
+    fn items(&self) -> Vec<String> {
+        match self {
+            List::Many(items) => items.clone(),
+            List::One(text) => text
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+        }
+    }
+}
+
+/// `[raft]` section of the config file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RaftSettings {
+    pub addr: Option<String>,
+    pub data_dir: Option<String>,
+    pub log_dir: Option<String>,
+    pub cluster: Option<List>,
+    pub cluster_state: Option<String>,
+}
+
+/// `[zk]` section of the config file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ZkSettings {
+    pub addr: Option<List>,
+    pub base_dir: Option<String>,
+}
+
+/// Settings as written in a file or given as flags: every value optional.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub addr: Option<String>,
+    /// Password for the monitored servers (`AUTH`); the Go original read but never used it.
+    pub password: Option<String>,
+    pub masters: Option<List>,
+    pub masters_state: Option<String>,
+    /// Milliseconds between checks.
+    pub check_interval: Option<i64>,
+    /// Seconds without a successful check before failover; fractions allowed.
+    pub max_down_time: Option<f64>,
+    pub broker: Option<String>,
+    #[serde(default)]
+    pub raft: RaftSettings,
+    #[serde(default)]
+    pub zk: ZkSettings,
+}
+
+/// Raft broker settings after validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RaftConfig {
+    pub addr: Option<Addr>,
+    pub data_dir: PathBuf,
+    pub log_dir: Option<PathBuf>,
+    pub cluster: Vec<Addr>,
+    pub cluster_state: StartState,
+}
+
+/// ZooKeeper broker settings after validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZkConfig {
+    pub addr: Vec<Addr>,
+    pub base_dir: String,
+}
+
+/// Validated settings of one daemon.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// HTTP API listen address.
+    pub addr: Addr,
+    /// Password sent with `AUTH` to every monitored server, when set.
+    pub password: Option<String>,
+    /// Groups to monitor from the start.
+    pub masters: Vec<MasterSpec>,
+    pub masters_state: StartState,
+    pub check_interval: Duration,
+    pub max_down_time: Duration,
+    pub broker: BrokerKind,
+    pub raft: RaftConfig,
+    pub zk: ZkConfig,
+}
+
+impl Default for Config {
+    /// The defaults of the Go original: `127.0.0.1:11000`, check every second, down after 3 s.
+    fn default() -> Config {
+        match Settings::default().resolve() {
+            Ok(config) => config,
+            Err(err) => unreachable!("the built-in defaults are valid: {err}"),
+        }
+    }
+}
+
+impl Settings {
+    /// Reads a TOML config file; errors name the file and the key.
+    pub fn from_file(path: &Path) -> Result<Settings> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Io(format!("cannot read config file {}: {e}", path.display())))?;
+        Settings::from_toml(&text)
+            .map_err(|e| invalid_input!("config file {}: {e}", path.display()))
+    }
+
+    /// Parses TOML text; unknown keys are refused.
+    pub fn from_toml(text: &str) -> Result<Settings> {
+        toml::from_str(text).map_err(|e| invalid_input!("{}", e.to_string().trim_end()))
+    }
+
+    /// Layers `over` on top of `self`: every value set in `over` wins.
+    pub fn overlay(self, over: Settings) -> Settings {
+        Settings {
+            addr: over.addr.or(self.addr),
+            password: over.password.or(self.password),
+            masters: over.masters.or(self.masters),
+            masters_state: over.masters_state.or(self.masters_state),
+            check_interval: over.check_interval.or(self.check_interval),
+            max_down_time: over.max_down_time.or(self.max_down_time),
+            broker: over.broker.or(self.broker),
+            raft: RaftSettings {
+                addr: over.raft.addr.or(self.raft.addr),
+                data_dir: over.raft.data_dir.or(self.raft.data_dir),
+                log_dir: over.raft.log_dir.or(self.raft.log_dir),
+                cluster: over.raft.cluster.or(self.raft.cluster),
+                cluster_state: over.raft.cluster_state.or(self.raft.cluster_state),
+            },
+            zk: ZkSettings {
+                addr: over.zk.addr.or(self.zk.addr),
+                base_dir: over.zk.base_dir.or(self.zk.base_dir),
+            },
+        }
+    }
+
+    /// Applies defaults and checks every value, naming the key of the first bad one.
+    pub fn resolve(self) -> Result<Config> {
+        let with_key = |key: &str, e: Error| invalid_input!("{key}: {e}");
+        let addr = Addr::parse(self.addr.as_deref().unwrap_or(DEFAULT_ADDR))
+            .map_err(|e| with_key("addr", e))?;
+        let mut masters = Vec::new();
+        for item in self.masters.map(|m| m.items()).unwrap_or_default() {
+            let spec = MasterSpec::parse(&item).map_err(|e| with_key("masters", e))?;
+            if masters.iter().any(|m: &MasterSpec| m.name == spec.name) {
+                return Err(invalid_input!(
+                    "masters: group {:?} is given twice",
+                    spec.name
+                ));
+            }
+            masters.push(spec);
+        }
+        let check_ms = self
+            .check_interval
+            .unwrap_or(DEFAULT_CHECK_INTERVAL_MS as i64);
+        if !(1..=3_600_000).contains(&check_ms) {
+            return Err(invalid_input!(
+                "check_interval: {check_ms} is out of range (1 to 3600000 milliseconds)"
+            ));
+        }
+        let down_secs = self.max_down_time.unwrap_or(DEFAULT_MAX_DOWN_TIME_SECS);
+        if !(down_secs.is_finite() && down_secs > 0.0 && down_secs <= 86_400.0) {
+            return Err(invalid_input!(
+                "max_down_time: {down_secs} is out of range (more than 0, at most 86400 seconds)"
+            ));
+        }
+        let broker = BrokerKind::parse(self.broker.as_deref().unwrap_or(""))?;
+        let raft_addr = match self.raft.addr.as_deref() {
+            None | Some("") => None,
+            Some(text) => Some(Addr::parse(text).map_err(|e| with_key("raft_addr", e))?),
+        };
+        let cluster = self
+            .raft
+            .cluster
+            .map(|c| c.items())
+            .unwrap_or_default()
+            .iter()
+            .map(|a| Addr::parse(a).map_err(|e| with_key("raft_cluster", e)))
+            .collect::<Result<Vec<_>>>()?;
+        let zk_addr = self
+            .zk
+            .addr
+            .map(|c| c.items())
+            .unwrap_or_default()
+            .iter()
+            .map(|a| Addr::parse(a).map_err(|e| with_key("zk_addr", e)))
+            .collect::<Result<Vec<_>>>()?;
+        let zk_base = self
+            .zk
+            .base_dir
+            .unwrap_or_else(|| "/zk/redis/failover".into());
+        if broker == BrokerKind::Zk && !zk_base.starts_with("/zk") {
+            return Err(invalid_input!("zk_path: {zk_base:?} must start with /zk"));
+        }
+        Ok(Config {
+            addr,
+            password: self.password.filter(|p| !p.is_empty()),
+            masters,
+            masters_state: StartState::parse(
+                "masters_state",
+                self.masters_state.as_deref().unwrap_or(""),
+            )?,
+            check_interval: Duration::from_millis(check_ms as u64),
+            max_down_time: Duration::from_secs_f64(down_secs),
+            broker,
+            raft: RaftConfig {
+                addr: raft_addr,
+                data_dir: PathBuf::from(self.raft.data_dir.unwrap_or_else(|| "./var".into())),
+                log_dir: self
+                    .raft
+                    .log_dir
+                    .filter(|d| !d.is_empty())
+                    .map(PathBuf::from),
+                cluster,
+                cluster_state: StartState::parse(
+                    "raft_cluster_state",
+                    self.raft.cluster_state.as_deref().unwrap_or(""),
+                )?,
+            },
+            zk: ZkConfig {
+                addr: zk_addr,
+                base_dir: zk_base,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_go_original() {
+        let c = Config::default();
+        assert_eq!(c.addr.to_string(), "127.0.0.1:11000");
+        assert_eq!(c.check_interval, Duration::from_millis(1000));
+        assert_eq!(c.max_down_time, Duration::from_secs(3));
+        assert_eq!(c.broker, BrokerKind::Standalone);
+    }
+
+    #[test]
+    fn the_shipped_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/failover.toml");
+        let c = Settings::from_file(&path).unwrap().resolve().unwrap();
+        assert_eq!(c.masters[0].addr.to_string(), "127.0.0.1:6379");
+        assert_eq!(c.raft.cluster.len(), 1);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (toml, key) in [
+            ("addr = \"127.0.0.1\"", "addr"),
+            ("check_interval = 0", "check_interval"),
+            ("max_down_time = -1", "max_down_time"),
+            ("masters = [\"x\"]", "masters"),
+            ("broker = \"etcd\"", "broker"),
+            ("masters_state = \"old\"", "masters_state"),
+            ("[raft]\ncluster = [\"a\"]", "raft_cluster"),
+            ("broker = \"zk\"\n[zk]\nbase_dir = \"/redis\"", "zk_path"),
+        ] {
+            let err = Settings::from_toml(toml)
+                .unwrap()
+                .resolve()
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(key), "{toml:?} gave {err:?}");
+        }
+        let err = Settings::from_toml("chek_interval = 5")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("chek_interval"), "{err}");
+        let err = Settings::from_toml("check_interval = \"soon\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("check_interval"), "{err}");
+    }
+
+    #[test]
+    fn fractional_down_time_and_string_lists() {
+        let c = Settings::from_toml("max_down_time = 0.5\nmasters = \"a:1, b=c:2\"")
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(c.max_down_time, Duration::from_millis(500));
+        assert_eq!(c.masters.len(), 2);
+    }
+
+    #[test]
+    fn later_layers_win() {
+        let file = Settings::from_toml("addr = \"127.0.0.1:1\"\ncheck_interval = 50").unwrap();
+        let flags = Settings {
+            addr: Some("127.0.0.1:2".into()),
+            ..Settings::default()
+        };
+        let c = file.overlay(flags).resolve().unwrap();
+        assert_eq!(c.addr.port, 2);
+        assert_eq!(c.check_interval, Duration::from_millis(50));
+    }
+}

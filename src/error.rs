@@ -1,0 +1,43 @@
+//! One error type for the crate, so every failure carries a sentence a user can act on.
+//!
+//! Errors that come from the outside world (a bad flag, a bad config key, a Redis server
+//! that answers garbage, a port that will not bind) are values, never panics: the daemon
+//! logs them, answers them over HTTP, or exits non-zero with them at start-up.
+
+use std::fmt;
+
+/// What went wrong, with enough context to name the culprit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// A value given by a user (flag, config key, HTTP parameter) is not acceptable.
+    InvalidInput(String),
+    /// A monitored server could not be reached or answered something unusable.
+    Server(String),
+    /// Reading or writing a local file or socket failed.
+    Io(String),
+    /// A failover hook refused a failover.
+    Vetoed(String),
+    /// The daemon is shutting down and cannot take the request.
+    ShuttingDown,
+}
+
+/// The crate's result type.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidInput(msg) | Error::Server(msg) | Error::Io(msg) => f.write_str(msg),
+            Error::Vetoed(msg) => write!(f, "vetoed by hook: {msg}"),
+            Error::ShuttingDown => f.write_str("the daemon is shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Builds an [`Error::InvalidInput`] from a format string.
+#[macro_export]
+macro_rules! invalid_input {
+    ($($arg:tt)*) => { $crate::error::Error::InvalidInput(format!($($arg)*)) };
+}

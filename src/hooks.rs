@@ -1,0 +1,62 @@
+//! Failover hooks for programs that embed the daemon.
+//!
+//! A before-failover hook sees `(group, old_master)` and may veto the failover by
+//! returning `Err(reason)`; an after-failover hook sees `(group, old_master, new_master)`
+//! once the new master is in place. Hooks run on the failover worker thread; a hook that
+//! panics is logged and counts as a veto (before) or is ignored (after), so user code can
+//! never take the worker down.
+
+use crate::address::Addr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::RwLock;
+
+/// Called before a failover; `Err(reason)` vetoes it.
+pub type BeforeFailover = Box<dyn Fn(&str, &Addr) -> Result<(), String> + Send + Sync>;
+/// Called after a successful failover.
+pub type AfterFailover = Box<dyn Fn(&str, &Addr, &Addr) + Send + Sync>;
+
+/// The registered hooks.
+#[derive(Default)]
+pub struct Hooks {
+    before: RwLock<Vec<BeforeFailover>>,
+    after: RwLock<Vec<AfterFailover>>,
+}
+
+impl Hooks {
+    pub fn add_before(&self, hook: BeforeFailover) {
+        self.before
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(hook);
+    }
+
+    pub fn add_after(&self, hook: AfterFailover) {
+        self.after
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(hook);
+    }
+
+    /// Runs every before hook; the first refusal wins.
+    pub fn run_before(&self, group: &str, old: &Addr) -> Result<(), String> {
+        let hooks = self.before.read().unwrap_or_else(|e| e.into_inner());
+        for hook in hooks.iter() {
+            match catch_unwind(AssertUnwindSafe(|| hook(group, old))) {
+                Ok(Ok(())) => {}
+                Ok(Err(reason)) => return Err(reason),
+                Err(_) => return Err("a before-failover hook panicked".into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs every after hook.
+    pub fn run_after(&self, group: &str, old: &Addr, new: &Addr) {
+        let hooks = self.after.read().unwrap_or_else(|e| e.into_inner());
+        for hook in hooks.iter() {
+            if catch_unwind(AssertUnwindSafe(|| hook(group, old, new))).is_err() {
+                log::error!("group {group}: an after-failover hook panicked");
+            }
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The HTTP API (tiny_http), compatible with the Go original and extended.
+//!
+//! - `GET /master`: the current master addresses, comma-separated.
+//! - `POST /master?masters=a,b`: watch these masters (`host:port` or `name=host:port`).
+//! - `PUT /master?masters=a,b`: watch exactly these (an empty list clears all).
+//! - `DELETE /master?masters=a,b`: stop watching (by name or by master address).
+//! - `GET /api/v1/groups`: every group as JSON, with replicas, state and last failover.
+//!
+//! Parameters may also come as an `application/x-www-form-urlencoded` body. Bad input
+//! gets a 4xx with a one-line reason; the server keeps running whatever it is sent.
+
+use crate::address::{Addr, MasterSpec};
+use crate::app::Core;
+use crate::error::{Error, Result};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use tiny_http::{Header, Method, Request, Response, Server};
+
+/// Largest request body read; larger ones get 413.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The running HTTP listener and its thread.
+pub struct HttpApi {
+    server: Arc<Server>,
+    thread: Option<JoinHandle<()>>,
+    local_addr: SocketAddr,
+}
+
+impl HttpApi {
+    pub fn start(addr: &Addr, core: Arc<Core>) -> Result<HttpApi> {
+        let server = Server::http(addr.to_string())
+            .map_err(|e| Error::Io(format!("addr: cannot listen on {addr}: {e}")))?;
+        let local_addr = server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| Error::Io(format!("addr: {addr} is not an IP listener")))?;
+        let server = Arc::new(server);
+        let serving = server.clone();
+        let thread = std::thread::Builder::new()
+            .name("http".into())
+            .spawn(move || {
+                for request in serving.incoming_requests() {
+                    handle(&core, request);
+                }
+            })
+            .map_err(|e| Error::Io(format!("cannot start the HTTP thread: {e}")))?;
+        Ok(HttpApi {
+            server,
+            thread: Some(thread),
+            local_addr,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting requests and joins the HTTP thread.
+    pub fn stop(&mut self) {
+        self.server.unblock();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A reply: status and body.
+struct Reply {
+    status: u16,
+    body: String,
+    json: bool,
+}
+
+impl Reply {
+    fn text(status: u16, body: impl Into<String>) -> Reply {
+        Reply {
+            status,
+            body: body.into(),
+            json: false,
+        }
+    }
+}
+
+fn handle(core: &Core, mut request: Request) {
+    let reply = route(core, &mut request);
+    if reply.status >= 400 {
+        log::info!(
+            "HTTP {} {} -> {}: {}",
+            request.method(),
+            request.url(),
+            reply.status,
+            reply.body.trim_end()
+        );
+    }
+    let content_type = if reply.json {
+        "application/json"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    let mut response = Response::from_string(reply.body).with_status_code(reply.status);
+    if let Ok(header) = Header::from_bytes("Content-Type", content_type) {
+        response.add_header(header);
+    }
+    if let Err(e) = request.respond(response) {
+        log::debug!("HTTP: cannot send a reply: {e}");
+    }
+}
+
+fn route(core: &Core, request: &mut Request) -> Reply {
+    let url = request.url().to_string();
+    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    match path {
+        "/master" => master(core, request, query),
+        "/api/v1/groups" => match request.method() {
+            Method::Get => match serde_json::to_string_pretty(&core.groups()) {
+                Ok(body) => Reply {
+                    status: 200,
+                    body: body + "\n",
+                    json: true,
+                },
+                Err(e) => Reply::text(500, format!("cannot encode groups: {e}\n")),
+            },
+            _ => Reply::text(405, "only GET is allowed on /api/v1/groups\n"),
+        },
+        _ => Reply::text(404, format!("no such endpoint: {path}\n")),
+    }
+}
+
+fn master(core: &Core, request: &mut Request, query: &str) -> Reply {
+    let method = request.method().clone();
+    if method == Method::Get {
+        let masters: Vec<String> = core.masters().iter().map(|a| a.to_string()).collect();
+        return Reply::text(200, masters.join(","));
+    }
+    if !matches!(method, Method::Post | Method::Put | Method::Delete) {
+        return Reply::text(405, format!("method {method} is not allowed on /master\n"));
+    }
+    let masters = match masters_param(request, query) {
+        Ok(Some(value)) => value,
+        Ok(None) => return Reply::text(400, "missing parameter: masters\n"),
+        Err(reply) => return reply,
+    };
+    let result = match method {
+        Method::Put if masters.trim().is_empty() => core.set(Vec::new()),
+        Method::Put => MasterSpec::parse_list(&masters).and_then(|specs| core.set(specs)),
+        Method::Post => MasterSpec::parse_list(&masters).and_then(|specs| core.add(specs)),
+        _ => names(&masters).and_then(|keys| core.remove(keys)),
+    };
+    match result {
+        Ok(()) => Reply::text(200, "OK\n"),
+        Err(Error::InvalidInput(reason)) => Reply::text(400, format!("{reason}\n")),
+        Err(e) => Reply::text(503, format!("{e}\n")),
+    }
+}
+
+/// The `masters` parameter from the query string or a form body.
+fn masters_param(request: &mut Request, query: &str) -> std::result::Result<Option<String>, Reply> {
+    if let Some(value) = form_value(query.as_bytes(), "masters")? {
+        return Ok(Some(value));
+    }
+    let mut body = Vec::new();
+    let read = request
+        .as_reader()
+        .take(MAX_BODY as u64 + 1)
+        .read_to_end(&mut body);
+    if let Err(e) = read {
+        return Err(Reply::text(
+            400,
+            format!("cannot read the request body: {e}\n"),
+        ));
+    }
+    if body.len() > MAX_BODY {
+        return Err(Reply::text(
+            413,
+            format!("request body over {MAX_BODY} bytes\n"),
+        ));
+    }
+    form_value(&body, "masters")
+}
+
+/// One value of an urlencoded form; non-UTF-8 is refused.
+fn form_value(form: &[u8], key: &str) -> std::result::Result<Option<String>, Reply> {
+    if std::str::from_utf8(form).is_err() {
+        return Err(Reply::text(400, "parameters are not UTF-8\n"));
+    }
+    for (k, v) in form_urlencoded::parse(form) {
+        if k == key {
+            if v.contains('\u{FFFD}') {
+                return Err(Reply::text(400, format!("parameter {key} is not UTF-8\n")));
+            }
+            return Ok(Some(v.into_owned()));
+        }
+    }
+    Ok(None)
+}
+
+/// Names or addresses for DELETE: each item must be one or the other.
+fn names(list: &str) -> Result<Vec<String>> {
+    let mut keys = Vec::new();
+    for item in list.split(',') {
+        let item = item.trim();
+        if item.is_empty() {
+            return Err(crate::invalid_input!("empty master in list {list:?}"));
+        }
+        // `name=host:port` names a group too.
+        let key = match MasterSpec::parse(item) {
+            Ok(spec) if item.contains('=') => spec.name,
+            _ => {
+                crate::address::validate_group_name(item)?;
+                item.to_string()
+            }
+        };
+        keys.push(key);
+    }
+    Ok(keys)
+}

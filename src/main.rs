@@ -1,0 +1,65 @@
+//! The `redis-failover` binary: parse flags and config, start an [`App`], and stop it
+//! cleanly on SIGINT or SIGTERM.
+
+use redis_failover::{App, cli};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let program = args.first().map(String::as_str).unwrap_or("redis-failover");
+    let parsed = match cli::parse_args(program, args.get(1..).unwrap_or_default()) {
+        Ok(parsed) => parsed,
+        Err(early) => {
+            return if early.status.is_ok() {
+                println!("{}", early.output);
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("{}", early.output);
+                ExitCode::from(2)
+            };
+        }
+    };
+    let config = match parsed.settings().and_then(|s| s.resolve()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("redis-failover: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    redis_failover::logging::init();
+    // Block the stop signals before any thread starts, so they all inherit the mask and
+    // only the main thread receives them (with sigwait below).
+    let signals = stop_signals();
+    let app = match App::start(config) {
+        Ok(app) => app,
+        Err(e) => {
+            log::error!("cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let signal = wait_for(&signals);
+    log::info!("received signal {signal}, shutting down");
+    app.shutdown();
+    log::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+fn stop_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; the libc calls only write to it and to this
+    // thread's signal mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_for(set: &libc::sigset_t) -> i32 {
+    let mut signal = 0;
+    // SAFETY: `set` is an initialised signal set and `signal` a valid out-pointer.
+    unsafe { while libc::sigwait(set, &mut signal) != 0 {} }
+    signal
+}

@@ -1,0 +1,459 @@
+//! The monitor: one thread that schedules checks, feeds their outcomes to each group's
+//! down detector, and hands down masters to the failover worker.
+//!
+//! It owns all per-group watch state, so there are no locks on the check path: the
+//! checker pool sends outcomes back on a channel, the broker signals changes to the
+//! groups on another, and the failover worker reports finished attempts on a third.
+//! Timers live in one binary heap: watching 10,000 groups costs no thread per group.
+
+use crate::address::Addr;
+use crate::broker::{Broker, Group, Outcome};
+use crate::checker::{CheckJob, CheckOutcome, CheckerPool, ReplicaConnections};
+use crate::detector::{DownDetector, Verdict};
+use crate::failover::{FailoverDone, FailoverRequest};
+use crate::redis_node::{ListedReplica, NodeOptions, RedisNode, ReplicationInfo, Role};
+use crate::status::{Observations, ReplicaStatus, WatchState, unix_ms};
+use crossbeam_channel::{Receiver, Sender, select};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+/// How often the replicas' own `INFO` is read for the API (Sentinel reads it every 10 s).
+pub const REPLICA_REFRESH: Duration = Duration::from_secs(10);
+
+/// What the monitor needs.
+pub struct MonitorContext {
+    pub broker: Arc<dyn Broker>,
+    pub observed: Arc<Observations>,
+    pub node_options: NodeOptions,
+    pub check_interval: Duration,
+    pub max_down_time: Duration,
+}
+
+/// The channels the monitor listens and talks on.
+pub struct MonitorChannels {
+    pub failover_requests: Sender<FailoverRequest>,
+    pub failover_done: Receiver<FailoverDone>,
+    pub shutdown: Receiver<()>,
+}
+
+/// Starts the monitor thread (and, inside it, the checker pool).
+pub fn spawn_monitor(
+    ctx: MonitorContext,
+    channels: MonitorChannels,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("monitor".into())
+        .spawn(move || {
+            Monitor::new(ctx, channels.failover_requests)
+                .run(channels.failover_done, channels.shutdown)
+        })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Watching,
+    FailingOver,
+    /// Not checked: the master reports being a replica, or a failover failed.
+    Stopped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Check,
+    RefreshReplicas,
+}
+
+/// Everything the monitor knows about one group.
+struct Watch {
+    master: Addr,
+    revision: u64,
+    generation: u64,
+    phase: Phase,
+    detector: DownDetector,
+    master_node: Arc<Mutex<RedisNode>>,
+    replica_nodes: Arc<Mutex<ReplicaConnections>>,
+    check_in_flight: bool,
+    refresh_in_flight: bool,
+    listed: Vec<ListedReplica>,
+    infos: HashMap<Addr, Option<ReplicationInfo>>,
+}
+
+struct Monitor {
+    ctx: MonitorContext,
+    watches: HashMap<String, Watch>,
+    timers: BinaryHeap<Reverse<(Instant, Timer, String, u64)>>,
+    pool: CheckerPool,
+    results: Receiver<CheckOutcome>,
+    changes: Receiver<()>,
+    next_generation: u64,
+    failover_requests: Sender<FailoverRequest>,
+    make_node: Arc<dyn Fn(Addr) -> RedisNode + Send + Sync>,
+}
+
+impl Monitor {
+    fn new(ctx: MonitorContext, failover_requests: Sender<FailoverRequest>) -> Monitor {
+        let (results_tx, results) = crossbeam_channel::unbounded();
+        let changes = ctx.broker.subscribe();
+        let options = ctx.node_options.clone();
+        Monitor {
+            watches: HashMap::new(),
+            timers: BinaryHeap::new(),
+            pool: CheckerPool::start(results_tx),
+            results,
+            changes,
+            next_generation: 0,
+            failover_requests,
+            make_node: Arc::new(move |addr| RedisNode::new(addr, options.clone())),
+            ctx,
+        }
+    }
+
+    fn run(mut self, failover_done: Receiver<FailoverDone>, shutdown: Receiver<()>) {
+        self.sync();
+        loop {
+            let now = Instant::now();
+            self.fire_due_timers(now);
+            let wait = self
+                .timers
+                .peek()
+                .map(|Reverse((at, ..))| at.saturating_duration_since(now))
+                .unwrap_or(Duration::from_secs(1));
+            select! {
+                recv(self.results) -> outcome => {
+                    if let Ok(outcome) = outcome {
+                        self.on_outcome(outcome);
+                    }
+                }
+                recv(failover_done) -> done => match done {
+                    Ok(done) => self.on_failover_done(done),
+                    Err(_) => break,
+                },
+                recv(self.changes) -> _ => self.sync(),
+                recv(shutdown) -> _ => break,
+                default(wait) => {}
+            }
+        }
+        self.pool.shutdown();
+    }
+
+    fn schedule(&mut self, at: Instant, timer: Timer, group: &str, generation: u64) {
+        self.timers
+            .push(Reverse((at, timer, group.to_string(), generation)));
+    }
+
+    fn fire_due_timers(&mut self, now: Instant) {
+        while let Some(Reverse((at, ..))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, timer, group, generation))) = self.timers.pop() else {
+                break;
+            };
+            self.fire(timer, &group, generation, now);
+        }
+    }
+
+    fn fire(&mut self, timer: Timer, group: &str, generation: u64, now: Instant) {
+        let leader = self.ctx.broker.is_leader();
+        let Some(watch) = self.watches.get_mut(group) else {
+            return;
+        };
+        if watch.generation != generation || watch.phase != Phase::Watching {
+            return;
+        }
+        if !leader {
+            // Followers do not check; look again in one interval.
+            watch.detector.restart(now);
+            self.ctx
+                .observed
+                .update(group, |o| o.state = WatchState::Follower);
+            let interval = self.ctx.check_interval;
+            self.schedule(now + interval, timer, group, generation);
+            return;
+        }
+        match timer {
+            Timer::Check if !watch.check_in_flight => {
+                watch.check_in_flight = true;
+                let job = CheckJob::Master {
+                    group: group.to_string(),
+                    generation,
+                    node: watch.master_node.clone(),
+                };
+                self.pool.submit(job);
+            }
+            Timer::RefreshReplicas if !watch.refresh_in_flight => {
+                watch.refresh_in_flight = true;
+                let job = CheckJob::Replicas {
+                    group: group.to_string(),
+                    generation,
+                    replicas: watch.listed.iter().map(|r| r.addr.clone()).collect(),
+                    nodes: watch.replica_nodes.clone(),
+                    make_node: self.make_node.clone(),
+                };
+                self.pool.submit(job);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_outcome(&mut self, outcome: CheckOutcome) {
+        match outcome {
+            CheckOutcome::Master {
+                group,
+                generation,
+                started,
+                finished,
+                role,
+            } => self.on_master_checked(&group, generation, started, finished, role),
+            CheckOutcome::Replicas {
+                group,
+                generation,
+                infos,
+            } => {
+                let Some(watch) = self.watches.get_mut(&group) else {
+                    return;
+                };
+                if watch.generation != generation {
+                    return;
+                }
+                watch.refresh_in_flight = false;
+                for (addr, info) in infos {
+                    if let Err(e) = &info {
+                        log::debug!("group {group}: replica INFO failed: {e}");
+                    }
+                    watch.infos.insert(addr, info.ok());
+                }
+                self.publish_replicas(&group);
+                self.schedule(
+                    Instant::now() + REPLICA_REFRESH,
+                    Timer::RefreshReplicas,
+                    &group,
+                    generation,
+                );
+            }
+        }
+    }
+
+    fn on_master_checked(
+        &mut self,
+        group: &str,
+        generation: u64,
+        started: Instant,
+        finished: Instant,
+        role: crate::error::Result<Role>,
+    ) {
+        let interval = self.ctx.check_interval;
+        let Some(watch) = self.watches.get_mut(group) else {
+            return;
+        };
+        if watch.generation != generation {
+            return;
+        }
+        watch.check_in_flight = false;
+        if watch.phase != Phase::Watching {
+            return;
+        }
+        let failure = match role {
+            Ok(Role::Master { replicas, .. }) => {
+                let failures = watch.detector.failures_in_a_row();
+                if failures > 0 {
+                    log::info!(
+                        "group {group}: master {} answers again after {failures} failed check(s)",
+                        watch.master
+                    );
+                }
+                watch.detector.on_success(finished);
+                let changed = !same_addresses(&watch.listed, &replicas);
+                watch.listed = replicas;
+                self.ctx.observed.update(group, |o| {
+                    o.state = WatchState::Ok;
+                    o.failing_since_ms = None;
+                    o.last_error = None;
+                });
+                if changed {
+                    self.schedule(Instant::now(), Timer::RefreshReplicas, group, generation);
+                }
+                self.publish_replicas(group);
+                self.schedule(started + interval, Timer::Check, group, generation);
+                return;
+            }
+            Ok(Role::Replica { master, state }) => {
+                log::warn!(
+                    "group {group}: {} reports role slave of {master} (link {state}), not master; it is no longer watched",
+                    watch.master
+                );
+                watch.phase = Phase::Stopped;
+                self.ctx.observed.update(group, |o| {
+                    o.state = WatchState::NotMaster;
+                    o.replicating_from = Some(master);
+                });
+                return;
+            }
+            Ok(Role::Other(role)) => format!("{} reports role {role}, not master", watch.master),
+            Err(e) => e.to_string(),
+        };
+        let verdict = watch.detector.on_failure(finished);
+        let failures = watch.detector.failures_in_a_row();
+        if failures == 1 {
+            log::warn!("group {group}: check of master failed: {failure}");
+        } else {
+            log::debug!("group {group}: check {failures} of master failed: {failure}");
+        }
+        let failing_since = watch.detector.first_failure().map(to_unix_ms);
+        let state = if verdict == Verdict::Down {
+            WatchState::Down
+        } else {
+            WatchState::Suspect
+        };
+        self.ctx.observed.update(group, |o| {
+            o.state = state;
+            o.failing_since_ms = failing_since;
+            o.last_error = Some(failure);
+        });
+        match verdict {
+            Verdict::Up => {}
+            Verdict::Suspect { recheck_at } => {
+                let at = (started + interval).min(recheck_at);
+                self.schedule(at, Timer::Check, group, generation);
+            }
+            Verdict::Down => {
+                log::error!(
+                    "group {group}: master {} is down: no successful check for {} ms, {failures} failed checks in a row",
+                    watch.master,
+                    watch.detector.last_success().elapsed().as_millis()
+                );
+                watch.phase = Phase::FailingOver;
+                let request = FailoverRequest {
+                    group: group.to_string(),
+                    master: watch.master.clone(),
+                    replicas: watch.listed.iter().map(|r| r.addr.clone()).collect(),
+                    last_success: watch.detector.last_success(),
+                };
+                if self.failover_requests.send(request).is_err() {
+                    log::error!("group {group}: the failover worker is gone");
+                }
+            }
+        }
+    }
+
+    fn on_failover_done(&mut self, done: FailoverDone) {
+        let now = Instant::now();
+        if let Some(watch) = self.watches.get_mut(&done.group) {
+            watch.phase = Phase::Watching;
+            if done.outcome == Outcome::Aborted {
+                // The master gets a whole new window before the next attempt.
+                watch.detector.restart(now);
+                let generation = watch.generation;
+                self.schedule(now, Timer::Check, &done.group, generation);
+            }
+        }
+        self.sync();
+    }
+
+    /// Brings the watches in line with the broker's groups.
+    fn sync(&mut self) {
+        let state = self.ctx.broker.state();
+        let removed: Vec<String> = self
+            .watches
+            .keys()
+            .filter(|name| !state.groups.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in removed {
+            log::info!("group {name}: no longer monitored");
+            self.watches.remove(&name);
+            self.ctx.observed.lock().remove(&name);
+        }
+        for group in state.groups.values() {
+            let fresh = match self.watches.get_mut(&group.name) {
+                None => true,
+                Some(w) if w.phase == Phase::FailingOver => false,
+                Some(w) if w.revision != group.revision => true,
+                Some(w) => {
+                    if group.failed.is_some() && w.phase == Phase::Watching {
+                        w.phase = Phase::Stopped;
+                    }
+                    false
+                }
+            };
+            if fresh {
+                self.watch(group);
+            }
+        }
+    }
+
+    fn watch(&mut self, group: &Group) {
+        let now = Instant::now();
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let phase = if group.failed.is_some() {
+            Phase::Stopped
+        } else {
+            log::info!("group {}: watching master {}", group.name, group.master);
+            Phase::Watching
+        };
+        self.watches.insert(
+            group.name.clone(),
+            Watch {
+                master: group.master.clone(),
+                revision: group.revision,
+                generation,
+                phase,
+                detector: DownDetector::new(self.ctx.max_down_time, now),
+                master_node: Arc::new(Mutex::new((self.make_node)(group.master.clone()))),
+                replica_nodes: Arc::new(Mutex::new(HashMap::new())),
+                check_in_flight: false,
+                refresh_in_flight: false,
+                listed: Vec::new(),
+                infos: HashMap::new(),
+            },
+        );
+        self.ctx.observed.update(&group.name, |o| {
+            *o = Default::default();
+        });
+        if phase == Phase::Watching {
+            self.schedule(now, Timer::Check, &group.name, generation);
+        }
+    }
+
+    /// Publishes the replicas of a group, merging `ROLE` offsets with `INFO` details.
+    fn publish_replicas(&self, group: &str) {
+        let Some(watch) = self.watches.get(group) else {
+            return;
+        };
+        let replicas: Vec<ReplicaStatus> = watch
+            .listed
+            .iter()
+            .map(|listed| {
+                let info = watch.infos.get(&listed.addr).cloned().flatten();
+                ReplicaStatus {
+                    addr: listed.addr.clone(),
+                    offset: listed.offset,
+                    link: match &info {
+                        Some(i) if i.link_up => "up",
+                        Some(_) => "down",
+                        None => "unknown",
+                    },
+                    priority: info.map(|i| i.priority),
+                }
+            })
+            .collect();
+        self.ctx.observed.update(group, |o| {
+            if o.replicas != replicas {
+                o.replicas = replicas;
+            }
+        });
+    }
+}
+
+fn same_addresses(a: &[ListedReplica], b: &[ListedReplica]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.addr == y.addr)
+}
+
+/// Converts a monotonic instant in the past to Unix milliseconds.
+fn to_unix_ms(at: Instant) -> u64 {
+    unix_ms(SystemTime::now() - at.elapsed())
+}

@@ -1,0 +1,405 @@
+//! One monitored server, spoken to with the few commands every Redis-compatible server
+//! has on the failover path: `ROLE`, `INFO`, `SLAVEOF` (LedisDB has no `REPLICAOF`).
+//!
+//! A [`RedisNode`] keeps one connection open and reuses it for every check, reconnecting
+//! after any error: a reply that timed out may still arrive later and would otherwise be
+//! read as the answer to the next command. Replies are parsed leniently: LedisDB sends
+//! offsets as bulk strings and omits fields Redis has, and a missing field takes its
+//! default. A reply that cannot be understood is an error ("treat as down"), never a panic.
+
+use crate::address::Addr;
+use crate::error::{Error, Result};
+use redis::{ConnectionLike, Value};
+use serde::Serialize;
+use std::time::Duration;
+
+/// Timeouts and credentials for connections to monitored servers.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub connect_timeout: Duration,
+    pub io_timeout: Duration,
+    pub password: Option<String>,
+}
+
+impl Default for NodeOptions {
+    fn default() -> NodeOptions {
+        NodeOptions {
+            connect_timeout: Duration::from_millis(500),
+            io_timeout: Duration::from_millis(500),
+            password: None,
+        }
+    }
+}
+
+/// A replica as listed in its master's `ROLE` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListedReplica {
+    pub addr: Addr,
+    pub offset: i64,
+}
+
+/// What a server says it is, from `ROLE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    Master {
+        offset: i64,
+        replicas: Vec<ListedReplica>,
+    },
+    Replica {
+        /// `host:port` of the master it replicates from, as it reports it.
+        master: String,
+        /// connect, connecting, sync, connected, ...
+        state: String,
+    },
+    /// A Sentinel or anything else that is not a data node.
+    Other(String),
+}
+
+/// What a replica reports about its replication, from `INFO`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplicationInfo {
+    /// `master` or `slave`.
+    pub role: String,
+    /// `master_host:master_port`, when it is a replica.
+    pub master: Option<String>,
+    /// `master_link_status` is `up`.
+    pub link_up: bool,
+    /// `master_link_down_since_seconds`, when the link is down.
+    pub link_down_secs: Option<u64>,
+    /// `slave_priority` (or `replica_priority`); 100 when missing, 0 = never promote.
+    pub priority: u32,
+    /// `slave_repl_offset`; 0 when missing.
+    pub offset: i64,
+    /// `run_id` from the server section; None sorts last in the election.
+    pub run_id: Option<String>,
+}
+
+/// One server and the connection to it, opened on first use.
+pub struct RedisNode {
+    addr: Addr,
+    options: NodeOptions,
+    conn: Option<redis::Connection>,
+}
+
+impl RedisNode {
+    pub fn new(addr: Addr, options: NodeOptions) -> RedisNode {
+        RedisNode {
+            addr,
+            options,
+            conn: None,
+        }
+    }
+
+    pub fn addr(&self) -> &Addr {
+        &self.addr
+    }
+
+    /// Asks the server for its role.
+    pub fn role(&mut self) -> Result<Role> {
+        let reply = self.call(&redis::cmd("ROLE"))?;
+        parse_role(&reply).map_err(|e| self.error(&e))
+    }
+
+    /// Reads `INFO server` and `INFO replication` in one round trip.
+    pub fn replication_info(&mut self) -> Result<ReplicationInfo> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("INFO")
+            .arg("server")
+            .cmd("INFO")
+            .arg("replication");
+        let reply = self.call_pipeline(&pipe)?;
+        let texts: Vec<String> = match reply {
+            Value::Array(items) => items.iter().filter_map(value_text).collect(),
+            other => vec![value_text(&other).unwrap_or_default()],
+        };
+        parse_replication_info(&texts.join("\n")).map_err(|e| self.error(&e))
+    }
+
+    /// `SLAVEOF host port`, or `SLAVEOF NO ONE` when `master` is None.
+    pub fn slave_of(&mut self, master: Option<&Addr>) -> Result<()> {
+        let mut cmd = redis::cmd("SLAVEOF");
+        match master {
+            Some(m) => cmd.arg(&m.host).arg(m.port),
+            None => cmd.arg("NO").arg("ONE"),
+        };
+        self.call(&cmd).map(|_| ())
+    }
+
+    /// `CONFIG REWRITE`, so a restarted server keeps its new role. Servers without a
+    /// config file (or without the command, such as LedisDB) refuse it; that is reported
+    /// to the caller, who treats it as a warning.
+    pub fn config_rewrite(&mut self) -> Result<()> {
+        self.call(&redis::cmd("CONFIG").arg("REWRITE").to_owned())
+            .map(|_| ())
+    }
+
+    /// Runs any command (used by tests and tools); the reply is returned raw.
+    pub fn call(&mut self, cmd: &redis::Cmd) -> Result<Value> {
+        let result = self.connection()?.req_command(cmd);
+        self.finish(result)
+    }
+
+    fn call_pipeline(&mut self, pipe: &redis::Pipeline) -> Result<Value> {
+        let result = pipe.query::<Value>(self.connection()?);
+        self.finish(result)
+    }
+
+    /// Drops the connection after any error that may leave it out of step.
+    fn finish(&mut self, result: redis::RedisResult<Value>) -> Result<Value> {
+        result.map_err(|e| {
+            // A server error reply (-ERR ...) leaves the stream in step; anything else
+            // (timeout, EOF, garbage) might not, so reconnect next time.
+            if e.code().is_none() {
+                self.conn = None;
+            }
+            self.error(&e.to_string())
+        })
+    }
+
+    fn connection(&mut self) -> Result<&mut redis::Connection> {
+        if self.conn.is_none() {
+            let conn = self.connect().map_err(|e| self.error(&e))?;
+            self.conn = Some(conn);
+        }
+        let err = self.error("no connection");
+        self.conn.as_mut().ok_or(err)
+    }
+
+    fn connect(&self) -> std::result::Result<redis::Connection, String> {
+        let info = redis::ConnectionInfo {
+            addr: redis::ConnectionAddr::Tcp(self.addr.host.clone(), self.addr.port),
+            redis: redis::RedisConnectionInfo {
+                password: self.options.password.clone(),
+                ..Default::default()
+            },
+        };
+        let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+        let conn = client
+            .get_connection_with_timeout(self.options.connect_timeout)
+            .map_err(|e| format!("connect: {e}"))?;
+        let timeout = Some(self.options.io_timeout);
+        conn.set_read_timeout(timeout).map_err(|e| e.to_string())?;
+        conn.set_write_timeout(timeout).map_err(|e| e.to_string())?;
+        Ok(conn)
+    }
+
+    fn error(&self, msg: &str) -> Error {
+        Error::Server(format!("{}: {msg}", self.addr))
+    }
+}
+
+/// Text of a string-like reply (simple, bulk or verbatim string, or an integer).
+fn value_text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        Value::Int(n) => Some(n.to_string()),
+        Value::Okay => Some("OK".into()),
+        _ => None,
+    }
+}
+
+/// An integer that may arrive as an integer or as a string of digits (LedisDB).
+fn value_int(value: &Value) -> Option<i64> {
+    match value {
+        Value::Int(n) => Some(*n),
+        other => value_text(other)?.trim().parse().ok(),
+    }
+}
+
+/// Parses a `ROLE` reply of Redis, Valkey, KeyDB or LedisDB.
+pub fn parse_role(reply: &Value) -> std::result::Result<Role, String> {
+    let Value::Array(items) = reply else {
+        return Err(format!("ROLE: expected an array, got {reply:?}"));
+    };
+    let kind = items
+        .first()
+        .and_then(value_text)
+        .ok_or("ROLE: empty or non-text role")?;
+    match kind.as_str() {
+        "master" => {
+            let offset = items.get(1).and_then(value_int).unwrap_or(0);
+            let mut replicas = Vec::new();
+            if let Some(Value::Array(list)) = items.get(2) {
+                for entry in list {
+                    let Value::Array(fields) = entry else {
+                        return Err(format!("ROLE: replica entry is not an array: {entry:?}"));
+                    };
+                    let host = fields.first().and_then(value_text);
+                    let port = fields.get(1).and_then(value_text);
+                    let (Some(host), Some(port)) = (host, port) else {
+                        return Err(format!(
+                            "ROLE: replica entry without host and port: {entry:?}"
+                        ));
+                    };
+                    let addr = Addr::from_reported(&host, &port)
+                        .map_err(|e| format!("ROLE: replica address: {e}"))?;
+                    let offset = fields.get(2).and_then(value_int).unwrap_or(0);
+                    replicas.push(ListedReplica { addr, offset });
+                }
+            }
+            Ok(Role::Master { offset, replicas })
+        }
+        "slave" | "replica" => {
+            let host = items.get(1).and_then(value_text).unwrap_or_default();
+            let port = items.get(2).and_then(value_int).unwrap_or(0);
+            let state = items.get(3).and_then(value_text).unwrap_or_default();
+            Ok(Role::Replica {
+                master: format!("{host}:{port}"),
+                state,
+            })
+        }
+        other => Ok(Role::Other(other.to_string())),
+    }
+}
+
+/// Parses the text of `INFO` (any sections); missing fields take their defaults.
+pub fn parse_replication_info(text: &str) -> std::result::Result<ReplicationInfo, String> {
+    let mut info = ReplicationInfo {
+        role: String::new(),
+        master: None,
+        link_up: false,
+        link_down_secs: None,
+        priority: 100,
+        offset: 0,
+        run_id: None,
+    };
+    let mut host = None;
+    let mut port = None;
+    for line in text.lines() {
+        let Some((key, value)) = line.trim().split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match key {
+            "role" => info.role = value.to_string(),
+            "master_host" => host = Some(value.to_string()),
+            "master_port" => port = Some(value.to_string()),
+            "master_link_status" => info.link_up = value == "up",
+            "master_link_down_since_seconds" => info.link_down_secs = value.parse().ok(),
+            "slave_priority" | "replica_priority" => {
+                info.priority = value.parse().unwrap_or(100);
+            }
+            "slave_repl_offset" => info.offset = value.parse().unwrap_or(0),
+            "run_id" if !value.is_empty() => info.run_id = Some(value.to_string()),
+            _ => {}
+        }
+    }
+    if info.role.is_empty() {
+        return Err("INFO: no role field".into());
+    }
+    if let (Some(h), Some(p)) = (host, port) {
+        info.master = Some(format!("{h}:{p}"));
+    }
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn parses_redis_master_role() {
+        let reply = Value::Array(vec![
+            bulk("master"),
+            Value::Int(3129659),
+            Value::Array(vec![
+                Value::Array(vec![bulk("127.0.0.1"), bulk("9001"), bulk("3129242")]),
+                Value::Array(vec![bulk("127.0.0.1"), bulk("9002"), bulk("3129543")]),
+            ]),
+        ]);
+        let Role::Master { offset, replicas } = parse_role(&reply).unwrap() else {
+            panic!("not a master")
+        };
+        assert_eq!(offset, 3129659);
+        assert_eq!(replicas[1].addr.port, 9002);
+        assert_eq!(replicas[1].offset, 3129543);
+    }
+
+    #[test]
+    fn parses_ledisdb_roles_with_string_offsets() {
+        let master = Value::Array(vec![bulk("master"), bulk("42"), Value::Array(vec![])]);
+        assert_eq!(
+            parse_role(&master).unwrap(),
+            Role::Master {
+                offset: 42,
+                replicas: vec![]
+            }
+        );
+        let replica = Value::Array(vec![
+            bulk("slave"),
+            bulk("127.0.0.1"),
+            bulk("6379"),
+            bulk("connected"),
+            bulk("42"),
+        ]);
+        assert_eq!(
+            parse_role(&replica).unwrap(),
+            Role::Replica {
+                master: "127.0.0.1:6379".into(),
+                state: "connected".into()
+            }
+        );
+    }
+
+    #[test]
+    fn garbage_roles_are_errors_not_panics() {
+        for reply in [
+            Value::Nil,
+            Value::Int(1),
+            Value::Array(vec![]),
+            Value::Array(vec![Value::Nil]),
+            Value::Array(vec![
+                bulk("master"),
+                Value::Int(1),
+                Value::Array(vec![Value::Int(5)]),
+            ]),
+            Value::Array(vec![
+                bulk("master"),
+                Value::Int(1),
+                Value::Array(vec![Value::Array(vec![bulk("h")])]),
+            ]),
+            Value::Array(vec![
+                bulk("master"),
+                Value::Int(1),
+                Value::Array(vec![Value::Array(vec![bulk("h"), bulk("x")])]),
+            ]),
+        ] {
+            assert!(parse_role(&reply).is_err(), "{reply:?}");
+        }
+        assert_eq!(
+            parse_role(&Value::Array(vec![bulk("sentinel")])).unwrap(),
+            Role::Other("sentinel".into())
+        );
+    }
+
+    #[test]
+    fn parses_info_with_defaults_for_missing_fields() {
+        let redis = "# Server\r\nrun_id:abc\r\n# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\nmaster_port:6379\r\nmaster_link_status:down\r\nmaster_link_down_since_seconds:7\r\nslave_repl_offset:99\r\nslave_priority:10\r\n";
+        let info = parse_replication_info(redis).unwrap();
+        assert_eq!(info.master.as_deref(), Some("127.0.0.1:6379"));
+        assert!(!info.link_up);
+        assert_eq!(
+            (info.priority, info.offset, info.link_down_secs),
+            (10, 99, Some(7))
+        );
+        assert_eq!(info.run_id.as_deref(), Some("abc"));
+        let sparse = parse_replication_info("role:slave\nmaster_link_status:up\n").unwrap();
+        assert_eq!(
+            (sparse.priority, sparse.offset, sparse.link_up),
+            (100, 0, true)
+        );
+        assert!(parse_replication_info("hello").is_err());
+        assert_eq!(
+            parse_replication_info("role:slave\nslave_priority:x")
+                .unwrap()
+                .priority,
+            100
+        );
+    }
+}

@@ -1,0 +1,142 @@
+//! What this daemon sees of each group right now, as shown by `GET /api/v1/groups`.
+//!
+//! The replicated state (names, masters, failover history) comes from the broker; the
+//! observed part (is the master answering, which replicas it lists, their offsets and
+//! links) is local to each daemon and is kept here, written by the monitor and the
+//! failover worker and read by the API.
+
+use crate::address::Addr;
+use crate::broker::{FailoverRecord, ReplicatedState};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    unix_ms(SystemTime::now())
+}
+
+/// The watch state of a group as this daemon sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchState {
+    /// Added, not checked yet.
+    #[default]
+    Starting,
+    /// The last check succeeded.
+    Ok,
+    /// Checks fail; the down window has not passed yet.
+    Suspect,
+    /// Down; a failover is queued.
+    Down,
+    /// The failover worker is at it.
+    FailingOver,
+    /// A failover failed; automatic failover is off until the group is added again.
+    Failed,
+    /// The configured master says it is a replica; it is no longer watched.
+    NotMaster,
+    /// This daemon is not the leader, so it does not check.
+    Follower,
+}
+
+/// A replica as this daemon last saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplicaStatus {
+    pub addr: Addr,
+    /// Offset from the master's `ROLE`, or from the replica's own `INFO` when fresher.
+    pub offset: i64,
+    /// `up`, `down`, or `unknown` when its `INFO` could not be read.
+    pub link: &'static str,
+    /// `slave_priority`, when its `INFO` was read.
+    pub priority: Option<u32>,
+}
+
+/// The observed part of a group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observation {
+    pub state: WatchState,
+    /// When the current run of failed checks began (Unix ms).
+    pub failing_since_ms: Option<u64>,
+    pub last_error: Option<String>,
+    /// For `NotMaster`: the address the configured master replicates from.
+    pub replicating_from: Option<String>,
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+/// Observations of every group, shared between the monitor, the worker and the API.
+#[derive(Default)]
+pub struct Observations {
+    groups: Mutex<HashMap<String, Observation>>,
+}
+
+impl Observations {
+    pub fn lock(&self) -> MutexGuard<'_, HashMap<String, Observation>> {
+        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes one group's observation in place (creating it when missing).
+    pub fn update(&self, group: &str, change: impl FnOnce(&mut Observation)) {
+        let mut groups = self.lock();
+        change(groups.entry(group.to_string()).or_default());
+    }
+
+    pub fn get(&self, group: &str) -> Option<Observation> {
+        self.lock().get(group).cloned()
+    }
+}
+
+/// One group as reported by `GET /api/v1/groups`.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupStatus {
+    pub name: String,
+    pub master: Addr,
+    pub state: WatchState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub down_since_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub replicas: Vec<ReplicaStatus>,
+    pub last_failover: Option<FailoverRecord>,
+}
+
+/// Joins the replicated state with this daemon's observations.
+pub fn group_statuses(state: &ReplicatedState, observed: &Observations) -> Vec<GroupStatus> {
+    let observed = observed.lock();
+    state
+        .groups
+        .values()
+        .map(|group| {
+            let seen = observed.get(&group.name).cloned().unwrap_or_default();
+            let (watch, reason) = match (&group.failed, seen.state) {
+                (Some(reason), _) => (WatchState::Failed, Some(reason.clone())),
+                (None, WatchState::NotMaster) => (
+                    WatchState::NotMaster,
+                    seen.replicating_from
+                        .as_ref()
+                        .map(|m| format!("reports role slave of {m}; not watched")),
+                ),
+                (None, other) => (other, None),
+            };
+            GroupStatus {
+                name: group.name.clone(),
+                master: group.master.clone(),
+                state: watch,
+                down_since_ms: seen.failing_since_ms,
+                reason,
+                last_error: seen.last_error,
+                replicas: seen.replicas,
+                last_failover: state.last_failover(&group.name).cloned(),
+            }
+        })
+        .collect()
+}

@@ -6,7 +6,6 @@
 
 use crate::config::{List, RaftSettings, Settings, ZkSettings};
 use crate::error::Result;
-use crate::invalid_input;
 use argh::FromArgs;
 use std::path::PathBuf;
 
@@ -107,17 +106,12 @@ impl Args {
             Some(path) => Settings::from_file(path)?,
             None => Settings::default(),
         };
-        Ok(file.overlay(self.flag_settings()?))
+        Ok(file.overlay(self.flag_settings()))
     }
 
-    fn flag_settings(&self) -> Result<Settings> {
+    fn flag_settings(&self) -> Settings {
         let list = |v: &Option<String>| v.clone().map(List::One);
-        if let Some(path) = &self.config {
-            if path.as_os_str().is_empty() {
-                return Err(invalid_input!("config: empty path"));
-            }
-        }
-        Ok(Settings {
+        Settings {
             addr: self.addr.clone(),
             password: self.password.clone(),
             masters: list(&self.masters),
@@ -136,7 +130,7 @@ impl Args {
                 addr: list(&self.zk_addr),
                 base_dir: self.zk_path.clone(),
             },
-        })
+        }
     }
 }
 

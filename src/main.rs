@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         }
     };
     redis_failover::logging::init();
+    raise_open_file_limit();
     // Block the stop signals before any thread starts, so they all inherit the mask and
     // only the main thread receives them (with sigwait below).
     let signals = stop_signals();
@@ -62,4 +63,23 @@ fn wait_for(set: &libc::sigset_t) -> i32 {
     // SAFETY: `set` is an initialised signal set and `signal` a valid out-pointer.
     unsafe { while libc::sigwait(set, &mut signal) != 0 {} }
     signal
+}
+
+/// Each watched server holds a connection open: lift the soft limit on open files to the
+/// hard limit so thousands of groups fit.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the plain struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                log::warn!("cannot raise the open-file limit; thousands of groups may not fit");
+            }
+        }
+    }
 }

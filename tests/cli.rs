@@ -1,0 +1,96 @@
+//! The binary's command line and config file, as a user meets them.
+
+mod support;
+
+use std::process::Command;
+use support::{Daemon, TempDir};
+
+fn run(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_redis-failover"))
+        .args(args)
+        .output()
+        .expect("run redis-failover");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn help_lists_the_go_flags() {
+    let (code, text) = run(&["--help"]);
+    assert_eq!(code, 0, "{text}");
+    for flag in [
+        "--addr",
+        "--masters",
+        "--check-interval",
+        "--max-down-time",
+        "--raft-cluster",
+        "--zk-path",
+    ] {
+        assert!(text.contains(flag), "help lacks {flag}: {text}");
+    }
+}
+
+#[test]
+fn bad_config_exits_non_zero_naming_the_key() {
+    let dir = TempDir::new("cli");
+    for (toml, says) in [
+        ("check_interval = 0\n", "check_interval"),
+        ("addr = \"127.0.0.1\"\n", "addr"),
+        ("no_such_key = 1\n", "no_such_key"),
+        ("masters = [\"nope\"]\n", "masters"),
+        ("check_interval = [\n", "TOML"),
+    ] {
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, toml).unwrap();
+        let (code, text) = run(&[&format!("-config={}", file.display())]);
+        assert_ne!(code, 0, "{toml:?} was accepted");
+        assert!(
+            text.contains(says) || text.to_lowercase().contains(&says.to_lowercase()),
+            "{toml:?}: {text}"
+        );
+    }
+    let (code, text) = run(&["-config=/nonexistent/failover.toml"]);
+    assert_ne!(code, 0);
+    assert!(text.contains("/nonexistent/failover.toml"), "{text}");
+}
+
+#[test]
+fn unknown_broker_and_unknown_flag_are_errors() {
+    let (code, text) = run(&["-broker=etcd"]);
+    assert_ne!(code, 0);
+    assert!(text.contains("unknown broker \"etcd\""), "{text}");
+    let (code, text) = run(&["-no_such_flag=1"]);
+    assert_ne!(code, 0);
+    assert!(
+        text.contains("no-such-flag") || text.contains("Unrecognized"),
+        "{text}"
+    );
+    let (code, text) = run(&["-max_down_time=-1"]);
+    assert_ne!(code, 0, "{text}");
+}
+
+#[test]
+fn config_file_with_go_style_flag_overrides() {
+    let dir = TempDir::new("cli");
+    let file = dir.path().join("failover.toml");
+    std::fs::write(
+        &file,
+        "addr = \"127.0.0.1:1\"\nmasters = [\"file=127.0.0.1:6399\"]\ncheck_interval = 100\n",
+    )
+    .unwrap();
+    // Daemon::start adds -addr=<free port>, which must override the file's addr.
+    let daemon = Daemon::start(&[&format!("-config={}", file.display())]);
+    let (_, body) = daemon.http("GET", "/master", "").unwrap();
+    assert_eq!(body, "127.0.0.1:6399");
+}
+
+#[test]
+fn sigterm_stops_the_daemon_cleanly() {
+    let mut daemon = Daemon::start(&["--masters", "127.0.0.1:6398", "--check-interval", "100"]);
+    let status = daemon
+        .terminate()
+        .expect("the daemon exits within 10 s of SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+    assert!(daemon.log().contains("stopped"), "{}", daemon.log());
+}

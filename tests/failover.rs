@@ -1,0 +1,343 @@
+//! End-to-end failover with real redis-server processes and the daemon binary.
+
+mod support;
+
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use support::{Daemon, RedisServer, wait_until};
+
+const FAST: [&str; 2] = ["-check_interval=100", "-max_down_time=1"];
+
+/// A master with two replicas of the given priorities, all linked.
+fn topology(priority_a: u32, priority_b: u32) -> (RedisServer, RedisServer, RedisServer) {
+    let master = RedisServer::master();
+    let a = RedisServer::replica_of(master.port, priority_a);
+    let b = RedisServer::replica_of(master.port, priority_b);
+    master.wait_for_replicas(2);
+    (master, a, b)
+}
+
+fn watch(master: &RedisServer, extra: &[&str]) -> Daemon {
+    let masters = format!("-masters=g={}", master.addr());
+    let mut args = vec![masters.as_str()];
+    args.extend(FAST);
+    args.extend(extra);
+    let daemon = Daemon::start(&args);
+    wait_for_state(&daemon, "ok");
+    daemon
+}
+
+fn wait_for_state(daemon: &Daemon, state: &str) -> Value {
+    wait_until(
+        Duration::from_secs(20),
+        &format!("group g in state {state}"),
+        || {
+            let g = daemon.group("g");
+            if g["state"] == state {
+                Ok(g)
+            } else {
+                Err(g.to_string())
+            }
+        },
+    )
+}
+
+/// Waits for the group's last failover record.
+fn wait_for_failover(daemon: &Daemon) -> Value {
+    wait_until(Duration::from_secs(20), "a failover record", || {
+        let g = daemon.group("g");
+        if g["last_failover"].is_object() && g["state"] != "failing_over" {
+            Ok(g)
+        } else {
+            Err(g.to_string())
+        }
+    })
+}
+
+fn port_of(addr: &Value) -> u16 {
+    addr.as_str()
+        .and_then(|a| a.rsplit_once(':'))
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or_else(|| panic!("not an address: {addr}"))
+}
+
+#[test]
+fn killed_master_fails_over_and_the_other_replica_follows() {
+    let (mut master, a, b) = topology(100, 100);
+    let daemon = watch(&master, &[]);
+    master.cmd(&["SET", "before", "1"]).unwrap();
+    let killed_at = Instant::now();
+    master.kill();
+    let g = wait_for_failover(&daemon);
+    let waited = killed_at.elapsed();
+    assert_eq!(g["last_failover"]["outcome"], "succeeded", "{g}");
+    let new_port = port_of(&g["master"]);
+    assert!(new_port == a.port || new_port == b.port, "{g}");
+    assert!(
+        waited >= Duration::from_millis(800),
+        "failed over {waited:?} after the kill: the window is 1 s"
+    );
+    let (new, other) = if new_port == a.port {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    assert_eq!(new.role().unwrap(), "master");
+    // The other replica now replicates from the new master: a write there shows up.
+    new.cmd(&["SET", "after", "2"]).unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the key written to the new master on the other replica",
+        || match other.cmd(&["GET", "after"]) {
+            Ok(redis::Value::BulkString(v)) if v == b"2" => Ok(()),
+            seen => Err(format!(
+                "{seen:?}; master_port:{:?}",
+                other.info_field("master_port")
+            )),
+        },
+    );
+    assert_eq!(
+        other.info_field("master_port").unwrap(),
+        new.port.to_string()
+    );
+    assert!(matches!(
+        new.cmd(&["GET", "before"]),
+        Ok(redis::Value::BulkString(_))
+    ));
+    // GET /master reports the new master; the group keeps its name.
+    let (_, masters) = daemon.http("GET", "/master", "").unwrap();
+    assert_eq!(masters, new.addr());
+    wait_until(
+        Duration::from_secs(20),
+        "the new master watched with its replica",
+        || {
+            let g = daemon.group("g");
+            let replicas = g["replicas"].as_array().map(|r| r.len()).unwrap_or(0);
+            if g["state"] == "ok" && replicas == 1 {
+                Ok(())
+            } else {
+                Err(g.to_string())
+            }
+        },
+    );
+    let log = daemon.log();
+    for step in [
+        "step info",
+        "step elect",
+        "step promote",
+        "step repoint",
+        "failover succeeded",
+    ] {
+        assert!(log.contains(step), "log lacks {step:?}:\n{log}");
+    }
+}
+
+#[test]
+fn master_back_within_the_window_is_not_failed_over() {
+    let (mut master, _a, _b) = topology(100, 100);
+    let masters = format!("-masters=g={}", master.addr());
+    let daemon = Daemon::start(&[&masters, "-check_interval=100", "-max_down_time=3"]);
+    wait_for_state(&daemon, "ok");
+    let killed_at = Instant::now();
+    master.kill();
+    wait_for_state(&daemon, "suspect");
+    master.restart();
+    wait_for_state(&daemon, "ok");
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(3),
+        "restart took longer than the window"
+    );
+    // Stay past the end of the window that began at the kill: still no failover.
+    while killed_at.elapsed() < Duration::from_millis(3500) {
+        let g = daemon.group("g");
+        assert!(
+            g["last_failover"].is_null(),
+            "failed over although the master came back: {g}"
+        );
+        assert_eq!(port_of(&g["master"]), master.port);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(daemon.log().contains("answers again"), "{}", daemon.log());
+}
+
+#[test]
+fn lower_nonzero_priority_is_elected() {
+    let (mut master, _a, b) = topology(100, 10);
+    let daemon = watch(&master, &[]);
+    master.kill();
+    let g = wait_for_failover(&daemon);
+    assert_eq!(g["last_failover"]["outcome"], "succeeded", "{g}");
+    assert_eq!(port_of(&g["master"]), b.port, "priority 10 beats 100: {g}");
+}
+
+#[test]
+fn priority_zero_is_never_elected() {
+    let (mut master, a, b) = topology(0, 100);
+    let daemon = watch(&master, &[]);
+    master.kill();
+    let g = wait_for_failover(&daemon);
+    assert_eq!(port_of(&g["master"]), b.port, "{g}");
+    // The priority-0 replica follows the new master all the same.
+    wait_until(
+        Duration::from_secs(20),
+        "the priority-0 replica to follow",
+        || {
+            a.info_field("master_port").and_then(|p| {
+                if p == b.port.to_string() {
+                    Ok(())
+                } else {
+                    Err(p)
+                }
+            })
+        },
+    );
+}
+
+#[test]
+fn larger_offset_is_elected_when_priorities_are_equal() {
+    let (mut master, a, b) = topology(100, 100);
+    let daemon = watch(&master, &[]);
+    // Freeze b's replication: new connections to the master need a password b lacks,
+    // then b's link is cut. The daemon's check connection is already open.
+    master
+        .cmd(&["CONFIG", "SET", "requirepass", "secret"])
+        .unwrap();
+    b.cmd(&["CLIENT", "KILL", "TYPE", "master"]).unwrap();
+    wait_until(Duration::from_secs(10), "b's link down", || {
+        b.info_field("master_link_status")
+            .and_then(|s| if s == "down" { Ok(()) } else { Err(s) })
+    });
+    let mut writer = redis_conn(master.port, Some("secret"));
+    for i in 0..100 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query(&mut writer)
+            .unwrap();
+    }
+    let target: i64 = redis::cmd("INFO")
+        .arg("replication")
+        .query::<String>(&mut writer)
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("master_repl_offset:")
+                    .map(|v| v.trim().parse().unwrap_or(0))
+            })
+        })
+        .unwrap_or(0);
+    wait_until(Duration::from_secs(10), "a to catch up", || {
+        let off: i64 = a
+            .info_field("slave_repl_offset")?
+            .parse()
+            .map_err(|e| format!("{e}"))?;
+        if off >= target {
+            Ok(())
+        } else {
+            Err(format!("{off} < {target}"))
+        }
+    });
+    master.kill();
+    let g = wait_for_failover(&daemon);
+    assert_eq!(
+        port_of(&g["master"]),
+        a.port,
+        "a has the larger offset: {g}"
+    );
+}
+
+fn redis_conn(port: u16, password: Option<&str>) -> redis::Connection {
+    let mut url = format!("redis://127.0.0.1:{port}/");
+    if let Some(p) = password {
+        url = format!("redis://:{p}@127.0.0.1:{port}/");
+    }
+    redis::Client::open(url).unwrap().get_connection().unwrap()
+}
+
+#[test]
+fn stalled_master_seen_by_its_replicas_is_not_failed_over() {
+    let (master, _a, _b) = topology(100, 100);
+    let daemon = watch(&master, &[]);
+    let port = master.port;
+    let sleeper = std::thread::spawn(move || support::redis_cmd(port, &["DEBUG", "SLEEP", "3"]));
+    let g = wait_for_failover(&daemon);
+    let record = &g["last_failover"];
+    assert_eq!(record["outcome"], "aborted", "{g}");
+    assert!(
+        record["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("master_link_status:up"),
+        "{g}"
+    );
+    assert_eq!(port_of(&g["master"]), master.port);
+    sleeper.join().unwrap().unwrap();
+    wait_for_state(&daemon, "ok");
+    assert_eq!(master.role().unwrap(), "master");
+}
+
+#[test]
+fn failed_failover_is_reported_and_not_retried() {
+    let (mut master, _a, _b) = topology(0, 0);
+    let daemon = watch(&master, &[]);
+    master.kill();
+    let g = wait_for_state(&daemon, "failed");
+    let record = &g["last_failover"];
+    assert_eq!(record["outcome"], "failed", "{g}");
+    let reason = g["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("slave_priority is 0"), "{g}");
+    assert!(daemon.log().contains("failover FAILED"), "{}", daemon.log());
+    // Not retried on its own, even once the master is back.
+    master.restart();
+    std::thread::sleep(Duration::from_millis(1500));
+    let g = daemon.group("g");
+    assert_eq!(g["state"], "failed", "{g}");
+    // Adding the group again resumes watching.
+    let (status, body) = daemon
+        .http("POST", &format!("/master?masters=g={}", master.addr()), "")
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    wait_for_state(&daemon, "ok");
+}
+
+#[test]
+fn a_configured_master_that_is_a_replica_is_not_watched() {
+    let (master, a, _b) = topology(100, 100);
+    let masters = format!("-masters=g={}", a.addr());
+    let daemon = Daemon::start(&[&masters, "-check_interval=100", "-max_down_time=1"]);
+    let g = wait_for_state(&daemon, "not_master");
+    assert!(
+        g["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&master.port.to_string()),
+        "{g}"
+    );
+    assert!(daemon.log().contains("no longer watched"));
+}
+
+#[test]
+fn a_server_answering_garbage_counts_as_down_and_the_daemon_keeps_running() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut stream = stream;
+                let mut buf = [0u8; 512];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 || stream.write_all(b"%%garbage\r\n*9\r\n:x\r\n").is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let masters = format!("-masters=g=127.0.0.1:{port}");
+    let daemon = Daemon::start(&[&masters, "-check_interval=100", "-max_down_time=1"]);
+    let g = wait_for_state(&daemon, "failed");
+    assert!(g["last_error"].is_string(), "{g}");
+    let (status, _) = daemon.http("GET", "/master", "").unwrap();
+    assert_eq!(status, 200);
+}

@@ -1,0 +1,446 @@
+//! Real servers for tests and benchmarks: `redis-server` (also as a Sentinel) and the
+//! `redis-failover` binary, each on a free loopback port in its own temp dir, stopped by
+//! PID when dropped. Plus a deadline-based `wait_until` and a tiny HTTP client.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A port nobody listens on right now (the OS picks it).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// A directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir()
+            .join("redis-failover-tests")
+            .join(format!("{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Waits until `probe` returns `Ok`, or panics after `timeout` with what it saw last.
+pub fn wait_until<T>(
+    timeout: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match probe() {
+            Ok(value) => return value,
+            Err(seen) if Instant::now() >= deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen: {seen}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Panics with a helpful message when redis-server is not installed.
+pub fn require_redis() {
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        found,
+        "redis-server is not installed: run `bash test-cluster/install-deps.sh` (apt-get install redis-server)"
+    );
+}
+
+/// One `redis-server` process.
+pub struct RedisServer {
+    pub port: u16,
+    pub dir: TempDir,
+    child: Option<Child>,
+    extra: Vec<String>,
+}
+
+impl RedisServer {
+    /// A master (no replicaof).
+    pub fn master() -> RedisServer {
+        RedisServer::start(&[])
+    }
+
+    /// A replica of `master_port` with the given replica-priority.
+    pub fn replica_of(master_port: u16, priority: u32) -> RedisServer {
+        RedisServer::start(&[
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            master_port.to_string(),
+            "--replica-priority".into(),
+            priority.to_string(),
+        ])
+    }
+
+    pub fn start(extra: &[String]) -> RedisServer {
+        require_redis();
+        let dir = TempDir::new("redis");
+        let port = free_port();
+        let mut server = RedisServer {
+            port,
+            dir,
+            child: None,
+            extra: extra.to_vec(),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("redis.log")).expect("log file");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--repl-diskless-sync-delay",
+                "0",
+            ])
+            .args([
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "no",
+                "--enable-debug-command",
+                "local",
+            ])
+            .args(&self.extra)
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let port = self.port;
+        wait_until(
+            Duration::from_secs(10),
+            "redis-server to answer PING",
+            || {
+                self.cmd(&["PING"])
+                    .map(|_| ())
+                    .map_err(|e| format!("port {port}: {e}"))
+            },
+        );
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and dir, with the same arguments.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Runs a command, returning the raw reply or the error text.
+    pub fn cmd(&self, args: &[&str]) -> Result<redis::Value, String> {
+        redis_cmd(self.port, args)
+    }
+
+    /// The `role` of this server from `ROLE` ("master", "slave").
+    pub fn role(&self) -> Result<String, String> {
+        match self.cmd(&["ROLE"])? {
+            redis::Value::Array(items) => match items.first() {
+                Some(redis::Value::BulkString(b)) => Ok(String::from_utf8_lossy(b).into_owned()),
+                other => Err(format!("odd ROLE reply {other:?}")),
+            },
+            other => Err(format!("odd ROLE reply {other:?}")),
+        }
+    }
+
+    /// A field of `INFO replication`.
+    pub fn info_field(&self, field: &str) -> Result<String, String> {
+        let text = match self.cmd(&["INFO", "replication"])? {
+            redis::Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+            redis::Value::VerbatimString { text, .. } => text,
+            other => return Err(format!("odd INFO reply {other:?}")),
+        };
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .map(|v| v.trim().to_string())
+            .ok_or_else(|| format!("no {field} in INFO: {text}"))
+    }
+
+    /// Waits until this master's `ROLE` lists `n` replicas.
+    pub fn wait_for_replicas(&self, n: usize) {
+        wait_until(
+            Duration::from_secs(20),
+            &format!("{n} replicas on {}", self.addr()),
+            || {
+                let count = self.info_field("connected_slaves")?;
+                if count == n.to_string() {
+                    Ok(())
+                } else {
+                    Err(format!("connected_slaves:{count}"))
+                }
+            },
+        );
+        // ROLE lists a replica only once it is online.
+        wait_until(
+            Duration::from_secs(20),
+            "replicas online in ROLE",
+            || match self.cmd(&["ROLE"])? {
+                redis::Value::Array(items) => match items.get(2) {
+                    Some(redis::Value::Array(list)) if list.len() == n => Ok(()),
+                    other => Err(format!("{other:?}")),
+                },
+                other => Err(format!("{other:?}")),
+            },
+        );
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One command on a fresh connection with short timeouts.
+pub fn redis_cmd(port: u16, args: &[&str]) -> Result<redis::Value, String> {
+    let client =
+        redis::Client::open(format!("redis://127.0.0.1:{port}/")).map_err(|e| e.to_string())?;
+    let mut conn = client
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query::<redis::Value>(&mut conn)
+        .map_err(|e| e.to_string())
+}
+
+/// The `redis-failover` binary, run as a user would.
+pub struct Daemon {
+    pub port: u16,
+    pub dir: TempDir,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Starts the daemon with `-addr=` on a free port plus `args`; waits for its API.
+    pub fn start(args: &[&str]) -> Daemon {
+        let port = free_port();
+        let dir = TempDir::new("daemon");
+        let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_redis-failover"))
+            .arg(format!("-addr=127.0.0.1:{port}"))
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start redis-failover");
+        let daemon = Daemon {
+            port,
+            dir,
+            child: Some(child),
+        };
+        wait_until(Duration::from_secs(10), "the daemon's HTTP API", || {
+            daemon.http("GET", "/master", "").map(|_| ())
+        });
+        daemon
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Sends one HTTP request; returns (status, body).
+    pub fn http(&self, method: &str, path: &str, body: &str) -> Result<(u16, String), String> {
+        http_request(self.port, method, path, body)
+    }
+
+    /// `GET /api/v1/groups` parsed.
+    pub fn groups(&self) -> serde_json::Value {
+        let (status, body) = self
+            .http("GET", "/api/v1/groups", "")
+            .expect("GET /api/v1/groups");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("groups JSON")
+    }
+
+    /// The group named `name` from `GET /api/v1/groups`.
+    pub fn group(&self, name: &str) -> serde_json::Value {
+        self.groups()
+            .as_array()
+            .and_then(|groups| groups.iter().find(|g| g["name"] == name).cloned())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        unsafe_kill(child.id(), 15);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- daemon log ---\n{}", self.log());
+        }
+    }
+}
+
+fn unsafe_kill(pid: u32, signal: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// A minimal HTTP/1.1 client: one request per connection.
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String), String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let content_type = if body.is_empty() {
+        String::new()
+    } else {
+        "Content-Type: application/x-www-form-urlencoded\r\n".to_string()
+    };
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status line in {text:?}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// `redis-server --sentinel` watching one master.
+pub struct Sentinel {
+    pub port: u16,
+    pub dir: TempDir,
+    child: Option<Child>,
+}
+
+impl Sentinel {
+    pub fn start(master_port: u16, name: &str, down_after_ms: u64, quorum: u32) -> Sentinel {
+        require_redis();
+        let dir = TempDir::new("sentinel");
+        let port = free_port();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {}\n\
+                 sentinel monitor {name} 127.0.0.1 {master_port} {quorum}\n\
+                 sentinel down-after-milliseconds {name} {down_after_ms}\n\
+                 sentinel failover-timeout {name} 10000\n\
+                 sentinel parallel-syncs {name} 1\n",
+                dir.path().display()
+            ),
+        )
+        .expect("write sentinel.conf");
+        let log = std::fs::File::create(dir.path().join("sentinel.log")).expect("log file");
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server --sentinel");
+        let sentinel = Sentinel {
+            port,
+            dir,
+            child: Some(child),
+        };
+        wait_until(Duration::from_secs(10), "sentinel to answer PING", || {
+            redis_cmd(port, &["PING"]).map(|_| ())
+        });
+        sentinel
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -70,9 +70,11 @@ impl Core {
 /// ```no_run
 /// use redis_failover::{App, Config, MasterSpec};
 ///
-/// let mut config = Config::default();
-/// config.addr = redis_failover::Addr::parse("127.0.0.1:11000")?;
-/// config.masters = MasterSpec::parse_list("cache=127.0.0.1:6379")?;
+/// let config = Config {
+///     addr: redis_failover::Addr::parse("127.0.0.1:11000")?,
+///     masters: MasterSpec::parse_list("cache=127.0.0.1:6379")?,
+///     ..Config::default()
+/// };
 /// let app = App::start(config)?;
 /// app.on_before_failover(|group, old| {
 ///     println!("about to fail over {group} from {old}");

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use support::{RedisServer, free_port, wait_until};
 
 fn config() -> Config {
-    let mut config = Config::default();
-    config.addr = Addr::parse(&format!("127.0.0.1:{}", free_port())).unwrap();
-    config.check_interval = Duration::from_millis(100);
-    config.max_down_time = Duration::from_millis(500);
-    config
+    Config {
+        addr: Addr::parse(&format!("127.0.0.1:{}", free_port())).unwrap(),
+        check_interval: Duration::from_millis(100),
+        max_down_time: Duration::from_millis(500),
+        ..Config::default()
+    }
 }
 
 #[test]
@@ -92,8 +93,10 @@ fn set_masters_replaces_and_bad_input_is_an_error() {
     assert_eq!(app.masters(), vec![Addr::parse("127.0.0.1:6392").unwrap()]);
     assert!(app.remove_masters(vec!["zzz".into()]).is_err());
     // A second App on the same address cannot bind, and says so.
-    let mut clash = Config::default();
-    clash.addr = Addr::parse(&app.http_addr().to_string()).unwrap();
+    let clash = Config {
+        addr: Addr::parse(&app.http_addr().to_string()).unwrap(),
+        ..Config::default()
+    };
     let err = App::start(clash).err().expect("the port is taken");
     assert!(err.to_string().contains("cannot listen"), "{err}");
     app.shutdown();

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need when it is missing: redis-server and
+# redis-cli (Debian's redis-server and redis-tools packages).
+set -euo pipefail
+
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing ${need[*]} with apt-get" >&2
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# Debian starts a redis-server service on install where systemd runs; the demo and
+# the tests use their own ports, so it is left alone.
+redis-server --version

@@ -3,24 +3,26 @@
 //! The monitor decides *when* a server is checked; the pool only runs checks. Each job
 //! carries the connection it must use (kept open between checks, so a check is one
 //! round trip and no new TCP connection), and every call has connect and read timeouts.
-//! One dead or hanging server ties up at most one thread for one timeout; when every
-//! thread is busy and jobs wait, the pool grows (up to a bound), so the checks of other
-//! groups are not held up behind it.
+//! One dead or hanging server ties up at most one thread for one timeout; when jobs
+//! start to wait in the queue longer than [`MAX_QUEUE_DELAY`], the pool grows (up to a
+//! bound), so the checks of other groups are not held up behind it.
 
 use crate::address::Addr;
 use crate::error::Result;
 use crate::redis_node::{RedisNode, ReplicationInfo, Role};
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Threads the pool starts with.
 pub const INITIAL_THREADS: usize = 2;
 /// Threads the pool may grow to when checks pile up behind slow servers.
 pub const MAX_THREADS: usize = 64;
+/// A job that waited longer than this in the queue means the pool is too small.
+pub const MAX_QUEUE_DELAY: Duration = Duration::from_millis(20);
 
 /// Connections to the replicas of one group, by address.
 pub type ReplicaConnections = HashMap<Addr, RedisNode>;
@@ -61,10 +63,11 @@ pub enum CheckOutcome {
 
 /// A growing pool of checker threads fed by one channel.
 pub struct CheckerPool {
-    jobs: Option<Sender<CheckJob>>,
-    job_rx: Receiver<CheckJob>,
+    jobs: Option<Sender<(Instant, CheckJob)>>,
+    job_rx: Receiver<(Instant, CheckJob)>,
     results: Sender<CheckOutcome>,
-    busy: Arc<AtomicUsize>,
+    /// Set by a thread that took a job which had waited too long.
+    lagging: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -75,7 +78,7 @@ impl CheckerPool {
             jobs: Some(jobs),
             job_rx,
             results,
-            busy: Arc::new(AtomicUsize::new(0)),
+            lagging: Arc::new(AtomicBool::new(false)),
             threads: Vec::new(),
         };
         for _ in 0..INITIAL_THREADS {
@@ -84,16 +87,18 @@ impl CheckerPool {
         pool
     }
 
-    /// Queues a job; grows the pool when every thread is busy and jobs are waiting.
+    /// Queues a job; grows the pool when queued jobs have been waiting too long.
     pub fn submit(&mut self, job: CheckJob) {
         let Some(jobs) = &self.jobs else { return };
-        if jobs.send(job).is_err() {
+        if jobs.send((Instant::now(), job)).is_err() {
             return;
         }
-        let all_busy = self.busy.load(Ordering::Relaxed) >= self.threads.len();
-        if all_busy && !jobs.is_empty() && self.threads.len() < MAX_THREADS {
+        if self.lagging.swap(false, Ordering::Relaxed) && self.threads.len() < MAX_THREADS {
             self.add_thread();
-            log::debug!("checker pool grew to {} threads", self.threads.len());
+            log::info!(
+                "checks are waiting for a free checker: the pool grew to {} threads",
+                self.threads.len()
+            );
         }
     }
 
@@ -104,16 +109,17 @@ impl CheckerPool {
     fn add_thread(&mut self) {
         let jobs = self.job_rx.clone();
         let results = self.results.clone();
-        let busy = self.busy.clone();
+        let lagging = self.lagging.clone();
         let index = self.threads.len();
         let spawned = std::thread::Builder::new()
             .name(format!("checker-{index}"))
             .stack_size(256 * 1024)
             .spawn(move || {
-                for job in jobs {
-                    busy.fetch_add(1, Ordering::Relaxed);
+                for (queued_at, job) in jobs.iter() {
+                    if queued_at.elapsed() > MAX_QUEUE_DELAY && !jobs_waiting_are_few(&jobs) {
+                        lagging.store(true, Ordering::Relaxed);
+                    }
                     let outcome = run(job);
-                    busy.fetch_sub(1, Ordering::Relaxed);
                     if results.send(outcome).is_err() {
                         break;
                     }
@@ -140,6 +146,12 @@ impl Drop for CheckerPool {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// A short backlog drains on its own; only a queue that keeps jobs waiting while more
+/// pile up calls for another thread.
+fn jobs_waiting_are_few(jobs: &Receiver<(Instant, CheckJob)>) -> bool {
+    jobs.len() < 2
 }
 
 fn run(job: CheckJob) -> CheckOutcome {

@@ -415,8 +415,19 @@ impl Monitor {
             *o = Default::default();
         });
         if phase == Phase::Watching {
-            self.schedule(now, Timer::Check, &group.name, generation);
+            let first = now + self.spread(generation);
+            self.schedule(first, Timer::Check, &group.name, generation);
         }
+    }
+
+    /// Where in the interval a new watch's checks fall. Groups added together (at start,
+    /// or by one `POST /master` with thousands of masters) would otherwise be checked in
+    /// one burst every interval; the golden-ratio sequence spreads them evenly. The
+    /// first group of a daemon is checked at once.
+    fn spread(&self, generation: u64) -> Duration {
+        const GOLDEN: f64 = 0.618_033_988_749_895;
+        let phase = (generation as f64 * GOLDEN).fract();
+        self.ctx.check_interval.mul_f64(phase)
     }
 
     /// Publishes the replicas of a group, merging `ROLE` offsets with `INFO` details.

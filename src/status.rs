@@ -85,7 +85,12 @@ impl Observations {
     /// Changes one group's observation in place (creating it when missing).
     pub fn update(&self, group: &str, change: impl FnOnce(&mut Observation)) {
         let mut groups = self.lock();
-        change(groups.entry(group.to_string()).or_default());
+        // Look up before inserting: this runs on every check, and `entry` would
+        // allocate the key each time.
+        match groups.get_mut(group) {
+            Some(observation) => change(observation),
+            None => change(groups.entry(group.to_string()).or_default()),
+        }
     }
 
     pub fn get(&self, group: &str) -> Option<Observation> {

@@ -61,13 +61,35 @@ fn thread_ticks(pid: u32) -> HashMap<u32, (String, u64)> {
         let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
             continue;
         };
-        if let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) {
-            if let Some(v) = stat_ticks(&text) {
-                out.insert(tid, v);
-            }
+        if let Ok(text) = std::fs::read_to_string(entry.path().join("stat"))
+            && let Some(v) = stat_ticks(&text)
+        {
+            out.insert(tid, v);
         }
     }
     out
+}
+
+/// Context switches (voluntary + involuntary) summed over the threads.
+fn ctxt_switches(pid: u32) -> u64 {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    let mut total = 0;
+    for entry in dir.flatten() {
+        if let Ok(text) = std::fs::read_to_string(entry.path().join("status")) {
+            for line in text.lines() {
+                if line.contains("ctxt_switches:") {
+                    total += line
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .unwrap_or(0);
+                }
+            }
+        }
+    }
+    total
 }
 
 /// A field of /proc/<pid>/status as a number (kB for Vm*).
@@ -86,10 +108,10 @@ fn fd_counts(pid: u32) -> Result<(usize, usize), String> {
     let (mut sockets, mut all) = (0, 0);
     for entry in dir.flatten() {
         all += 1;
-        if let Ok(target) = std::fs::read_link(entry.path()) {
-            if target.to_string_lossy().starts_with("socket:") {
-                sockets += 1;
-            }
+        if let Ok(target) = std::fs::read_link(entry.path())
+            && target.to_string_lossy().starts_with("socket:")
+        {
+            sockets += 1;
         }
     }
     Ok((sockets, all))
@@ -137,9 +159,14 @@ fn connected_clients(servers: &[RedisServer]) -> Result<u64, String> {
 
 // ---- the daemon side -----------------------------------------------------------------
 
-/// (groups in state "ok", total groups, other states seen with counts).
-fn group_states(daemon: &Daemon) -> Result<(usize, usize, Vec<(String, usize)>), String> {
-    let (status, body) = daemon.http("GET", "/api/v1/groups", "")?;
+/// Groups in state "ok", total groups, other states seen with counts.
+type GroupStates = (usize, usize, Vec<(String, usize)>);
+
+fn group_states(daemon: &Daemon) -> Result<GroupStates, String> {
+    let (status, raw) = daemon.http("GET", "/api/v1/groups", "")?;
+    // tiny_http sends bodies of 32 KiB or more chunked; support::http_request does not
+    // decode that, so do it here.
+    let body = dechunk(&raw).unwrap_or(raw);
     if status != 200 {
         return Err(format!("GET /api/v1/groups -> {status}: {body}"));
     }
@@ -155,6 +182,22 @@ fn group_states(daemon: &Daemon) -> Result<(usize, usize, Vec<(String, usize)>),
     let mut others: Vec<(String, usize)> = counts.into_iter().filter(|(s, _)| s != "ok").collect();
     others.sort();
     Ok((ok, groups.len(), others))
+}
+
+/// Decodes a `Transfer-Encoding: chunked` body; None when it does not look chunked.
+fn dechunk(raw: &str) -> Option<String> {
+    let mut rest = raw;
+    let mut out = String::with_capacity(raw.len());
+    loop {
+        let (size_line, after) = rest.split_once("\r\n")?;
+        let size_hex = size_line.split(';').next()?.trim();
+        let size = usize::from_str_radix(size_hex, 16).ok()?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.push_str(after.get(..size)?);
+        rest = after.get(size..)?.strip_prefix("\r\n")?;
+    }
 }
 
 fn add_groups(daemon: &Daemon, specs: &[String], chunk: usize) -> Result<(), String> {
@@ -243,6 +286,7 @@ fn run_case(servers: &[RedisServer], n: usize) -> Result<Row, String> {
         let start = Instant::now();
         let ticks0 = process_ticks(pid)?;
         let threads0 = thread_ticks(pid);
+        let switches0 = ctxt_switches(pid);
         let role0 = role_calls(servers)?;
         let mut role_prev = role0;
         let mut role_min_max = (u64::MAX, 0u64);
@@ -273,6 +317,7 @@ fn run_case(servers: &[RedisServer], n: usize) -> Result<Row, String> {
         let elapsed = start.elapsed().as_secs_f64();
         let ticks1 = process_ticks(pid)?;
         let threads1 = thread_ticks(pid);
+        let switches1 = ctxt_switches(pid);
         let role1 = role_calls(servers)?;
         let hwm = status_field(pid, "VmHWM")?;
         let clients_after = connected_clients(servers)?;
@@ -306,22 +351,33 @@ fn run_case(servers: &[RedisServer], n: usize) -> Result<Row, String> {
             .collect();
         notes.push(format!("CPU by thread: {}", per_thread.join(", ")));
         notes.push(format!(
+            "context switches of the daemon: {:.0}/s",
+            switches1.saturating_sub(switches0) as f64 / elapsed
+        ));
+        notes.push(format!(
             "redis connected_clients: {clients_before} before, {clients_after} during; max fds of the daemon {fds_max}"
         ));
         let log = daemon.log();
         let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
-        let grew = log
-            .lines()
-            .filter(|l| l.contains("checker pool grew"))
-            .last()
-            .map(|l| l.split("grew to ").nth(1).unwrap_or("").to_string());
+        // Pool growth: "... the pool grew to N threads" (or older "checker pool grew to N").
+        let growth: Vec<&str> = log.lines().filter(|l| l.contains("pool grew to")).collect();
+        let growth_note = match (growth.first(), growth.last()) {
+            (Some(first), Some(last)) => format!(
+                ", first at {}, last at {} ({})",
+                first.split(' ').next().unwrap_or(""),
+                last.split(' ').next().unwrap_or(""),
+                last.split("grew to ").nth(1).unwrap_or("").trim()
+            ),
+            _ => String::new(),
+        };
+        let first_line = log.lines().next().unwrap_or("");
         notes.push(format!(
-            "daemon log: {} lines, {} WARN, {} ERROR, pool grew {} times{}",
+            "daemon log: {} lines, {} WARN, {} ERROR; pool grew {} times{growth_note}; daemon started {}",
             log.lines().count(),
             count(" WARN "),
             count(" ERROR "),
-            count("checker pool grew"),
-            grew.map(|g| format!(" (last: to {g})")).unwrap_or_default()
+            growth.len(),
+            first_line.split(' ').next().unwrap_or("")
         ));
         if let Some(line) = log
             .lines()
@@ -374,14 +430,14 @@ fn main() {
         .map(|_| RedisServer::start(&["--maxclients".into(), "20000".into()]))
         .collect();
     for s in &servers {
-        if let Ok(redis::Value::Array(items)) = s.cmd(&["CONFIG", "GET", "maxclients"]) {
-            if let Some(redis::Value::BulkString(v)) = items.get(1) {
-                eprintln!(
-                    "redis {} maxclients {}",
-                    s.addr(),
-                    String::from_utf8_lossy(v)
-                );
-            }
+        if let Ok(redis::Value::Array(items)) = s.cmd(&["CONFIG", "GET", "maxclients"])
+            && let Some(redis::Value::BulkString(v)) = items.get(1)
+        {
+            eprintln!(
+                "redis {} maxclients {}",
+                s.addr(),
+                String::from_utf8_lossy(v)
+            );
         }
     }
     eprintln!(
@@ -436,4 +492,7 @@ fn main() {
             Err((n, e)) => println!("{n:>7} FAILED: {e}"),
         }
     }
+    println!(
+        "(cpu% of one core and ROLE/s over the window; rss = max VmRSS; threads/sockets = min-max of 1-s samples, sockets incl. the HTTP listener)"
+    );
 }

@@ -4,15 +4,17 @@
 //! carries the connection it must use (kept open between checks, so a check is one
 //! round trip and no new TCP connection), and every call has connect and read timeouts.
 //! One dead or hanging server ties up at most one thread for one timeout; when jobs
-//! start to wait in the queue longer than [`MAX_QUEUE_DELAY`], the pool grows (up to a
-//! bound), so the checks of other groups are not held up behind it.
+//! start to wait in the queue longer than [`MAX_QUEUE_DELAY`], the pool grows by one
+//! thread (at most every [`GROWTH_PAUSE`], up to [`MAX_THREADS`]), so the checks of other
+//! groups are not held up behind it. Threads idle for [`IDLE_EXIT`] leave again.
 
 use crate::address::Addr;
 use crate::error::Result;
 use crate::redis_node::{RedisNode, ReplicationInfo, Role};
+use crossbeam_channel::RecvTimeoutError;
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -22,7 +24,11 @@ pub const INITIAL_THREADS: usize = 2;
 /// Threads the pool may grow to when checks pile up behind slow servers.
 pub const MAX_THREADS: usize = 64;
 /// A job that waited longer than this in the queue means the pool is too small.
-pub const MAX_QUEUE_DELAY: Duration = Duration::from_millis(20);
+pub const MAX_QUEUE_DELAY: Duration = Duration::from_millis(50);
+/// Time for a new thread to drain the backlog before another one is added.
+pub const GROWTH_PAUSE: Duration = Duration::from_millis(250);
+/// A thread beyond the initial ones that has had no job for this long exits.
+pub const IDLE_EXIT: Duration = Duration::from_secs(30);
 
 /// Connections to the replicas of one group, by address.
 pub type ReplicaConnections = HashMap<Addr, RedisNode>;
@@ -68,6 +74,9 @@ pub struct CheckerPool {
     results: Sender<CheckOutcome>,
     /// Set by a thread that took a job which had waited too long.
     lagging: Arc<AtomicBool>,
+    /// Threads running now (finished ones leave their handle in `threads`).
+    live: Arc<AtomicUsize>,
+    last_growth: Instant,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -79,6 +88,8 @@ impl CheckerPool {
             job_rx,
             results,
             lagging: Arc::new(AtomicBool::new(false)),
+            live: Arc::new(AtomicUsize::new(0)),
+            last_growth: Instant::now(),
             threads: Vec::new(),
         };
         for _ in 0..INITIAL_THREADS {
@@ -93,40 +104,56 @@ impl CheckerPool {
         if jobs.send((Instant::now(), job)).is_err() {
             return;
         }
-        if self.lagging.swap(false, Ordering::Relaxed) && self.threads.len() < MAX_THREADS {
+        if self.last_growth.elapsed() >= GROWTH_PAUSE
+            && self.lagging.swap(false, Ordering::Relaxed)
+            && self.threads() < MAX_THREADS
+        {
+            self.threads.retain(|handle| !handle.is_finished());
             self.add_thread();
+            self.last_growth = Instant::now();
             log::info!(
-                "checks are waiting for a free checker: the pool grew to {} threads",
-                self.threads.len()
+                "checks wait for a free checker (a slow or hanging server?): {} checker threads now",
+                self.threads()
             );
         }
     }
 
+    /// Checker threads running now.
     pub fn threads(&self) -> usize {
-        self.threads.len()
+        self.live.load(Ordering::Relaxed)
     }
 
     fn add_thread(&mut self) {
         let jobs = self.job_rx.clone();
         let results = self.results.clone();
         let lagging = self.lagging.clone();
+        let live = self.live.clone();
         let index = self.threads.len();
         let spawned = std::thread::Builder::new()
             .name(format!("checker-{index}"))
             .stack_size(256 * 1024)
             .spawn(move || {
-                for (queued_at, job) in jobs.iter() {
-                    if queued_at.elapsed() > MAX_QUEUE_DELAY && !jobs_waiting_are_few(&jobs) {
+                loop {
+                    let (queued_at, job) = match jobs.recv_timeout(IDLE_EXIT) {
+                        Ok(queued) => queued,
+                        Err(RecvTimeoutError::Timeout) if leave_if_spare(&live) => return,
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    };
+                    if queued_at.elapsed() > MAX_QUEUE_DELAY && jobs.len() >= 2 {
                         lagging.store(true, Ordering::Relaxed);
                     }
-                    let outcome = run(job);
-                    if results.send(outcome).is_err() {
+                    if results.send(run(job)).is_err() {
                         break;
                     }
                 }
+                live.fetch_sub(1, Ordering::Relaxed);
             });
         match spawned {
-            Ok(handle) => self.threads.push(handle),
+            Ok(handle) => {
+                self.live.fetch_add(1, Ordering::Relaxed);
+                self.threads.push(handle);
+            }
             Err(e) => log::error!("cannot start a checker thread: {e}"),
         }
     }
@@ -148,10 +175,12 @@ impl Drop for CheckerPool {
     }
 }
 
-/// A short backlog drains on its own; only a queue that keeps jobs waiting while more
-/// pile up calls for another thread.
-fn jobs_waiting_are_few(jobs: &Receiver<(Instant, CheckJob)>) -> bool {
-    jobs.len() < 2
+/// An idle thread leaves while more than the initial threads run.
+fn leave_if_spare(live: &AtomicUsize) -> bool {
+    live.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+        (n > INITIAL_THREADS).then(|| n - 1)
+    })
+    .is_ok()
 }
 
 fn run(job: CheckJob) -> CheckOutcome {

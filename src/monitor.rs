@@ -22,6 +22,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// How often the replicas' own `INFO` is read for the API (Sentinel reads it every 10 s).
 pub const REPLICA_REFRESH: Duration = Duration::from_secs(10);
+/// Timers due within this much of each other fire together: with thousands of groups
+/// spread over the interval, the monitor then wakes a few hundred times a second rather
+/// than once per check.
+pub const TIMER_SLACK: Duration = Duration::from_millis(2);
 
 /// What the monitor needs.
 pub struct MonitorContext {
@@ -126,6 +130,10 @@ impl Monitor {
                     if let Ok(outcome) = outcome {
                         self.on_outcome(outcome);
                     }
+                    // Take every outcome already waiting before sleeping again.
+                    while let Ok(outcome) = self.results.try_recv() {
+                        self.on_outcome(outcome);
+                    }
                 }
                 recv(failover_done) -> done => match done {
                     Ok(done) => self.on_failover_done(done),
@@ -146,7 +154,7 @@ impl Monitor {
 
     fn fire_due_timers(&mut self, now: Instant) {
         while let Some(Reverse((at, ..))) = self.timers.peek() {
-            if *at > now {
+            if *at > now + TIMER_SLACK {
                 break;
             }
             let Some(Reverse((_, timer, group, generation))) = self.timers.pop() else {

@@ -67,12 +67,14 @@ fn killed_master_fails_over_and_the_other_replica_follows() {
     let daemon = watch(&master, &[]);
     master.cmd(&["SET", "before", "1"]).unwrap();
     for replica in [&a, &b] {
-        wait_until(Duration::from_secs(10), "the key on both replicas", || {
-            match replica.cmd(&["GET", "before"]) {
+        wait_until(
+            Duration::from_secs(10),
+            "the key on both replicas",
+            || match replica.cmd(&["GET", "before"]) {
                 Ok(redis::Value::BulkString(_)) => Ok(()),
                 seen => Err(format!("{seen:?}")),
-            }
-        });
+            },
+        );
     }
     let killed_at = Instant::now();
     master.kill();

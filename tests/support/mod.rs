@@ -218,6 +218,25 @@ impl RedisServer {
                 }
             },
         );
+        // Until a replica's first REPLCONF ACK the master may hold writes back: one write
+        // acknowledged by all replicas (WAIT on the same connection) proves the stream flows.
+        let client =
+            redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).expect("client");
+        let mut conn = client.get_connection().expect("connection");
+        let _: () = redis::cmd("SET")
+            .arg("__replication_check")
+            .arg(1)
+            .query(&mut conn)
+            .expect("SET");
+        let acked: usize = redis::cmd("WAIT")
+            .arg(n)
+            .arg(10_000)
+            .query(&mut conn)
+            .expect("WAIT");
+        assert_eq!(
+            acked, n,
+            "only {acked} of {n} replicas acknowledged a write within 10 s"
+        );
         // ROLE lists a replica only once it is online.
         wait_until(
             Duration::from_secs(20),
@@ -353,7 +372,7 @@ fn unsafe_kill(pid: u32, signal: i32) {
         .status();
 }
 
-/// A minimal HTTP/1.1 client: one request per connection.
+/// A minimal HTTP/1.0 client (so replies are never chunked): one request per connection.
 pub fn http_request(
     port: u16,
     method: &str,
@@ -370,7 +389,7 @@ pub fn http_request(
         "Content-Type: application/x-www-form-urlencoded\r\n".to_string()
     };
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream

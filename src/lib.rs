@@ -28,6 +28,7 @@ pub mod http;
 pub mod logging;
 pub mod monitor;
 pub mod redis_node;
+pub mod resp;
 pub mod status;
 
 pub use address::{Addr, MasterSpec};

@@ -9,7 +9,7 @@
 
 use crate::address::Addr;
 use crate::error::{Error, Result};
-use redis::{ConnectionLike, Value};
+use crate::resp::{Connection, Reply};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -78,7 +78,7 @@ pub struct ReplicationInfo {
 pub struct RedisNode {
     addr: Addr,
     options: NodeOptions,
-    conn: Option<redis::Connection>,
+    conn: Option<Connection>,
 }
 
 impl RedisNode {
@@ -96,91 +96,74 @@ impl RedisNode {
 
     /// Asks the server for its role.
     pub fn role(&mut self) -> Result<Role> {
-        let reply = self.call(&redis::cmd("ROLE"))?;
+        let reply = self.call(&["ROLE"])?;
         parse_role(&reply).map_err(|e| self.error(&e))
     }
 
     /// Reads `INFO server` and `INFO replication` in one round trip.
     pub fn replication_info(&mut self) -> Result<ReplicationInfo> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("INFO")
-            .arg("server")
-            .cmd("INFO")
-            .arg("replication");
-        let reply = self.call_pipeline(&pipe)?;
-        let texts: Vec<String> = match reply {
-            Value::Array(items) => items.iter().filter_map(value_text).collect(),
-            other => vec![value_text(&other).unwrap_or_default()],
-        };
-        parse_replication_info(&texts.join("\n")).map_err(|e| self.error(&e))
+        let replies = self.pipeline(&[&["INFO", "server"], &["INFO", "replication"]])?;
+        let text: Vec<String> = replies.iter().filter_map(Reply::text).collect();
+        parse_replication_info(&text.join("\n")).map_err(|e| self.error(&e))
     }
 
     /// `SLAVEOF host port`, or `SLAVEOF NO ONE` when `master` is None.
     pub fn slave_of(&mut self, master: Option<&Addr>) -> Result<()> {
-        let mut cmd = redis::cmd("SLAVEOF");
         match master {
-            Some(m) => cmd.arg(&m.host).arg(m.port),
-            None => cmd.arg("NO").arg("ONE"),
-        };
-        self.call(&cmd).map(|_| ())
+            Some(m) => self.call(&["SLAVEOF", &m.host, &m.port.to_string()]),
+            None => self.call(&["SLAVEOF", "NO", "ONE"]),
+        }
+        .map(|_| ())
     }
 
     /// `CONFIG REWRITE`, so a restarted server keeps its new role. Servers without a
     /// config file (or without the command, such as LedisDB) refuse it; that is reported
     /// to the caller, who treats it as a warning.
     pub fn config_rewrite(&mut self) -> Result<()> {
-        self.call(&redis::cmd("CONFIG").arg("REWRITE").to_owned())
-            .map(|_| ())
+        self.call(&["CONFIG", "REWRITE"]).map(|_| ())
     }
 
-    /// Runs any command (used by tests and tools); the reply is returned raw.
-    pub fn call(&mut self, cmd: &redis::Cmd) -> Result<Value> {
-        let result = self.connection()?.req_command(cmd);
-        self.finish(result)
+    /// Runs one command; an error reply becomes an [`Error::Server`].
+    pub fn call(&mut self, args: &[&str]) -> Result<Reply> {
+        let mut replies = self.pipeline(&[args])?;
+        replies.pop().ok_or_else(|| self.error("no reply"))
     }
 
-    fn call_pipeline(&mut self, pipe: &redis::Pipeline) -> Result<Value> {
-        let result = pipe.query::<Value>(self.connection()?);
-        self.finish(result)
-    }
-
-    /// Drops the connection after any error that may leave it out of step.
-    fn finish(&mut self, result: redis::RedisResult<Value>) -> Result<Value> {
-        result.map_err(|e| {
-            // A server error reply (-ERR ...) leaves the stream in step; anything else
-            // (timeout, EOF, garbage) might not, so reconnect next time.
-            if e.code().is_none() {
-                self.conn = None;
-            }
-            self.error(&e.to_string())
-        })
-    }
-
-    fn connection(&mut self) -> Result<&mut redis::Connection> {
+    /// Runs commands in one round trip. Any error reply fails the whole call; a
+    /// transport error (timeout, EOF, garbage) also drops the connection, since a late
+    /// reply would otherwise be read as the answer to the next command.
+    fn pipeline(&mut self, commands: &[&[&str]]) -> Result<Vec<Reply>> {
         if self.conn.is_none() {
-            let conn = self.connect().map_err(|e| self.error(&e))?;
+            let mut conn = Connection::open(
+                &self.addr,
+                self.options.connect_timeout,
+                self.options.io_timeout,
+            )?;
+            if let Some(password) = &self.options.password {
+                match conn.command(&["AUTH", password]) {
+                    Ok(Reply::Error(e)) => return Err(self.error(&format!("AUTH: {e}"))),
+                    Err(e) => return Err(self.error(&format!("AUTH: {e}"))),
+                    Ok(_) => {}
+                }
+            }
             self.conn = Some(conn);
         }
-        let err = self.error("no connection");
-        self.conn.as_mut().ok_or(err)
-    }
-
-    fn connect(&self) -> std::result::Result<redis::Connection, String> {
-        let info = redis::ConnectionInfo {
-            addr: redis::ConnectionAddr::Tcp(self.addr.host.clone(), self.addr.port),
-            redis: redis::RedisConnectionInfo {
-                password: self.options.password.clone(),
-                ..Default::default()
-            },
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(self.error("no connection"));
         };
-        let client = redis::Client::open(info).map_err(|e| e.to_string())?;
-        let conn = client
-            .get_connection_with_timeout(self.options.connect_timeout)
-            .map_err(|e| format!("connect: {e}"))?;
-        let timeout = Some(self.options.io_timeout);
-        conn.set_read_timeout(timeout).map_err(|e| e.to_string())?;
-        conn.set_write_timeout(timeout).map_err(|e| e.to_string())?;
-        Ok(conn)
+        match conn.pipeline(commands) {
+            Ok(replies) => {
+                if let Some(Reply::Error(e)) = replies.iter().find(|r| matches!(r, Reply::Error(_)))
+                {
+                    return Err(self.error(e));
+                }
+                Ok(replies)
+            }
+            Err(e) => {
+                self.conn = None;
+                Err(self.error(&e.to_string()))
+            }
+        }
     }
 
     fn error(&self, msg: &str) -> Error {
@@ -188,46 +171,26 @@ impl RedisNode {
     }
 }
 
-/// Text of a string-like reply (simple, bulk or verbatim string, or an integer).
-fn value_text(value: &Value) -> Option<String> {
-    match value {
-        Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::VerbatimString { text, .. } => Some(text.clone()),
-        Value::Int(n) => Some(n.to_string()),
-        Value::Okay => Some("OK".into()),
-        _ => None,
-    }
-}
-
-/// An integer that may arrive as an integer or as a string of digits (LedisDB).
-fn value_int(value: &Value) -> Option<i64> {
-    match value {
-        Value::Int(n) => Some(*n),
-        other => value_text(other)?.trim().parse().ok(),
-    }
-}
-
 /// Parses a `ROLE` reply of Redis, Valkey, KeyDB or LedisDB.
-pub fn parse_role(reply: &Value) -> std::result::Result<Role, String> {
-    let Value::Array(items) = reply else {
+pub fn parse_role(reply: &Reply) -> std::result::Result<Role, String> {
+    let Reply::Array(items) = reply else {
         return Err(format!("ROLE: expected an array, got {reply:?}"));
     };
     let kind = items
         .first()
-        .and_then(value_text)
+        .and_then(Reply::text)
         .ok_or("ROLE: empty or non-text role")?;
     match kind.as_str() {
         "master" => {
-            let offset = items.get(1).and_then(value_int).unwrap_or(0);
+            let offset = items.get(1).and_then(Reply::int).unwrap_or(0);
             let mut replicas = Vec::new();
-            if let Some(Value::Array(list)) = items.get(2) {
+            if let Some(Reply::Array(list)) = items.get(2) {
                 for entry in list {
-                    let Value::Array(fields) = entry else {
+                    let Reply::Array(fields) = entry else {
                         return Err(format!("ROLE: replica entry is not an array: {entry:?}"));
                     };
-                    let host = fields.first().and_then(value_text);
-                    let port = fields.get(1).and_then(value_text);
+                    let host = fields.first().and_then(Reply::text);
+                    let port = fields.get(1).and_then(Reply::text);
                     let (Some(host), Some(port)) = (host, port) else {
                         return Err(format!(
                             "ROLE: replica entry without host and port: {entry:?}"
@@ -235,16 +198,16 @@ pub fn parse_role(reply: &Value) -> std::result::Result<Role, String> {
                     };
                     let addr = Addr::from_reported(&host, &port)
                         .map_err(|e| format!("ROLE: replica address: {e}"))?;
-                    let offset = fields.get(2).and_then(value_int).unwrap_or(0);
+                    let offset = fields.get(2).and_then(Reply::int).unwrap_or(0);
                     replicas.push(ListedReplica { addr, offset });
                 }
             }
             Ok(Role::Master { offset, replicas })
         }
         "slave" | "replica" => {
-            let host = items.get(1).and_then(value_text).unwrap_or_default();
-            let port = items.get(2).and_then(value_int).unwrap_or(0);
-            let state = items.get(3).and_then(value_text).unwrap_or_default();
+            let host = items.get(1).and_then(Reply::text).unwrap_or_default();
+            let port = items.get(2).and_then(Reply::int).unwrap_or(0);
+            let state = items.get(3).and_then(Reply::text).unwrap_or_default();
             Ok(Role::Replica {
                 master: format!("{host}:{port}"),
                 state,
@@ -299,18 +262,18 @@ pub fn parse_replication_info(text: &str) -> std::result::Result<ReplicationInfo
 mod tests {
     use super::*;
 
-    fn bulk(s: &str) -> Value {
-        Value::BulkString(s.as_bytes().to_vec())
+    fn bulk(s: &str) -> Reply {
+        Reply::Bulk(s.as_bytes().to_vec())
     }
 
     #[test]
     fn parses_redis_master_role() {
-        let reply = Value::Array(vec![
+        let reply = Reply::Array(vec![
             bulk("master"),
-            Value::Int(3129659),
-            Value::Array(vec![
-                Value::Array(vec![bulk("127.0.0.1"), bulk("9001"), bulk("3129242")]),
-                Value::Array(vec![bulk("127.0.0.1"), bulk("9002"), bulk("3129543")]),
+            Reply::Int(3129659),
+            Reply::Array(vec![
+                Reply::Array(vec![bulk("127.0.0.1"), bulk("9001"), bulk("3129242")]),
+                Reply::Array(vec![bulk("127.0.0.1"), bulk("9002"), bulk("3129543")]),
             ]),
         ]);
         let Role::Master { offset, replicas } = parse_role(&reply).unwrap() else {
@@ -323,7 +286,7 @@ mod tests {
 
     #[test]
     fn parses_ledisdb_roles_with_string_offsets() {
-        let master = Value::Array(vec![bulk("master"), bulk("42"), Value::Array(vec![])]);
+        let master = Reply::Array(vec![bulk("master"), bulk("42"), Reply::Array(vec![])]);
         assert_eq!(
             parse_role(&master).unwrap(),
             Role::Master {
@@ -331,7 +294,7 @@ mod tests {
                 replicas: vec![]
             }
         );
-        let replica = Value::Array(vec![
+        let replica = Reply::Array(vec![
             bulk("slave"),
             bulk("127.0.0.1"),
             bulk("6379"),
@@ -350,30 +313,30 @@ mod tests {
     #[test]
     fn garbage_roles_are_errors_not_panics() {
         for reply in [
-            Value::Nil,
-            Value::Int(1),
-            Value::Array(vec![]),
-            Value::Array(vec![Value::Nil]),
-            Value::Array(vec![
+            Reply::Nil,
+            Reply::Int(1),
+            Reply::Array(vec![]),
+            Reply::Array(vec![Reply::Nil]),
+            Reply::Array(vec![
                 bulk("master"),
-                Value::Int(1),
-                Value::Array(vec![Value::Int(5)]),
+                Reply::Int(1),
+                Reply::Array(vec![Reply::Int(5)]),
             ]),
-            Value::Array(vec![
+            Reply::Array(vec![
                 bulk("master"),
-                Value::Int(1),
-                Value::Array(vec![Value::Array(vec![bulk("h")])]),
+                Reply::Int(1),
+                Reply::Array(vec![Reply::Array(vec![bulk("h")])]),
             ]),
-            Value::Array(vec![
+            Reply::Array(vec![
                 bulk("master"),
-                Value::Int(1),
-                Value::Array(vec![Value::Array(vec![bulk("h"), bulk("x")])]),
+                Reply::Int(1),
+                Reply::Array(vec![Reply::Array(vec![bulk("h"), bulk("x")])]),
             ]),
         ] {
             assert!(parse_role(&reply).is_err(), "{reply:?}");
         }
         assert_eq!(
-            parse_role(&Value::Array(vec![bulk("sentinel")])).unwrap(),
+            parse_role(&Reply::Array(vec![bulk("sentinel")])).unwrap(),
             Role::Other("sentinel".into())
         );
     }

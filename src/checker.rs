@@ -3,6 +3,14 @@
 //! The monitor decides *when* a server is checked; the pool only runs checks. Each job
 //! carries the connection it must use (kept open between checks, so a check is one
 //! round trip and no new TCP connection), and every call has connect and read timeouts.
+//!
+//! A thread takes every master check waiting in the queue at once (up to [`BATCH`]),
+//! sends `ROLE` on each connection, then waits for the replies together with `poll`,
+//! handing each outcome to the monitor as soon as its reply is read. A thread thus does
+//! not sleep once per check, and a master that never answers delays only itself: the
+//! others' outcomes go out as their replies arrive. Connections that must be opened
+//! first are opened after the sends on open ones, so a slow connect only holds up
+//! other connects.
 //! One dead or hanging server ties up at most one thread for one timeout; when jobs
 //! start to wait in the queue longer than [`MAX_QUEUE_DELAY`], the pool grows by one
 //! thread (at most every [`GROWTH_PAUSE`], up to [`MAX_THREADS`]), so the checks of other
@@ -29,6 +37,8 @@ pub const MAX_QUEUE_DELAY: Duration = Duration::from_millis(50);
 pub const GROWTH_PAUSE: Duration = Duration::from_millis(250);
 /// A thread beyond the initial ones that has had no job for this long exits.
 pub const IDLE_EXIT: Duration = Duration::from_secs(30);
+/// Most master checks one thread runs together.
+pub const BATCH: usize = 128;
 
 /// Connections to the replicas of one group, by address.
 pub type ReplicaConnections = HashMap<Addr, RedisNode>;
@@ -143,7 +153,14 @@ impl CheckerPool {
                     if queued_at.elapsed() > MAX_QUEUE_DELAY && jobs.len() >= 2 {
                         lagging.store(true, Ordering::Relaxed);
                     }
-                    if results.send(run(job)).is_err() {
+                    let mut batch = vec![job];
+                    while batch.len() < BATCH {
+                        match jobs.try_recv() {
+                            Ok((_, job)) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    if run_batch(batch, &results).is_err() {
                         break;
                     }
                 }
@@ -183,47 +200,156 @@ fn leave_if_spare(live: &AtomicUsize) -> bool {
     .is_ok()
 }
 
-fn run(job: CheckJob) -> CheckOutcome {
-    match job {
-        CheckJob::Master {
-            group,
-            generation,
-            node,
-        } => {
-            let started = Instant::now();
-            let role = node.lock().unwrap_or_else(|e| e.into_inner()).role();
-            CheckOutcome::Master {
+/// A master check under way: its node is locked until the reply is in.
+struct MasterCheck<'a> {
+    group: String,
+    generation: u64,
+    started: Instant,
+    node: std::sync::MutexGuard<'a, RedisNode>,
+    deadline: Instant,
+}
+
+/// Runs a batch; `Err` when the monitor is gone.
+fn run_batch(batch: Vec<CheckJob>, results: &Sender<CheckOutcome>) -> std::result::Result<(), ()> {
+    let mut masters = Vec::new();
+    for job in batch {
+        match job {
+            CheckJob::Master {
                 group,
                 generation,
-                started,
-                finished: Instant::now(),
-                role,
-            }
-        }
-        CheckJob::Replicas {
-            group,
-            generation,
-            replicas,
-            nodes,
-            make_node,
-        } => {
-            let mut nodes = nodes.lock().unwrap_or_else(|e| e.into_inner());
-            nodes.retain(|addr, _| replicas.contains(addr));
-            let infos = replicas
-                .into_iter()
-                .map(|addr| {
-                    let node = nodes
-                        .entry(addr.clone())
-                        .or_insert_with(|| make_node(addr.clone()));
-                    let info = node.replication_info();
-                    (addr, info)
-                })
-                .collect();
-            CheckOutcome::Replicas {
+                node,
+            } => masters.push((group, generation, node)),
+            CheckJob::Replicas {
                 group,
                 generation,
-                infos,
+                replicas,
+                nodes,
+                make_node,
+            } => {
+                let outcome = run_replicas(group, generation, replicas, &nodes, &*make_node);
+                results.send(outcome).map_err(|_| ())?;
             }
         }
+    }
+    // Send on open connections first; connecting may block for the connect timeout.
+    let (open, closed): (Vec<_>, Vec<_>) = masters.iter().partition(|(_, _, node)| {
+        node.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_connected()
+    });
+    let mut pending = Vec::with_capacity(masters.len());
+    for (group, generation, node) in open.into_iter().chain(closed) {
+        let started = Instant::now();
+        let mut node = node.lock().unwrap_or_else(|e| e.into_inner());
+        match node.send_role() {
+            Ok(()) => {
+                let deadline = Instant::now() + node.io_timeout();
+                pending.push(MasterCheck {
+                    group: group.clone(),
+                    generation: *generation,
+                    started,
+                    node,
+                    deadline,
+                });
+            }
+            Err(e) => {
+                let outcome = master_outcome(group.clone(), *generation, started, Err(e));
+                results.send(outcome).map_err(|_| ())?;
+            }
+        }
+    }
+    while !pending.is_empty() {
+        let fds: Vec<_> = pending
+            .iter()
+            .map(|c| c.node.pending_fd().unwrap_or(-1))
+            .collect();
+        let now = Instant::now();
+        let wait = pending
+            .iter()
+            .map(|c| c.deadline.saturating_duration_since(now))
+            .min()
+            .unwrap_or_default();
+        let ready = poll_readable(&fds, wait);
+        let now = Instant::now();
+        let mut still_waiting = Vec::with_capacity(pending.len());
+        for (mut check, is_ready) in pending.drain(..).zip(ready) {
+            if !is_ready && check.deadline > now {
+                still_waiting.push(check);
+                continue;
+            }
+            let role = if is_ready {
+                check.node.receive_role()
+            } else {
+                Err(check.node.abandon("ROLE: read timed out"))
+            };
+            let outcome = master_outcome(check.group, check.generation, check.started, role);
+            results.send(outcome).map_err(|_| ())?;
+        }
+        pending = still_waiting;
+    }
+    Ok(())
+}
+
+/// Waits up to `timeout` until some of `fds` can be read (or are closed or in error);
+/// returns one flag per fd. An interrupted or failed poll reports none ready, and the
+/// caller's deadlines end the wait.
+fn poll_readable(fds: &[std::os::fd::RawFd], timeout: Duration) -> Vec<bool> {
+    let mut polls: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // Round up so a wait never ends just before a deadline and spins.
+    let millis = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: `polls` is a valid, exclusively borrowed array of `polls.len()` pollfds.
+    let n = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, millis) };
+    if n <= 0 {
+        return vec![false; fds.len()];
+    }
+    polls.iter().map(|p| p.revents != 0).collect()
+}
+
+fn master_outcome(
+    group: String,
+    generation: u64,
+    started: Instant,
+    role: Result<Role>,
+) -> CheckOutcome {
+    CheckOutcome::Master {
+        group,
+        generation,
+        started,
+        finished: Instant::now(),
+        role,
+    }
+}
+
+/// `INFO` on each replica of a group, one after the other (every 10 s per group).
+fn run_replicas(
+    group: String,
+    generation: u64,
+    replicas: Vec<Addr>,
+    nodes: &Mutex<ReplicaConnections>,
+    make_node: &(dyn Fn(Addr) -> RedisNode + Send + Sync),
+) -> CheckOutcome {
+    let mut nodes = nodes.lock().unwrap_or_else(|e| e.into_inner());
+    nodes.retain(|addr, _| replicas.contains(addr));
+    let infos = replicas
+        .into_iter()
+        .map(|addr| {
+            let node = nodes
+                .entry(addr.clone())
+                .or_insert_with(|| make_node(addr.clone()));
+            let info = node.replication_info();
+            (addr, info)
+        })
+        .collect();
+    CheckOutcome::Replicas {
+        group,
+        generation,
+        infos,
     }
 }

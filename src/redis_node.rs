@@ -133,21 +133,7 @@ impl RedisNode {
     /// transport error (timeout, EOF, garbage) also drops the connection, since a late
     /// reply would otherwise be read as the answer to the next command.
     fn pipeline(&mut self, commands: &[&[&str]]) -> Result<Vec<Reply>> {
-        if self.conn.is_none() {
-            let mut conn = Connection::open(
-                &self.addr,
-                self.options.connect_timeout,
-                self.options.io_timeout,
-            )?;
-            if let Some(password) = &self.options.password {
-                match conn.command(&["AUTH", password]) {
-                    Ok(Reply::Error(e)) => return Err(self.error(&format!("AUTH: {e}"))),
-                    Err(e) => return Err(self.error(&format!("AUTH: {e}"))),
-                    Ok(_) => {}
-                }
-            }
-            self.conn = Some(conn);
-        }
+        self.ensure_connected()?;
         let Some(conn) = self.conn.as_mut() else {
             return Err(self.error("no connection"));
         };
@@ -164,6 +150,75 @@ impl RedisNode {
                 Err(self.error(&e.to_string()))
             }
         }
+    }
+
+    /// Opens the connection (and authenticates) unless it is open.
+    fn ensure_connected(&mut self) -> Result<()> {
+        if self.conn.is_none() {
+            let mut conn = Connection::open(
+                &self.addr,
+                self.options.connect_timeout,
+                self.options.io_timeout,
+            )?;
+            if let Some(password) = &self.options.password {
+                match conn.command(&["AUTH", password]) {
+                    Ok(Reply::Error(e)) => return Err(self.error(&format!("AUTH: {e}"))),
+                    Err(e) => return Err(self.error(&format!("AUTH: {e}"))),
+                    Ok(_) => {}
+                }
+            }
+            self.conn = Some(conn);
+        }
+        Ok(())
+    }
+
+    /// Sends `ROLE` without waiting for the reply, connecting first when needed; then
+    /// [`RedisNode::pending_fd`] tells which socket to wait on and
+    /// [`RedisNode::receive_role`] reads the reply. This lets one thread check many
+    /// servers at once.
+    pub fn send_role(&mut self) -> Result<()> {
+        self.ensure_connected()?;
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(self.error("no connection"));
+        };
+        conn.send(&[&["ROLE"]]).map_err(|e| {
+            self.conn = None;
+            self.error(&e.to_string())
+        })
+    }
+
+    /// The socket of the open connection.
+    pub fn pending_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.conn.as_ref().map(Connection::raw_fd)
+    }
+
+    /// Reads the reply to [`RedisNode::send_role`].
+    pub fn receive_role(&mut self) -> Result<Role> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(self.error("no connection"));
+        };
+        match conn.receive() {
+            Ok(Reply::Error(e)) => Err(self.error(&e)),
+            Ok(reply) => parse_role(&reply).map_err(|e| self.error(&e)),
+            Err(e) => {
+                self.conn = None;
+                Err(self.error(&e.to_string()))
+            }
+        }
+    }
+
+    /// Gives up on a reply that did not come in time: the connection is out of step.
+    pub fn abandon(&mut self, why: &str) -> Error {
+        self.conn = None;
+        self.error(why)
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    pub fn io_timeout(&self) -> Duration {
+        self.options.io_timeout
     }
 
     fn error(&self, msg: &str) -> Error {

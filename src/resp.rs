@@ -101,12 +101,22 @@ impl Connection {
 
     /// Sends the commands in one write and reads one reply per command.
     pub fn pipeline(&mut self, commands: &[&[&str]]) -> std::io::Result<Vec<Reply>> {
+        self.send(commands)?;
+        commands.iter().map(|_| self.receive()).collect()
+    }
+
+    /// Sends commands without waiting for their replies (see [`Connection::receive`]).
+    pub fn send(&mut self, commands: &[&[&str]]) -> std::io::Result<()> {
         let mut out = Vec::with_capacity(64);
         for args in commands {
             encode(args, &mut out);
         }
-        self.stream.write_all(&out)?;
-        commands.iter().map(|_| self.read_reply()).collect()
+        self.stream.write_all(&out)
+    }
+
+    /// The socket, for waiting on several connections at once with `poll`.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.stream)
     }
 
     /// Sends one command and reads its reply.
@@ -117,7 +127,8 @@ impl Connection {
             .ok_or_else(|| std::io::Error::other("no reply"))
     }
 
-    fn read_reply(&mut self) -> std::io::Result<Reply> {
+    /// Reads one reply (blocking, within the read timeout).
+    pub fn receive(&mut self) -> std::io::Result<Reply> {
         loop {
             match parse(&self.buffer[self.start..self.end]) {
                 Ok(Some((reply, used))) => {

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -12,10 +12,29 @@ use std::time::{Duration, Instant};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// A port nobody listens on right now (the OS picks it).
+static NEXT_PORT: AtomicU32 = AtomicU32::new(0);
+
+/// A port nobody listens on right now, below the kernel's ephemeral range (32768 and
+/// up), so outgoing connections never take it. Each test process starts at its own
+/// offset and hands out every port once.
+///
+/// The port is probed with a connect, not a bind: a socket bound here would be copied
+/// into any child process that another test thread forks at that moment, and keep the
+/// port busy until that child calls exec.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let base = std::process::id() * 7919 % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (base + n) % SPAN) as u16;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return port,
+            _ => continue,
+        }
+    }
+    panic!("no free port between {LOW} and {}", LOW + SPAN)
 }
 
 /// A directory removed on drop.

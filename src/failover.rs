@@ -45,6 +45,8 @@ pub struct FailoverRequest {
     pub replicas: Vec<Addr>,
     /// When the master last answered a check.
     pub last_success: Instant,
+    /// The master's replication offset when it last answered.
+    pub master_offset: i64,
 }
 
 /// Sent back to the monitor when a request has been handled.
@@ -224,6 +226,20 @@ fn run_steps(ctx: &FailoverContext, req: &FailoverRequest, at: &mut Attempt) -> 
             format!("no replica can be promoted: {why}"),
         )
     })?;
+    let behind = reports
+        .iter()
+        .find(|r| r.addr == chosen)
+        .and_then(|r| r.info.as_ref().ok())
+        .map_or(0, |info| req.master_offset - info.offset);
+    if behind > 0 {
+        log::warn!(
+            "group {}: {chosen} is {behind} bytes behind the master's last known offset; writes acknowledged since may be lost",
+            req.group
+        );
+        at.record.reason = Some(format!(
+            "promoted replica was {behind} bytes behind the master's last known offset"
+        ));
+    }
     at.step("elect", &format!("chose {chosen}"));
 
     ctx.broker
@@ -265,7 +281,11 @@ fn run_steps(ctx: &FailoverContext, req: &FailoverRequest, at: &mut Attempt) -> 
     at.step("repoint", &detail);
     at.record.outcome = Outcome::Succeeded;
     if !failures.is_empty() {
-        at.record.reason = Some(format!("not re-pointed: {}", failures.join("; ")));
+        let note = format!("not re-pointed: {}", failures.join("; "));
+        at.record.reason = Some(match at.record.reason.take() {
+            Some(earlier) => format!("{earlier}; {note}"),
+            None => note,
+        });
     }
     Ok(())
 }

@@ -82,6 +82,8 @@ struct Watch {
     check_in_flight: bool,
     refresh_in_flight: bool,
     listed: Vec<ListedReplica>,
+    /// The master's replication offset in its last `ROLE` reply.
+    master_offset: i64,
     infos: HashMap<Addr, Option<ReplicationInfo>>,
 }
 
@@ -265,7 +267,8 @@ impl Monitor {
             return;
         }
         let failure = match role {
-            Ok(Role::Master { replicas, .. }) => {
+            Ok(Role::Master { replicas, offset }) => {
+                watch.master_offset = offset;
                 let failures = watch.detector.failures_in_a_row();
                 if failures > 0 {
                     log::info!(
@@ -339,6 +342,7 @@ impl Monitor {
                     master: watch.master.clone(),
                     replicas: watch.listed.iter().map(|r| r.addr.clone()).collect(),
                     last_success: watch.detector.last_success(),
+                    master_offset: watch.master_offset,
                 };
                 if self.failover_requests.send(request).is_err() {
                     log::error!("group {group}: the failover worker is gone");
@@ -416,6 +420,7 @@ impl Monitor {
                 check_in_flight: false,
                 refresh_in_flight: false,
                 listed: Vec::new(),
+                master_offset: 0,
                 infos: HashMap::new(),
             },
         );

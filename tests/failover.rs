@@ -351,3 +351,53 @@ fn a_server_answering_garbage_counts_as_down_and_the_daemon_keeps_running() {
     let (status, _) = daemon.http("GET", "/master", "").unwrap();
     assert_eq!(status, 200);
 }
+
+/// A port that accepts connections and never answers: a hung server.
+fn hanging_server() -> (u16, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+            if held.len() > 10_000 {
+                break;
+            }
+        }
+    });
+    (port, handle)
+}
+
+#[test]
+fn hanging_masters_do_not_delay_the_failover_of_another() {
+    let (hang_port, _server) = hanging_server();
+    let (mut master, a, b) = topology(100, 100);
+    let mut list: Vec<String> = (0..50)
+        .map(|i| format!("hung{i}=127.0.0.1:{hang_port}"))
+        .collect();
+    list.push(format!("g={}", master.addr()));
+    let masters = format!("-masters={}", list.join(","));
+    let daemon = Daemon::start(&[&masters, "-check_interval=100", "-max_down_time=1"]);
+    wait_for_state(&daemon, "ok");
+    // The hung groups are down and failed (they list no replicas); g stays ok meanwhile.
+    wait_until(Duration::from_secs(20), "the hung groups to fail", || {
+        let g = daemon.group("hung7");
+        if g["state"] == "failed" {
+            Ok(())
+        } else {
+            Err(g.to_string())
+        }
+    });
+    assert_eq!(daemon.group("g")["state"], "ok");
+    let killed_at = Instant::now();
+    master.kill();
+    let g = wait_for_failover(&daemon);
+    let took = killed_at.elapsed();
+    assert_eq!(g["last_failover"]["outcome"], "succeeded", "{g}");
+    assert!([a.port, b.port].contains(&port_of(&g["master"])), "{g}");
+    // Checked one after the other, 50 hung servers at a 75 ms timeout would add ~4 s.
+    assert!(
+        took < Duration::from_secs(3),
+        "failover took {took:?} with hung groups beside it"
+    );
+}

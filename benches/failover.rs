@@ -333,9 +333,10 @@ impl Watcher {
                     if record.is_object() && group["state"] == "ok" {
                         let began = record["started_at_ms"].as_u64().unwrap_or(0);
                         let mut note = format!(
-                            "daemon: {} began +{} ms, took {} ms; ok again +{:.0} ms with {} replica(s)",
+                            "daemon: {} began +{} ms ({} ms after the last successful check), took {} ms; ok again +{:.0} ms with {} replica(s)",
                             record["outcome"].as_str().unwrap_or("?"),
                             began as i64 - killed_wall_ms as i64,
+                            record["down_for_ms"],
                             record["duration_ms"],
                             ms(killed_at.elapsed()),
                             group["replicas"].as_array().map_or(0, |r| r.len())

@@ -102,6 +102,7 @@ pub fn fail_over(ctx: &FailoverContext, req: &FailoverRequest) -> FailoverRecord
             old_master: req.master.clone(),
             new_master: None,
             started_at_ms: now_ms(),
+            down_for_ms: req.last_success.elapsed().as_millis() as u64,
             duration_ms: 0,
             outcome: Outcome::Aborted,
             reason: None,
@@ -113,7 +114,7 @@ pub fn fail_over(ctx: &FailoverContext, req: &FailoverRequest) -> FailoverRecord
         "group {}: failover of master {} begins ({} ms without a successful check; replicas: {})",
         req.group,
         req.master,
-        req.last_success.elapsed().as_millis(),
+        attempt.record.down_for_ms,
         list(&req.replicas)
     );
     ctx.observed

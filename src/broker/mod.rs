@@ -90,6 +90,9 @@ pub struct FailoverRecord {
     pub new_master: Option<Addr>,
     /// Unix time in milliseconds.
     pub started_at_ms: u64,
+    /// How long the master had gone without a successful check when the attempt began:
+    /// never less than `max_down_time`.
+    pub down_for_ms: u64,
     pub duration_ms: u64,
     pub outcome: Outcome,
     /// Why it aborted or failed; for a success, notes such as replicas not re-pointed.
@@ -229,6 +232,7 @@ mod tests {
             old_master: Addr::parse("h:1").unwrap(),
             new_master: new.map(|n| Addr::parse(n).unwrap()),
             started_at_ms: 0,
+            down_for_ms: 1000,
             duration_ms: 1,
             outcome,
             reason: Some("why".into()),

@@ -101,10 +101,24 @@ impl RedisNode {
     }
 
     /// Reads `INFO server` and `INFO replication` in one round trip.
+    ///
+    /// Only the replication section is required: a server that refuses `INFO server`
+    /// (the run id is only a tie-break) is still usable.
     pub fn replication_info(&mut self) -> Result<ReplicationInfo> {
-        let replies = self.pipeline(&[&["INFO", "server"], &["INFO", "replication"]])?;
-        let text: Vec<String> = replies.iter().filter_map(Reply::text).collect();
-        parse_replication_info(&text.join("\n")).map_err(|e| self.error(&e))
+        let replies = self.pipeline_raw(&[&["INFO", "server"], &["INFO", "replication"]])?;
+        let (server, replication) = match replies.as_slice() {
+            [server, replication] => (server, replication),
+            _ => return Err(self.error("INFO: wrong number of replies")),
+        };
+        if let Reply::Error(e) = replication {
+            return Err(self.error(&format!("INFO replication: {e}")));
+        }
+        let text = format!(
+            "{}\n{}",
+            server.text().unwrap_or_default(),
+            replication.text().unwrap_or_default()
+        );
+        parse_replication_info(&text).map_err(|e| self.error(&e))
     }
 
     /// `SLAVEOF host port`, or `SLAVEOF NO ONE` when `master` is None.
@@ -133,23 +147,23 @@ impl RedisNode {
     /// transport error (timeout, EOF, garbage) also drops the connection, since a late
     /// reply would otherwise be read as the answer to the next command.
     fn pipeline(&mut self, commands: &[&[&str]]) -> Result<Vec<Reply>> {
+        let replies = self.pipeline_raw(commands)?;
+        if let Some(Reply::Error(e)) = replies.iter().find(|r| matches!(r, Reply::Error(_))) {
+            return Err(self.error(e));
+        }
+        Ok(replies)
+    }
+
+    /// Like [`RedisNode::pipeline`], but error replies are returned as replies.
+    fn pipeline_raw(&mut self, commands: &[&[&str]]) -> Result<Vec<Reply>> {
         self.ensure_connected()?;
         let Some(conn) = self.conn.as_mut() else {
             return Err(self.error("no connection"));
         };
-        match conn.pipeline(commands) {
-            Ok(replies) => {
-                if let Some(Reply::Error(e)) = replies.iter().find(|r| matches!(r, Reply::Error(_)))
-                {
-                    return Err(self.error(e));
-                }
-                Ok(replies)
-            }
-            Err(e) => {
-                self.conn = None;
-                Err(self.error(&e.to_string()))
-            }
-        }
+        conn.pipeline(commands).map_err(|e| {
+            self.conn = None;
+            self.error(&e.to_string())
+        })
     }
 
     /// Opens the connection (and authenticates) unless it is open.

@@ -62,6 +62,14 @@ impl Drop for TempDir {
     }
 }
 
+/// SIGKILLs a child process (if still there) and reaps it.
+fn kill_child(child: &mut Option<Child>) {
+    if let Some(mut child) = child.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 /// Waits until `probe` returns `Ok`, or panics after `timeout` with what it saw last.
 pub fn wait_until<T>(
     timeout: Duration,
@@ -182,10 +190,7 @@ impl RedisServer {
 
     /// `kill -9`.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill_child(&mut self.child);
     }
 
     /// Starts the server again on the same port and dir, with the same arguments.
@@ -374,10 +379,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill_child(&mut self.child);
         if std::thread::panicking() {
             eprintln!("--- daemon log ---\n{}", self.log());
         }
@@ -476,9 +478,6 @@ impl Sentinel {
 
 impl Drop for Sentinel {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill_child(&mut self.child);
     }
 }

@@ -66,6 +66,12 @@ impl HttpApi {
     }
 }
 
+impl Drop for HttpApi {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// A reply: status and body.
 struct Reply {
     status: u16,

@@ -47,12 +47,15 @@ pub struct FailoverRequest {
     pub last_success: Instant,
     /// The master's replication offset when it last answered.
     pub master_offset: i64,
+    /// Which watch of the monitor asked (answers to an older watch are ignored).
+    pub watch_id: u64,
 }
 
 /// Sent back to the monitor when a request has been handled.
 #[derive(Debug, Clone)]
 pub struct FailoverDone {
     pub group: String,
+    pub watch_id: u64,
     pub outcome: Outcome,
 }
 
@@ -82,10 +85,23 @@ pub fn spawn_worker(
         .name("failover".into())
         .spawn(move || {
             for request in requests {
-                let group = request.group.clone();
-                let record = fail_over(&ctx, &request);
-                let outcome = record.outcome;
-                if done.send(FailoverDone { group, outcome }).is_err() {
+                // A bug here must not end failovers for every group: log it, carry on.
+                let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    fail_over(&ctx, &request).outcome
+                }));
+                let outcome = attempt.unwrap_or_else(|_| {
+                    log::error!(
+                        "group {}: the failover attempt panicked; it is treated as aborted",
+                        request.group
+                    );
+                    Outcome::Aborted
+                });
+                let finished = FailoverDone {
+                    group: request.group,
+                    watch_id: request.watch_id,
+                    outcome,
+                };
+                if done.send(finished).is_err() {
                     break;
                 }
             }
@@ -203,9 +219,12 @@ fn run_steps(ctx: &FailoverContext, req: &FailoverRequest, at: &mut Attempt) -> 
     at.step("hooks", "no veto");
 
     if req.replicas.is_empty() {
+        // Perhaps this daemon started while the master was down: nothing is known yet,
+        // so nothing is given up either; tried again after another window.
         return Err((
-            Outcome::Failed,
-            "the master listed no replicas in its last ROLE reply".into(),
+            Outcome::Aborted,
+            "no replicas known: the master listed none in its last ROLE reply (or never answered)"
+                .into(),
         ));
     }
     let reports = ask_replicas(&req.replicas, &ctx.node_options);
@@ -231,7 +250,7 @@ fn run_steps(ctx: &FailoverContext, req: &FailoverRequest, at: &mut Attempt) -> 
         .iter()
         .find(|r| r.addr == chosen)
         .and_then(|r| r.info.as_ref().ok())
-        .map_or(0, |info| req.master_offset - info.offset);
+        .map_or(0, |info| req.master_offset.saturating_sub(info.offset));
     if behind > 0 {
         log::warn!(
             "group {}: {chosen} is {behind} bytes behind the master's last known offset; writes acknowledged since may be lost",
@@ -318,14 +337,26 @@ pub fn ask_replicas(replicas: &[Addr], options: &NodeOptions) -> Vec<ReplicaRepo
     })
 }
 
-/// Whether a reported `master_host:master_port` names `addr` (loopback names match).
+/// Whether a reported `master_host:master_port` names `addr`: the same text, or names
+/// that resolve to a common address (a master added as `redis-a:6379` whose replicas
+/// report `10.0.0.5`).
 pub fn is_same_server(reported: &str, addr: &Addr) -> bool {
     let Ok(reported) = Addr::parse(reported) else {
         return false;
     };
-    let loopback = |h: &str| matches!(h, "127.0.0.1" | "localhost" | "::1");
-    reported.port == addr.port
-        && (reported.host == addr.host || (loopback(&reported.host) && loopback(&addr.host)))
+    if reported.port != addr.port {
+        return false;
+    }
+    if reported.host == addr.host {
+        return true;
+    }
+    let resolve = |a: &Addr| -> Vec<std::net::IpAddr> {
+        std::net::ToSocketAddrs::to_socket_addrs(&(a.host.as_str(), a.port))
+            .map(|addrs| addrs.map(|s| s.ip()).collect())
+            .unwrap_or_default()
+    };
+    let mine = resolve(addr);
+    resolve(&reported).iter().any(|ip| mine.contains(ip))
 }
 
 /// A replica that still has an up link to `master`, if any: then the master is alive.
@@ -420,7 +451,10 @@ fn compare_for_promotion(a: &ReplicationInfo, b: &ReplicationInfo) -> Ordering {
 /// `SLAVEOF NO ONE`, then poll `ROLE` until it says master.
 fn promote(addr: &Addr, options: &NodeOptions) -> Result<()> {
     let mut node = RedisNode::new(addr.clone(), options.clone());
-    node.slave_of(None)?;
+    // A SLAVEOF whose reply was lost may still have worked: ROLE decides.
+    if let Err(e) = node.slave_of(None) {
+        log::warn!("{addr}: SLAVEOF NO ONE: {e}; checking ROLE before giving up");
+    }
     let deadline = Instant::now() + PROMOTION_TIMEOUT;
     loop {
         let last = match node.role() {

@@ -80,7 +80,8 @@ struct Watch {
     master_node: Arc<Mutex<RedisNode>>,
     replica_nodes: Arc<Mutex<ReplicaConnections>>,
     check_in_flight: bool,
-    refresh_in_flight: bool,
+    /// A replica refresh is queued or running (one chain per watch, never more).
+    refresh_pending: bool,
     listed: Vec<ListedReplica>,
     /// The master's replication offset in its last `ROLE` reply.
     master_offset: i64,
@@ -139,7 +140,10 @@ impl Monitor {
                 }
                 recv(failover_done) -> done => match done {
                     Ok(done) => self.on_failover_done(done),
-                    Err(_) => break,
+                    Err(_) => {
+                        log::error!("the failover worker has stopped; monitoring stops too");
+                        break;
+                    }
                 },
                 recv(self.changes) -> _ => self.sync(),
                 recv(shutdown) -> _ => break,
@@ -194,8 +198,7 @@ impl Monitor {
                 };
                 self.pool.submit(job);
             }
-            Timer::RefreshReplicas if !watch.refresh_in_flight => {
-                watch.refresh_in_flight = true;
+            Timer::RefreshReplicas => {
                 let job = CheckJob::Replicas {
                     group: group.to_string(),
                     generation,
@@ -229,7 +232,7 @@ impl Monitor {
                 if watch.generation != generation {
                     return;
                 }
-                watch.refresh_in_flight = false;
+                // The chain goes on: refresh_pending stays set until the next one runs.
                 for (addr, info) in infos {
                     if let Err(e) = &info {
                         log::debug!("group {group}: replica INFO failed: {e}");
@@ -284,7 +287,8 @@ impl Monitor {
                     o.failing_since_ms = None;
                     o.last_error = None;
                 });
-                if changed {
+                if changed && !watch.refresh_pending {
+                    watch.refresh_pending = true;
                     self.schedule(Instant::now(), Timer::RefreshReplicas, group, generation);
                 }
                 self.publish_replicas(group);
@@ -343,6 +347,7 @@ impl Monitor {
                     replicas: watch.listed.iter().map(|r| r.addr.clone()).collect(),
                     last_success: watch.detector.last_success(),
                     master_offset: watch.master_offset,
+                    watch_id: generation,
                 };
                 if self.failover_requests.send(request).is_err() {
                     log::error!("group {group}: the failover worker is gone");
@@ -353,7 +358,11 @@ impl Monitor {
 
     fn on_failover_done(&mut self, done: FailoverDone) {
         let now = Instant::now();
-        if let Some(watch) = self.watches.get_mut(&done.group) {
+        let current = self
+            .watches
+            .get_mut(&done.group)
+            .filter(|w| w.generation == done.watch_id);
+        if let Some(watch) = current {
             watch.phase = Phase::Watching;
             if done.outcome == Outcome::Aborted {
                 // The master gets a whole new window before the next attempt.
@@ -399,6 +408,14 @@ impl Monitor {
 
     fn watch(&mut self, group: &Group) {
         let now = Instant::now();
+        // Same master (a failed group added again): keep the replicas it listed, so a
+        // master that is still down can be failed over without a fresh ROLE reply.
+        let listed = self
+            .watches
+            .get(&group.name)
+            .filter(|w| w.master == group.master)
+            .map(|w| w.listed.clone())
+            .unwrap_or_default();
         let generation = self.next_generation;
         self.next_generation += 1;
         let phase = if group.failed.is_some() {
@@ -418,8 +435,8 @@ impl Monitor {
                 master_node: Arc::new(Mutex::new((self.make_node)(group.master.clone()))),
                 replica_nodes: Arc::new(Mutex::new(HashMap::new())),
                 check_in_flight: false,
-                refresh_in_flight: false,
-                listed: Vec::new(),
+                refresh_pending: false,
+                listed,
                 master_offset: 0,
                 infos: HashMap::new(),
             },

@@ -254,22 +254,15 @@ pub fn parse_role(reply: &Reply) -> std::result::Result<Role, String> {
             let offset = items.get(1).and_then(Reply::int).unwrap_or(0);
             let mut replicas = Vec::new();
             if let Some(Reply::Array(list)) = items.get(2) {
-                for entry in list {
-                    let Reply::Array(fields) = entry else {
-                        return Err(format!("ROLE: replica entry is not an array: {entry:?}"));
-                    };
-                    let host = fields.first().and_then(Reply::text);
-                    let port = fields.get(1).and_then(Reply::text);
-                    let (Some(host), Some(port)) = (host, port) else {
-                        return Err(format!(
-                            "ROLE: replica entry without host and port: {entry:?}"
-                        ));
-                    };
-                    let addr = Addr::from_reported(&host, &port)
-                        .map_err(|e| format!("ROLE: replica address: {e}"))?;
-                    let offset = fields.get(2).and_then(Reply::int).unwrap_or(0);
-                    replicas.push(ListedReplica { addr, offset });
-                }
+                // An entry we cannot read (a replica on a unix socket reports port 0)
+                // is skipped: the master itself answered, so it is up.
+                replicas.extend(list.iter().filter_map(|entry| match parse_listed(entry) {
+                    Ok(listed) => Some(listed),
+                    Err(e) => {
+                        log::debug!("ROLE: skipping replica entry: {e}");
+                        None
+                    }
+                }));
             }
             Ok(Role::Master { offset, replicas })
         }
@@ -284,6 +277,21 @@ pub fn parse_role(reply: &Reply) -> std::result::Result<Role, String> {
         }
         other => Ok(Role::Other(other.to_string())),
     }
+}
+
+/// One `[host, port, offset]` entry of a master's `ROLE` reply.
+fn parse_listed(entry: &Reply) -> std::result::Result<ListedReplica, String> {
+    let Reply::Array(fields) = entry else {
+        return Err(format!("not an array: {entry:?}"));
+    };
+    let host = fields.first().and_then(Reply::text);
+    let port = fields.get(1).and_then(Reply::text);
+    let (Some(host), Some(port)) = (host, port) else {
+        return Err(format!("no host and port: {entry:?}"));
+    };
+    let addr = Addr::from_reported(&host, &port).map_err(|e| e.to_string())?;
+    let offset = fields.get(2).and_then(Reply::int).unwrap_or(0);
+    Ok(ListedReplica { addr, offset })
 }
 
 /// Parses the text of `INFO` (any sections); missing fields take their defaults.
@@ -386,21 +394,6 @@ mod tests {
             Reply::Int(1),
             Reply::Array(vec![]),
             Reply::Array(vec![Reply::Nil]),
-            Reply::Array(vec![
-                bulk("master"),
-                Reply::Int(1),
-                Reply::Array(vec![Reply::Int(5)]),
-            ]),
-            Reply::Array(vec![
-                bulk("master"),
-                Reply::Int(1),
-                Reply::Array(vec![Reply::Array(vec![bulk("h")])]),
-            ]),
-            Reply::Array(vec![
-                bulk("master"),
-                Reply::Int(1),
-                Reply::Array(vec![Reply::Array(vec![bulk("h"), bulk("x")])]),
-            ]),
         ] {
             assert!(parse_role(&reply).is_err(), "{reply:?}");
         }
@@ -408,6 +401,26 @@ mod tests {
             parse_role(&Reply::Array(vec![bulk("sentinel")])).unwrap(),
             Role::Other("sentinel".into())
         );
+    }
+
+    #[test]
+    fn unreadable_replica_entries_are_skipped_not_fatal() {
+        let reply = Reply::Array(vec![
+            bulk("master"),
+            Reply::Int(1),
+            Reply::Array(vec![
+                Reply::Int(5),
+                Reply::Array(vec![bulk("h")]),
+                Reply::Array(vec![bulk("h"), bulk("x")]),
+                Reply::Array(vec![bulk("/tmp/redis.sock"), bulk("0"), bulk("1")]),
+                Reply::Array(vec![bulk("127.0.0.1"), bulk("6380"), bulk("1")]),
+            ]),
+        ]);
+        let Role::Master { replicas, .. } = parse_role(&reply).unwrap() else {
+            panic!("not a master")
+        };
+        assert_eq!(replicas.len(), 1);
+        assert_eq!(replicas[0].addr.port, 6380);
     }
 
     #[test]

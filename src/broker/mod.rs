@@ -64,8 +64,10 @@ pub struct Group {
     /// Set when a failover failed: the group is no longer failed over automatically until
     /// a user adds it again. Holds the reason.
     pub failed: Option<String>,
-    /// Bumped whenever a user (re)adds the group or its master changes, so every node's
-    /// monitor knows to start watching it afresh.
+    /// Changes (to a value never used before) whenever the group is created, its master
+    /// changes, or a user clears its failed state; every node's monitor then starts
+    /// watching it afresh. Re-adding a group unchanged keeps its revision, so its down
+    /// window goes on.
     pub revision: u64,
 }
 
@@ -106,6 +108,8 @@ pub struct ReplicatedState {
     /// Failovers begun and not yet ended, by group (a new leader must finish these).
     pub in_progress: BTreeMap<String, Action>,
     pub history: VecDeque<FailoverRecord>,
+    /// The last revision handed out (see [`Group::revision`]).
+    pub last_revision: u64,
 }
 
 impl ReplicatedState {
@@ -118,12 +122,14 @@ impl ReplicatedState {
                 }
             }
             Action::Delete(names) => {
-                let mut doomed = Vec::new();
-                for key in &names {
-                    let found = self.find(key).ok_or_else(|| {
-                        invalid_input!("no monitored group has the name or master {key:?}")
-                    })?;
-                    doomed.push(found);
+                // Like the Go original: remove the known ones, ignore the rest; an action
+                // that matches nothing at all is refused so a typo is not silent.
+                let doomed: Vec<String> = names.iter().filter_map(|key| self.find(key)).collect();
+                if doomed.is_empty() {
+                    return Err(invalid_input!(
+                        "no monitored group has the name or master {}",
+                        names.join(", ")
+                    ));
                 }
                 for name in doomed {
                     self.groups.remove(&name);
@@ -133,6 +139,7 @@ impl ReplicatedState {
             Action::Set(specs) => {
                 let keep: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
                 self.groups.retain(|name, _| keep.contains(name));
+                self.in_progress.retain(|name, _| keep.contains(name));
                 for spec in specs {
                     self.upsert(spec);
                 }
@@ -145,12 +152,19 @@ impl ReplicatedState {
             }
             Action::FailoverEnd(record) => {
                 self.in_progress.remove(&record.group);
-                if let Some(group) = self.groups.get_mut(&record.group) {
+                let revision = self.last_revision + 1;
+                // A late result must not undo a master a user set meanwhile.
+                let current = self
+                    .groups
+                    .get_mut(&record.group)
+                    .filter(|g| g.master == record.old_master);
+                if let Some(group) = current {
                     match record.outcome {
                         Outcome::Succeeded => {
                             if let Some(new) = &record.new_master {
                                 group.master = new.clone();
-                                group.revision += 1;
+                                group.revision = revision;
+                                self.last_revision = revision;
                             }
                             group.failed = None;
                         }
@@ -193,14 +207,19 @@ impl ReplicatedState {
         } else {
             spec.name
         };
-        let revision = self.groups.get(&name).map_or(0, |g| g.revision + 1);
+        if let Some(group) = self.groups.get(&name) {
+            if group.master == spec.master && group.failed.is_none() {
+                return;
+            }
+        }
+        self.last_revision += 1;
         self.groups.insert(
             name.clone(),
             Group {
                 name,
                 master: spec.master,
                 failed: None,
-                revision,
+                revision: self.last_revision,
             },
         );
     }
@@ -245,9 +264,19 @@ mod tests {
         s.apply(Action::Add(vec![spec("cache=h:1"), spec("h:2")]))
             .unwrap();
         assert_eq!(s.groups.len(), 2);
-        s.apply(Action::Delete(vec!["h:1".into()])).unwrap();
+        s.apply(Action::Delete(vec!["h:1".into(), "unknown".into()]))
+            .unwrap();
         assert!(!s.groups.contains_key("cache"), "delete by master address");
         assert!(s.apply(Action::Delete(vec!["nope".into()])).is_err());
+        // Deleted and added again: a revision never seen before.
+        let old = s.groups["h:2"].revision;
+        s.apply(Action::Delete(vec!["h:2".into()])).unwrap();
+        s.apply(Action::Add(vec![spec("h:2")])).unwrap();
+        assert!(s.groups["h:2"].revision > old);
+        // Re-added unchanged: same revision (the down window goes on).
+        let now = s.groups["h:2"].revision;
+        s.apply(Action::Add(vec![spec("h:2")])).unwrap();
+        assert_eq!(s.groups["h:2"].revision, now);
         s.apply(Action::Set(vec![spec("a=h:3")])).unwrap();
         assert_eq!(s.groups.keys().collect::<Vec<_>>(), vec!["a"]);
     }
@@ -266,8 +295,13 @@ mod tests {
         // Adding the new master's bare address refers to the same group.
         s.apply(Action::Add(vec![spec("h:2")])).unwrap();
         assert_eq!(s.groups.len(), 1);
+        // A late record about the old master changes nothing but the history.
         s.apply(Action::FailoverEnd(record("g", Outcome::Failed, None)))
             .unwrap();
+        assert_eq!(s.groups["g"].failed, None);
+        let mut failed = record("g", Outcome::Failed, None);
+        failed.old_master = Addr::parse("h:2").unwrap();
+        s.apply(Action::FailoverEnd(failed)).unwrap();
         assert_eq!(s.groups["g"].failed.as_deref(), Some("why"));
         s.apply(Action::Add(vec![spec("g=h:2")])).unwrap();
         assert_eq!(s.groups["g"].failed, None, "re-adding clears failed");

@@ -207,10 +207,12 @@ impl ReplicatedState {
         } else {
             spec.name
         };
-        if let Some(group) = self.groups.get(&name) {
-            if group.master == spec.master && group.failed.is_none() {
-                return;
-            }
+        let unchanged = self
+            .groups
+            .get(&name)
+            .is_some_and(|g| g.master == spec.master && g.failed.is_none());
+        if unchanged {
+            return;
         }
         self.last_revision += 1;
         self.groups.insert(

@@ -8,9 +8,9 @@
 //! sends `ROLE` on each connection, then waits for the replies together with `poll`,
 //! handing each outcome to the monitor as soon as its reply is read. A thread thus does
 //! not sleep once per check, and a master that never answers delays only itself: the
-//! others' outcomes go out as their replies arrive. Connections that must be opened
-//! first are opened after the sends on open ones, so a slow connect only holds up
-//! other connects.
+//! others' outcomes go out as their replies arrive. Connects are non-blocking and
+//! waited for in the same `poll`, so a host that never completes a connect holds up
+//! nothing either.
 //! One dead or hanging server ties up at most one thread for one timeout; when jobs
 //! start to wait in the queue longer than [`MAX_QUEUE_DELAY`], the pool grows by one
 //! thread (at most every [`GROWTH_PAUSE`], up to [`MAX_THREADS`]), so the checks of other
@@ -18,7 +18,7 @@
 
 use crate::address::Addr;
 use crate::error::Result;
-use crate::redis_node::{RedisNode, ReplicationInfo, Role};
+use crate::redis_node::{RedisNode, ReplicationInfo, Role, Waiting};
 use crossbeam_channel::RecvTimeoutError;
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashMap;
@@ -200,18 +200,20 @@ fn leave_if_spare(live: &AtomicUsize) -> bool {
     .is_ok()
 }
 
-/// A master check under way: its node is locked until the reply is in.
+/// A master check under way: its node is locked until the outcome is known.
 struct MasterCheck<'a> {
     group: String,
     generation: u64,
     started: Instant,
     node: std::sync::MutexGuard<'a, RedisNode>,
+    waiting: Waiting,
     deadline: Instant,
 }
 
 /// Runs a batch; `Err` when the monitor is gone.
 fn run_batch(batch: Vec<CheckJob>, results: &Sender<CheckOutcome>) -> std::result::Result<(), ()> {
     let mut masters = Vec::new();
+    let mut replica_jobs = Vec::new();
     for job in batch {
         match job {
             CheckJob::Master {
@@ -219,37 +221,26 @@ fn run_batch(batch: Vec<CheckJob>, results: &Sender<CheckOutcome>) -> std::resul
                 generation,
                 node,
             } => masters.push((group, generation, node)),
-            CheckJob::Replicas {
-                group,
-                generation,
-                replicas,
-                nodes,
-                make_node,
-            } => {
-                let outcome = run_replicas(group, generation, replicas, &nodes, &*make_node);
-                results.send(outcome).map_err(|_| ())?;
-            }
+            replicas => replica_jobs.push(replicas),
         }
     }
-    // Send on open connections first; connecting may block for the connect timeout.
-    let (open, closed): (Vec<_>, Vec<_>) = masters.iter().partition(|(_, _, node)| {
-        node.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_connected()
-    });
     let mut pending = Vec::with_capacity(masters.len());
-    for (group, generation, node) in open.into_iter().chain(closed) {
+    for (group, generation, node) in &masters {
         let started = Instant::now();
         let mut node = node.lock().unwrap_or_else(|e| e.into_inner());
-        match node.send_role() {
-            Ok(()) => {
-                let deadline = Instant::now() + node.io_timeout();
+        match node.start_check() {
+            Ok(waiting) => {
+                let limit = match waiting {
+                    Waiting::Connect(_) => node.connect_timeout(),
+                    Waiting::Reply(_) => node.io_timeout(),
+                };
                 pending.push(MasterCheck {
                     group: group.clone(),
                     generation: *generation,
                     started,
                     node,
-                    deadline,
+                    waiting,
+                    deadline: started + limit,
                 });
             }
             Err(e) => {
@@ -259,47 +250,72 @@ fn run_batch(batch: Vec<CheckJob>, results: &Sender<CheckOutcome>) -> std::resul
         }
     }
     while !pending.is_empty() {
-        let fds: Vec<_> = pending
-            .iter()
-            .map(|c| c.node.pending_fd().unwrap_or(-1))
-            .collect();
         let now = Instant::now();
         let wait = pending
             .iter()
             .map(|c| c.deadline.saturating_duration_since(now))
             .min()
             .unwrap_or_default();
-        let ready = poll_readable(&fds, wait);
+        let ready = poll_ready(pending.iter().map(|c| c.waiting), wait);
         let now = Instant::now();
         let mut still_waiting = Vec::with_capacity(pending.len());
         for (mut check, is_ready) in pending.drain(..).zip(ready) {
-            if !is_ready && check.deadline > now {
-                still_waiting.push(check);
-                continue;
-            }
-            let role = if is_ready {
-                check.node.receive_role()
-            } else {
-                Err(check.node.abandon("ROLE: read timed out"))
+            let outcome = match (check.waiting, is_ready) {
+                (_, false) if check.deadline > now => {
+                    still_waiting.push(check);
+                    continue;
+                }
+                (Waiting::Connect(_), false) => Err(check.node.abandon("connect timed out")),
+                (Waiting::Reply(_), false) => Err(check.node.abandon("ROLE: read timed out")),
+                (Waiting::Connect(_), true) => match check.node.connected() {
+                    Ok(fd) => {
+                        check.waiting = Waiting::Reply(fd);
+                        check.deadline = Instant::now() + check.node.io_timeout();
+                        still_waiting.push(check);
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                },
+                (Waiting::Reply(_), true) => check.node.receive_role(),
             };
-            let outcome = master_outcome(check.group, check.generation, check.started, role);
+            let outcome = master_outcome(check.group, check.generation, check.started, outcome);
             results.send(outcome).map_err(|_| ())?;
         }
         pending = still_waiting;
     }
+    // Replica INFO (every 10 s per group) runs after the batch's master checks are done.
+    for job in replica_jobs {
+        if let CheckJob::Replicas {
+            group,
+            generation,
+            replicas,
+            nodes,
+            make_node,
+        } = job
+        {
+            let outcome = run_replicas(group, generation, replicas, &nodes, &*make_node);
+            results.send(outcome).map_err(|_| ())?;
+        }
+    }
     Ok(())
 }
 
-/// Waits up to `timeout` until some of `fds` can be read (or are closed or in error);
-/// returns one flag per fd. An interrupted or failed poll reports none ready, and the
-/// caller's deadlines end the wait.
-fn poll_readable(fds: &[std::os::fd::RawFd], timeout: Duration) -> Vec<bool> {
-    let mut polls: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
+/// Waits up to `timeout` until some sockets are ready: writable for a connect, readable
+/// for a reply (or closed, or in error); returns one flag per socket. An interrupted or
+/// failed poll reports none ready, and the caller's deadlines end the wait.
+fn poll_ready(waiting: impl Iterator<Item = Waiting>, timeout: Duration) -> Vec<bool> {
+    let mut polls: Vec<libc::pollfd> = waiting
+        .map(|w| match w {
+            Waiting::Connect(fd) => libc::pollfd {
+                fd,
+                events: libc::POLLOUT,
+                revents: 0,
+            },
+            Waiting::Reply(fd) => libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
         })
         .collect();
     // Round up so a wait never ends just before a deadline and spins.
@@ -307,7 +323,7 @@ fn poll_readable(fds: &[std::os::fd::RawFd], timeout: Duration) -> Vec<bool> {
     // SAFETY: `polls` is a valid, exclusively borrowed array of `polls.len()` pollfds.
     let n = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, millis) };
     if n <= 0 {
-        return vec![false; fds.len()];
+        return vec![false; polls.len()];
     }
     polls.iter().map(|p| p.revents != 0).collect()
 }

@@ -9,7 +9,7 @@
 
 use crate::address::Addr;
 use crate::error::{Error, Result};
-use crate::resp::{Connection, Reply};
+use crate::resp::{Connection, PendingConnect, Reply};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -79,6 +79,17 @@ pub struct RedisNode {
     addr: Addr,
     options: NodeOptions,
     conn: Option<Connection>,
+    /// A connect started by [`RedisNode::start_check`] and not finished yet.
+    connecting: Option<PendingConnect>,
+}
+
+/// What a check started with [`RedisNode::start_check`] waits for on its socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    /// The connect to finish (socket writable): then call [`RedisNode::connected`].
+    Connect(std::os::fd::RawFd),
+    /// The `ROLE` reply (socket readable): then call [`RedisNode::receive_role`].
+    Reply(std::os::fd::RawFd),
 }
 
 impl RedisNode {
@@ -87,6 +98,7 @@ impl RedisNode {
             addr,
             options,
             conn: None,
+            connecting: None,
         }
     }
 
@@ -174,36 +186,65 @@ impl RedisNode {
                 self.options.connect_timeout,
                 self.options.io_timeout,
             )?;
-            if let Some(password) = &self.options.password {
-                match conn.command(&["AUTH", password]) {
-                    Ok(Reply::Error(e)) => return Err(self.error(&format!("AUTH: {e}"))),
-                    Err(e) => return Err(self.error(&format!("AUTH: {e}"))),
-                    Ok(_) => {}
-                }
-            }
+            self.authenticate(&mut conn)?;
             self.conn = Some(conn);
         }
         Ok(())
     }
 
-    /// Sends `ROLE` without waiting for the reply, connecting first when needed; then
-    /// [`RedisNode::pending_fd`] tells which socket to wait on and
-    /// [`RedisNode::receive_role`] reads the reply. This lets one thread check many
-    /// servers at once.
-    pub fn send_role(&mut self) -> Result<()> {
-        self.ensure_connected()?;
+    /// `AUTH <password>` on a new connection, when a password is set.
+    fn authenticate(&self, conn: &mut Connection) -> Result<()> {
+        let Some(password) = &self.options.password else {
+            return Ok(());
+        };
+        match conn.command(&["AUTH", password]) {
+            Ok(Reply::Error(e)) => Err(self.error(&format!("AUTH: {e}"))),
+            Err(e) => Err(self.error(&format!("AUTH: {e}"))),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    /// Starts a check without blocking: sends `ROLE` on the open connection, or starts
+    /// connecting. Says which socket to wait on, and for what.
+    pub fn start_check(&mut self) -> Result<Waiting> {
+        if self.conn.is_some() {
+            return self.send_role().map(Waiting::Reply);
+        }
+        let pending = PendingConnect::start(&self.addr)?;
+        let fd = pending.raw_fd();
+        self.connecting = Some(pending);
+        Ok(Waiting::Connect(fd))
+    }
+
+    /// Finishes the connect started by [`RedisNode::start_check`], authenticates and
+    /// sends `ROLE`; returns the socket to wait on for the reply.
+    pub fn connected(&mut self) -> Result<std::os::fd::RawFd> {
+        let Some(pending) = self.connecting.take() else {
+            return Err(self.error("no connect under way"));
+        };
+        let mut conn = pending.finish(self.options.io_timeout)?;
+        self.authenticate(&mut conn)?;
+        self.conn = Some(conn);
+        self.send_role()
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        self.options.connect_timeout
+    }
+
+    /// Sends `ROLE` on the open connection without waiting for the reply; returns the
+    /// socket to wait on. [`RedisNode::receive_role`] then reads the reply.
+    fn send_role(&mut self) -> Result<std::os::fd::RawFd> {
         let Some(conn) = self.conn.as_mut() else {
             return Err(self.error("no connection"));
         };
-        conn.send(&[&["ROLE"]]).map_err(|e| {
-            self.conn = None;
-            self.error(&e.to_string())
-        })
-    }
-
-    /// The socket of the open connection.
-    pub fn pending_fd(&self) -> Option<std::os::fd::RawFd> {
-        self.conn.as_ref().map(Connection::raw_fd)
+        match conn.send(&[&["ROLE"]]) {
+            Ok(()) => Ok(conn.raw_fd()),
+            Err(e) => {
+                self.conn = None;
+                Err(self.error(&e.to_string()))
+            }
+        }
     }
 
     /// Reads the reply to [`RedisNode::send_role`].
@@ -224,11 +265,8 @@ impl RedisNode {
     /// Gives up on a reply that did not come in time: the connection is out of step.
     pub fn abandon(&mut self, why: &str) -> Error {
         self.conn = None;
+        self.connecting = None;
         self.error(why)
-    }
-
-    pub fn is_connected(&self) -> bool {
-        self.conn.is_some()
     }
 
     pub fn io_timeout(&self) -> Duration {

@@ -72,24 +72,10 @@ impl Connection {
         connect_timeout: Duration,
         io_timeout: Duration,
     ) -> Result<Connection> {
-        let targets = (addr.host.as_str(), addr.port)
-            .to_socket_addrs()
-            .map_err(|e| Error::Server(format!("{addr}: cannot resolve: {e}")))?;
         let mut last = None;
-        for target in targets {
+        for target in resolve(addr)? {
             match TcpStream::connect_timeout(&target, connect_timeout) {
-                Ok(stream) => {
-                    let io = |e: std::io::Error| Error::Server(format!("{addr}: {e}"));
-                    stream.set_read_timeout(Some(io_timeout)).map_err(io)?;
-                    stream.set_write_timeout(Some(io_timeout)).map_err(io)?;
-                    stream.set_nodelay(true).map_err(io)?;
-                    return Ok(Connection {
-                        stream,
-                        buffer: vec![0; 256],
-                        start: 0,
-                        end: 0,
-                    });
-                }
+                Ok(stream) => return Connection::ready(stream, addr, io_timeout),
                 Err(e) => last = Some(e),
             }
         }
@@ -97,6 +83,21 @@ impl Connection {
             Some(e) => format!("{addr}: connect: {e}"),
             None => format!("{addr}: resolves to no address"),
         }))
+    }
+
+    /// Wraps a connected stream: blocking, with read/write timeouts, no Nagle delay.
+    fn ready(stream: TcpStream, addr: &Addr, io_timeout: Duration) -> Result<Connection> {
+        let io = |e: std::io::Error| Error::Server(format!("{addr}: {e}"));
+        stream.set_nonblocking(false).map_err(io)?;
+        stream.set_read_timeout(Some(io_timeout)).map_err(io)?;
+        stream.set_write_timeout(Some(io_timeout)).map_err(io)?;
+        stream.set_nodelay(true).map_err(io)?;
+        Ok(Connection {
+            stream,
+            buffer: vec![0; 256],
+            start: 0,
+            end: 0,
+        })
     }
 
     /// Sends the commands in one write and reads one reply per command.
@@ -179,6 +180,64 @@ impl Connection {
         }
         self.end += n;
         Ok(())
+    }
+}
+
+fn resolve(addr: &Addr) -> Result<Vec<std::net::SocketAddr>> {
+    (addr.host.as_str(), addr.port)
+        .to_socket_addrs()
+        .map(|targets| targets.collect())
+        .map_err(|e| Error::Server(format!("{addr}: cannot resolve: {e}")))
+}
+
+/// A TCP connect started without blocking, so one thread can open many connections at
+/// once and wait for them with `poll` (writable = finished, one way or the other).
+pub struct PendingConnect {
+    socket: socket2::Socket,
+    addr: Addr,
+}
+
+impl PendingConnect {
+    /// Starts connecting to the first address `addr` resolves to.
+    pub fn start(addr: &Addr) -> Result<PendingConnect> {
+        let target = resolve(addr)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Server(format!("{addr}: resolves to no address")))?;
+        let connect = || -> std::io::Result<socket2::Socket> {
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(target),
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            socket.set_nonblocking(true)?;
+            match socket.connect(&target.into()) {
+                Ok(()) => Ok(socket),
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(socket),
+                Err(e) => Err(e),
+            }
+        };
+        let socket = connect().map_err(|e| Error::Server(format!("{addr}: connect: {e}")))?;
+        Ok(PendingConnect {
+            socket,
+            addr: addr.clone(),
+        })
+    }
+
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.socket)
+    }
+
+    /// Finishes the connect once the socket is writable.
+    pub fn finish(self, io_timeout: Duration) -> Result<Connection> {
+        let addr = self.addr;
+        let failed = |e: std::io::Error| Error::Server(format!("{addr}: connect: {e}"));
+        if let Some(e) = self.socket.take_error().map_err(failed)? {
+            return Err(failed(e));
+        }
+        // Writable but not connected would mean an error take_error did not report.
+        self.socket.peer_addr().map_err(failed)?;
+        Connection::ready(self.socket.into(), &addr, io_timeout)
     }
 }
 

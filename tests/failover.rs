@@ -376,12 +376,35 @@ fn hanging_server() -> (u16, std::thread::JoinHandle<()>) {
     (port, handle)
 }
 
+/// A port whose connects never complete: a listener with a full accept queue (SYNs
+/// beyond it are dropped), like a host that is gone. The queue holders are returned.
+fn blackhole() -> (u16, socket2::Socket, Vec<std::net::TcpStream>) {
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    listener.bind(&addr.into()).unwrap();
+    listener.listen(0).unwrap();
+    let port = listener.local_addr().unwrap().as_socket().unwrap().port();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        if let Ok(s) = std::net::TcpStream::connect_timeout(&target, Duration::from_millis(200)) {
+            held.push(s);
+        }
+    }
+    (port, listener, held)
+}
+
 #[test]
 fn hanging_masters_do_not_delay_the_failover_of_another() {
     let (hang_port, _server) = hanging_server();
+    let (hole_port, _listener, _held) = blackhole();
     let (mut master, a, b) = topology(100, 100);
     let mut list: Vec<String> = (0..50)
-        .map(|i| format!("hung{i}=127.0.0.1:{hang_port}"))
+        .map(|i| {
+            let port = if i % 2 == 0 { hang_port } else { hole_port };
+            format!("hung{i}=127.0.0.1:{port}")
+        })
         .collect();
     list.push(format!("g={}", master.addr()));
     let masters = format!("-masters={}", list.join(","));
@@ -408,6 +431,14 @@ fn hanging_masters_do_not_delay_the_failover_of_another() {
     assert_eq!(g["last_failover"]["outcome"], "succeeded", "{g}");
     assert!([a.port, b.port].contains(&port_of(&g["master"])), "{g}");
     // Checked one after the other, 50 hung servers at a 75 ms timeout would add ~4 s.
+    assert!(
+        daemon.group("hung7")["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("connect timed out"),
+        "{}",
+        daemon.group("hung7")
+    );
     assert!(
         took < Duration::from_secs(3),
         "failover took {took:?} with hung groups beside it"

@@ -159,7 +159,7 @@ pub fn validate_group_name(name: &str) -> Result<()> {
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']'))
     {
         return Err(invalid_input!(
-            "group name {name:?} may only hold letters, digits and . - _ :"
+            "group name {name:?} may only hold letters, digits and . - _ : [ ]"
         ));
     }
     Ok(())

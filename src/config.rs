@@ -209,8 +209,13 @@ impl Settings {
     /// Applies defaults and checks every value, naming the key of the first bad one.
     pub fn resolve(self) -> Result<Config> {
         let with_key = |key: &str, e: Error| invalid_input!("{key}: {e}");
-        let addr = Addr::parse(self.addr.as_deref().unwrap_or(DEFAULT_ADDR))
-            .map_err(|e| with_key("addr", e))?;
+        let addr_text = self.addr.as_deref().unwrap_or(DEFAULT_ADDR);
+        // Go's `-addr=:11000` means every interface.
+        let addr_text = match addr_text.strip_prefix(':') {
+            Some(port) => format!("0.0.0.0:{port}"),
+            None => addr_text.to_string(),
+        };
+        let addr = Addr::parse(&addr_text).map_err(|e| with_key("addr", e))?;
         let mut masters = Vec::new();
         for item in self.masters.map(|m| m.items()).unwrap_or_default() {
             let spec = MasterSpec::parse(&item).map_err(|e| with_key("masters", e))?;
@@ -239,7 +244,9 @@ impl Settings {
         let broker = BrokerKind::parse(self.broker.as_deref().unwrap_or(""))?;
         let raft_addr = match self.raft.addr.as_deref() {
             None | Some("") => None,
-            Some(text) => Some(Addr::parse(text).map_err(|e| with_key("raft_addr", e))?),
+            Some(text) => {
+                Some(Addr::parse(text).map_err(|e| with_key("raft_addr ([raft] addr)", e))?)
+            }
         };
         let cluster = self
             .raft
@@ -247,7 +254,7 @@ impl Settings {
             .map(|c| c.items())
             .unwrap_or_default()
             .iter()
-            .map(|a| Addr::parse(a).map_err(|e| with_key("raft_cluster", e)))
+            .map(|a| Addr::parse(a).map_err(|e| with_key("raft_cluster ([raft] cluster)", e)))
             .collect::<Result<Vec<_>>>()?;
         let zk_addr = self
             .zk
@@ -255,14 +262,16 @@ impl Settings {
             .map(|c| c.items())
             .unwrap_or_default()
             .iter()
-            .map(|a| Addr::parse(a).map_err(|e| with_key("zk_addr", e)))
+            .map(|a| Addr::parse(a).map_err(|e| with_key("zk_addr ([zk] addr)", e)))
             .collect::<Result<Vec<_>>>()?;
         let zk_base = self
             .zk
             .base_dir
             .unwrap_or_else(|| "/zk/redis/failover".into());
         if broker == BrokerKind::Zk && !zk_base.starts_with("/zk") {
-            return Err(invalid_input!("zk_path: {zk_base:?} must start with /zk"));
+            return Err(invalid_input!(
+                "zk_path ([zk] base_dir): {zk_base:?} must start with /zk"
+            ));
         }
         Ok(Config {
             addr,
@@ -285,7 +294,7 @@ impl Settings {
                     .map(PathBuf::from),
                 cluster,
                 cluster_state: StartState::parse(
-                    "raft_cluster_state",
+                    "raft_cluster_state ([raft] cluster_state)",
                     self.raft.cluster_state.as_deref().unwrap_or(""),
                 )?,
             },
@@ -355,6 +364,11 @@ mod tests {
             .unwrap();
         assert_eq!(c.max_down_time, Duration::from_millis(500));
         assert_eq!(c.masters.len(), 2);
+        let any = Settings::from_toml("addr = \":11000\"")
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(any.addr.to_string(), "0.0.0.0:11000", "Go's -addr=:port");
     }
 
     #[test]

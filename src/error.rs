@@ -15,10 +15,6 @@ pub enum Error {
     Server(String),
     /// Reading or writing a local file or socket failed.
     Io(String),
-    /// A failover hook refused a failover.
-    Vetoed(String),
-    /// The daemon is shutting down and cannot take the request.
-    ShuttingDown,
 }
 
 /// The crate's result type.
@@ -28,8 +24,6 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::InvalidInput(msg) | Error::Server(msg) | Error::Io(msg) => f.write_str(msg),
-            Error::Vetoed(msg) => write!(f, "vetoed by hook: {msg}"),
-            Error::ShuttingDown => f.write_str("the daemon is shutting down"),
         }
     }
 }

@@ -72,16 +72,16 @@ impl Drop for HttpApi {
     }
 }
 
-/// A reply: status and body.
-struct Reply {
+/// An HTTP answer: status and body.
+struct Answer {
     status: u16,
     body: String,
     json: bool,
 }
 
-impl Reply {
-    fn text(status: u16, body: impl Into<String>) -> Reply {
-        Reply {
+impl Answer {
+    fn text(status: u16, body: impl Into<String>) -> Answer {
+        Answer {
             status,
             body: body.into(),
             json: false,
@@ -114,38 +114,38 @@ fn handle(core: &Core, mut request: Request) {
     }
 }
 
-fn route(core: &Core, request: &mut Request) -> Reply {
+fn route(core: &Core, request: &mut Request) -> Answer {
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     match path {
         "/master" => master(core, request, query),
         "/api/v1/groups" => match request.method() {
             Method::Get => match serde_json::to_string_pretty(&core.groups()) {
-                Ok(body) => Reply {
+                Ok(body) => Answer {
                     status: 200,
                     body: body + "\n",
                     json: true,
                 },
-                Err(e) => Reply::text(500, format!("cannot encode groups: {e}\n")),
+                Err(e) => Answer::text(500, format!("cannot encode groups: {e}\n")),
             },
-            _ => Reply::text(405, "only GET is allowed on /api/v1/groups\n"),
+            _ => Answer::text(405, "only GET is allowed on /api/v1/groups\n"),
         },
-        _ => Reply::text(404, format!("no such endpoint: {path}\n")),
+        _ => Answer::text(404, format!("no such endpoint: {path}\n")),
     }
 }
 
-fn master(core: &Core, request: &mut Request, query: &str) -> Reply {
+fn master(core: &Core, request: &mut Request, query: &str) -> Answer {
     let method = request.method().clone();
     if method == Method::Get {
         let masters: Vec<String> = core.masters().iter().map(|a| a.to_string()).collect();
-        return Reply::text(200, masters.join(","));
+        return Answer::text(200, masters.join(","));
     }
     if !matches!(method, Method::Post | Method::Put | Method::Delete) {
-        return Reply::text(405, format!("method {method} is not allowed on /master\n"));
+        return Answer::text(405, format!("method {method} is not allowed on /master\n"));
     }
     let masters = match masters_param(request, query) {
         Ok(Some(value)) => value,
-        Ok(None) => return Reply::text(400, "missing parameter: masters\n"),
+        Ok(None) => return Answer::text(400, "missing parameter: masters\n"),
         Err(reply) => return reply,
     };
     let result = match method {
@@ -155,14 +155,17 @@ fn master(core: &Core, request: &mut Request, query: &str) -> Reply {
         _ => names(&masters).and_then(|keys| core.remove(keys)),
     };
     match result {
-        Ok(()) => Reply::text(200, "OK\n"),
-        Err(Error::InvalidInput(reason)) => Reply::text(400, format!("{reason}\n")),
-        Err(e) => Reply::text(503, format!("{e}\n")),
+        Ok(()) => Answer::text(200, "OK\n"),
+        Err(Error::InvalidInput(reason)) => Answer::text(400, format!("{reason}\n")),
+        Err(e) => Answer::text(503, format!("{e}\n")),
     }
 }
 
 /// The `masters` parameter from the query string or a form body.
-fn masters_param(request: &mut Request, query: &str) -> std::result::Result<Option<String>, Reply> {
+fn masters_param(
+    request: &mut Request,
+    query: &str,
+) -> std::result::Result<Option<String>, Answer> {
     if let Some(value) = form_value(query.as_bytes(), "masters")? {
         return Ok(Some(value));
     }
@@ -172,13 +175,13 @@ fn masters_param(request: &mut Request, query: &str) -> std::result::Result<Opti
         .take(MAX_BODY as u64 + 1)
         .read_to_end(&mut body);
     if let Err(e) = read {
-        return Err(Reply::text(
+        return Err(Answer::text(
             400,
             format!("cannot read the request body: {e}\n"),
         ));
     }
     if body.len() > MAX_BODY {
-        return Err(Reply::text(
+        return Err(Answer::text(
             413,
             format!("request body over {MAX_BODY} bytes\n"),
         ));
@@ -187,14 +190,14 @@ fn masters_param(request: &mut Request, query: &str) -> std::result::Result<Opti
 }
 
 /// One value of an urlencoded form; non-UTF-8 is refused.
-fn form_value(form: &[u8], key: &str) -> std::result::Result<Option<String>, Reply> {
+fn form_value(form: &[u8], key: &str) -> std::result::Result<Option<String>, Answer> {
     if std::str::from_utf8(form).is_err() {
-        return Err(Reply::text(400, "parameters are not UTF-8\n"));
+        return Err(Answer::text(400, "parameters are not UTF-8\n"));
     }
     for (k, v) in form_urlencoded::parse(form) {
         if k == key {
             if v.contains('\u{FFFD}') {
-                return Err(Reply::text(400, format!("parameter {key} is not UTF-8\n")));
+                return Err(Answer::text(400, format!("parameter {key} is not UTF-8\n")));
             }
             return Ok(Some(v.into_owned()));
         }

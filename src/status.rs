@@ -51,7 +51,7 @@ pub enum WatchState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReplicaStatus {
     pub addr: Addr,
-    /// Offset from the master's `ROLE`, or from the replica's own `INFO` when fresher.
+    /// Offset from the master's last `ROLE` reply.
     pub offset: i64,
     /// `up`, `down`, or `unknown` when its `INFO` could not be read.
     pub link: &'static str,

@@ -21,10 +21,13 @@ use tiny_http::{Header, Method, Request, Response, Server};
 /// Largest request body read; larger ones get 413.
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// The running HTTP listener and its thread.
+/// Threads answering requests: one client that sends its body slowly ties up one.
+pub const HANDLER_THREADS: usize = 4;
+
+/// The running HTTP listener and its handler threads.
 pub struct HttpApi {
     server: Arc<Server>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
     local_addr: SocketAddr,
 }
 
@@ -36,31 +39,39 @@ impl HttpApi {
             .server_addr()
             .to_ip()
             .ok_or_else(|| Error::Io(format!("addr: {addr} is not an IP listener")))?;
-        let server = Arc::new(server);
-        let serving = server.clone();
-        let thread = std::thread::Builder::new()
-            .name("http".into())
-            .spawn(move || {
-                for request in serving.incoming_requests() {
-                    handle(&core, request);
-                }
-            })
-            .map_err(|e| Error::Io(format!("cannot start the HTTP thread: {e}")))?;
-        Ok(HttpApi {
-            server,
-            thread: Some(thread),
+        let mut api = HttpApi {
+            server: Arc::new(server),
+            threads: Vec::new(),
             local_addr,
-        })
+        };
+        for index in 0..HANDLER_THREADS {
+            let serving = api.server.clone();
+            let core = core.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("http-{index}"))
+                .spawn(move || {
+                    for request in serving.incoming_requests() {
+                        handle(&core, request);
+                    }
+                })
+                .map_err(|e| Error::Io(format!("cannot start an HTTP thread: {e}")))?;
+            api.threads.push(thread);
+        }
+        Ok(api)
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
-    /// Stops accepting requests and joins the HTTP thread.
+    /// Stops accepting requests and joins the handler threads (each finishes the
+    /// request it is answering).
     pub fn stop(&mut self) {
-        self.server.unblock();
-        if let Some(thread) = self.thread.take() {
+        // Each unblock wakes one waiting handler.
+        for _ in &self.threads {
+            self.server.unblock();
+        }
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }

@@ -48,13 +48,13 @@ pub enum CheckJob {
     /// `ROLE` on a group's master.
     Master {
         group: String,
-        generation: u64,
+        watch_id: u64,
         node: Arc<Mutex<RedisNode>>,
     },
     /// `INFO` on each listed replica of a group (kept for the API and the election).
     Replicas {
         group: String,
-        generation: u64,
+        watch_id: u64,
         replicas: Vec<Addr>,
         nodes: Arc<Mutex<ReplicaConnections>>,
         make_node: Arc<dyn Fn(Addr) -> RedisNode + Send + Sync>,
@@ -65,14 +65,14 @@ pub enum CheckJob {
 pub enum CheckOutcome {
     Master {
         group: String,
-        generation: u64,
+        watch_id: u64,
         started: Instant,
         finished: Instant,
         role: Result<Role>,
     },
     Replicas {
         group: String,
-        generation: u64,
+        watch_id: u64,
         infos: Vec<(Addr, Result<ReplicationInfo>)>,
     },
 }
@@ -203,7 +203,7 @@ fn leave_if_spare(live: &AtomicUsize) -> bool {
 /// A master check under way: its node is locked until the outcome is known.
 struct MasterCheck<'a> {
     group: String,
-    generation: u64,
+    watch_id: u64,
     started: Instant,
     node: std::sync::MutexGuard<'a, RedisNode>,
     waiting: Waiting,
@@ -218,14 +218,14 @@ fn run_batch(batch: Vec<CheckJob>, results: &Sender<CheckOutcome>) -> std::resul
         match job {
             CheckJob::Master {
                 group,
-                generation,
+                watch_id,
                 node,
-            } => masters.push((group, generation, node)),
+            } => masters.push((group, watch_id, node)),
             replicas => replica_jobs.push(replicas),
         }
     }
     let mut pending = Vec::with_capacity(masters.len());
-    for (group, generation, node) in &masters {
+    for (group, watch_id, node) in &masters {
         let started = Instant::now();
         let mut node = node.lock().unwrap_or_else(|e| e.into_inner());
         match node.start_check() {
@@ -236,7 +236,7 @@ fn run_batch(batch: Vec<CheckJob>, results: &Sender<CheckOutcome>) -> std::resul
                 };
                 pending.push(MasterCheck {
                     group: group.clone(),
-                    generation: *generation,
+                    watch_id: *watch_id,
                     started,
                     node,
                     waiting,
@@ -244,7 +244,7 @@ fn run_batch(batch: Vec<CheckJob>, results: &Sender<CheckOutcome>) -> std::resul
                 });
             }
             Err(e) => {
-                let outcome = master_outcome(group.clone(), *generation, started, Err(e));
+                let outcome = master_outcome(group.clone(), *watch_id, started, Err(e));
                 results.send(outcome).map_err(|_| ())?;
             }
         }
@@ -278,7 +278,7 @@ fn run_batch(batch: Vec<CheckJob>, results: &Sender<CheckOutcome>) -> std::resul
                 },
                 (Waiting::Reply(_), true) => check.node.receive_role(),
             };
-            let outcome = master_outcome(check.group, check.generation, check.started, outcome);
+            let outcome = master_outcome(check.group, check.watch_id, check.started, outcome);
             results.send(outcome).map_err(|_| ())?;
         }
         pending = still_waiting;
@@ -287,13 +287,13 @@ fn run_batch(batch: Vec<CheckJob>, results: &Sender<CheckOutcome>) -> std::resul
     for job in replica_jobs {
         if let CheckJob::Replicas {
             group,
-            generation,
+            watch_id,
             replicas,
             nodes,
             make_node,
         } = job
         {
-            let outcome = run_replicas(group, generation, replicas, &nodes, &*make_node);
+            let outcome = run_replicas(group, watch_id, replicas, &nodes, &*make_node);
             results.send(outcome).map_err(|_| ())?;
         }
     }
@@ -330,13 +330,13 @@ fn poll_ready(waiting: impl Iterator<Item = Waiting>, timeout: Duration) -> Vec<
 
 fn master_outcome(
     group: String,
-    generation: u64,
+    watch_id: u64,
     started: Instant,
     role: Result<Role>,
 ) -> CheckOutcome {
     CheckOutcome::Master {
         group,
-        generation,
+        watch_id,
         started,
         finished: Instant::now(),
         role,
@@ -346,7 +346,7 @@ fn master_outcome(
 /// `INFO` on each replica of a group, one after the other (every 10 s per group).
 fn run_replicas(
     group: String,
-    generation: u64,
+    watch_id: u64,
     replicas: Vec<Addr>,
     nodes: &Mutex<ReplicaConnections>,
     make_node: &(dyn Fn(Addr) -> RedisNode + Send + Sync),
@@ -365,7 +365,7 @@ fn run_replicas(
         .collect();
     CheckOutcome::Replicas {
         group,
-        generation,
+        watch_id,
         infos,
     }
 }

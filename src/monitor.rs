@@ -73,8 +73,11 @@ enum Timer {
 /// Everything the monitor knows about one group.
 struct Watch {
     master: Addr,
+    /// The replicated [`Group::revision`] this watch was made for.
     revision: u64,
-    generation: u64,
+    /// Names this watch among all the monitor has made (never reused): timers, check
+    /// outcomes and failover results of an older watch of the group are ignored.
+    watch_id: u64,
     phase: Phase,
     detector: DownDetector,
     master_node: Arc<Mutex<RedisNode>>,
@@ -95,7 +98,7 @@ struct Monitor {
     pool: CheckerPool,
     results: Receiver<CheckOutcome>,
     changes: Receiver<()>,
-    next_generation: u64,
+    next_watch_id: u64,
     failover_requests: Sender<FailoverRequest>,
     make_node: Arc<dyn Fn(Addr) -> RedisNode + Send + Sync>,
 }
@@ -111,7 +114,7 @@ impl Monitor {
             pool: CheckerPool::start(results_tx),
             results,
             changes,
-            next_generation: 0,
+            next_watch_id: 0,
             failover_requests,
             make_node: Arc::new(move |addr| RedisNode::new(addr, options.clone())),
             ctx,
@@ -153,9 +156,9 @@ impl Monitor {
         self.pool.shutdown();
     }
 
-    fn schedule(&mut self, at: Instant, timer: Timer, group: &str, generation: u64) {
+    fn schedule(&mut self, at: Instant, timer: Timer, group: &str, watch_id: u64) {
         self.timers
-            .push(Reverse((at, timer, group.to_string(), generation)));
+            .push(Reverse((at, timer, group.to_string(), watch_id)));
     }
 
     fn fire_due_timers(&mut self, now: Instant) {
@@ -163,19 +166,19 @@ impl Monitor {
             if *at > now + TIMER_SLACK {
                 break;
             }
-            let Some(Reverse((_, timer, group, generation))) = self.timers.pop() else {
+            let Some(Reverse((_, timer, group, watch_id))) = self.timers.pop() else {
                 break;
             };
-            self.fire(timer, &group, generation, now);
+            self.fire(timer, &group, watch_id, now);
         }
     }
 
-    fn fire(&mut self, timer: Timer, group: &str, generation: u64, now: Instant) {
+    fn fire(&mut self, timer: Timer, group: &str, watch_id: u64, now: Instant) {
         let leader = self.ctx.broker.is_leader();
         let Some(watch) = self.watches.get_mut(group) else {
             return;
         };
-        if watch.generation != generation || watch.phase != Phase::Watching {
+        if watch.watch_id != watch_id || watch.phase != Phase::Watching {
             return;
         }
         if !leader {
@@ -185,7 +188,7 @@ impl Monitor {
                 .observed
                 .update(group, |o| o.state = WatchState::Follower);
             let interval = self.ctx.check_interval;
-            self.schedule(now + interval, timer, group, generation);
+            self.schedule(now + interval, timer, group, watch_id);
             return;
         }
         match timer {
@@ -193,7 +196,7 @@ impl Monitor {
                 watch.check_in_flight = true;
                 let job = CheckJob::Master {
                     group: group.to_string(),
-                    generation,
+                    watch_id,
                     node: watch.master_node.clone(),
                 };
                 self.pool.submit(job);
@@ -201,7 +204,7 @@ impl Monitor {
             Timer::RefreshReplicas => {
                 let job = CheckJob::Replicas {
                     group: group.to_string(),
-                    generation,
+                    watch_id,
                     replicas: watch.listed.iter().map(|r| r.addr.clone()).collect(),
                     nodes: watch.replica_nodes.clone(),
                     make_node: self.make_node.clone(),
@@ -216,20 +219,20 @@ impl Monitor {
         match outcome {
             CheckOutcome::Master {
                 group,
-                generation,
+                watch_id,
                 started,
                 finished,
                 role,
-            } => self.on_master_checked(&group, generation, started, finished, role),
+            } => self.on_master_checked(&group, watch_id, started, finished, role),
             CheckOutcome::Replicas {
                 group,
-                generation,
+                watch_id,
                 infos,
             } => {
                 let Some(watch) = self.watches.get_mut(&group) else {
                     return;
                 };
-                if watch.generation != generation {
+                if watch.watch_id != watch_id {
                     return;
                 }
                 // The chain goes on: refresh_pending stays set until the next one runs.
@@ -244,7 +247,7 @@ impl Monitor {
                     Instant::now() + REPLICA_REFRESH,
                     Timer::RefreshReplicas,
                     &group,
-                    generation,
+                    watch_id,
                 );
             }
         }
@@ -253,7 +256,7 @@ impl Monitor {
     fn on_master_checked(
         &mut self,
         group: &str,
-        generation: u64,
+        watch_id: u64,
         started: Instant,
         finished: Instant,
         role: crate::error::Result<Role>,
@@ -262,7 +265,7 @@ impl Monitor {
         let Some(watch) = self.watches.get_mut(group) else {
             return;
         };
-        if watch.generation != generation {
+        if watch.watch_id != watch_id {
             return;
         }
         watch.check_in_flight = false;
@@ -289,10 +292,10 @@ impl Monitor {
                 });
                 if changed && !watch.refresh_pending {
                     watch.refresh_pending = true;
-                    self.schedule(Instant::now(), Timer::RefreshReplicas, group, generation);
+                    self.schedule(Instant::now(), Timer::RefreshReplicas, group, watch_id);
                 }
                 self.publish_replicas(group);
-                self.schedule(started + interval, Timer::Check, group, generation);
+                self.schedule(started + interval, Timer::Check, group, watch_id);
                 return;
             }
             Ok(Role::Replica { master, state }) => {
@@ -332,7 +335,7 @@ impl Monitor {
             Verdict::Up => {}
             Verdict::Suspect { recheck_at } => {
                 let at = (started + interval).min(recheck_at);
-                self.schedule(at, Timer::Check, group, generation);
+                self.schedule(at, Timer::Check, group, watch_id);
             }
             Verdict::Down => {
                 log::error!(
@@ -347,7 +350,7 @@ impl Monitor {
                     replicas: watch.listed.iter().map(|r| r.addr.clone()).collect(),
                     last_success: watch.detector.last_success(),
                     master_offset: watch.master_offset,
-                    watch_id: generation,
+                    watch_id,
                 };
                 if self.failover_requests.send(request).is_err() {
                     log::error!("group {group}: the failover worker is gone");
@@ -361,15 +364,23 @@ impl Monitor {
         let current = self
             .watches
             .get_mut(&done.group)
-            .filter(|w| w.generation == done.watch_id);
+            .filter(|w| w.watch_id == done.watch_id);
         if let Some(watch) = current {
+            // Checks resume with a whole new window, whatever the outcome. After a
+            // success `sync` below replaces this watch (new master, new id) and after a
+            // failure it stops it; either way this timer is then ignored. Should the
+            // outcome not have reached the broker, the group is still watched.
             watch.phase = Phase::Watching;
-            if done.outcome == Outcome::Aborted {
-                // The master gets a whole new window before the next attempt.
-                watch.detector.restart(now);
-                let generation = watch.generation;
-                self.schedule(now, Timer::Check, &done.group, generation);
+            watch.detector.restart(now);
+            if done.outcome != Outcome::Succeeded {
+                log::info!(
+                    "group {}: watching master {} again",
+                    done.group,
+                    watch.master
+                );
             }
+            let watch_id = watch.watch_id;
+            self.schedule(now, Timer::Check, &done.group, watch_id);
         }
         self.sync();
     }
@@ -416,8 +427,8 @@ impl Monitor {
             .filter(|w| w.master == group.master)
             .map(|w| w.listed.clone())
             .unwrap_or_default();
-        let generation = self.next_generation;
-        self.next_generation += 1;
+        let watch_id = self.next_watch_id;
+        self.next_watch_id += 1;
         let phase = if group.failed.is_some() {
             Phase::Stopped
         } else {
@@ -429,7 +440,7 @@ impl Monitor {
             Watch {
                 master: group.master.clone(),
                 revision: group.revision,
-                generation,
+                watch_id,
                 phase,
                 detector: DownDetector::new(self.ctx.max_down_time, now),
                 master_node: Arc::new(Mutex::new((self.make_node)(group.master.clone()))),
@@ -445,8 +456,8 @@ impl Monitor {
             *o = Default::default();
         });
         if phase == Phase::Watching {
-            let first = now + self.spread(generation);
-            self.schedule(first, Timer::Check, &group.name, generation);
+            let first = now + self.spread(watch_id);
+            self.schedule(first, Timer::Check, &group.name, watch_id);
         }
     }
 
@@ -454,9 +465,9 @@ impl Monitor {
     /// or by one `POST /master` with thousands of masters) would otherwise be checked in
     /// one burst every interval; the golden-ratio sequence spreads them evenly. The
     /// first group of a daemon is checked at once.
-    fn spread(&self, generation: u64) -> Duration {
+    fn spread(&self, watch_id: u64) -> Duration {
         const GOLDEN: f64 = 0.618_033_988_749_895;
-        let phase = (generation as f64 * GOLDEN).fract();
+        let phase = (watch_id as f64 * GOLDEN).fract();
         self.ctx.check_interval.mul_f64(phase)
     }
 

@@ -1,26 +1,25 @@
-//! The checker pool: a few threads that run blocking checks against monitored servers.
+//! The checker pool: a few threads that run checks against monitored servers.
 //!
 //! The monitor decides *when* a server is checked; the pool only runs checks. Each job
 //! carries the connection it must use (kept open between checks, so a check is one
-//! round trip and no new TCP connection), and every call has connect and read timeouts.
+//! round trip and no new TCP connection), and every check has connect and read timeouts.
 //!
 //! A thread takes every master check waiting in the queue at once (up to [`BATCH`]),
-//! sends `ROLE` on each connection, then waits for the replies together with `poll`,
-//! handing each outcome to the monitor as soon as its reply is read. A thread thus does
-//! not sleep once per check, and a master that never answers delays only itself: the
-//! others' outcomes go out as their replies arrive. Connects are non-blocking and
-//! waited for in the same `poll`, so a host that never completes a connect holds up
-//! nothing either.
-//! One dead or hanging server ties up at most one thread for one timeout; when jobs
-//! start to wait in the queue longer than [`MAX_QUEUE_DELAY`], the pool grows by one
-//! thread (at most every [`GROWTH_PAUSE`], up to [`MAX_THREADS`]), so the checks of other
-//! groups are not held up behind it. Threads idle for [`IDLE_EXIT`] leave again.
+//! sends `ROLE` on each connection (or starts a non-blocking connect), then waits for
+//! all of them together with `poll`, handing each outcome to the monitor as soon as its
+//! reply is read. A thread thus does not sleep once per check, and a master that never
+//! answers, or a host that never completes a connect, delays only its own check.
+//!
+//! A thread is still busy until the last check of its batch ends; when jobs start to
+//! wait in the queue longer than [`MAX_QUEUE_DELAY`], the pool grows by one thread (at
+//! most every [`GROWTH_PAUSE`], up to [`MAX_THREADS`]). Threads idle for [`IDLE_EXIT`]
+//! leave again. Replica `INFO` jobs (every 10 s per group) are plain blocking calls,
+//! run after the batch's master checks.
 
 use crate::address::Addr;
 use crate::error::Result;
 use crate::redis_node::{RedisNode, ReplicationInfo, Role, Waiting};
-use crossbeam_channel::RecvTimeoutError;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

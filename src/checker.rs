@@ -18,7 +18,7 @@
 
 use crate::address::Addr;
 use crate::error::Result;
-use crate::redis_node::{RedisNode, ReplicationInfo, Role, Waiting};
+use crate::redis_node::{NodeOptions, RedisNode, ReplicationInfo, Role, Waiting};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -56,7 +56,8 @@ pub enum CheckJob {
         watch_id: u64,
         replicas: Vec<Addr>,
         nodes: Arc<Mutex<ReplicaConnections>>,
-        make_node: Arc<dyn Fn(Addr) -> RedisNode + Send + Sync>,
+        /// Timeouts and credentials for new replica connections.
+        options: NodeOptions,
     },
 }
 
@@ -289,10 +290,10 @@ fn run_batch(batch: Vec<CheckJob>, results: &Sender<CheckOutcome>) -> std::resul
             watch_id,
             replicas,
             nodes,
-            make_node,
+            options,
         } = job
         {
-            let outcome = run_replicas(group, watch_id, replicas, &nodes, &*make_node);
+            let outcome = run_replicas(group, watch_id, replicas, &nodes, &options);
             results.send(outcome).map_err(|_| ())?;
         }
     }
@@ -348,7 +349,7 @@ fn run_replicas(
     watch_id: u64,
     replicas: Vec<Addr>,
     nodes: &Mutex<ReplicaConnections>,
-    make_node: &(dyn Fn(Addr) -> RedisNode + Send + Sync),
+    options: &NodeOptions,
 ) -> CheckOutcome {
     let mut nodes = nodes.lock().unwrap_or_else(|e| e.into_inner());
     nodes.retain(|addr, _| replicas.contains(addr));
@@ -357,7 +358,7 @@ fn run_replicas(
         .map(|addr| {
             let node = nodes
                 .entry(addr.clone())
-                .or_insert_with(|| make_node(addr.clone()));
+                .or_insert_with(|| RedisNode::new(addr.clone(), options.clone()));
             let info = node.replication_info();
             (addr, info)
         })

@@ -11,11 +11,9 @@ use std::time::{Duration, Instant};
 /// Failed checks in a row needed, besides the elapsed window, before a master is down.
 pub const MIN_FAILED_CHECKS: u32 = 2;
 
-/// What the detector concludes after a check.
+/// What the detector concludes after a failed check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// The last check succeeded.
-    Up,
     /// Checks fail, but the window has not passed yet: check again at `recheck_at`
     /// at the latest, so the verdict comes on time.
     Suspect { recheck_at: Instant },
@@ -44,11 +42,10 @@ impl DownDetector {
         }
     }
 
-    pub fn on_success(&mut self, at: Instant) -> Verdict {
+    pub fn on_success(&mut self, at: Instant) {
         self.last_success = self.last_success.max(at);
         self.failures_in_a_row = 0;
         self.first_failure = None;
-        Verdict::Up
     }
 
     pub fn on_failure(&mut self, at: Instant) -> Verdict {

@@ -100,14 +100,12 @@ struct Monitor {
     changes: Receiver<()>,
     next_watch_id: u64,
     failover_requests: Sender<FailoverRequest>,
-    make_node: Arc<dyn Fn(Addr) -> RedisNode + Send + Sync>,
 }
 
 impl Monitor {
     fn new(ctx: MonitorContext, failover_requests: Sender<FailoverRequest>) -> Monitor {
         let (results_tx, results) = crossbeam_channel::unbounded();
         let changes = ctx.broker.subscribe();
-        let options = ctx.node_options.clone();
         Monitor {
             watches: HashMap::new(),
             timers: BinaryHeap::new(),
@@ -116,7 +114,6 @@ impl Monitor {
             changes,
             next_watch_id: 0,
             failover_requests,
-            make_node: Arc::new(move |addr| RedisNode::new(addr, options.clone())),
             ctx,
         }
     }
@@ -207,7 +204,7 @@ impl Monitor {
                     watch_id,
                     replicas: watch.listed.iter().map(|r| r.addr.clone()).collect(),
                     nodes: watch.replica_nodes.clone(),
-                    make_node: self.make_node.clone(),
+                    options: self.ctx.node_options.clone(),
                 };
                 self.pool.submit(job);
             }
@@ -332,7 +329,6 @@ impl Monitor {
             o.last_error = Some(failure);
         });
         match verdict {
-            Verdict::Up => {}
             Verdict::Suspect { recheck_at } => {
                 let at = (started + interval).min(recheck_at);
                 self.schedule(at, Timer::Check, group, watch_id);
@@ -443,7 +439,10 @@ impl Monitor {
                 watch_id,
                 phase,
                 detector: DownDetector::new(self.ctx.max_down_time, now),
-                master_node: Arc::new(Mutex::new((self.make_node)(group.master.clone()))),
+                master_node: Arc::new(Mutex::new(RedisNode::new(
+                    group.master.clone(),
+                    self.ctx.node_options.clone(),
+                ))),
                 replica_nodes: Arc::new(Mutex::new(HashMap::new())),
                 check_in_flight: false,
                 refresh_pending: false,

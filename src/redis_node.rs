@@ -102,10 +102,6 @@ impl RedisNode {
         }
     }
 
-    pub fn addr(&self) -> &Addr {
-        &self.addr
-    }
-
     /// Asks the server for its role.
     pub fn role(&mut self) -> Result<Role> {
         let reply = self.call(&["ROLE"])?;

@@ -92,10 +92,6 @@ impl Observations {
             None => change(groups.entry(group.to_string()).or_default()),
         }
     }
-
-    pub fn get(&self, group: &str) -> Option<Observation> {
-        self.lock().get(group).cloned()
-    }
 }
 
 /// One group as reported by `GET /api/v1/groups`.

@@ -6,9 +6,10 @@
 //! it started.
 
 use crate::address::{Addr, MasterSpec};
+use crate::broker::raft::{RaftBroker, RaftOptions};
 use crate::broker::standalone::StandaloneBroker;
-use crate::broker::{Action, Broker, GroupSpec};
-use crate::config::{BrokerKind, Config};
+use crate::broker::{Action, Broker, ClusterStatus, GroupSpec};
+use crate::config::{BrokerKind, Config, StartState};
 use crate::error::{Error, Result};
 use crate::failover::{FailoverContext, spawn_worker};
 use crate::hooks::Hooks;
@@ -16,7 +17,7 @@ use crate::http::HttpApi;
 use crate::monitor::{MonitorChannels, MonitorContext, spawn_monitor};
 use crate::redis_node::NodeOptions;
 use crate::status::{GroupStatus, Observations, group_statuses};
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -63,6 +64,11 @@ impl Core {
     pub fn groups(&self) -> Vec<GroupStatus> {
         group_statuses(&self.broker.state(), &self.observed)
     }
+
+    /// This daemon's view of its cluster.
+    pub fn cluster(&self) -> ClusterStatus {
+        self.broker.cluster()
+    }
 }
 
 /// A running failover daemon.
@@ -89,19 +95,34 @@ pub struct App {
     core: Arc<Core>,
     http: HttpApi,
     shutdown: Option<Sender<()>>,
+    /// Dropped at shutdown: tells helper threads (the seeder) to stop.
+    stopping: Option<Sender<()>>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl App {
     /// Binds the HTTP API and starts monitoring the configured masters.
     pub fn start(config: Config) -> Result<App> {
+        let mut http = HttpApi::bind(&config.addr)?;
+        let http_addr = advertised_http_addr(http.local_addr(), &config);
         let broker: Arc<dyn Broker> = match config.broker {
-            BrokerKind::Standalone => Arc::new(StandaloneBroker::new()),
-            BrokerKind::Raft | BrokerKind::Zk => {
-                return Err(Error::InvalidInput(format!(
-                    "broker: {:?} is not available in this build yet; run without -broker for a standalone daemon",
-                    config.broker
-                )));
+            BrokerKind::Standalone => Arc::new(StandaloneBroker::new(http_addr)),
+            BrokerKind::Raft => Arc::new(RaftBroker::start(RaftOptions {
+                raft_addr: config.raft.addr.clone().ok_or_else(|| {
+                    Error::InvalidInput("raft_addr: required with -broker=raft".into())
+                })?,
+                http_addr,
+                data_dir: config.raft.data_dir.clone(),
+                log_dir: config.raft.log_dir.clone(),
+                cluster: config.raft.cluster.clone(),
+                cluster_state: config.raft.cluster_state,
+                tick: config.raft.tick_interval,
+            })?),
+            BrokerKind::Zk => {
+                return Err(Error::InvalidInput(
+                    "broker: zk is not available in this build yet; use -broker=raft or run standalone"
+                        .into(),
+                ));
             }
         };
         let core = Arc::new(Core {
@@ -109,10 +130,16 @@ impl App {
             observed: Arc::new(Observations::default()),
             hooks: Arc::new(Hooks::default()),
         });
-        if !config.masters.is_empty() {
-            core.add(config.masters.clone())?;
+        let (stopping, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let mut threads = Vec::new();
+        if let Some(seed) = seed_action(&config) {
+            if config.broker == BrokerKind::Standalone {
+                core.broker.propose(seed)?;
+            } else {
+                threads.push(spawn_seeder(core.clone(), seed, stop_rx)?);
+            }
         }
-        let http = HttpApi::start(&config.addr, core.clone())?;
+        http.serve(core.clone())?;
         let node_options = node_options(&config);
         let (failover_tx, failover_rx) = crossbeam_channel::unbounded();
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
@@ -152,12 +179,15 @@ impl App {
             config.check_interval.as_millis(),
             config.max_down_time.as_millis()
         );
+        // The monitor is joined first: it owns the worker's request channel.
+        threads.insert(0, monitor);
+        threads.insert(1, worker);
         Ok(App {
             core,
             http,
             shutdown: Some(shutdown_tx),
-            // The monitor is joined first: it owns the worker's request channel.
-            threads: vec![monitor, worker],
+            stopping: Some(stopping),
+            threads,
         })
     }
 
@@ -199,8 +229,12 @@ impl App {
         self.core.groups()
     }
 
-    /// Stops the HTTP API, the monitor, the checkers and the failover worker, and joins
-    /// them. A failover under way is finished first.
+    pub fn cluster(&self) -> ClusterStatus {
+        self.core.cluster()
+    }
+
+    /// Stops the HTTP API, the monitor, the checkers, the failover worker and the
+    /// broker, and joins them. A failover under way is finished first.
     pub fn shutdown(mut self) {
         self.stop();
     }
@@ -210,9 +244,11 @@ impl App {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        self.stopping.take();
         for handle in self.threads.drain(..) {
             let _ = handle.join();
         }
+        self.core.broker.shutdown();
     }
 }
 
@@ -220,6 +256,71 @@ impl Drop for App {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The config file's masters as an action: `masters_state=new` replaces the saved
+/// groups, `existing` adds the ones not watched yet.
+fn seed_action(config: &Config) -> Option<Action> {
+    let specs: Vec<GroupSpec> = config
+        .masters
+        .iter()
+        .cloned()
+        .map(GroupSpec::from)
+        .collect();
+    match config.masters_state {
+        StartState::New => Some(Action::Set(specs)),
+        StartState::Existing if specs.is_empty() => None,
+        StartState::Existing => Some(Action::Seed(specs)),
+    }
+}
+
+/// Proposes the config file's masters once the cluster can take a write (a cluster
+/// may still be electing its first leader when the daemon starts).
+fn spawn_seeder(core: Arc<Core>, seed: Action, stop: Receiver<()>) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("seed-masters".into())
+        .spawn(move || {
+            let mut attempts = 0u32;
+            loop {
+                match core.broker.propose(seed.clone()) {
+                    Ok(()) => {
+                        log::info!("the configured masters are in the cluster's state");
+                        return;
+                    }
+                    Err(Error::InvalidInput(e)) => {
+                        log::error!("the configured masters were refused: {e}");
+                        return;
+                    }
+                    Err(e) => {
+                        attempts += 1;
+                        if attempts % 10 == 1 {
+                            log::warn!("cannot record the configured masters yet ({e}); retrying");
+                        }
+                    }
+                }
+                match stop.recv_timeout(Duration::from_millis(500)) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+            }
+        })
+        .map_err(|e| Error::Io(format!("cannot start a thread: {e}")))
+}
+
+/// The HTTP address peers and clients should use: a wildcard listener is advertised
+/// under the raft address's host (or loopback).
+fn advertised_http_addr(bound: SocketAddr, config: &Config) -> String {
+    if !bound.ip().is_unspecified() {
+        return bound.to_string();
+    }
+    let host = config
+        .raft
+        .addr
+        .as_ref()
+        .map(|a| a.host.clone())
+        .filter(|h| h != "0.0.0.0" && h != "::" && !h.is_empty())
+        .unwrap_or_else(|| "127.0.0.1".into());
+    format!("{host}:{}", bound.port())
 }
 
 /// Timeouts shorter than the check interval, so one check never overlaps the next.

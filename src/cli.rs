@@ -48,6 +48,9 @@ pub struct Args {
     /// new or existing: how the raft cluster membership starts
     #[argh(option)]
     pub raft_cluster_state: Option<String>,
+    /// milliseconds between raft ticks (default 100; elections after 10 to 20 ticks)
+    #[argh(option)]
+    pub raft_tick_interval: Option<i64>,
     /// zooKeeper addresses, comma-separated
     #[argh(option)]
     pub zk_addr: Option<String>,
@@ -125,6 +128,7 @@ impl Args {
                 log_dir: self.raft_log_dir.clone(),
                 cluster: list(&self.raft_cluster),
                 cluster_state: self.raft_cluster_state.clone(),
+                tick_interval: self.raft_tick_interval,
             },
             zk: ZkSettings {
                 addr: list(&self.zk_addr),

@@ -94,6 +94,8 @@ pub struct RaftSettings {
     pub log_dir: Option<String>,
     pub cluster: Option<List>,
     pub cluster_state: Option<String>,
+    /// Milliseconds between two raft ticks (default 100; elections take 10 to 20 ticks).
+    pub tick_interval: Option<i64>,
 }
 
 /// `[zk]` section of the config file.
@@ -132,6 +134,7 @@ pub struct RaftConfig {
     pub log_dir: Option<PathBuf>,
     pub cluster: Vec<Addr>,
     pub cluster_state: StartState,
+    pub tick_interval: Duration,
 }
 
 /// ZooKeeper broker settings after validation.
@@ -198,6 +201,7 @@ impl Settings {
                 log_dir: over.raft.log_dir.or(self.raft.log_dir),
                 cluster: over.raft.cluster.or(self.raft.cluster),
                 cluster_state: over.raft.cluster_state.or(self.raft.cluster_state),
+                tick_interval: over.raft.tick_interval.or(self.raft.tick_interval),
             },
             zk: ZkSettings {
                 addr: over.zk.addr.or(self.zk.addr),
@@ -256,6 +260,17 @@ impl Settings {
             .iter()
             .map(|a| Addr::parse(a).map_err(|e| with_key("raft_cluster ([raft] cluster)", e)))
             .collect::<Result<Vec<_>>>()?;
+        let tick_ms = self.raft.tick_interval.unwrap_or(100);
+        if !(1..=10_000).contains(&tick_ms) {
+            return Err(invalid_input!(
+                "raft_tick_interval ([raft] tick_interval): {tick_ms} is out of range (1 to 10000 milliseconds)"
+            ));
+        }
+        if broker == BrokerKind::Raft && raft_addr.is_none() {
+            return Err(invalid_input!(
+                "raft_addr ([raft] addr): required with -broker=raft"
+            ));
+        }
         let zk_addr = self
             .zk
             .addr
@@ -297,6 +312,7 @@ impl Settings {
                     "raft_cluster_state ([raft] cluster_state)",
                     self.raft.cluster_state.as_deref().unwrap_or(""),
                 )?,
+                tick_interval: Duration::from_millis(tick_ms as u64),
             },
             zk: ZkConfig {
                 addr: zk_addr,

@@ -15,6 +15,8 @@ pub enum Error {
     Server(String),
     /// Reading or writing a local file or socket failed.
     Io(String),
+    /// The cluster cannot take a change now: no leader, no quorum, or a shutdown.
+    Unavailable(String),
 }
 
 /// The crate's result type.
@@ -23,7 +25,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::InvalidInput(msg) | Error::Server(msg) | Error::Io(msg) => f.write_str(msg),
+            Error::InvalidInput(msg)
+            | Error::Server(msg)
+            | Error::Io(msg)
+            | Error::Unavailable(msg) => f.write_str(msg),
         }
     }
 }

@@ -267,6 +267,7 @@ fn run_steps(ctx: &FailoverContext, req: &FailoverRequest, at: &mut Attempt) -> 
             group: req.group.clone(),
             old_master: req.master.clone(),
             new_master: chosen.clone(),
+            replicas: req.replicas.clone(),
             started_at_ms: at.record.started_at_ms,
         })
         .map_err(|e| {

@@ -5,12 +5,15 @@
 //! - `PUT /master?masters=a,b`: watch exactly these (an empty list clears all).
 //! - `DELETE /master?masters=a,b`: stop watching (by name or by master address).
 //! - `GET /api/v1/groups`: every group as JSON, with replicas, state and last failover.
+//! - `GET /api/v1/cluster`: this daemon's view of the cluster (role, term, leader, peers).
+//! - `POST`/`DELETE /api/v1/cluster/peers?addr=host:port`: add or remove a Raft member.
 //!
 //! Parameters may also come as an `application/x-www-form-urlencoded` body. Bad input
 //! gets a 4xx with a one-line reason; the server keeps running whatever it is sent.
 
 use crate::address::{Addr, MasterSpec};
 use crate::app::Core;
+use crate::broker::MemberChange;
 use crate::error::{Error, Result};
 use std::io::Read;
 use std::net::SocketAddr;
@@ -32,20 +35,25 @@ pub struct HttpApi {
 }
 
 impl HttpApi {
-    pub fn start(addr: &Addr, core: Arc<Core>) -> Result<HttpApi> {
+    /// Binds the listener; requests wait until [`HttpApi::serve`].
+    pub fn bind(addr: &Addr) -> Result<HttpApi> {
         let server = Server::http(addr.to_string())
             .map_err(|e| Error::Io(format!("addr: cannot listen on {addr}: {e}")))?;
         let local_addr = server
             .server_addr()
             .to_ip()
             .ok_or_else(|| Error::Io(format!("addr: {addr} is not an IP listener")))?;
-        let mut api = HttpApi {
+        Ok(HttpApi {
             server: Arc::new(server),
             threads: Vec::new(),
             local_addr,
-        };
+        })
+    }
+
+    /// Starts the handler threads.
+    pub fn serve(&mut self, core: Arc<Core>) -> Result<()> {
         for index in 0..HANDLER_THREADS {
-            let serving = api.server.clone();
+            let serving = self.server.clone();
             let core = core.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("http-{index}"))
@@ -55,9 +63,9 @@ impl HttpApi {
                     }
                 })
                 .map_err(|e| Error::Io(format!("cannot start an HTTP thread: {e}")))?;
-            api.threads.push(thread);
+            self.threads.push(thread);
         }
-        Ok(api)
+        Ok(())
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -131,17 +139,56 @@ fn route(core: &Core, request: &mut Request) -> Answer {
     match path {
         "/master" => master(core, request, query),
         "/api/v1/groups" => match request.method() {
-            Method::Get => match serde_json::to_string_pretty(&core.groups()) {
-                Ok(body) => Answer {
-                    status: 200,
-                    body: body + "\n",
-                    json: true,
-                },
-                Err(e) => Answer::text(500, format!("cannot encode groups: {e}\n")),
-            },
+            Method::Get => json(&core.groups()),
             _ => Answer::text(405, "only GET is allowed on /api/v1/groups\n"),
         },
+        "/api/v1/cluster" => match request.method() {
+            Method::Get => json(&core.broker.cluster()),
+            _ => Answer::text(405, "only GET is allowed on /api/v1/cluster\n"),
+        },
+        "/api/v1/cluster/peers" => peers(core, request, query),
         _ => Answer::text(404, format!("no such endpoint: {path}\n")),
+    }
+}
+
+fn json(value: &impl serde::Serialize) -> Answer {
+    match serde_json::to_string_pretty(value) {
+        Ok(body) => Answer {
+            status: 200,
+            body: body + "\n",
+            json: true,
+        },
+        Err(e) => Answer::text(500, format!("cannot encode the answer: {e}\n")),
+    }
+}
+
+/// `POST`/`DELETE /api/v1/cluster/peers?addr=host:port`.
+fn peers(core: &Core, request: &mut Request, query: &str) -> Answer {
+    let change = match request.method() {
+        Method::Post => MemberChange::Add,
+        Method::Delete => MemberChange::Remove,
+        _ => return Answer::text(405, "use POST or DELETE on /api/v1/cluster/peers\n"),
+    };
+    let addr = match param(request, query, "addr") {
+        Ok(Some(value)) => value,
+        Ok(None) => return Answer::text(400, "missing parameter: addr (the raft address)\n"),
+        Err(reply) => return reply,
+    };
+    let result = Addr::parse(addr.trim()).and_then(|addr| {
+        core.broker.change_members(change, &addr)?;
+        Ok(addr)
+    });
+    match result {
+        Ok(addr) => Answer::text(200, format!("OK: membership change for {addr} committed\n")),
+        Err(e) => failure(e),
+    }
+}
+
+/// The status for an error from the core: 400 for the caller's mistakes, 503 else.
+fn failure(e: Error) -> Answer {
+    match e {
+        Error::InvalidInput(reason) => Answer::text(400, format!("{reason}\n")),
+        other => Answer::text(503, format!("{other}\n")),
     }
 }
 
@@ -154,7 +201,7 @@ fn master(core: &Core, request: &mut Request, query: &str) -> Answer {
     if !matches!(method, Method::Post | Method::Put | Method::Delete) {
         return Answer::text(405, format!("method {method} is not allowed on /master\n"));
     }
-    let masters = match masters_param(request, query) {
+    let masters = match param(request, query, "masters") {
         Ok(Some(value)) => value,
         Ok(None) => return Answer::text(400, "missing parameter: masters\n"),
         Err(reply) => return reply,
@@ -167,17 +214,18 @@ fn master(core: &Core, request: &mut Request, query: &str) -> Answer {
     };
     match result {
         Ok(()) => Answer::text(200, "OK\n"),
-        Err(Error::InvalidInput(reason)) => Answer::text(400, format!("{reason}\n")),
-        Err(e) => Answer::text(503, format!("{e}\n")),
+        Err(e) => failure(e),
     }
 }
 
 /// The `masters` parameter from the query string or a form body.
-fn masters_param(
+/// A parameter from the query string, or else from an urlencoded body.
+fn param(
     request: &mut Request,
     query: &str,
+    key: &str,
 ) -> std::result::Result<Option<String>, Answer> {
-    if let Some(value) = form_value(query.as_bytes(), "masters")? {
+    if let Some(value) = form_value(query.as_bytes(), key)? {
         return Ok(Some(value));
     }
     let mut body = Vec::new();
@@ -197,7 +245,7 @@ fn masters_param(
             format!("request body over {MAX_BODY} bytes\n"),
         ));
     }
-    form_value(&body, "masters")
+    form_value(&body, key)
 }
 
 /// One value of an urlencoded form; non-UTF-8 is refused.

@@ -3,18 +3,20 @@
 //!
 //! Everything above the broker (checker, detector, failover worker, HTTP) is the same
 //! code whatever the cluster: it proposes [`Action`]s and reads [`ReplicatedState`]. A
-//! standalone daemon applies actions in memory ([`standalone`]); the Raft and ZooKeeper
-//! brokers (to come) replicate the same actions in the same order to every daemon, so
-//! every node computes the same state from them.
+//! standalone daemon applies actions in memory ([`standalone`]); the Raft broker
+//! ([`raft`]) replicates the same actions in the same order to every daemon, so every
+//! node computes the same state from them.
 
+pub mod raft;
 pub mod standalone;
 
 use crate::address::{Addr, MasterSpec};
 use crate::error::Result;
 use crate::invalid_input;
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
 
 /// Failover records kept per daemon; older ones are dropped first.
 pub const FAILOVER_HISTORY: usize = 100;
@@ -29,11 +31,18 @@ pub enum Action {
     Delete(Vec<String>),
     /// Watch exactly these groups.
     Set(Vec<GroupSpec>),
-    /// A failover of `group` from `old_master` to `new_master` is starting.
+    /// Watch these groups unless already watched: the masters of the config file at
+    /// start-up. A group that exists (by name, or by a bare address that is its name or
+    /// master) is left as it is, so a restart never undoes a failover.
+    Seed(Vec<GroupSpec>),
+    /// A failover of `group` from `old_master` to `new_master` is starting; `replicas`
+    /// are the ones to re-point. A leader that finds a begin without an end finishes it.
     FailoverBegin {
         group: String,
         old_master: Addr,
         new_master: Addr,
+        #[serde(default)]
+        replicas: Vec<Addr>,
         started_at_ms: u64,
     },
     /// A failover attempt has ended (whatever its outcome).
@@ -144,6 +153,16 @@ impl ReplicatedState {
                     self.upsert(spec);
                 }
             }
+            Action::Seed(specs) => {
+                for spec in specs {
+                    let known = self.groups.contains_key(&spec.name)
+                        || (spec.name == spec.master.to_string()
+                            && self.find(&spec.name).is_some());
+                    if !known {
+                        self.upsert(spec);
+                    }
+                }
+            }
             Action::FailoverBegin { ref group, .. } => {
                 if !self.groups.contains_key(group) {
                     return Err(invalid_input!("failover of unknown group {group:?}"));
@@ -235,8 +254,85 @@ pub trait Broker: Send + Sync {
     fn state(&self) -> ReplicatedState;
     /// Whether this daemon may check and fail over (the leader, or a standalone daemon).
     fn is_leader(&self) -> bool;
-    /// A channel that receives a message after each change of the state.
+    /// A channel that receives a message after each change of the state or leadership.
     fn subscribe(&self) -> Receiver<()>;
+    /// This daemon's view of the cluster.
+    fn cluster(&self) -> ClusterStatus;
+    /// Adds or removes a daemon; returns once the change is committed.
+    fn change_members(&self, change: MemberChange, addr: &Addr) -> Result<()> {
+        let _ = (change, addr);
+        Err(invalid_input!(
+            "cluster membership can only change with -broker=raft"
+        ))
+    }
+    /// Stops the broker's threads (the raft thread flushes its log first).
+    fn shutdown(&self) {}
+}
+
+/// Adding or removing a cluster member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberChange {
+    Add,
+    Remove,
+}
+
+/// What `GET /api/v1/cluster` shows: this node and the cluster as it sees them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ClusterStatus {
+    /// standalone, raft or zk.
+    pub broker: String,
+    /// Raft peer id (derived from the raft address).
+    pub id: Option<u64>,
+    pub raft_addr: Option<String>,
+    pub http_addr: String,
+    /// leader, follower, candidate, pre_candidate (raft) or leader (standalone).
+    pub role: String,
+    /// Whether this node checks masters and fails them over.
+    pub acting: bool,
+    pub term: Option<u64>,
+    pub leader: Option<PeerStatus>,
+    pub commit_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub peers: Vec<PeerStatus>,
+    /// Set when the broker has stopped working (e.g. its disk failed).
+    pub error: Option<String>,
+}
+
+/// One member of the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PeerStatus {
+    pub id: u64,
+    pub raft_addr: Option<String>,
+    /// Known once the peer has connected to this node.
+    pub http_addr: Option<String>,
+    pub voter: bool,
+    /// How far the peer's log matches the leader's (shown on the leader only).
+    pub match_index: Option<u64>,
+    pub this_node: bool,
+}
+
+/// The channels to wake when the state or leadership changes.
+#[derive(Default)]
+pub struct Subscribers(Mutex<Vec<Sender<()>>>);
+
+impl Subscribers {
+    /// A new channel that receives a message after each change.
+    pub fn subscribe(&self) -> Receiver<()> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(tx);
+        rx
+    }
+
+    /// Wakes every subscriber (a full channel already holds a wake-up).
+    pub fn notify(&self) {
+        let mut subscribers = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        subscribers.retain(|tx| {
+            !matches!(
+                tx.try_send(()),
+                Err(crossbeam_channel::TrySendError::Disconnected(_))
+            )
+        });
+    }
 }
 
 #[cfg(test)]
@@ -281,6 +377,29 @@ mod tests {
         assert_eq!(s.groups["h:2"].revision, now);
         s.apply(Action::Set(vec![spec("a=h:3")])).unwrap();
         assert_eq!(s.groups.keys().collect::<Vec<_>>(), vec!["a"]);
+    }
+
+    #[test]
+    fn seed_never_undoes_a_failover() {
+        let mut s = ReplicatedState::default();
+        s.apply(Action::Seed(vec![spec("h:1"), spec("cache=h:5")]))
+            .unwrap();
+        s.apply(Action::FailoverEnd(record(
+            "h:1",
+            Outcome::Succeeded,
+            Some("h:2"),
+        )))
+        .unwrap();
+        // A restart seeds the config masters again: the failed-over group keeps h:2.
+        s.apply(Action::Seed(vec![
+            spec("h:1"),
+            spec("cache=h:6"),
+            spec("h:7"),
+        ]))
+        .unwrap();
+        assert_eq!(s.groups["h:1"].master.port, 2);
+        assert_eq!(s.groups["cache"].master.port, 5);
+        assert!(s.groups.contains_key("h:7"));
     }
 
     #[test]

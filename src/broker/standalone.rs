@@ -3,32 +3,25 @@
 //! This is the Go original's behaviour when no broker is configured. Nothing survives a
 //! restart except what the config file and flags say.
 
-use super::{Action, Broker, ReplicatedState};
+use super::{Action, Broker, ClusterStatus, ReplicatedState, Subscribers};
 use crate::error::Result;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use std::sync::Mutex;
 
 /// In-memory broker for a single daemon.
 #[derive(Default)]
 pub struct StandaloneBroker {
     state: Mutex<ReplicatedState>,
-    subscribers: Mutex<Vec<Sender<()>>>,
+    subscribers: Subscribers,
+    http_addr: String,
 }
 
 impl StandaloneBroker {
-    pub fn new() -> StandaloneBroker {
-        StandaloneBroker::default()
-    }
-
-    fn notify(&self) {
-        let mut subscribers = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
-        // A full channel already holds a wake-up; a closed one has gone away.
-        subscribers.retain(|tx| {
-            !matches!(
-                tx.try_send(()),
-                Err(crossbeam_channel::TrySendError::Disconnected(_))
-            )
-        });
+    pub fn new(http_addr: String) -> StandaloneBroker {
+        StandaloneBroker {
+            http_addr,
+            ..StandaloneBroker::default()
+        }
     }
 }
 
@@ -38,7 +31,7 @@ impl Broker for StandaloneBroker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .apply(action)?;
-        self.notify();
+        self.subscribers.notify();
         Ok(())
     }
 
@@ -51,11 +44,16 @@ impl Broker for StandaloneBroker {
     }
 
     fn subscribe(&self) -> Receiver<()> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.subscribers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(tx);
-        rx
+        self.subscribers.subscribe()
+    }
+
+    fn cluster(&self) -> ClusterStatus {
+        ClusterStatus {
+            broker: "standalone".into(),
+            http_addr: self.http_addr.clone(),
+            role: "leader".into(),
+            acting: true,
+            ..ClusterStatus::default()
+        }
     }
 }

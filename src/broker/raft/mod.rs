@@ -1,0 +1,412 @@
+//! The Raft broker: N daemons agree on every change through tikv's raft-rs, so the
+//! watcher survives the loss of any minority of them.
+//!
+//! ```text
+//!  HTTP / library ──► RaftBroker ──Command──► raft thread (node.rs) ──► storage.rs
+//!        ▲                │                      │    ▲                 (WAL + snapshot)
+//!        └── state, ◄─────┘ Shared ◄── applies ──┘    │
+//!            leadership                     transport.rs (TCP to/from peers)
+//! ```
+//!
+//! - Every daemon applies the same committed [`Action`]s to the same
+//!   [`ReplicatedState`], so any node answers reads from its own copy.
+//! - A write on any node is proposed there; raft-rs forwards it to the leader, and the
+//!   caller is answered when this node applies it (or gets 503 after a timeout).
+//! - Only the leader *acts* (checks masters and fails them over), and only once it has
+//!   applied an entry of its own term: by then it knows every committed failover-begin,
+//!   and pre-vote plus check-quorum make a leader cut off from the majority step down.
+//! - Peer ids are derived from raft addresses ([`peer_id`]), so every node computes the
+//!   same id for `127.0.0.1:12000` without any coordination.
+//!
+//! [`Action`]: crate::broker::Action
+
+mod frame;
+mod node;
+mod state_machine;
+mod storage;
+mod transport;
+
+use crate::address::Addr;
+use crate::broker::{Action, Broker, ClusterStatus, MemberChange, ReplicatedState, Subscribers};
+use crate::config::StartState;
+use crate::error::{Error, Result};
+use crate::invalid_input;
+use crossbeam_channel::Sender;
+use node::{Command, Node, PROPOSAL_TIMEOUT};
+use state_machine::StateMachine;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use storage::DiskStorage;
+use transport::{Hello, Transport};
+
+/// Election timeout and heartbeat interval, in ticks (raft-rs randomizes the election
+/// timeout between one and two times this).
+pub const ELECTION_TICKS: usize = 10;
+pub const HEARTBEAT_TICKS: usize = 2;
+
+/// What the Raft broker needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct RaftOptions {
+    pub raft_addr: Addr,
+    /// Where peers and clients reach this daemon's HTTP API.
+    pub http_addr: String,
+    pub data_dir: PathBuf,
+    pub log_dir: Option<PathBuf>,
+    pub cluster: Vec<Addr>,
+    pub cluster_state: StartState,
+    pub tick: Duration,
+}
+
+/// The stable peer id of a raft address: FNV-1a of its text, never 0.
+pub fn peer_id(raft_addr: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in raft_addr.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash.max(1)
+}
+
+/// What the raft thread publishes for the broker's callers.
+pub struct Shared {
+    machine: Arc<Mutex<StateMachine>>,
+    acting: AtomicBool,
+    status: Mutex<ClusterStatus>,
+    subscribers: Subscribers,
+}
+
+impl Shared {
+    fn lock_machine(&self) -> MutexGuard<'_, StateMachine> {
+        self.machine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn notify(&self) {
+        self.subscribers.notify();
+    }
+
+    fn set_status(&self, status: ClusterStatus, acting: bool) {
+        self.acting.store(acting, Ordering::SeqCst);
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
+    }
+
+    /// The raft thread has stopped for good: nothing acts any more.
+    fn fail(&self, reason: String) {
+        self.acting.store(false, Ordering::SeqCst);
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        status.acting = false;
+        status.role = "failed".into();
+        status.error = Some(reason);
+        drop(status);
+        self.notify();
+    }
+}
+
+/// The broker of a daemon in a Raft cluster.
+pub struct RaftBroker {
+    shared: Arc<Shared>,
+    commands: Mutex<Option<Sender<Command>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl RaftBroker {
+    /// Opens the storage, binds the raft port and starts the raft thread.
+    pub fn start(options: RaftOptions) -> Result<RaftBroker> {
+        let raft_addr = options.raft_addr.to_string();
+        let id = peer_id(&raft_addr);
+        let mut storage = DiskStorage::open(&options.data_dir, options.log_dir.as_deref())?;
+        let mut cluster = options.cluster.clone();
+        if cluster.is_empty() {
+            cluster.push(options.raft_addr.clone());
+        }
+        let mut to_join = Vec::new();
+        if storage.is_empty() {
+            if cluster.contains(&options.raft_addr) {
+                storage.bootstrap(founding_state(&cluster))?;
+                log::info!(
+                    "raft: new cluster of {} node(s): {}",
+                    cluster.len(),
+                    list(&cluster)
+                );
+            } else {
+                log::warn!(
+                    "raft: {raft_addr} is not in raft_cluster ({}); waiting to be added: run POST /api/v1/cluster/peers?addr={raft_addr} on a member",
+                    list(&cluster)
+                );
+            }
+        } else if options.cluster_state == StartState::New {
+            return Err(invalid_input!(
+                "raft_cluster_state ([raft] cluster_state): \"new\" but {} already holds a cluster's state; start with \"existing\" to keep it, or empty the directory to form a new cluster",
+                options.data_dir.display()
+            ));
+        } else {
+            let machine = storage.machine();
+            let members = &machine
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .data
+                .members;
+            to_join = cluster
+                .iter()
+                .filter(|a| !members.contains_key(&peer_id(&a.to_string())))
+                .cloned()
+                .collect();
+        }
+        let machine = storage.machine();
+        let (members, applied, voters) = {
+            let m = machine.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                m.data.members.clone(),
+                m.applied_index,
+                m.conf_state.voters.clone(),
+            )
+        };
+        if voters == [id] {
+            log::warn!(
+                "raft: this is a one-node cluster: fine for testing, but it is a single point of failure; run 3 or 5 nodes"
+            );
+        }
+        let (events_tx, events_rx) = crossbeam_channel::bounded(4096);
+        let transport = Transport::start(
+            Hello {
+                id,
+                raft_addr: raft_addr.clone(),
+                http_addr: options.http_addr.clone(),
+            },
+            &raft_addr,
+            events_tx,
+        )?;
+        for addr in members.values() {
+            transport.set_address(peer_id(addr), addr);
+        }
+        for addr in &cluster {
+            transport.set_address(peer_id(&addr.to_string()), &addr.to_string());
+        }
+        let config = raft::Config {
+            id,
+            election_tick: ELECTION_TICKS,
+            heartbeat_tick: HEARTBEAT_TICKS,
+            applied,
+            pre_vote: true,
+            check_quorum: true,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            ..raft::Config::default()
+        };
+        config
+            .validate()
+            .map_err(|e| Error::InvalidInput(format!("raft settings: {e}")))?;
+        let logger = slog::Logger::root(LogDrain, slog::o!());
+        let mut raw = raft::RawNode::new(&config, storage, &logger)
+            .map_err(|e| Error::Io(format!("raft: cannot start: {e}")))?;
+        if voters == [id] {
+            // Alone: no need to wait an election timeout.
+            let _ = raw.campaign();
+        }
+        let shared = Arc::new(Shared {
+            machine,
+            acting: AtomicBool::new(false),
+            status: Mutex::new(ClusterStatus {
+                broker: "raft".into(),
+                id: Some(id),
+                raft_addr: Some(raft_addr.clone()),
+                http_addr: options.http_addr.clone(),
+                role: "follower".into(),
+                ..ClusterStatus::default()
+            }),
+            subscribers: Subscribers::default(),
+        });
+        let node = Node::new(
+            raw,
+            transport,
+            shared.clone(),
+            raft_addr.clone(),
+            options.http_addr.clone(),
+            options.tick,
+            to_join,
+        );
+        let (commands_tx, commands_rx) = crossbeam_channel::unbounded();
+        let thread = std::thread::Builder::new()
+            .name("raft".into())
+            .spawn(move || node.run(commands_rx, events_rx))
+            .map_err(|e| Error::Io(format!("cannot start the raft thread: {e}")))?;
+        log::info!(
+            "raft: node {id:x} listening on {raft_addr}, tick {} ms, data in {}",
+            options.tick.as_millis(),
+            options.data_dir.display()
+        );
+        Ok(RaftBroker {
+            shared,
+            commands: Mutex::new(Some(commands_tx)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Sends a command to the raft thread and waits for its answer.
+    fn ask(&self, make: impl FnOnce(Sender<Result<()>>) -> Command) -> Result<()> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let sent = self
+            .commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|commands| commands.send(make(reply)).is_ok());
+        if sent != Some(true) {
+            return Err(Error::Unavailable("the raft node has stopped".into()));
+        }
+        answer
+            .recv_timeout(PROPOSAL_TIMEOUT + Duration::from_secs(1))
+            .unwrap_or_else(|_| {
+                Err(Error::Unavailable(
+                    "the raft node did not answer in time".into(),
+                ))
+            })
+    }
+}
+
+impl Broker for RaftBroker {
+    fn propose(&self, action: Action) -> Result<()> {
+        self.ask(|reply| Command::Propose { action, reply })
+    }
+
+    fn state(&self) -> ReplicatedState {
+        self.shared.lock_machine().data.state.clone()
+    }
+
+    fn is_leader(&self) -> bool {
+        self.shared.acting.load(Ordering::SeqCst)
+    }
+
+    fn subscribe(&self) -> crossbeam_channel::Receiver<()> {
+        self.shared.subscribers.subscribe()
+    }
+
+    fn cluster(&self) -> ClusterStatus {
+        self.shared
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn change_members(&self, change: MemberChange, addr: &Addr) -> Result<()> {
+        let id = peer_id(&addr.to_string());
+        let voters = self.shared.lock_machine().conf_state.voters.clone();
+        match change {
+            MemberChange::Add if voters.contains(&id) => {
+                return Err(invalid_input!("{addr} is already a member of the cluster"));
+            }
+            MemberChange::Remove if !voters.contains(&id) => {
+                return Err(invalid_input!("{addr} is not a member of the cluster"));
+            }
+            MemberChange::Remove if voters.len() == 1 => {
+                return Err(invalid_input!(
+                    "{addr} is the only member; a cluster cannot remove its last node"
+                ));
+            }
+            _ => {}
+        }
+        let addr = addr.clone();
+        self.ask(|reply| Command::ChangeMembers {
+            change,
+            addr,
+            reply,
+        })
+    }
+
+    fn shutdown(&self) {
+        self.commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for RaftBroker {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The state every founding node starts from: no groups, the configured members.
+fn founding_state(cluster: &[Addr]) -> StateMachine {
+    let mut machine = StateMachine {
+        applied_index: 1,
+        applied_term: 1,
+        ..StateMachine::default()
+    };
+    for addr in cluster {
+        let id = peer_id(&addr.to_string());
+        machine.data.members.insert(id, addr.to_string());
+        if !machine.conf_state.voters.contains(&id) {
+            machine.conf_state.voters.push(id);
+        }
+    }
+    machine
+}
+
+fn list(addrs: &[Addr]) -> String {
+    addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Sends raft-rs's slog records to the `log` crate, under the target `raft`.
+struct LogDrain;
+
+impl slog::Drain for LogDrain {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(
+        &self,
+        record: &slog::Record<'_>,
+        values: &slog::OwnedKVList,
+    ) -> std::result::Result<(), slog::Never> {
+        let level = match record.level() {
+            slog::Level::Critical | slog::Level::Error => log::Level::Error,
+            slog::Level::Warning => log::Level::Warn,
+            slog::Level::Info => log::Level::Info,
+            slog::Level::Debug => log::Level::Debug,
+            slog::Level::Trace => log::Level::Trace,
+        };
+        if !log::log_enabled!(target: "raft", level) {
+            return Ok(());
+        }
+        let mut fields = KeyValues(String::new());
+        let _ = slog::KV::serialize(&record.kv(), record, &mut fields);
+        let _ = slog::KV::serialize(values, record, &mut fields);
+        log::log!(target: "raft", level, "raft-rs: {}{}", record.msg(), fields.0);
+        Ok(())
+    }
+}
+
+/// Collects slog key-value pairs as ` key=value` text.
+struct KeyValues(String);
+
+impl slog::Serializer for KeyValues {
+    fn emit_arguments(&mut self, key: slog::Key, value: &std::fmt::Arguments<'_>) -> slog::Result {
+        use std::fmt::Write as _;
+        let _ = write!(self.0, " {key}={value}");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_ids_are_stable_and_distinct() {
+        assert_eq!(peer_id("127.0.0.1:12000"), peer_id("127.0.0.1:12000"));
+        assert_ne!(peer_id("127.0.0.1:12000"), peer_id("127.0.0.1:12001"));
+        assert_ne!(peer_id(""), 0);
+    }
+}

@@ -1,0 +1,499 @@
+//! The raft thread: owns the `RawNode`, ticks it, feeds it proposals and peer messages,
+//! and runs its Ready loop.
+//!
+//! Everything that touches raft-rs happens on this one thread, so there is no locking
+//! around it. Other threads talk to it through channels: [`Command`]s from the broker
+//! (proposals, membership changes, shutdown) and transport [`Event`]s (peer messages).
+//!
+//! The Ready loop follows the order raft-rs documents (`raft::lib.rs`, steps 1–7):
+//! messages a leader may send at once; a snapshot to install; committed entries to
+//! apply; new entries and the hard state to persist (with fsync) *before* the messages
+//! that promise them (votes, append responses) go out; then `advance` and the same
+//! steps for what it returns.
+//!
+//! A proposal carries its origin (node id and a sequence number) in the entry context.
+//! When the node that proposed it applies the entry, it answers the waiting caller with
+//! the result of applying it: so a write on a follower (which raft-rs forwards to the
+//! leader) answers only once it is committed and applied here.
+
+use super::storage::DiskStorage;
+use super::transport::{Event, Transport};
+use super::{Shared, peer_id};
+use crate::address::Addr;
+use crate::broker::raft::state_machine::{StateMachine, from_bytes};
+use crate::broker::{Action, ClusterStatus, MemberChange, PeerStatus};
+use crate::error::{Error, Result};
+use crossbeam_channel::{Receiver, Sender, select};
+use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType};
+use raft::{RawNode, SnapshotStatus, StateRole};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a proposal may wait to be committed before the caller gets 503.
+pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Entries applied between two snapshots (after which the log before is dropped).
+pub const SNAPSHOT_EVERY: u64 = 1000;
+
+/// What the broker asks of the raft thread.
+pub enum Command {
+    Propose {
+        action: Action,
+        reply: Sender<Result<()>>,
+    },
+    ChangeMembers {
+        change: MemberChange,
+        addr: Addr,
+        reply: Sender<Result<()>>,
+    },
+}
+
+/// A caller waiting for its entry to be applied.
+struct Pending {
+    reply: Sender<Result<()>>,
+    deadline: Instant,
+}
+
+/// The raft thread's state.
+pub struct Node {
+    pub raw: RawNode<DiskStorage>,
+    pub transport: Transport,
+    pub shared: Arc<Shared>,
+    pub id: u64,
+    pub raft_addr: String,
+    pub http_addr: String,
+    pub tick: Duration,
+    /// Configured addresses that are not members yet (`raft_cluster_state=existing`).
+    pub to_join: Vec<Addr>,
+    pending: HashMap<u64, Pending>,
+    next_seq: u64,
+    last_join_attempt: Option<Instant>,
+    /// (acting, leader id) as last published, to log and notify on change.
+    published: (bool, u64),
+}
+
+impl Node {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        raw: RawNode<DiskStorage>,
+        transport: Transport,
+        shared: Arc<Shared>,
+        raft_addr: String,
+        http_addr: String,
+        tick: Duration,
+        to_join: Vec<Addr>,
+    ) -> Node {
+        Node {
+            id: raw.raft.id,
+            raw,
+            transport,
+            shared,
+            raft_addr,
+            http_addr,
+            tick,
+            to_join,
+            pending: HashMap::new(),
+            next_seq: 1,
+            last_join_attempt: None,
+            published: (false, 0),
+        }
+    }
+
+    /// Runs until the command channel closes.
+    pub fn run(mut self, commands: Receiver<Command>, events: Receiver<Event>) {
+        let mut next_tick = Instant::now() + self.tick;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            select! {
+                recv(commands) -> command => match command {
+                    Ok(command) => self.on_command(command),
+                    Err(_) => break,
+                },
+                recv(events) -> event => {
+                    if let Ok(event) = event {
+                        self.on_event(event);
+                    }
+                    // Step everything already received before the next Ready.
+                    while let Ok(event) = events.try_recv() {
+                        self.on_event(event);
+                    }
+                }
+                default(wait) => {}
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.raw.tick();
+                next_tick += self.tick;
+                if next_tick < now {
+                    next_tick = now + self.tick;
+                }
+                self.expire_pending(now);
+                self.join_configured_peers(now);
+            }
+            if let Err(e) = self.on_ready() {
+                log::error!(
+                    "raft: cannot persist the log ({e}); this node stops taking part in the cluster"
+                );
+                self.shared.fail(e.to_string());
+                break;
+            }
+            self.publish();
+        }
+        if let Err(e) = self.raw.mut_store().sync() {
+            log::error!("raft: final sync failed: {e}");
+        }
+        self.transport.stop();
+        for (_, pending) in self.pending.drain() {
+            let _ = pending.reply.send(Err(Error::Unavailable(
+                "the daemon is shutting down".into(),
+            )));
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Propose { action, reply } => {
+                let data = match serde_json::to_vec(&action) {
+                    Ok(data) => data,
+                    Err(e) => {
+                        let _ =
+                            reply.send(Err(Error::Io(format!("cannot encode {action:?}: {e}"))));
+                        return;
+                    }
+                };
+                let context = self.context(reply.clone());
+                if let Err(e) = self.raw.propose(context.clone(), data) {
+                    self.drop_pending(&context, e);
+                }
+            }
+            Command::ChangeMembers {
+                change,
+                addr,
+                reply,
+            } => {
+                let cc = conf_change(change, &addr);
+                let context = self.context(reply);
+                if let Err(e) = self.raw.propose_conf_change(context.clone(), cc) {
+                    self.drop_pending(&context, e);
+                }
+            }
+        }
+    }
+
+    /// Registers a waiting caller; returns the entry context that identifies it.
+    fn context(&mut self, reply: Sender<Result<()>>) -> Vec<u8> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.pending.insert(
+            seq,
+            Pending {
+                reply,
+                deadline: Instant::now() + PROPOSAL_TIMEOUT,
+            },
+        );
+        let mut context = self.id.to_be_bytes().to_vec();
+        context.extend_from_slice(&seq.to_be_bytes());
+        context
+    }
+
+    fn drop_pending(&mut self, context: &[u8], e: raft::Error) {
+        let reason = match e {
+            raft::Error::ProposalDropped => {
+                "no raft leader: the cluster is electing one or has no quorum".to_string()
+            }
+            other => format!("raft refused the proposal: {other}"),
+        };
+        if let Some(pending) = self.take_pending(context) {
+            let _ = pending.reply.send(Err(Error::Unavailable(reason)));
+        }
+    }
+
+    fn take_pending(&mut self, context: &[u8]) -> Option<Pending> {
+        let (origin, seq) = context.split_at_checked(8)?;
+        let origin = u64::from_be_bytes(origin.try_into().ok()?);
+        let seq = u64::from_be_bytes(seq.try_into().ok()?);
+        if origin != self.id {
+            return None;
+        }
+        self.pending.remove(&seq)
+    }
+
+    fn expire_pending(&mut self, now: Instant) {
+        let expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in expired {
+            if let Some(pending) = self.pending.remove(&seq) {
+                let _ = pending.reply.send(Err(Error::Unavailable(format!(
+                    "not committed within {} s: is a majority of the raft cluster up?",
+                    PROPOSAL_TIMEOUT.as_secs()
+                ))));
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Message(message) => {
+                if let Err(e) = self.raw.step(*message) {
+                    log::debug!("raft: message not stepped: {e}");
+                }
+            }
+            Event::Unreachable(id) => self.raw.report_unreachable(id),
+            Event::SnapshotSent(id, ok) => {
+                let status = if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(id, status);
+            }
+        }
+    }
+
+    /// With `raft_cluster_state=existing`, configured addresses that are not members
+    /// are added, one at a time, once a leader is known.
+    fn join_configured_peers(&mut self, now: Instant) {
+        let members = self.members();
+        self.to_join
+            .retain(|addr| !members.contains(&peer_id(&addr.to_string())));
+        let Some(addr) = self.to_join.first().cloned() else {
+            return;
+        };
+        let due = self
+            .last_join_attempt
+            .is_none_or(|at| now.duration_since(at) >= PROPOSAL_TIMEOUT);
+        if self.raw.raft.leader_id == 0 || !due {
+            return;
+        }
+        self.last_join_attempt = Some(now);
+        log::info!("raft: adding {addr} from raft_cluster to the cluster's membership");
+        let (reply, _ignored) = crossbeam_channel::bounded(1);
+        self.on_command(Command::ChangeMembers {
+            change: MemberChange::Add,
+            addr,
+            reply,
+        });
+    }
+
+    fn members(&self) -> Vec<u64> {
+        self.raw.raft.prs().conf().voters().ids().iter().collect()
+    }
+
+    /// One pass of the Ready loop, in raft-rs's documented order.
+    fn on_ready(&mut self) -> Result<()> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.raw.ready();
+        // 1. A leader may send its appends before persisting them.
+        self.transport.send(ready.take_messages());
+        // 2. A snapshot from the leader replaces the log and the state machine.
+        if !ready.snapshot().is_empty() {
+            let snapshot = ready.snapshot().clone();
+            self.raw.mut_store().apply_snapshot(&snapshot)?;
+            let machine = StateMachine::from_snapshot(&snapshot)?;
+            log::info!(
+                "raft: installed a snapshot at index {} from the leader",
+                machine.applied_index
+            );
+            for (id, addr) in &machine.data.members {
+                self.transport.set_address(*id, addr);
+            }
+            *self.shared.lock_machine() = machine;
+            self.shared.notify();
+        }
+        // 3. Apply what is committed.
+        let committed = ready.take_committed_entries();
+        self.apply(committed)?;
+        // 4. and 5. Persist new entries and the hard state, durably.
+        self.raw.mut_store().append(ready.entries())?;
+        if let Some(hard_state) = ready.hs() {
+            self.raw.mut_store().set_hard_state(hard_state)?;
+        }
+        self.raw.mut_store().sync()?;
+        // 6. Only now the messages that promise what was just persisted.
+        self.transport.send(ready.take_persisted_messages());
+        // 7. Advance, then the same for what it releases.
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().set_commit(commit)?;
+            self.raw.mut_store().sync()?;
+        }
+        self.transport.send(light.take_messages());
+        let committed = light.take_committed_entries();
+        self.apply(committed)?;
+        self.raw.advance_apply();
+        if self.raw.store().applied_since_snapshot() >= SNAPSHOT_EVERY {
+            self.raw.mut_store().compact()?;
+        }
+        Ok(())
+    }
+
+    /// Applies committed entries to the state machine and answers their proposers.
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        for entry in entries {
+            let result = match entry.get_entry_type() {
+                EntryType::EntryNormal if entry.data.is_empty() => Ok(()),
+                EntryType::EntryNormal => self.apply_action(&entry),
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    self.apply_conf_change(&entry)
+                }
+            };
+            {
+                let mut machine = self.shared.lock_machine();
+                machine.applied_index = entry.index;
+                machine.applied_term = entry.term;
+            }
+            if let Some(pending) = self.take_pending(&entry.context) {
+                let _ = pending.reply.send(result);
+            }
+        }
+        self.shared.notify();
+        Ok(())
+    }
+
+    fn apply_action(&mut self, entry: &Entry) -> Result<()> {
+        let action: Action = serde_json::from_slice(&entry.data).map_err(|e| {
+            log::error!("raft: entry {} holds no action: {e}", entry.index);
+            Error::Io(format!("entry {} holds no action: {e}", entry.index))
+        })?;
+        self.shared.lock_machine().data.state.apply(action)
+    }
+
+    fn apply_conf_change(&mut self, entry: &Entry) -> Result<()> {
+        let (conf_state, changes) = if entry.get_entry_type() == EntryType::EntryConfChange {
+            let cc: ConfChange = from_bytes(&entry.data, "raft configuration change")?;
+            let changes = vec![(cc.get_change_type(), cc.node_id, cc.context.to_vec())];
+            (self.raw.apply_conf_change(&cc), changes)
+        } else {
+            let cc: ConfChangeV2 = from_bytes(&entry.data, "raft configuration change")?;
+            let changes = cc
+                .get_changes()
+                .iter()
+                .map(|c| (c.get_change_type(), c.node_id, cc.context.to_vec()))
+                .collect();
+            (self.raw.apply_conf_change(&cc), changes)
+        };
+        let conf_state = conf_state
+            .map_err(|e| Error::InvalidInput(format!("configuration change refused: {e}")))?;
+        let mut machine = self.shared.lock_machine();
+        for (change, id, context) in changes {
+            let addr = String::from_utf8_lossy(&context).to_string();
+            match change {
+                ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                    log::info!("raft: {addr} (peer {id:x}) joined the cluster");
+                    self.transport.set_address(id, &addr);
+                    machine.data.members.insert(id, addr);
+                }
+                ConfChangeType::RemoveNode => {
+                    log::info!("raft: peer {id:x} left the cluster");
+                    machine.data.members.remove(&id);
+                    if id == self.id {
+                        log::warn!(
+                            "raft: this node was removed from the cluster; it no longer takes part"
+                        );
+                    }
+                }
+            }
+        }
+        machine.conf_state = conf_state;
+        Ok(())
+    }
+
+    /// Publishes leadership and the cluster view for the broker's readers.
+    fn publish(&mut self) {
+        let raft = &self.raw.raft;
+        let applied_term = self.shared.lock_machine().applied_term;
+        // A new leader acts only once it has applied an entry of its own term: then it
+        // has every committed entry, including any failover-begin without an end.
+        let acting = raft.state == StateRole::Leader && applied_term == raft.term;
+        let leader = raft.leader_id;
+        let book = self.transport.book();
+        let book = book.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let peer = |id: u64| PeerStatus {
+            id,
+            raft_addr: book
+                .get(&id)
+                .map(|p| p.raft_addr.clone())
+                .or_else(|| (id == self.id).then(|| self.raft_addr.clone())),
+            http_addr: if id == self.id {
+                Some(self.http_addr.clone())
+            } else {
+                book.get(&id).and_then(|p| p.http_addr.clone())
+            },
+            voter: raft.prs().conf().voters().contains(id),
+            match_index: (raft.state == StateRole::Leader)
+                .then(|| raft.prs().get(id).map(|p| p.matched))
+                .flatten(),
+            this_node: id == self.id,
+        };
+        let mut ids = self.members();
+        ids.sort_unstable();
+        let status = ClusterStatus {
+            broker: "raft".into(),
+            id: Some(self.id),
+            raft_addr: Some(self.raft_addr.clone()),
+            http_addr: self.http_addr.clone(),
+            role: role_name(raft.state).into(),
+            acting,
+            term: Some(raft.term),
+            leader: (leader != 0).then(|| peer(leader)),
+            commit_index: Some(raft.raft_log.committed),
+            applied_index: Some(raft.raft_log.applied),
+            peers: ids.into_iter().map(peer).collect(),
+            error: None,
+        };
+        let changed = (acting, leader) != self.published;
+        if changed {
+            if acting {
+                log::warn!(
+                    "raft: this node is the leader (term {}); it checks and fails over",
+                    raft.term
+                );
+            } else if let Some(l) = &status.leader {
+                log::info!(
+                    "raft: following leader {} (term {})",
+                    l.raft_addr.as_deref().unwrap_or("?"),
+                    raft.term
+                );
+            } else if leader == 0 {
+                log::warn!("raft: no leader (term {})", raft.term);
+            }
+            self.published = (acting, leader);
+        }
+        self.shared.set_status(status, acting);
+        if changed {
+            self.shared.notify();
+        }
+    }
+}
+
+fn conf_change(change: MemberChange, addr: &Addr) -> ConfChange {
+    let mut cc = ConfChange::default();
+    cc.node_id = peer_id(&addr.to_string());
+    match change {
+        MemberChange::Add => {
+            cc.set_change_type(ConfChangeType::AddNode);
+            cc.context = addr.to_string().into_bytes().into();
+        }
+        MemberChange::Remove => cc.set_change_type(ConfChangeType::RemoveNode),
+    }
+    cc
+}
+
+fn role_name(role: StateRole) -> &'static str {
+    match role {
+        StateRole::Leader => "leader",
+        StateRole::Follower => "follower",
+        StateRole::Candidate => "candidate",
+        StateRole::PreCandidate => "pre_candidate",
+    }
+}

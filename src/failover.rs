@@ -49,6 +49,9 @@ pub struct FailoverRequest {
     pub master_offset: i64,
     /// Which watch of the monitor asked (answers to an older watch are ignored).
     pub watch_id: u64,
+    /// Set when an earlier leader recorded failover-begin to this replica and stopped
+    /// before failover-end: finish that failover, never choose another replica.
+    pub resume_to: Option<Addr>,
 }
 
 /// Sent back to the monitor when a request has been handled.
@@ -135,7 +138,10 @@ pub fn fail_over(ctx: &FailoverContext, req: &FailoverRequest) -> FailoverRecord
     );
     ctx.observed
         .update(&req.group, |o| o.state = WatchState::FailingOver);
-    let result = run_steps(ctx, req, &mut attempt);
+    let result = match &req.resume_to {
+        Some(chosen) => resume_steps(ctx, req, chosen, &mut attempt),
+        None => run_steps(ctx, req, &mut attempt),
+    };
     if let Err((outcome, reason)) = result {
         attempt.record.outcome = outcome;
         attempt.record.reason = Some(reason);
@@ -277,6 +283,7 @@ fn run_steps(ctx: &FailoverContext, req: &FailoverRequest, at: &mut Attempt) -> 
             )
         })?;
     at.step("begin", "recorded");
+    pause_after_begin();
 
     promote(&chosen, &ctx.node_options).map_err(|e| {
         (
@@ -309,6 +316,91 @@ fn run_steps(ctx: &FailoverContext, req: &FailoverRequest, at: &mut Attempt) -> 
         });
     }
     Ok(())
+}
+
+/// Finishes a failover that an earlier leader began (its failover-begin is committed,
+/// its failover-end is not). The replica it chose is the only one that may become
+/// master: promoted already, it is kept; still a replica while the old master is down,
+/// it is promoted now; silent, nothing is promoted and the group is marked failed, since
+/// another replica could make two masters.
+fn resume_steps(
+    ctx: &FailoverContext,
+    req: &FailoverRequest,
+    chosen: &Addr,
+    at: &mut Attempt,
+) -> StepResult {
+    at.step(
+        "resume",
+        &format!("an earlier leader began this failover to {chosen} and did not finish it"),
+    );
+    let role = RedisNode::new(chosen.clone(), ctx.node_options.clone()).role();
+    match role {
+        Ok(Role::Master { .. }) => at.step("promote", &format!("{chosen} is master already")),
+        Ok(_) => {
+            let old = RedisNode::new(req.master.clone(), ctx.node_options.clone()).role();
+            if let Ok(Role::Master { .. }) = old {
+                return Err((
+                    Outcome::Aborted,
+                    format!(
+                        "an earlier leader chose {chosen} but never promoted it, and the old master {} is up again",
+                        req.master
+                    ),
+                ));
+            }
+            promote(chosen, &ctx.node_options).map_err(|e| {
+                (
+                    Outcome::Failed,
+                    format!("promotion of {chosen} (chosen by an earlier leader) failed: {e}"),
+                )
+            })?;
+            at.step("promote", &format!("{chosen} reports role master"));
+        }
+        Err(e) => {
+            return Err((
+                Outcome::Failed,
+                format!(
+                    "an earlier leader chose {chosen}, which does not answer ({e}): it may or may not be master, so no other replica is promoted"
+                ),
+            ));
+        }
+    }
+    at.record.new_master = Some(chosen.clone());
+    let others: Vec<Addr> = req
+        .replicas
+        .iter()
+        .filter(|a| *a != chosen)
+        .cloned()
+        .collect();
+    let failures = repoint(&others, chosen, &ctx.node_options);
+    at.step(
+        "repoint",
+        &format!(
+            "{} other replica(s), {} failed",
+            others.len(),
+            failures.len()
+        ),
+    );
+    at.record.outcome = Outcome::Succeeded;
+    let mut reason =
+        "finished by a new leader after the earlier one stopped mid-failover".to_string();
+    if !failures.is_empty() {
+        reason.push_str(&format!("; not re-pointed: {}", failures.join("; ")));
+    }
+    at.record.reason = Some(reason);
+    Ok(())
+}
+
+/// Fault injection for tests of leader loss mid-failover: with
+/// `REDIS_FAILOVER_PAUSE_AFTER_BEGIN_MS` set, the worker waits that long between
+/// recording failover-begin and promoting, so a test can kill this daemon there.
+fn pause_after_begin() {
+    let pause = std::env::var("REDIS_FAILOVER_PAUSE_AFTER_BEGIN_MS")
+        .ok()
+        .and_then(|ms| ms.parse::<u64>().ok());
+    if let Some(ms) = pause {
+        log::warn!("pausing {ms} ms after failover-begin (REDIS_FAILOVER_PAUSE_AFTER_BEGIN_MS)");
+        std::thread::sleep(Duration::from_millis(ms));
+    }
 }
 
 /// `INFO` on every replica at once, each with its own timeouts.

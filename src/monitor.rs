@@ -7,7 +7,7 @@
 //! Timers live in one binary heap: watching 10,000 groups costs no thread per group.
 
 use crate::address::Addr;
-use crate::broker::{Broker, Group, Outcome};
+use crate::broker::{Action, Broker, Group, Outcome, ReplicatedState};
 use crate::checker::{CheckJob, CheckOutcome, CheckerPool, ReplicaConnections};
 use crate::detector::{DownDetector, Verdict};
 use crate::failover::{FailoverDone, FailoverRequest};
@@ -347,6 +347,7 @@ impl Monitor {
                     last_success: watch.detector.last_success(),
                     master_offset: watch.master_offset,
                     watch_id,
+                    resume_to: None,
                 };
                 if self.failover_requests.send(request).is_err() {
                     log::error!("group {group}: the failover worker is gone");
@@ -409,6 +410,47 @@ impl Monitor {
             };
             if fresh {
                 self.watch(group);
+            }
+        }
+        if self.ctx.broker.is_leader() {
+            self.resume_unfinished(&state);
+        }
+    }
+
+    /// A new leader finishes the failovers an earlier one began and did not end.
+    fn resume_unfinished(&mut self, state: &ReplicatedState) {
+        for (name, begun) in &state.in_progress {
+            let Action::FailoverBegin {
+                old_master,
+                new_master,
+                replicas,
+                ..
+            } = begun
+            else {
+                continue;
+            };
+            let Some(watch) = self.watches.get_mut(name) else {
+                continue;
+            };
+            // Our own failover under way, or a master changed since: nothing to finish.
+            if watch.phase == Phase::FailingOver || watch.master != *old_master {
+                continue;
+            }
+            log::warn!(
+                "group {name}: failover to {new_master} was begun by an earlier leader and not ended; finishing it"
+            );
+            watch.phase = Phase::FailingOver;
+            let request = FailoverRequest {
+                group: name.clone(),
+                master: old_master.clone(),
+                replicas: replicas.clone(),
+                last_success: watch.detector.last_success(),
+                master_offset: watch.master_offset,
+                watch_id: watch.watch_id,
+                resume_to: Some(new_master.clone()),
+            };
+            if self.failover_requests.send(request).is_err() {
+                log::error!("group {name}: the failover worker is gone");
             }
         }
     }

@@ -281,8 +281,9 @@ pub enum MemberChange {
 pub struct ClusterStatus {
     /// standalone, raft or zk.
     pub broker: String,
-    /// Raft peer id (derived from the raft address).
-    pub id: Option<u64>,
+    /// Raft peer id (derived from the raft address), as 16 hex digits: JSON numbers
+    /// cannot hold every u64 exactly.
+    pub id: Option<String>,
     pub raft_addr: Option<String>,
     pub http_addr: String,
     /// leader, follower, candidate, pre_candidate (raft) or leader (standalone).
@@ -301,7 +302,8 @@ pub struct ClusterStatus {
 /// One member of the cluster.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PeerStatus {
-    pub id: u64,
+    /// Peer id as 16 hex digits.
+    pub id: String,
     pub raft_addr: Option<String>,
     /// Known once the peer has connected to this node.
     pub http_addr: Option<String>,

@@ -210,7 +210,7 @@ impl RaftBroker {
             acting: AtomicBool::new(false),
             status: Mutex::new(ClusterStatus {
                 broker: "raft".into(),
-                id: Some(id),
+                id: Some(format!("{id:016x}")),
                 raft_addr: Some(raft_addr.clone()),
                 http_addr: options.http_addr.clone(),
                 role: "follower".into(),
@@ -373,8 +373,9 @@ impl slog::Drain for LogDrain {
         let level = match record.level() {
             slog::Level::Critical | slog::Level::Error => log::Level::Error,
             slog::Level::Warning => log::Level::Warn,
-            slog::Level::Info => log::Level::Info,
-            slog::Level::Debug => log::Level::Debug,
+            // raft-rs narrates every election and dropped proposal at info; this
+            // daemon logs the changes that matter itself.
+            slog::Level::Info | slog::Level::Debug => log::Level::Debug,
             slog::Level::Trace => log::Level::Trace,
         };
         if !log::log_enabled!(target: "raft", level) {

@@ -419,7 +419,7 @@ impl Node {
         let book = self.transport.book();
         let book = book.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let peer = |id: u64| PeerStatus {
-            id,
+            id: format!("{id:016x}"),
             raft_addr: book
                 .get(&id)
                 .map(|p| p.raft_addr.clone())
@@ -439,7 +439,7 @@ impl Node {
         ids.sort_unstable();
         let status = ClusterStatus {
             broker: "raft".into(),
-            id: Some(self.id),
+            id: Some(format!("{:016x}", self.id)),
             raft_addr: Some(self.raft_addr.clone()),
             http_addr: self.http_addr.clone(),
             role: role_name(raft.state).into(),
@@ -456,6 +456,11 @@ impl Node {
             if acting {
                 log::warn!(
                     "raft: this node is the leader (term {}); it checks and fails over",
+                    raft.term
+                );
+            } else if leader == self.id {
+                log::info!(
+                    "raft: elected leader (term {}); catching up before acting",
                     raft.term
                 );
             } else if let Some(l) = &status.leader {

@@ -304,6 +304,9 @@ pub struct Daemon {
     pub port: u16,
     pub dir: TempDir,
     child: Option<Child>,
+    /// Arguments after `-addr=` and extra environment, kept for [`Daemon::restart`].
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -324,11 +327,95 @@ impl Daemon {
             port,
             dir,
             child: Some(child),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: Vec::new(),
         };
         wait_until(Duration::from_secs(10), "the daemon's HTTP API", || {
             daemon.http("GET", "/master", "").map(|_| ())
         });
         daemon
+    }
+
+    /// Starts the daemon with `-addr=127.0.0.1:port` plus `args` and the extra `env`,
+    /// logging (appended) to `dir/daemon.log`; waits for its API. [`Daemon::restart`]
+    /// runs it again the same way, on the same port.
+    pub fn start_on(port: u16, dir: TempDir, args: &[String], env: &[(&str, &str)]) -> Daemon {
+        let mut daemon = Daemon {
+            port,
+            dir,
+            child: None,
+            args: args.to_vec(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        daemon.spawn_again();
+        daemon
+    }
+
+    /// `kill -9`; the log and the directory stay.
+    pub fn kill9(&mut self) {
+        kill_child(&mut self.child);
+    }
+
+    /// Whether this test still holds a running process (not killed, not seen exiting).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(None)) => true,
+            Some(_) => {
+                self.child = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Kills the process if it runs, then starts it again with the same port, arguments
+    /// and environment (so the same data directory); waits for its API.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn_again();
+    }
+
+    /// The log of the current run only: what follows the last start marker.
+    pub fn log_of_this_run(&self) -> String {
+        let log = self.log();
+        match log.rfind(START_MARKER) {
+            Some(at) => log[at..].to_string(),
+            None => log,
+        }
+    }
+
+    fn spawn_again(&mut self) {
+        let path = self.dir.path().join("daemon.log");
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("log file");
+        writeln!(log, "{START_MARKER} {}", self.args.join(" ")).expect("write log");
+        let child = Command::new(env!("CARGO_BIN_EXE_redis-failover"))
+            .arg(format!("-addr=127.0.0.1:{}", self.port))
+            .args(&self.args)
+            .env("RUST_LOG", "debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start redis-failover");
+        self.child = Some(child);
+        let port = self.port;
+        wait_until(Duration::from_secs(10), "the daemon's HTTP API", || {
+            if !self.is_running() {
+                return Ok(Err(format!(
+                    "the daemon on port {port} exited:\n{}",
+                    self.log_of_this_run()
+                )));
+            }
+            self.http("GET", "/master", "").map(|_| Ok(()))
+        })
+        .unwrap_or_else(|e: String| panic!("{e}"));
     }
 
     pub fn log(&self) -> String {
@@ -385,6 +472,9 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// The line [`Daemon::start_on`] and [`Daemon::restart`] write to the log before each run.
+const START_MARKER: &str = "===== test harness: starting redis-failover";
 
 fn unsafe_kill(pid: u32, signal: i32) {
     let _ = Command::new("kill")
@@ -479,5 +569,137 @@ impl Sentinel {
 impl Drop for Sentinel {
     fn drop(&mut self) {
         kill_child(&mut self.child);
+    }
+}
+
+/// Daemons forming one Raft cluster (`-broker=raft`), each with its own HTTP port, raft
+/// port and data directory (`data/` in the daemon's dir), kept across restarts.
+pub struct RaftCluster {
+    pub nodes: Vec<Daemon>,
+    /// `raft_ports[i]` is the raft port of `nodes[i]`.
+    pub raft_ports: Vec<u16>,
+}
+
+impl RaftCluster {
+    /// Starts `n` daemons that form a new cluster, each with `extra` arguments and `env`.
+    pub fn start(n: usize, extra: &[&str], env: &[(&str, &str)]) -> RaftCluster {
+        let raft_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let members = raft_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes = raft_ports
+            .iter()
+            .map(|&raft_port| RaftCluster::start_node(raft_port, &members, extra, env))
+            .collect();
+        RaftCluster { nodes, raft_ports }
+    }
+
+    /// Starts one raft daemon listening on `raft_port`, with `-raft_cluster=members`.
+    pub fn start_node(
+        raft_port: u16,
+        members: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let dir = TempDir::new("raft-node");
+        let mut args = vec![
+            "-broker=raft".to_string(),
+            format!("-raft_addr=127.0.0.1:{raft_port}"),
+            format!("-raft_data_dir={}", dir.path().join("data").display()),
+            format!("-raft_cluster={members}"),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Daemon::start_on(free_port(), dir, &args, env)
+    }
+
+    /// Starts a daemon that is not in the cluster's list: it waits to be added through
+    /// `POST /api/v1/cluster/peers`. Returns its index in `nodes`.
+    pub fn start_joining(&mut self, extra: &[&str]) -> usize {
+        let raft_port = free_port();
+        let node = RaftCluster::start_node(raft_port, &self.members(), extra, &[]);
+        self.nodes.push(node);
+        self.raft_ports.push(raft_port);
+        self.nodes.len() - 1
+    }
+
+    /// The raft addresses of every node started, comma-separated.
+    pub fn members(&self) -> String {
+        self.raft_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn raft_addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.raft_ports[i])
+    }
+
+    /// The data directory of node `i`.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.nodes[i].dir.path().join("data")
+    }
+
+    /// The nodes whose process runs.
+    pub fn running(&mut self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_running())
+            .collect()
+    }
+
+    /// `GET /api/v1/cluster` of node `i`, parsed.
+    pub fn status(&self, i: usize) -> Result<serde_json::Value, String> {
+        let (status, body) = self.nodes[i].http("GET", "/api/v1/cluster", "")?;
+        if status != 200 {
+            return Err(format!("GET /api/v1/cluster: {status} {body}"));
+        }
+        serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))
+    }
+
+    /// Waits until the running nodes among `among` agree on one leader: exactly one
+    /// of them says role leader and acting, and every one names its raft address as the
+    /// leader. Returns that node's index.
+    pub fn wait_for_leader(&mut self, among: &[usize], timeout: Duration) -> usize {
+        let among: Vec<usize> = among
+            .iter()
+            .copied()
+            .filter(|&i| self.nodes[i].is_running())
+            .collect();
+        wait_until(timeout, "one leader all running nodes agree on", || {
+            let mut seen = Vec::new();
+            let mut statuses = Vec::new();
+            for &i in &among {
+                let status = self.status(i).map_err(|e| format!("node {i}: {e}"))?;
+                seen.push(format!(
+                    "node {i} ({}): role {} acting {} term {} leader {}",
+                    status["raft_addr"],
+                    status["role"],
+                    status["acting"],
+                    status["term"],
+                    status["leader"]["raft_addr"]
+                ));
+                statuses.push((i, status));
+            }
+            let seen = seen.join("; ");
+            let acting: Vec<usize> = statuses
+                .iter()
+                .filter(|(_, s)| s["acting"] == true && s["role"] == "leader")
+                .map(|(i, _)| *i)
+                .collect();
+            let [leader] = acting[..] else {
+                return Err(format!("{} acting leaders: {seen}", acting.len()));
+            };
+            let addr = self.raft_addr(leader);
+            if statuses
+                .iter()
+                .all(|(_, s)| s["leader"]["raft_addr"] == addr)
+            {
+                Ok(leader)
+            } else {
+                Err(format!("not all agree on {addr}: {seen}"))
+            }
+        })
     }
 }

@@ -1,0 +1,1105 @@
+//! Raft clusters of real `redis-failover` processes (`-broker=raft`) watching real
+//! `redis-server`s: leader election, replication of the groups, kill -9 of the leader (also
+//! mid-failover), restarts with the data directory, writes on followers, garbage on the
+//! raft port, membership changes at runtime, and damaged data directories.
+//!
+//! Every test uses its own free ports and temp dirs, so they run in parallel. Only the
+//! acting leader checks masters and fails them over; every node answers reads from its
+//! own replicated state.
+
+mod support;
+
+use serde_json::Value;
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::{Daemon, RaftCluster, RedisServer, TempDir, free_port, wait_until};
+
+const FAST: [&str; 2] = ["-check_interval=100", "-max_down_time=1"];
+/// A new leader takes 1–2 s at the default tick; CI machines are slow.
+const ELECTION: Duration = Duration::from_secs(15);
+/// Replication, checks and failovers.
+const LONG: Duration = Duration::from_secs(20);
+
+/// A master with two replicas of the given priorities (lower is preferred), all linked.
+fn topology(priority_a: u32, priority_b: u32) -> (RedisServer, RedisServer, RedisServer) {
+    let master = RedisServer::master();
+    let a = RedisServer::replica_of(master.port, priority_a);
+    let b = RedisServer::replica_of(master.port, priority_b);
+    master.wait_for_replicas(2);
+    (master, a, b)
+}
+
+fn port_of(addr: &Value) -> u16 {
+    addr.as_str()
+        .and_then(|a| a.rsplit_once(':'))
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or_else(|| panic!("not an address: {addr}"))
+}
+
+/// `GET /api/v1/groups` of a daemon, without panicking.
+fn try_groups(daemon: &Daemon) -> Result<Vec<Value>, String> {
+    let (status, body) = daemon.http("GET", "/api/v1/groups", "")?;
+    if status != 200 {
+        return Err(format!("GET /api/v1/groups: {status} {body}"));
+    }
+    let groups: Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+    groups
+        .as_array()
+        .cloned()
+        .ok_or_else(|| format!("not an array: {body}"))
+}
+
+/// The groups a daemon knows, as sorted `name=master` text.
+fn group_list(daemon: &Daemon) -> Result<String, String> {
+    let mut list: Vec<String> = try_groups(daemon)?
+        .iter()
+        .map(|g| format!("{}={}", str_of(&g["name"]), str_of(&g["master"])))
+        .collect();
+    list.sort();
+    Ok(list.join(","))
+}
+
+fn str_of(value: &Value) -> String {
+    value
+        .as_str()
+        .map(String::from)
+        .unwrap_or(value.to_string())
+}
+
+/// The group `name` of a daemon, or `Null`.
+fn try_group(daemon: &Daemon, name: &str) -> Result<Value, String> {
+    Ok(try_groups(daemon)?
+        .into_iter()
+        .find(|g| g["name"] == name)
+        .unwrap_or(Value::Null))
+}
+
+/// Waits until every node in `nodes` lists exactly the groups `expected` (sorted
+/// `name=master` text).
+fn wait_for_groups(cluster: &RaftCluster, nodes: &[usize], expected: &str, what: &str) {
+    for &i in nodes {
+        wait_until(
+            LONG,
+            &format!("node {i} to list {expected} ({what})"),
+            || {
+                let seen = group_list(&cluster.nodes[i])?;
+                if seen == expected { Ok(()) } else { Err(seen) }
+            },
+        );
+    }
+}
+
+/// Waits until group `name` on `daemon` satisfies `ok`; returns it.
+fn wait_for_group(daemon: &Daemon, name: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    wait_until(LONG, what, || {
+        let g = try_group(daemon, name)?;
+        if ok(&g) { Ok(g) } else { Err(g.to_string()) }
+    })
+}
+
+/// The leader is watching the group's master with `replicas` replicas seen, so a
+/// failover knows whom to promote.
+fn watched_with_replicas(g: &Value, replicas: usize) -> bool {
+    g["state"] == "ok" && g["replicas"].as_array().map(Vec::len) == Some(replicas)
+}
+
+/// The group's failover has ended with `outcome`.
+fn failover_ended(g: &Value, outcome: &str) -> bool {
+    g["last_failover"]["outcome"] == outcome && g["state"] != "failing_over"
+}
+
+fn request(daemon: &Daemon, method: &str, path: &str) -> (u16, String) {
+    daemon
+        .http(method, path, "")
+        .unwrap_or_else(|e| panic!("{method} {path} on port {}: {e}", daemon.port))
+}
+
+/// A write that must succeed on this node.
+fn write_ok(daemon: &Daemon, method: &str, path: &str) {
+    let (status, body) = request(daemon, method, path);
+    assert_eq!(
+        status, 200,
+        "{method} {path} on port {}: {body}",
+        daemon.port
+    );
+}
+
+/// `ROLE` of a server ("master", "slave"), or why it cannot tell.
+fn role(server: &RedisServer) -> String {
+    server.role().unwrap_or_else(|e| format!("error: {e}"))
+}
+
+/// The nodes of a cluster other than `except`.
+fn others(cluster: &RaftCluster, except: usize) -> Vec<usize> {
+    (0..cluster.nodes.len()).filter(|&i| i != except).collect()
+}
+
+/// The number of peers node `i` reports, with their raft addresses.
+fn peers(cluster: &RaftCluster, i: usize) -> Result<Vec<String>, String> {
+    let status = cluster.status(i)?;
+    let mut addrs: Vec<String> = status["peers"]
+        .as_array()
+        .ok_or_else(|| format!("no peers: {status}"))?
+        .iter()
+        .map(|p| str_of(&p["raft_addr"]))
+        .collect();
+    addrs.sort();
+    Ok(addrs)
+}
+
+/// Waits for the replica `server` to replicate from `master_port` with its link up.
+fn wait_replicating_from(server: &RedisServer, master_port: u16, what: &str) {
+    wait_until(LONG, what, || {
+        let port = server.info_field("master_port")?;
+        let link = server.info_field("master_link_status")?;
+        if port == master_port.to_string() && link == "up" {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}: role {}, master_port {port}, master_link_status {link}",
+                server.addr(),
+                role(server)
+            ))
+        }
+    });
+}
+
+#[test]
+fn one_node_cluster_watches_and_fails_over() {
+    let (mut master, a, b) = topology(100, 100);
+    let mut cluster = RaftCluster::start(1, &FAST, &[]);
+    let leader = cluster.wait_for_leader(&[0], ELECTION);
+    let node = &cluster.nodes[leader];
+    let log = node.log();
+    assert!(
+        log.contains("one-node cluster"),
+        "no one-node cluster warning in the log:\n{log}"
+    );
+
+    write_ok(
+        node,
+        "POST",
+        &format!("/master?masters=g={}", master.addr()),
+    );
+    let (_, masters) = request(node, "GET", "/master");
+    assert_eq!(masters, master.addr(), "GET /master right after the POST");
+    wait_for_group(node, "g", "g watched with 2 replicas", |g| {
+        watched_with_replicas(g, 2)
+    });
+
+    master.kill();
+    let g = wait_for_group(node, "g", "the failover of g", |g| {
+        failover_ended(g, "succeeded")
+    });
+    let new_port = port_of(&g["master"]);
+    assert!(
+        new_port == a.port || new_port == b.port,
+        "g's master is not a replica after the failover: {g}"
+    );
+    assert_eq!(g["last_failover"]["old_master"], master.addr(), "{g}");
+    let (new, other) = if new_port == a.port {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    assert_eq!(role(new), "master");
+    wait_replicating_from(
+        other,
+        new.port,
+        "the other replica to follow the new master",
+    );
+}
+
+#[test]
+fn three_nodes_elect_one_leader_and_replicate_a_master_add() {
+    let master = RedisServer::master();
+    let mut cluster = RaftCluster::start(3, &FAST, &[]);
+    let leader = cluster.wait_for_leader(&[0, 1, 2], ELECTION);
+
+    // Everyone names the same leader, with its HTTP address, and lists the 3 members.
+    let leader_status = cluster.status(leader).unwrap();
+    assert_eq!(leader_status["broker"], "raft");
+    assert_eq!(
+        leader_status["http_addr"],
+        format!("127.0.0.1:{}", cluster.nodes[leader].port)
+    );
+    for i in 0..3 {
+        let status = cluster.status(i).unwrap();
+        assert_eq!(
+            status["leader"]["http_addr"], leader_status["http_addr"],
+            "node {i}: {status}"
+        );
+        assert_eq!(status["id"].as_str().map(str::len), Some(16), "{status}");
+        if i != leader {
+            assert_eq!(status["role"], "follower", "node {i}: {status}");
+            assert_eq!(status["acting"], false, "node {i}: {status}");
+        }
+        let mut expected: Vec<String> = (0..3).map(|n| cluster.raft_addr(n)).collect();
+        expected.sort();
+        assert_eq!(peers(&cluster, i).unwrap(), expected, "node {i}: {status}");
+    }
+
+    // A master added on node 0 (leader or not) shows on all three.
+    write_ok(
+        &cluster.nodes[0],
+        "POST",
+        &format!("/master?masters=g={}", master.addr()),
+    );
+    let expected = format!("g={}", master.addr());
+    wait_for_groups(&cluster, &[0, 1, 2], &expected, "the POST on node 0");
+    for i in 0..3 {
+        let (_, masters) = request(&cluster.nodes[i], "GET", "/master");
+        assert_eq!(masters, master.addr(), "GET /master on node {i}");
+    }
+    // The leader watches it; followers say they are followers.
+    wait_for_group(&cluster.nodes[leader], "g", "g ok on the leader", |g| {
+        g["state"] == "ok"
+    });
+    for i in others(&cluster, leader) {
+        let g = try_group(&cluster.nodes[i], "g").unwrap();
+        assert_eq!(g["state"], "follower", "node {i}: {g}");
+    }
+}
+
+#[test]
+fn a_new_leader_keeps_watching_after_the_leader_is_killed() {
+    let (mut master, a, b) = topology(100, 100);
+    let masters = format!("-masters=g={}", master.addr());
+    let mut args = FAST.to_vec();
+    args.push(&masters);
+    let mut cluster = RaftCluster::start(3, &args, &[]);
+    let old = cluster.wait_for_leader(&[0, 1, 2], ELECTION);
+    // The configured master is seeded once there is a leader, on every node.
+    wait_for_groups(
+        &cluster,
+        &[0, 1, 2],
+        &format!("g={}", master.addr()),
+        "the -masters seed",
+    );
+    wait_for_group(
+        &cluster.nodes[old],
+        "g",
+        "g watched by the first leader",
+        |g| watched_with_replicas(g, 2),
+    );
+
+    let killed_at = Instant::now();
+    cluster.nodes[old].kill9();
+    let survivors = others(&cluster, old);
+    let leader = cluster.wait_for_leader(&survivors, ELECTION);
+    eprintln!(
+        "new leader {} after {:?}",
+        cluster.raft_addr(leader),
+        killed_at.elapsed()
+    );
+    assert_ne!(leader, old);
+    wait_for_group(
+        &cluster.nodes[leader],
+        "g",
+        "g watched by the new leader",
+        |g| watched_with_replicas(g, 2),
+    );
+
+    master.kill();
+    let g = wait_for_group(
+        &cluster.nodes[leader],
+        "g",
+        "the new leader's failover of g",
+        |g| failover_ended(g, "succeeded"),
+    );
+    let new_port = port_of(&g["master"]);
+    assert!(new_port == a.port || new_port == b.port, "{g}");
+    // The follower that survived has the same record.
+    for &i in &survivors {
+        let seen = wait_for_group(
+            &cluster.nodes[i],
+            "g",
+            &format!("node {i} to show the failover"),
+            |seen| seen["master"] == g["master"] && seen["last_failover"]["outcome"] == "succeeded",
+        );
+        assert_eq!(seen["last_failover"]["old_master"], master.addr(), "{seen}");
+    }
+    let (new, other) = if new_port == a.port {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    assert_eq!(role(new), "master");
+    wait_replicating_from(
+        other,
+        new.port,
+        "the other replica to follow the new master",
+    );
+}
+
+#[test]
+fn a_killed_follower_restarts_and_catches_up() {
+    let m1 = RedisServer::master();
+    let m2 = RedisServer::master();
+    let mut cluster = RaftCluster::start(3, &FAST, &[]);
+    let leader = cluster.wait_for_leader(&[0, 1, 2], ELECTION);
+    let follower = others(&cluster, leader)[0];
+    write_ok(
+        &cluster.nodes[leader],
+        "POST",
+        &format!("/master?masters=one={}", m1.addr()),
+    );
+    wait_for_groups(
+        &cluster,
+        &[0, 1, 2],
+        &format!("one={}", m1.addr()),
+        "the first add",
+    );
+
+    cluster.nodes[follower].kill9();
+    // Two of three still commit. Enough writes that the leader snapshots and drops the
+    // log the follower would need (every 1000 entries): it catches up by snapshot.
+    let writers: Vec<_> = (0..4)
+        .map(|t| {
+            let port = cluster.nodes[leader].port;
+            let path = format!("/master?masters=w{t}={}", m2.addr());
+            std::thread::spawn(move || {
+                for n in 0..300 {
+                    let method = if n % 2 == 0 { "POST" } else { "DELETE" };
+                    let path = if n % 2 == 0 {
+                        path.clone()
+                    } else {
+                        format!("/master?masters=w{t}")
+                    };
+                    match support::http_request(port, method, &path, "") {
+                        Ok((200, _)) => {}
+                        seen => panic!("write {n} of writer {t}: {seen:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().expect("a writer failed");
+    }
+    write_ok(
+        &cluster.nodes[leader],
+        "POST",
+        &format!("/master?masters=two={}", m2.addr()),
+    );
+    write_ok(&cluster.nodes[leader], "DELETE", "/master?masters=one");
+    let expected = format!("two={}", m2.addr());
+    wait_for_groups(
+        &cluster,
+        &others(&cluster, follower),
+        &expected,
+        "while down",
+    );
+    let commit = cluster.status(leader).unwrap()["commit_index"]
+        .as_u64()
+        .unwrap();
+
+    cluster.nodes[follower].restart();
+    wait_for_groups(&cluster, &[follower], &expected, "after its restart");
+    let leader_addr = cluster.raft_addr(leader);
+    wait_until(LONG, "the restarted node to follow the leader", || {
+        let status = cluster.status(follower)?;
+        let applied = status["applied_index"].as_u64().unwrap_or(0);
+        if status["role"] == "follower"
+            && status["leader"]["raft_addr"] == leader_addr
+            && applied >= commit
+        {
+            Ok(())
+        } else {
+            Err(format!("(leader {leader_addr}, commit {commit}) {status}"))
+        }
+    });
+    let log = cluster.nodes[follower].log_of_this_run();
+    assert!(
+        log.contains("installed a snapshot"),
+        "the restarted follower did not catch up by snapshot (did the leader compact its log after 1,200 writes?):\n{log}"
+    );
+    // Caught up, it is a full member again: a write needs it once another node is down.
+    let third = others(&cluster, leader)
+        .into_iter()
+        .find(|&i| i != follower)
+        .unwrap();
+    cluster.nodes[third].kill9();
+    write_ok(
+        &cluster.nodes[follower],
+        "POST",
+        &format!("/master?masters=three={}", m1.addr()),
+    );
+    let expected = format!("three={},two={}", m1.addr(), m2.addr());
+    wait_for_groups(
+        &cluster,
+        &[leader, follower],
+        &expected,
+        "a write with the third node down",
+    );
+    // Restarted alone (no leader to catch up from), it serves what it stored.
+    cluster.nodes[leader].kill9();
+    cluster.nodes[follower].restart();
+    wait_for_groups(&cluster, &[follower], &expected, "a restart alone");
+}
+
+#[test]
+fn all_nodes_restarted_keep_the_groups_and_the_failover() {
+    let (mut master, a, b) = topology(100, 100);
+    let masters = format!("-masters=g={}", master.addr());
+    let mut args = FAST.to_vec();
+    args.push(&masters);
+    let mut cluster = RaftCluster::start(3, &args, &[]);
+    let leader = cluster.wait_for_leader(&[0, 1, 2], ELECTION);
+    wait_for_group(
+        &cluster.nodes[leader],
+        "g",
+        "g watched by the leader",
+        |g| watched_with_replicas(g, 2),
+    );
+    master.kill();
+    let g = wait_for_group(&cluster.nodes[leader], "g", "the failover of g", |g| {
+        failover_ended(g, "succeeded")
+    });
+    let new_master = str_of(&g["master"]);
+    assert_ne!(new_master, master.addr());
+    let expected = format!("g={new_master}");
+    wait_for_groups(&cluster, &[0, 1, 2], &expected, "the failover");
+
+    for node in &mut cluster.nodes {
+        node.kill9();
+    }
+    for node in &mut cluster.nodes {
+        node.restart();
+    }
+    let leader = cluster.wait_for_leader(&[0, 1, 2], ELECTION);
+    // The -masters seed (naming the old, dead master) runs again at start and must not
+    // undo the failover.
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        wait_until(LONG, &format!("node {i} to re-propose -masters"), || {
+            let log = node.log_of_this_run();
+            if log.contains("the configured masters are in the cluster's state") {
+                Ok(())
+            } else {
+                Err(log.lines().rev().take(5).collect::<Vec<_>>().join(" | "))
+            }
+        });
+    }
+    wait_for_groups(&cluster, &[0, 1, 2], &expected, "after restarting all");
+    for i in 0..3 {
+        let g = try_group(&cluster.nodes[i], "g").unwrap();
+        assert_eq!(g["master"], new_master.as_str(), "node {i}: {g}");
+        assert_eq!(
+            g["last_failover"]["outcome"], "succeeded",
+            "node {i} forgot the failover record: {g}"
+        );
+    }
+    wait_for_group(&cluster.nodes[leader], "g", "g's new master watched", |g| {
+        g["state"] == "ok" && g["master"] == new_master.as_str()
+    });
+    let new = if port_of(&g["master"]) == a.port {
+        &a
+    } else {
+        &b
+    };
+    assert_eq!(role(new), "master");
+}
+
+#[test]
+fn leader_killed_mid_failover_the_new_leader_finishes_with_the_same_replica() {
+    // a has the better (lower) priority: it is the one elected.
+    let (mut master, a, b) = topology(10, 100);
+    let masters = format!("-masters=g={}", master.addr());
+    let mut args = FAST.to_vec();
+    args.push(&masters);
+    let pause = [("REDIS_FAILOVER_PAUSE_AFTER_BEGIN_MS", "5000")];
+    let mut cluster = RaftCluster::start(3, &args, &pause);
+    let old = cluster.wait_for_leader(&[0, 1, 2], ELECTION);
+    wait_for_group(&cluster.nodes[old], "g", "g watched by the leader", |g| {
+        watched_with_replicas(g, 2)
+    });
+
+    master.kill();
+    // Kill the leader while it sleeps between failover-begin and the promotion.
+    let chosen = wait_until(LONG, "the leader to pause after failover-begin", || {
+        let log = cluster.nodes[old].log();
+        if !(log.contains("failover step begin")
+            && log.contains("pausing 5000 ms after failover-begin"))
+        {
+            return Err(log.lines().rev().take(5).collect::<Vec<_>>().join(" | "));
+        }
+        log.lines()
+            .find_map(|l| l.split_once("failover step elect").map(|(_, rest)| rest))
+            .and_then(|rest| rest.rsplit_once("chose "))
+            .map(|(_, addr)| addr.trim().to_string())
+            .ok_or_else(|| "no 'failover step elect ... chose' line".to_string())
+    });
+    cluster.nodes[old].kill9();
+    assert_eq!(
+        chosen,
+        a.addr(),
+        "the leader chose the replica with priority 10"
+    );
+    assert_eq!(
+        role(&a),
+        "slave",
+        "promoted before failover-begin's pause ended"
+    );
+
+    let survivors = others(&cluster, old);
+    let leader = cluster.wait_for_leader(&survivors, ELECTION);
+    let g = wait_for_group(
+        &cluster.nodes[leader],
+        "g",
+        "the new leader to finish the failover",
+        |g| g["last_failover"]["outcome"].is_string() && g["state"] != "failing_over",
+    );
+    let log = cluster.nodes[leader].log();
+    assert!(
+        log.contains("finishing it") && log.contains("an earlier leader began"),
+        "the new leader's log does not say it finished the earlier failover:\n{log}"
+    );
+    assert_eq!(g["last_failover"]["outcome"], "succeeded", "{g}");
+    assert_eq!(g["master"], chosen.as_str(), "{g}");
+    assert_eq!(g["last_failover"]["new_master"], chosen.as_str(), "{g}");
+    let reason = str_of(&g["last_failover"]["reason"]);
+    assert!(
+        reason.contains("finished by a new leader"),
+        "reason: {reason}; {g}"
+    );
+    for &i in &survivors {
+        wait_for_group(
+            &cluster.nodes[i],
+            "g",
+            &format!("node {i} to record the finished failover"),
+            |seen| {
+                seen["master"] == chosen.as_str() && seen["last_failover"]["outcome"] == "succeeded"
+            },
+        );
+    }
+
+    // Exactly one replica is master: the chosen one; the other replicates from it.
+    assert_eq!(role(&a), "master");
+    wait_replicating_from(&b, a.port, "the other replica to follow the chosen one");
+    assert_eq!(role(&b), "slave");
+    a.cmd(&["SET", "after", "1"]).unwrap();
+    wait_until(
+        LONG,
+        "a write on the new master to reach the other replica",
+        || match b.cmd(&["GET", "after"]) {
+            Ok(redis::Value::BulkString(v)) if v == b"1" => Ok(()),
+            seen => Err(format!("{seen:?}")),
+        },
+    );
+    // And it stays so: the new leader watches the new master, no second failover.
+    wait_for_group(
+        &cluster.nodes[leader],
+        "g",
+        "g ok with its new master",
+        |g| g["state"] == "ok" && g["master"] == chosen.as_str(),
+    );
+    assert_eq!(role(&b), "slave");
+}
+
+#[test]
+fn writes_on_a_follower_commit_and_without_quorum_get_503() {
+    let m1 = RedisServer::master();
+    let m2 = RedisServer::master();
+    let mut cluster = RaftCluster::start(3, &FAST, &[]);
+    let leader = cluster.wait_for_leader(&[0, 1, 2], ELECTION);
+    let follower = others(&cluster, leader)[0];
+    let node = &cluster.nodes[follower];
+
+    // Answered only once committed and applied here: visible at once on this node.
+    write_ok(node, "POST", &format!("/master?masters=one={}", m1.addr()));
+    assert_eq!(
+        group_list(node).unwrap(),
+        format!("one={}", m1.addr()),
+        "the follower answered 200 before applying its write"
+    );
+    write_ok(
+        node,
+        "PUT",
+        &format!("/master?masters=one={},two={}", m1.addr(), m2.addr()),
+    );
+    write_ok(node, "DELETE", "/master?masters=one");
+    let expected = format!("two={}", m2.addr());
+    assert_eq!(group_list(node).unwrap(), expected);
+    wait_for_groups(&cluster, &[0, 1, 2], &expected, "writes on a follower");
+
+    // Two of three down: no quorum, so a write fails with a reason, in bounded time.
+    for i in others(&cluster, follower) {
+        cluster.nodes[i].kill9();
+    }
+    let node = &cluster.nodes[follower];
+    let started = Instant::now();
+    let (status, body) = request(node, "POST", &format!("/master?masters=one={}", m1.addr()));
+    let took = started.elapsed();
+    assert_eq!(status, 503, "a write without quorum: {body}");
+    assert!(!body.trim().is_empty(), "503 without a reason");
+    assert!(took < Duration::from_secs(10), "503 took {took:?}: {body}");
+    eprintln!("503 after {took:?}: {}", body.trim());
+    // Reads still answer from the node's own state.
+    assert_eq!(group_list(node).unwrap(), expected);
+}
+
+/// Sends `bytes` on a new connection to `port`, then closes it (or keeps it open for
+/// `hold`).
+fn send_raw(port: u16, bytes: &[u8], hold: Duration) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the raft port");
+    let _ = stream.write_all(bytes);
+    std::thread::sleep(hold);
+}
+
+/// A record as the transport frames it: length, CRC32, kind, payload.
+fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut body = vec![kind];
+    body.extend_from_slice(payload);
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+    out.extend(body);
+    out
+}
+
+/// Deterministic pseudo-random bytes (xorshift).
+fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
+#[test]
+fn garbage_on_the_raft_port_leaves_the_cluster_working() {
+    let m1 = RedisServer::master();
+    let mut cluster = RaftCluster::start(3, &FAST, &[]);
+    let leader = cluster.wait_for_leader(&[0, 1, 2], ELECTION);
+    let term = cluster.status(leader).unwrap()["term"].as_u64().unwrap();
+
+    let hello = hello_json();
+    let forged = br#"{"id":1,"raft_addr":"127.0.0.1:1","http_addr":"127.0.0.1:2"}"#;
+    let attacks: Vec<(&str, Vec<u8>)> = vec![
+        ("random bytes", noise(64 * 1024, 0x9e37_79b9_7f4a_7c15)),
+        ("a huge length prefix", {
+            let mut b = vec![0xff, 0xff, 0xff, 0xf0, 0, 0, 0, 0, 1];
+            b.extend(noise(100, 7));
+            b
+        }),
+        ("a half record", frame(1, &noise(1000, 3))[..500].to_vec()),
+        ("a bad checksum", {
+            let mut b = frame(1, &hello);
+            b[5] ^= 0xff;
+            b
+        }),
+        ("a hello that is not JSON", frame(1, &noise(200, 11))),
+        ("a hello with a forged id", frame(1, forged)),
+        ("a hello then a message that is not protobuf", {
+            let mut b = frame(1, &hello);
+            b.extend(frame(2, &noise(300, 5)));
+            b
+        }),
+    ];
+    for (what, bytes) in &attacks {
+        for i in 0..3 {
+            // The half record is left hanging for a while before the close.
+            let hold = if *what == "a half record" {
+                Duration::from_millis(300)
+            } else {
+                Duration::ZERO
+            };
+            eprintln!("sending {what} to node {i}");
+            send_raw(cluster.raft_ports[i], bytes, hold);
+        }
+    }
+    for i in 0..3 {
+        wait_until(
+            LONG,
+            &format!("node {i} to log dropped connections"),
+            || {
+                let log = cluster.nodes[i].log();
+                let dropped = log.matches("dropped the connection from").count();
+                if dropped >= 3 {
+                    Ok(())
+                } else {
+                    Err(format!("{dropped} 'dropped the connection' lines"))
+                }
+            },
+        );
+        assert!(cluster.nodes[i].is_running(), "node {i} exited");
+    }
+
+    // Still one leader; a write on a follower commits and shows everywhere.
+    let now = cluster.wait_for_leader(&[0, 1, 2], ELECTION);
+    let now_term = cluster.status(now).unwrap()["term"].as_u64().unwrap();
+    eprintln!("leader before: node {leader} term {term}; after: node {now} term {now_term}");
+    let follower = others(&cluster, now)[0];
+    write_ok(
+        &cluster.nodes[follower],
+        "POST",
+        &format!("/master?masters=g={}", m1.addr()),
+    );
+    wait_for_groups(
+        &cluster,
+        &[0, 1, 2],
+        &format!("g={}", m1.addr()),
+        "a write after the garbage",
+    );
+}
+
+#[test]
+fn a_fourth_node_is_added_at_runtime_catches_up_and_is_removed() {
+    let m1 = RedisServer::master();
+    let m2 = RedisServer::master();
+    let mut cluster = RaftCluster::start(3, &FAST, &[]);
+    let leader = cluster.wait_for_leader(&[0, 1, 2], ELECTION);
+    write_ok(
+        &cluster.nodes[leader],
+        "POST",
+        &format!("/master?masters=one={}", m1.addr()),
+    );
+    let expected = format!("one={}", m1.addr());
+    wait_for_groups(&cluster, &[0, 1, 2], &expected, "the first add");
+
+    let fourth = cluster.start_joining(&FAST);
+    let addr4 = cluster.raft_addr(fourth);
+    let log = cluster.nodes[fourth].log();
+    assert!(
+        log.contains("waiting to be added"),
+        "the new node does not say it waits to be added:\n{log}"
+    );
+    assert_eq!(
+        group_list(&cluster.nodes[fourth]).unwrap(),
+        "",
+        "a node not yet added has groups"
+    );
+
+    write_ok(
+        &cluster.nodes[leader],
+        "POST",
+        &format!("/api/v1/cluster/peers?addr={addr4}"),
+    );
+    wait_for_groups(&cluster, &[fourth], &expected, "the added node's catch-up");
+    let mut all: Vec<String> = (0..4).map(|i| cluster.raft_addr(i)).collect();
+    all.sort();
+    for i in 0..4 {
+        wait_until(LONG, &format!("node {i} to list 4 peers"), || {
+            let seen = peers(&cluster, i)?;
+            if seen == all {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        });
+    }
+    let leader_addr = cluster.raft_addr(leader);
+    wait_until(LONG, "the fourth node to follow the leader", || {
+        let status = cluster.status(fourth)?;
+        if status["role"] == "follower" && status["leader"]["raft_addr"] == leader_addr {
+            Ok(())
+        } else {
+            Err(status.to_string())
+        }
+    });
+    // It takes part: a write on it commits and reaches everyone.
+    write_ok(
+        &cluster.nodes[fourth],
+        "POST",
+        &format!("/master?masters=two={}", m2.addr()),
+    );
+    let expected = format!("one={},two={}", m1.addr(), m2.addr());
+    wait_for_groups(
+        &cluster,
+        &[0, 1, 2, 3],
+        &expected,
+        "a write on the fourth node",
+    );
+
+    // Bad membership requests are refused with a reason.
+    let follower = others(&cluster, leader)[0];
+    for (method, addr, says) in [
+        ("POST", addr4.as_str(), "already a member"),
+        ("POST", "not-an-address", ""),
+        ("DELETE", "127.0.0.1:1", "not a member"),
+    ] {
+        let (status, body) = request(
+            &cluster.nodes[follower],
+            method,
+            &format!("/api/v1/cluster/peers?addr={addr}"),
+        );
+        assert_eq!(status, 400, "{method} {addr}: {body}");
+        assert!(body.contains(says), "{method} {addr}: {body}");
+    }
+
+    // Removed through a follower; the three list three peers again and keep working.
+    write_ok(
+        &cluster.nodes[follower],
+        "DELETE",
+        &format!("/api/v1/cluster/peers?addr={addr4}"),
+    );
+    all.retain(|a| *a != addr4);
+    for i in 0..3 {
+        wait_until(LONG, &format!("node {i} to list 3 peers"), || {
+            let seen = peers(&cluster, i)?;
+            if seen == all {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        });
+    }
+    let leader = cluster.wait_for_leader(&[0, 1, 2], ELECTION);
+    write_ok(&cluster.nodes[leader], "DELETE", "/master?masters=one");
+    wait_for_groups(
+        &cluster,
+        &[0, 1, 2],
+        &format!("two={}", m2.addr()),
+        "a write after the removal",
+    );
+}
+
+/// Runs the daemon on a data dir it should refuse; returns its exit code and stderr.
+fn run_to_exit(args: &[String]) -> (Option<i32>, String) {
+    let out = TempDir::new("refused");
+    let log = out.path().join("stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_redis-failover"))
+        .arg(format!("-addr=127.0.0.1:{}", free_port()))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start redis-failover");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status.code(), std::fs::read_to_string(&log).unwrap());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the daemon kept running on a data dir it should refuse:\n{}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wal_of(dir: &Path) -> std::path::PathBuf {
+    let wal = dir.join("raft.wal");
+    assert!(wal.exists(), "no {}", wal.display());
+    wal
+}
+
+#[test]
+fn damaged_or_reused_data_dirs_are_refused_and_a_torn_tail_is_dropped() {
+    let m1 = RedisServer::master();
+    let m2 = RedisServer::master();
+    let mut cluster = RaftCluster::start(1, &FAST, &[]);
+    cluster.wait_for_leader(&[0], ELECTION);
+    write_ok(
+        &cluster.nodes[0],
+        "POST",
+        &format!("/master?masters=one={}", m1.addr()),
+    );
+    write_ok(
+        &cluster.nodes[0],
+        "POST",
+        &format!("/master?masters=two={}", m2.addr()),
+    );
+    cluster.nodes[0].kill9();
+    let data = cluster.data_dir(0);
+    let raft_args: Vec<String> = vec![
+        "-broker=raft".into(),
+        format!("-raft_addr={}", cluster.raft_addr(0)),
+        format!("-raft_data_dir={}", data.display()),
+        format!("-raft_cluster={}", cluster.raft_addr(0)),
+    ];
+
+    // A data dir that holds a cluster is not silently reused as a new one.
+    let mut args = raft_args.clone();
+    args.push("-raft_cluster_state=new".into());
+    let (code, stderr) = run_to_exit(&args);
+    assert!(code.is_some_and(|c| c != 0), "exit {code:?}: {stderr}");
+    assert!(stderr.contains("raft_cluster_state"), "{stderr}");
+
+    // A torn last record (a crash mid-write) is dropped; the rest is kept.
+    let wal = wal_of(&data);
+    let len = std::fs::metadata(&wal).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&wal)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
+    cluster.nodes[0].restart();
+    cluster.wait_for_leader(&[0], ELECTION);
+    let log = cluster.nodes[0].log_of_this_run();
+    assert!(log.contains("torn last record"), "{log}");
+    // The first add is older than the torn record, so it is kept.
+    wait_until(LONG, "group one after the restart", || {
+        let seen = group_list(&cluster.nodes[0])?;
+        if seen.contains(&format!("one={}", m1.addr())) {
+            Ok(())
+        } else {
+            Err(seen)
+        }
+    });
+    // It keeps working and later restarts are clean (the torn bytes are gone).
+    write_ok(
+        &cluster.nodes[0],
+        "PUT",
+        &format!("/master?masters=one={},two={}", m1.addr(), m2.addr()),
+    );
+    cluster.nodes[0].restart();
+    cluster.wait_for_leader(&[0], ELECTION);
+    let expected = format!("one={},two={}", m1.addr(), m2.addr());
+    wait_for_groups(&cluster, &[0], &expected, "a second restart");
+    cluster.nodes[0].kill9();
+
+    // A damaged byte with records after it is corruption: refuse, naming the file.
+    let mut bytes = std::fs::read(&wal).unwrap();
+    assert!(bytes.len() > 200, "a short WAL: {} bytes", bytes.len());
+    bytes[10] ^= 0x5a;
+    std::fs::write(&wal, &bytes).unwrap();
+    let (code, stderr) = run_to_exit(&raft_args);
+    assert!(code.is_some_and(|c| c != 0), "exit {code:?}: {stderr}");
+    assert!(
+        stderr.contains("raft.wal") && stderr.contains("corrupt"),
+        "{stderr}"
+    );
+}
+
+#[test]
+#[ignore = "daemon bug: a removed leader stays leader and keeps acting"]
+fn removing_the_leader_hands_leadership_to_the_remaining_members() {
+    let m1 = RedisServer::master();
+    let mut cluster = RaftCluster::start(3, &FAST, &[]);
+    let old = cluster.wait_for_leader(&[0, 1, 2], ELECTION);
+    let old_addr = cluster.raft_addr(old);
+    let remaining = others(&cluster, old);
+    write_ok(
+        &cluster.nodes[remaining[0]],
+        "DELETE",
+        &format!("/api/v1/cluster/peers?addr={old_addr}"),
+    );
+    let mut expected: Vec<String> = remaining.iter().map(|&i| cluster.raft_addr(i)).collect();
+    expected.sort();
+    for &i in &remaining {
+        wait_until(LONG, &format!("node {i} to list 2 peers"), || {
+            let seen = peers(&cluster, i)?;
+            if seen == expected {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        });
+    }
+    // The removed node no longer takes part: it must stop acting (checking and failing
+    // over), and the two members elect a leader among themselves.
+    wait_until(ELECTION, "the removed leader to stop acting", || {
+        let status = cluster.status(old)?;
+        if status["acting"] == false {
+            Ok(())
+        } else {
+            Err(format!(
+                "removed node {old_addr}: role {} acting {} term {}",
+                status["role"], status["acting"], status["term"]
+            ))
+        }
+    });
+    let leader = cluster.wait_for_leader(&remaining, ELECTION);
+    write_ok(
+        &cluster.nodes[leader],
+        "POST",
+        &format!("/master?masters=g={}", m1.addr()),
+    );
+    wait_for_groups(
+        &cluster,
+        &remaining,
+        &format!("g={}", m1.addr()),
+        "a write after removing the leader",
+    );
+}
+
+/// The peak resident memory of a process, in KiB (`VmHWM`).
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+#[ignore = "daemon bug: the raft transport allocates the claimed record length up front"]
+fn length_prefixes_claiming_huge_records_do_not_make_a_node_allocate_them() {
+    let m1 = RedisServer::master();
+    let mut cluster = RaftCluster::start(1, &FAST, &[]);
+    cluster.wait_for_leader(&[0], ELECTION);
+    let pid = cluster.nodes[0].pid().unwrap();
+    let before = peak_rss_kib(pid);
+    // Each connection claims a record of 64 MiB (the transport's limit) and sends a few
+    // bytes of it, first as the hello, then as a message after a well-formed hello. A
+    // node that sizes its buffer by the claim holds 64 MiB for each.
+    let claim = |prefix: Vec<u8>| {
+        let mut b = prefix;
+        b.extend_from_slice(&(64u32 * 1024 * 1024).to_be_bytes());
+        b.extend_from_slice(&[0, 0, 0, 0, 2, 1, 2, 3]);
+        b
+    };
+    let hello = frame(1, &hello_json());
+    let mut held = Vec::new();
+    for n in 0..8 {
+        let bytes = if n % 2 == 0 {
+            claim(Vec::new())
+        } else {
+            claim(hello.clone())
+        };
+        let mut stream = TcpStream::connect(("127.0.0.1", cluster.raft_ports[0])).expect("connect");
+        stream.write_all(&bytes).expect("send");
+        held.push(stream);
+    }
+    // Watch the peak for 4 s (the connections stay open, as a slow sender's would).
+    let limit_kib = before + 48 * 1024;
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < deadline {
+        let peak = peak_rss_kib(pid);
+        assert!(
+            peak < limit_kib,
+            "8 connections that sent 16-80 bytes each raised the node's peak RSS from {before} KiB to {peak} KiB"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(held);
+    assert!(cluster.nodes[0].is_running(), "the node exited");
+    write_ok(
+        &cluster.nodes[0],
+        "POST",
+        &format!("/master?masters=g={}", m1.addr()),
+    );
+}
+
+/// A well-formed hello from a raft address nobody uses.
+fn hello_json() -> Vec<u8> {
+    format!(
+        r#"{{"id":{},"raft_addr":"127.0.0.1:1","http_addr":"127.0.0.1:2"}}"#,
+        fnv1a("127.0.0.1:1")
+    )
+    .into_bytes()
+}
+
+/// The transport's peer id of a raft address (FNV-1a, as the daemon computes it).
+fn fnv1a(text: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash.max(1)
+}

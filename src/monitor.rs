@@ -86,6 +86,8 @@ struct Watch {
     /// A replica refresh is queued or running (one chain per watch, never more).
     refresh_pending: bool,
     listed: Vec<ListedReplica>,
+    /// The replicas as recorded in the replicated state.
+    known: Vec<Addr>,
     /// The master's replication offset in its last `ROLE` reply.
     master_offset: i64,
     infos: HashMap<Addr, Option<ReplicationInfo>>,
@@ -282,6 +284,15 @@ impl Monitor {
                 watch.detector.on_success(finished);
                 let changed = !same_addresses(&watch.listed, &replicas);
                 watch.listed = replicas;
+                let listed: Vec<Addr> = watch.listed.iter().map(|r| r.addr.clone()).collect();
+                if !listed.is_empty() && !same_set(&listed, &watch.known) {
+                    watch.known = listed.clone();
+                    self.ctx.broker.propose_detached(Action::KnownReplicas {
+                        group: group.to_string(),
+                        master: watch.master.clone(),
+                        replicas: listed,
+                    });
+                }
                 self.ctx.observed.update(group, |o| {
                     o.state = WatchState::Ok;
                     o.failing_since_ms = None;
@@ -402,6 +413,7 @@ impl Monitor {
                 Some(w) if w.phase == Phase::FailingOver => false,
                 Some(w) if w.revision != group.revision => true,
                 Some(w) => {
+                    w.known = group.known_replicas.clone();
                     if group.failed.is_some() && w.phase == Phase::Watching {
                         w.phase = Phase::Stopped;
                     }
@@ -459,12 +471,23 @@ impl Monitor {
         let now = Instant::now();
         // Same master (a failed group added again): keep the replicas it listed, so a
         // master that is still down can be failed over without a fresh ROLE reply.
+        // Else start from the replicas recorded in the replicated state: a daemon that
+        // takes over can then fail over a master it never saw alive.
         let listed = self
             .watches
             .get(&group.name)
             .filter(|w| w.master == group.master)
             .map(|w| w.listed.clone())
-            .unwrap_or_default();
+            .unwrap_or_else(|| {
+                group
+                    .known_replicas
+                    .iter()
+                    .map(|addr| ListedReplica {
+                        addr: addr.clone(),
+                        offset: 0,
+                    })
+                    .collect()
+            });
         let watch_id = self.next_watch_id;
         self.next_watch_id += 1;
         let phase = if group.failed.is_some() {
@@ -489,6 +512,7 @@ impl Monitor {
                 check_in_flight: false,
                 refresh_pending: false,
                 listed,
+                known: group.known_replicas.clone(),
                 master_offset: 0,
                 infos: HashMap::new(),
             },
@@ -540,6 +564,10 @@ impl Monitor {
             }
         });
     }
+}
+
+fn same_set(a: &[Addr], b: &[Addr]) -> bool {
+    a.len() == b.len() && a.iter().all(|x| b.contains(x))
 }
 
 fn same_addresses(a: &[ListedReplica], b: &[ListedReplica]) -> bool {

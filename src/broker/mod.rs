@@ -47,6 +47,13 @@ pub enum Action {
     },
     /// A failover attempt has ended (whatever its outcome).
     FailoverEnd(FailoverRecord),
+    /// The replicas `master` lists now, recorded by the acting daemon when they change,
+    /// so a daemon that takes over can fail over a master it never saw alive.
+    KnownReplicas {
+        group: String,
+        master: Addr,
+        replicas: Vec<Addr>,
+    },
 }
 
 /// A group as stored: name and master.
@@ -78,6 +85,9 @@ pub struct Group {
     /// watching it afresh. Re-adding a group unchanged keeps its revision, so its down
     /// window goes on.
     pub revision: u64,
+    /// The master's replicas as last recorded (see [`Action::KnownReplicas`]).
+    #[serde(default)]
+    pub known_replicas: Vec<Addr>,
 }
 
 /// How a failover attempt ended.
@@ -153,6 +163,15 @@ impl ReplicatedState {
                     self.upsert(spec);
                 }
             }
+            Action::KnownReplicas {
+                group,
+                master,
+                replicas,
+            } => {
+                if let Some(g) = self.groups.get_mut(&group).filter(|g| g.master == master) {
+                    g.known_replicas = replicas;
+                }
+            }
             Action::Seed(specs) => {
                 for spec in specs {
                     let known = self.groups.contains_key(&spec.name)
@@ -181,6 +200,7 @@ impl ReplicatedState {
                     match record.outcome {
                         Outcome::Succeeded => {
                             if let Some(new) = &record.new_master {
+                                group.known_replicas.retain(|r| r != new);
                                 group.master = new.clone();
                                 group.revision = revision;
                                 self.last_revision = revision;
@@ -241,6 +261,7 @@ impl ReplicatedState {
                 master: spec.master,
                 failed: None,
                 revision: self.last_revision,
+                known_replicas: Vec::new(),
             },
         );
     }
@@ -250,6 +271,12 @@ impl ReplicatedState {
 pub trait Broker: Send + Sync {
     /// Applies an action through the cluster; returns once it is part of the state.
     fn propose(&self, action: Action) -> Result<()>;
+    /// Proposes without waiting for the outcome (for threads that must not block).
+    fn propose_detached(&self, action: Action) {
+        if let Err(e) = self.propose(action) {
+            log::warn!("cannot record a change: {e}");
+        }
+    }
     /// A copy of the current replicated state.
     fn state(&self) -> ReplicatedState;
     /// Whether this daemon may check and fail over (the leader, or a standalone daemon).

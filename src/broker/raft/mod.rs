@@ -271,6 +271,19 @@ impl Broker for RaftBroker {
         self.ask(|reply| Command::Propose { action, reply })
     }
 
+    fn propose_detached(&self, action: Action) {
+        // Nobody waits: the raft thread's answer goes to a closed channel.
+        let (reply, _) = crossbeam_channel::bounded(1);
+        if let Some(commands) = self
+            .commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            let _ = commands.send(Command::Propose { action, reply });
+        }
+    }
+
     fn state(&self) -> ReplicatedState {
         self.shared.lock_machine().data.state.clone()
     }

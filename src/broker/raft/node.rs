@@ -482,8 +482,10 @@ impl Node {
 }
 
 fn conf_change(change: MemberChange, addr: &Addr) -> ConfChange {
-    let mut cc = ConfChange::default();
-    cc.node_id = peer_id(&addr.to_string());
+    let mut cc = ConfChange {
+        node_id: peer_id(&addr.to_string()),
+        ..ConfChange::default()
+    };
     match change {
         MemberChange::Add => {
             cc.set_change_type(ConfChangeType::AddNode);

@@ -34,10 +34,12 @@ pub struct StateMachine {
 impl StateMachine {
     /// A snapshot of exactly this state.
     pub fn to_snapshot(&self) -> Result<Snapshot> {
-        let mut snapshot = Snapshot::default();
-        snapshot.data = serde_json::to_vec(&self.data)
-            .map_err(|e| Error::Io(format!("cannot encode a raft snapshot: {e}")))?
-            .into();
+        let data = serde_json::to_vec(&self.data)
+            .map_err(|e| Error::Io(format!("cannot encode a raft snapshot: {e}")))?;
+        let mut snapshot = Snapshot {
+            data: data.into(),
+            ..Snapshot::default()
+        };
         let meta = snapshot.mut_metadata();
         meta.index = self.applied_index;
         meta.term = self.applied_term;

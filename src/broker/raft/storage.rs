@@ -78,9 +78,11 @@ impl DiskStorage {
                 .map_err(|e| Error::Io(format!("{}: {e}", snapshot_path.display())))?,
             None => StateMachine::default(),
         };
-        let mut snapshot_meta = SnapshotMetadata::default();
-        snapshot_meta.index = machine.applied_index;
-        snapshot_meta.term = machine.applied_term;
+        let mut snapshot_meta = SnapshotMetadata {
+            index: machine.applied_index,
+            term: machine.applied_term,
+            ..SnapshotMetadata::default()
+        };
         snapshot_meta.set_conf_state(machine.conf_state.clone());
         let (entries, hard_state) = replay_wal(&wal_path, snapshot_meta.index)?;
         let mut hard_state = hard_state.unwrap_or_default();
@@ -495,11 +497,12 @@ mod tests {
     use crate::broker::Action;
 
     fn entry(index: u64, term: u64, data: &str) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = data.as_bytes().to_vec().into();
-        e
+        Entry {
+            index,
+            term,
+            data: data.as_bytes().to_vec().into(),
+            ..Entry::default()
+        }
     }
 
     fn temp_dir(tag: &str) -> PathBuf {
@@ -518,19 +521,23 @@ mod tests {
         {
             let mut s = DiskStorage::open(&dir, None).unwrap();
             assert!(s.is_empty());
-            let mut machine = StateMachine::default();
-            machine.applied_index = 1;
-            machine.applied_term = 1;
+            let mut machine = StateMachine {
+                applied_index: 1,
+                applied_term: 1,
+                ..StateMachine::default()
+            };
             machine.conf_state.voters = vec![1, 2, 3];
             s.bootstrap(machine).unwrap();
             s.append(&[entry(2, 1, "a"), entry(3, 1, "b"), entry(4, 1, "c")])
                 .unwrap();
             // A new leader overwrites 3.. with its own entries.
             s.append(&[entry(3, 2, "B")]).unwrap();
-            let mut hs = HardState::default();
-            hs.term = 2;
-            hs.vote = 2;
-            hs.commit = 3;
+            let hs = HardState {
+                term: 2,
+                vote: 2,
+                commit: 3,
+                ..HardState::default()
+            };
             s.set_hard_state(&hs).unwrap();
             s.sync().unwrap();
         }

@@ -503,9 +503,21 @@ fn all_nodes_restarted_keep_the_groups_and_the_failover() {
     assert_eq!(role(new), "master");
 }
 
-#[test]
-fn leader_killed_mid_failover_the_new_leader_finishes_with_the_same_replica() {
-    // a has the better (lower) priority: it is the one elected.
+/// A master with replicas a (priority 10, so elected) and b, watched by three daemons
+/// that pause 5 s after failover-begin; the master is killed and the leader is caught
+/// in that pause (not killed yet).
+struct MidFailover {
+    master: RedisServer,
+    a: RedisServer,
+    b: RedisServer,
+    cluster: RaftCluster,
+    /// The paused leader.
+    old: usize,
+    /// The replica its failover-begin named.
+    chosen: String,
+}
+
+fn pause_mid_failover() -> MidFailover {
     let (mut master, a, b) = topology(10, 100);
     let masters = format!("-masters=g={}", master.addr());
     let mut args = FAST.to_vec();
@@ -516,9 +528,7 @@ fn leader_killed_mid_failover_the_new_leader_finishes_with_the_same_replica() {
     wait_for_group(&cluster.nodes[old], "g", "g watched by the leader", |g| {
         watched_with_replicas(g, 2)
     });
-
     master.kill();
-    // Kill the leader while it sleeps between failover-begin and the promotion.
     let chosen = wait_until(LONG, "the leader to pause after failover-begin", || {
         let log = cluster.nodes[old].log();
         if !(log.contains("failover step begin")
@@ -532,6 +542,27 @@ fn leader_killed_mid_failover_the_new_leader_finishes_with_the_same_replica() {
             .map(|(_, addr)| addr.trim().to_string())
             .ok_or_else(|| "no 'failover step elect ... chose' line".to_string())
     });
+    MidFailover {
+        master,
+        a,
+        b,
+        cluster,
+        old,
+        chosen,
+    }
+}
+
+#[test]
+fn leader_killed_mid_failover_the_new_leader_finishes_with_the_same_replica() {
+    let MidFailover {
+        master: _master,
+        a,
+        b,
+        mut cluster,
+        old,
+        chosen,
+    } = pause_mid_failover();
+    // Killed while it sleeps between failover-begin and the promotion.
     cluster.nodes[old].kill9();
     assert_eq!(
         chosen,
@@ -596,6 +627,130 @@ fn leader_killed_mid_failover_the_new_leader_finishes_with_the_same_replica() {
         "g ok with its new master",
         |g| g["state"] == "ok" && g["master"] == chosen.as_str(),
     );
+    assert_eq!(role(&b), "slave");
+}
+
+#[test]
+fn leader_killed_mid_failover_with_the_chosen_replica_gone_promotes_no_other() {
+    let MidFailover {
+        master,
+        mut a,
+        b,
+        mut cluster,
+        old,
+        chosen,
+    } = pause_mid_failover();
+    cluster.nodes[old].kill9();
+    assert_eq!(
+        chosen,
+        a.addr(),
+        "the leader chose the replica with priority 10"
+    );
+    // The chosen replica dies too: it may or may not have been promoted, so promoting b
+    // could make two masters. The new leader must not.
+    a.kill();
+    let survivors = others(&cluster, old);
+    let leader = cluster.wait_for_leader(&survivors, ELECTION);
+    let g = wait_for_group(
+        &cluster.nodes[leader],
+        "g",
+        "the new leader to end the earlier failover",
+        |g| g["last_failover"]["outcome"].is_string() && g["state"] != "failing_over",
+    );
+    let log = cluster.nodes[leader].log();
+    assert!(
+        log.contains("finishing it"),
+        "the new leader's log does not say it took up the earlier failover:\n{log}"
+    );
+    assert_eq!(g["last_failover"]["outcome"], "failed", "{g}");
+    assert_eq!(g["state"], "failed", "{g}");
+    assert_eq!(g["master"], master.addr(), "{g}");
+    let reason = str_of(&g["last_failover"]["reason"]);
+    assert!(reason.contains(&chosen), "reason: {reason}; {g}");
+    for &i in &survivors {
+        wait_for_group(
+            &cluster.nodes[i],
+            "g",
+            &format!("node {i} to record the failed failover"),
+            |seen| seen["last_failover"]["outcome"] == "failed",
+        );
+    }
+    assert_eq!(role(&b), "slave", "the other replica was promoted");
+    assert_eq!(
+        b.info_field("master_port").unwrap(),
+        master.port.to_string()
+    );
+}
+
+#[test]
+#[ignore = "daemon bug: a deposed leader finishes its failover after waking and the cluster commits its end"]
+fn a_leader_frozen_mid_failover_does_not_act_after_it_wakes() {
+    let MidFailover {
+        mut master,
+        a,
+        b,
+        mut cluster,
+        old,
+        chosen,
+    } = pause_mid_failover();
+    // Frozen (a VM pause, a stopped process) between failover-begin and promotion.
+    cluster.nodes[old].signal("STOP");
+    assert_eq!(
+        chosen,
+        a.addr(),
+        "the leader chose the replica with priority 10"
+    );
+    // The old master comes back meanwhile, so the new leader aborts the failover.
+    master.restart();
+    let survivors = others(&cluster, old);
+    let leader = cluster.wait_for_leader(&survivors, ELECTION);
+    let g = wait_for_group(
+        &cluster.nodes[leader],
+        "g",
+        "the new leader to end the earlier failover",
+        |g| g["last_failover"]["outcome"].is_string() && g["state"] != "failing_over",
+    );
+    assert_eq!(g["last_failover"]["outcome"], "aborted", "{g}");
+    assert_eq!(g["master"], master.addr(), "{g}");
+    wait_replicating_from(&a, master.port, "a to replicate from the returned master");
+
+    // The frozen leader wakes up: it is no longer the leader, so it must neither promote
+    // the replica it chose nor overwrite the cluster's record.
+    cluster.nodes[old].signal("CONT");
+    wait_until(LONG, "the woken node to follow the new leader", || {
+        let status = cluster.status(old)?;
+        if status["acting"] == false && status["leader"]["raft_addr"] == cluster.raft_addr(leader) {
+            Ok(())
+        } else {
+            Err(status.to_string())
+        }
+    });
+    wait_until(LONG, "the woken node's failover worker to finish", || {
+        let log = cluster.nodes[old].log();
+        let after = log
+            .split("pausing 5000 ms after failover-begin")
+            .nth(1)
+            .unwrap_or("");
+        if after.contains("group g: failover ") {
+            Ok(())
+        } else {
+            Err(after.lines().rev().take(5).collect::<Vec<_>>().join(" | "))
+        }
+    });
+    assert_eq!(
+        role(&a),
+        "slave",
+        "the leader that was frozen promoted {chosen} after the cluster had aborted that failover; log:\n{}",
+        cluster.nodes[old].log_of_this_run()
+    );
+    for i in 0..3 {
+        wait_for_group(
+            &cluster.nodes[i],
+            "g",
+            &format!("node {i} to keep the returned master"),
+            |seen| seen["master"] == master.addr() && seen["last_failover"]["outcome"] == "aborted",
+        );
+    }
     assert_eq!(role(&b), "slave");
 }
 
@@ -857,6 +1012,53 @@ fn a_fourth_node_is_added_at_runtime_catches_up_and_is_removed() {
         &format!("two={}", m2.addr()),
         "a write after the removal",
     );
+}
+
+#[test]
+fn a_restart_with_existing_state_adds_new_addresses_from_raft_cluster() {
+    let m1 = RedisServer::master();
+    let mut cluster = RaftCluster::start(3, &FAST, &[]);
+    cluster.wait_for_leader(&[0, 1, 2], ELECTION);
+    write_ok(
+        &cluster.nodes[0],
+        "POST",
+        &format!("/master?masters=g={}", m1.addr()),
+    );
+    let fourth = cluster.start_joining(&FAST);
+    // Node 1 restarts (raft_cluster_state=existing, the default) with the fourth
+    // address added to its -raft_cluster: it keeps the stored membership and adds it.
+    let members = cluster.members();
+    let args: Vec<String> = cluster.nodes[1]
+        .args()
+        .iter()
+        .map(|a| {
+            if a.starts_with("-raft_cluster=") {
+                format!("-raft_cluster={members}")
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    cluster.nodes[1].restart_with(&args);
+    let mut all: Vec<String> = (0..4).map(|i| cluster.raft_addr(i)).collect();
+    all.sort();
+    for i in 0..4 {
+        wait_until(LONG, &format!("node {i} to list 4 peers"), || {
+            let seen = peers(&cluster, i)?;
+            if seen == all {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        });
+    }
+    wait_for_groups(
+        &cluster,
+        &[fourth],
+        &format!("g={}", m1.addr()),
+        "the added node's catch-up",
+    );
+    cluster.wait_for_leader(&[0, 1, 2, 3], ELECTION);
 }
 
 /// Runs the daemon on a data dir it should refuse; returns its exit code and stderr.

@@ -359,6 +359,17 @@ impl Daemon {
         kill_child(&mut self.child);
     }
 
+    /// Sends a signal by name (`STOP`, `CONT`, ...) to the process, if it runs.
+    pub fn signal(&self, name: &str) {
+        if let Some(pid) = self.pid() {
+            let status = Command::new("kill")
+                .args(["-s", name, &pid.to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill -s {name} {pid}: {status}");
+        }
+    }
+
     /// Whether this test still holds a running process (not killed, not seen exiting).
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut().map(|c| c.try_wait()) {
@@ -376,6 +387,17 @@ impl Daemon {
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn_again();
+    }
+
+    /// The arguments after `-addr=` that [`Daemon::restart`] uses.
+    pub fn args(&self) -> &[String] {
+        &self.args
+    }
+
+    /// Like [`Daemon::restart`], with other arguments (same port and environment).
+    pub fn restart_with(&mut self, args: &[String]) {
+        self.args = args.to_vec();
+        self.restart();
     }
 
     /// The log of the current run only: what follows the last start marker.

@@ -2,6 +2,7 @@
 # Kills the current master with SIGKILL and follows the failover as it happens.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
+LOG="${LOG:-$VAR/daemon.log}"
 
 old=$(curl -sf "http://$HTTP_ADDR/master") || { echo "the daemon is not running: start test-cluster/start.sh first" >&2; exit 1; }
 port=${old##*:}
@@ -22,12 +23,12 @@ while :; do
         echo "  +${ms} ms: new master $now"
         break
     fi
-    if [ "$ms" -gt 30000 ]; then echo "no failover after 30 s; see $VAR/daemon.log" >&2; exit 1; fi
+    if [ "$ms" -gt 30000 ]; then echo "no failover after 30 s; see $LOG" >&2; exit 1; fi
     sleep 0.05
 done
 echo
 echo "--- daemon log of the failover ---"
-grep -E "failover|down|check of master" "$VAR/daemon.log" | tail -12
+grep -E "failover|down|check of master" "$LOG" | tail -12
 echo
 echo "--- new master: redis-cli -p ${now##*:} role ---"
 redis-cli -p "${now##*:}" role | head -3

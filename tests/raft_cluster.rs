@@ -794,6 +794,17 @@ fn writes_on_a_follower_commit_and_without_quorum_get_503() {
     eprintln!("503 after {took:?}: {}", body.trim());
     // Reads still answer from the node's own state.
     assert_eq!(group_list(node).unwrap(), expected);
+    // A membership change cannot commit either.
+    let started = Instant::now();
+    let (status, body) = request(
+        node,
+        "POST",
+        &format!("/api/v1/cluster/peers?addr=127.0.0.1:{}", free_port()),
+    );
+    let took = started.elapsed();
+    assert_eq!(status, 503, "a peer change without quorum: {body}");
+    assert!(!body.trim().is_empty(), "503 without a reason");
+    assert!(took < Duration::from_secs(10), "503 took {took:?}: {body}");
 }
 
 /// Sends `bytes` on a new connection to `port`, then closes it (or keeps it open for

@@ -49,9 +49,17 @@ pub struct FailoverRequest {
     pub master_offset: i64,
     /// Which watch of the monitor asked (answers to an older watch are ignored).
     pub watch_id: u64,
-    /// Set when an earlier leader recorded failover-begin to this replica and stopped
-    /// before failover-end: finish that failover, never choose another replica.
-    pub resume_to: Option<Addr>,
+    /// Set when an earlier leader recorded failover-begin and stopped before
+    /// failover-end: finish that failover, never choose another replica.
+    pub resume: Option<Resume>,
+}
+
+/// A failover begun by an earlier leader: the replica it chose and when it began (which
+/// names the attempt in the replicated state).
+#[derive(Debug, Clone)]
+pub struct Resume {
+    pub new_master: Addr,
+    pub started_at_ms: u64,
 }
 
 /// Sent back to the monitor when a request has been handled.
@@ -128,6 +136,7 @@ pub fn fail_over(ctx: &FailoverContext, req: &FailoverRequest) -> FailoverRecord
         },
         started,
         step_started: started,
+        abandoned: false,
     };
     log::warn!(
         "group {}: failover of master {} begins ({} ms without a successful check; replicas: {})",
@@ -138,13 +147,25 @@ pub fn fail_over(ctx: &FailoverContext, req: &FailoverRequest) -> FailoverRecord
     );
     ctx.observed
         .update(&req.group, |o| o.state = WatchState::FailingOver);
-    let result = match &req.resume_to {
-        Some(chosen) => resume_steps(ctx, req, chosen, &mut attempt),
+    let result = match &req.resume {
+        Some(resume) => {
+            attempt.record.started_at_ms = resume.started_at_ms;
+            resume_steps(ctx, req, &resume.new_master, &mut attempt)
+        }
         None => run_steps(ctx, req, &mut attempt),
     };
     if let Err((outcome, reason)) = result {
         attempt.record.outcome = outcome;
         attempt.record.reason = Some(reason);
+    }
+    if attempt.abandoned {
+        log::warn!(
+            "group {}: failover abandoned after {} ms: {}",
+            req.group,
+            started.elapsed().as_millis(),
+            attempt.record.reason.as_deref().unwrap_or("")
+        );
+        return attempt.record;
     }
     let mut record = attempt.record;
     record.duration_ms = started.elapsed().as_millis() as u64;
@@ -196,6 +217,9 @@ struct Attempt<'a> {
     record: FailoverRecord,
     started: Instant,
     step_started: Instant,
+    /// Leadership was lost after failover-begin and before promotion: nothing is
+    /// recorded, so the new leader finishes the attempt.
+    abandoned: bool,
 }
 
 impl Attempt<'_> {
@@ -284,6 +308,15 @@ fn run_steps(ctx: &FailoverContext, req: &FailoverRequest, at: &mut Attempt) -> 
         })?;
     at.step("begin", "recorded");
     pause_after_begin();
+    if !ctx.broker.is_leader() {
+        at.abandoned = true;
+        return Err((
+            Outcome::Aborted,
+            format!(
+                "this daemon lost the cluster's leadership after failover-begin and did not promote {chosen}; the new leader finishes the failover"
+            ),
+        ));
+    }
 
     promote(&chosen, &ctx.node_options).map_err(|e| {
         (

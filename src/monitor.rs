@@ -10,7 +10,7 @@ use crate::address::Addr;
 use crate::broker::{Action, Broker, Group, Outcome, ReplicatedState};
 use crate::checker::{CheckJob, CheckOutcome, CheckerPool, ReplicaConnections};
 use crate::detector::{DownDetector, Verdict};
-use crate::failover::{FailoverDone, FailoverRequest};
+use crate::failover::{FailoverDone, FailoverRequest, Resume};
 use crate::redis_node::{ListedReplica, NodeOptions, RedisNode, ReplicationInfo, Role};
 use crate::status::{Observations, ReplicaStatus, WatchState, unix_ms};
 use crossbeam_channel::{Receiver, Sender, select};
@@ -358,7 +358,7 @@ impl Monitor {
                     last_success: watch.detector.last_success(),
                     master_offset: watch.master_offset,
                     watch_id,
-                    resume_to: None,
+                    resume: None,
                 };
                 if self.failover_requests.send(request).is_err() {
                     log::error!("group {group}: the failover worker is gone");
@@ -436,6 +436,7 @@ impl Monitor {
                 old_master,
                 new_master,
                 replicas,
+                started_at_ms,
                 ..
             } = begun
             else {
@@ -459,7 +460,10 @@ impl Monitor {
                 last_success: watch.detector.last_success(),
                 master_offset: watch.master_offset,
                 watch_id: watch.watch_id,
-                resume_to: Some(new_master.clone()),
+                resume: Some(Resume {
+                    new_master: new_master.clone(),
+                    started_at_ms: *started_at_ms,
+                }),
             };
             if self.failover_requests.send(request).is_err() {
                 log::error!("group {name}: the failover worker is gone");

@@ -683,7 +683,6 @@ fn leader_killed_mid_failover_with_the_chosen_replica_gone_promotes_no_other() {
 }
 
 #[test]
-#[ignore = "daemon bug: a deposed leader finishes its failover after waking and the cluster commits its end"]
 fn a_leader_frozen_mid_failover_does_not_act_after_it_wakes() {
     let MidFailover {
         mut master,
@@ -1186,7 +1185,6 @@ fn damaged_or_reused_data_dirs_are_refused_and_a_torn_tail_is_dropped() {
 }
 
 #[test]
-#[ignore = "daemon bug: a removed leader stays leader and keeps acting"]
 fn removing_the_leader_hands_leadership_to_the_remaining_members() {
     let m1 = RedisServer::master();
     let mut cluster = RaftCluster::start(3, &FAST, &[]);
@@ -1250,7 +1248,6 @@ fn peak_rss_kib(pid: u32) -> u64 {
 }
 
 #[test]
-#[ignore = "daemon bug: the raft transport allocates the claimed record length up front"]
 fn length_prefixes_claiming_huge_records_do_not_make_a_node_allocate_them() {
     let m1 = RedisServer::master();
     let mut cluster = RaftCluster::start(1, &FAST, &[]);

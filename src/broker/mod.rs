@@ -188,7 +188,17 @@ impl ReplicatedState {
                 }
                 self.in_progress.insert(group.clone(), action);
             }
-            Action::FailoverEnd(record) => {
+            Action::FailoverEnd(mut record) => {
+                if let Some(why) = self.superseded(&record) {
+                    // A late or duplicate result (e.g. from a leader deposed while it
+                    // worked): kept in the history, never applied.
+                    record.reason = Some(match record.reason.take() {
+                        Some(reason) => format!("{reason}; not applied: {why}"),
+                        None => format!("not applied: {why}"),
+                    });
+                    self.push_history(record);
+                    return Ok(());
+                }
                 self.in_progress.remove(&record.group);
                 let revision = self.last_revision + 1;
                 // A late result must not undo a master a user set meanwhile.
@@ -213,13 +223,36 @@ impl ReplicatedState {
                         Outcome::Aborted => {}
                     }
                 }
-                self.history.push_back(record);
-                while self.history.len() > FAILOVER_HISTORY {
-                    self.history.pop_front();
-                }
+                self.push_history(record);
             }
         }
         Ok(())
+    }
+
+    /// Why a failover result must not be applied, if it must not: another attempt of
+    /// the group is under way, or it claims a promotion whose failover-begin was already
+    /// ended (or never recorded).
+    fn superseded(&self, record: &FailoverRecord) -> Option<String> {
+        let begun = match self.in_progress.get(&record.group) {
+            Some(Action::FailoverBegin { started_at_ms, .. }) => Some(*started_at_ms),
+            _ => None,
+        };
+        match begun {
+            Some(at) if at != record.started_at_ms => Some(format!(
+                "another failover of the group (begun at {at}) is under way"
+            )),
+            None if record.outcome == Outcome::Succeeded => {
+                Some("its failover-begin was already ended by another daemon".into())
+            }
+            _ => None,
+        }
+    }
+
+    fn push_history(&mut self, record: FailoverRecord) {
+        self.history.push_back(record);
+        while self.history.len() > FAILOVER_HISTORY {
+            self.history.pop_front();
+        }
     }
 
     /// The group named `key`, or whose current master is `key`.
@@ -385,6 +418,17 @@ mod tests {
         }
     }
 
+    fn begin(s: &mut ReplicatedState, group: &str, new: &str) {
+        s.apply(Action::FailoverBegin {
+            group: group.into(),
+            old_master: s.groups[group].master.clone(),
+            new_master: Addr::parse(new).unwrap(),
+            replicas: vec![],
+            started_at_ms: 0,
+        })
+        .unwrap();
+    }
+
     #[test]
     fn add_delete_set_keep_names() {
         let mut s = ReplicatedState::default();
@@ -409,10 +453,42 @@ mod tests {
     }
 
     #[test]
+    fn a_deposed_leaders_late_result_is_kept_but_not_applied() {
+        let mut s = ReplicatedState::default();
+        s.apply(Action::Add(vec![spec("g=h:1")])).unwrap();
+        begin(&mut s, "g", "h:2");
+        // The new leader finished the attempt (here: aborted, the old master is back).
+        s.apply(Action::FailoverEnd(record("g", Outcome::Aborted, None)))
+            .unwrap();
+        assert!(s.in_progress.is_empty());
+        // The deposed leader wakes and reports a promotion of the same attempt.
+        s.apply(Action::FailoverEnd(record(
+            "g",
+            Outcome::Succeeded,
+            Some("h:2"),
+        )))
+        .unwrap();
+        assert_eq!(
+            s.groups["g"].master.port, 1,
+            "the late promotion is not applied"
+        );
+        let last = s.last_failover("g").unwrap();
+        assert!(last.reason.as_deref().unwrap().contains("not applied"));
+        // A result of another attempt while one is under way is not applied either.
+        begin(&mut s, "g", "h:3");
+        let mut other = record("g", Outcome::Failed, None);
+        other.started_at_ms = 99;
+        s.apply(Action::FailoverEnd(other)).unwrap();
+        assert_eq!(s.groups["g"].failed, None);
+        assert_eq!(s.in_progress.len(), 1);
+    }
+
+    #[test]
     fn seed_never_undoes_a_failover() {
         let mut s = ReplicatedState::default();
         s.apply(Action::Seed(vec![spec("h:1"), spec("cache=h:5")]))
             .unwrap();
+        begin(&mut s, "h:1", "h:2");
         s.apply(Action::FailoverEnd(record(
             "h:1",
             Outcome::Succeeded,
@@ -435,6 +511,7 @@ mod tests {
     fn failover_end_moves_master_or_marks_failed() {
         let mut s = ReplicatedState::default();
         s.apply(Action::Add(vec![spec("g=h:1")])).unwrap();
+        begin(&mut s, "g", "h:2");
         s.apply(Action::FailoverEnd(record(
             "g",
             Outcome::Succeeded,

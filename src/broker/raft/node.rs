@@ -67,7 +67,14 @@ pub struct Node {
     /// Configured addresses that are not members yet (`raft_cluster_state=existing`).
     pub to_join: Vec<Addr>,
     pending: HashMap<u64, Pending>,
+    /// Differs on every start, so an entry proposed before a restart and committed
+    /// after it never answers a new caller that happens to get the same sequence number.
+    run_nonce: u64,
     next_seq: u64,
+    /// This node was removed from the membership: it never acts again.
+    removed: bool,
+    /// A removed leader has asked another member to take over.
+    handed_over: bool,
     last_join_attempt: Option<Instant>,
     /// (acting, leader id) as last published, to log and notify on change.
     published: (bool, u64),
@@ -94,7 +101,10 @@ impl Node {
             tick,
             to_join,
             pending: HashMap::new(),
+            run_nonce: run_nonce(),
             next_seq: 1,
+            removed: false,
+            handed_over: false,
             last_join_attempt: None,
             published: (false, 0),
         }
@@ -193,6 +203,7 @@ impl Node {
             },
         );
         let mut context = self.id.to_be_bytes().to_vec();
+        context.extend_from_slice(&self.run_nonce.to_be_bytes());
         context.extend_from_slice(&seq.to_be_bytes());
         context
     }
@@ -210,13 +221,15 @@ impl Node {
     }
 
     fn take_pending(&mut self, context: &[u8]) -> Option<Pending> {
-        let (origin, seq) = context.split_at_checked(8)?;
-        let origin = u64::from_be_bytes(origin.try_into().ok()?);
-        let seq = u64::from_be_bytes(seq.try_into().ok()?);
-        if origin != self.id {
+        let word = |i: usize| -> Option<u64> {
+            Some(u64::from_be_bytes(
+                context.get(i * 8..i * 8 + 8)?.try_into().ok()?,
+            ))
+        };
+        if context.len() != 24 || word(0)? != self.id || word(1)? != self.run_nonce {
             return None;
         }
-        self.pending.remove(&seq)
+        self.pending.remove(&word(2)?)
     }
 
     fn expire_pending(&mut self, now: Instant) {
@@ -332,7 +345,26 @@ impl Node {
         if self.raw.store().applied_since_snapshot() >= SNAPSHOT_EVERY {
             self.raw.mut_store().compact()?;
         }
+        self.hand_over_if_removed();
         Ok(())
+    }
+
+    /// A leader that applied its own removal hands leadership to the most up-to-date
+    /// remaining member (raft-rs 0.7 leaves a removed leader in place).
+    fn hand_over_if_removed(&mut self) {
+        if !self.removed || self.handed_over || self.raw.raft.state != StateRole::Leader {
+            return;
+        }
+        let successor = self
+            .members()
+            .into_iter()
+            .filter(|id| *id != self.id)
+            .max_by_key(|id| self.raw.raft.prs().get(*id).map_or(0, |p| p.matched));
+        if let Some(to) = successor {
+            log::warn!("raft: handing leadership to peer {to:x} after this node's removal");
+            self.raw.transfer_leader(to);
+            self.handed_over = true;
+        }
     }
 
     /// Applies committed entries to the state machine and answers their proposers.
@@ -391,6 +423,10 @@ impl Node {
             match change {
                 ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
                     log::info!("raft: {addr} (peer {id:x}) joined the cluster");
+                    if id == self.id {
+                        self.removed = false;
+                        self.handed_over = false;
+                    }
                     self.transport.set_address(id, &addr);
                     machine.data.members.insert(id, addr);
                 }
@@ -401,6 +437,7 @@ impl Node {
                         log::warn!(
                             "raft: this node was removed from the cluster; it no longer takes part"
                         );
+                        self.removed = true;
                     }
                 }
             }
@@ -415,7 +452,7 @@ impl Node {
         let applied_term = self.shared.lock_machine().applied_term;
         // A new leader acts only once it has applied an entry of its own term: then it
         // has every committed entry, including any failover-begin without an end.
-        let acting = raft.state == StateRole::Leader && applied_term == raft.term;
+        let acting = raft.state == StateRole::Leader && applied_term == raft.term && !self.removed;
         let leader = raft.leader_id;
         let book = self.transport.book();
         let book = book.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -450,7 +487,9 @@ impl Node {
             commit_index: Some(raft.raft_log.committed),
             applied_index: Some(raft.raft_log.applied),
             peers: ids.into_iter().map(peer).collect(),
-            error: None,
+            error: self
+                .removed
+                .then(|| "this node was removed from the cluster".to_string()),
         };
         let changed = (acting, leader) != self.published;
         if changed {
@@ -495,6 +534,14 @@ fn conf_change(change: MemberChange, addr: &Addr) -> ConfChange {
         MemberChange::Remove => cc.set_change_type(ConfChangeType::RemoveNode),
     }
     cc
+}
+
+/// A value that differs between two starts of the daemon.
+fn run_nonce() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
 }
 
 fn role_name(role: StateRole) -> &'static str {

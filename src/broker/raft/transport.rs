@@ -40,6 +40,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Backoff between reconnection attempts to a peer that is down.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// The largest hello accepted (it holds two addresses and an id).
+const MAX_HELLO: usize = 4096;
 /// How long an inbound connection may take to say who it is.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -404,7 +406,7 @@ impl Reader {
     fn read_all(&self, mut stream: TcpStream) -> std::result::Result<(), String> {
         // A peer says hello at once; a silent client is not a peer.
         let _ = stream.set_read_timeout(Some(HELLO_TIMEOUT));
-        let Some((kind, payload)) = read_record(&mut stream)? else {
+        let Some((kind, payload)) = read_record(&mut stream, MAX_HELLO)? else {
             return Ok(());
         };
         let _ = stream.set_read_timeout(None);
@@ -428,7 +430,7 @@ impl Reader {
                 http_addr: Some(hello.http_addr.clone()),
             },
         );
-        while let Some((kind, payload)) = read_record(&mut stream)? {
+        while let Some((kind, payload)) = read_record(&mut stream, frame::MAX_RECORD)? {
             if kind != KIND_MESSAGE {
                 return Err(format!("unexpected record of kind {kind}"));
             }
@@ -448,22 +450,34 @@ impl Reader {
     }
 }
 
-/// Reads one record; `None` at a clean end of stream.
-fn read_record(stream: &mut impl Read) -> std::result::Result<Option<(u8, Vec<u8>)>, String> {
-    let mut buf = vec![0u8; frame::HEADER];
-    match stream.read_exact(&mut buf) {
+/// Reads one record of at most `limit` bytes; `None` at a clean end of stream.
+///
+/// The payload is read as it arrives rather than into a buffer sized from the length
+/// field: a stranger claiming a 64 MiB record costs nothing until it sends 64 MiB.
+fn read_record(
+    stream: &mut impl Read,
+    limit: usize,
+) -> std::result::Result<Option<(u8, Vec<u8>)>, String> {
+    let mut header = [0u8; frame::HEADER];
+    match stream.read_exact(&mut header) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e.to_string()),
     }
-    let length = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    if length == 0 || length > frame::MAX_RECORD {
-        return Err(format!("record length {length} is out of range"));
+    let length = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    if length == 0 || length > limit {
+        return Err(format!(
+            "record length {length} is out of range (at most {limit})"
+        ));
     }
-    buf.resize(frame::HEADER + length, 0);
-    stream
-        .read_exact(&mut buf[frame::HEADER..])
+    let mut buf = header.to_vec();
+    let body = stream
+        .take(length as u64)
+        .read_to_end(&mut buf)
         .map_err(|e| format!("record cut short: {e}"))?;
+    if body < length {
+        return Err(format!("record cut short: {body} of {length} bytes"));
+    }
     match frame::decode(&buf) {
         Decoded::Record { kind, payload, .. } => Ok(Some((kind, payload.to_vec()))),
         Decoded::Corrupt(why) => Err(why),

@@ -6,6 +6,7 @@
 
 use crate::config::{List, RaftSettings, Settings, ZkSettings};
 use crate::error::Result;
+use crate::secret::Secret;
 use argh::FromArgs;
 use std::path::PathBuf;
 
@@ -54,10 +55,29 @@ pub struct Args {
     /// zooKeeper base path, must start with /zk
     #[argh(option)]
     pub zk_path: Option<String>,
-    /// password for the monitored servers (sent with AUTH)
+    /// password for the monitored servers (sent with AUTH); the Go original's name
     #[argh(option)]
     pub password: Option<String>,
+    /// password for the monitored servers (sent with AUTH on every connection)
+    #[argh(option)]
+    pub redis_password: Option<String>,
+    /// ACL user for the monitored servers (AUTH user password)
+    #[argh(option)]
+    pub redis_username: Option<String>,
+    /// token HTTP clients must send (Authorization: Bearer) to change anything
+    #[argh(option)]
+    pub api_token: Option<String>,
+    /// true: reads need the api_token too (default false)
+    #[argh(option)]
+    pub api_token_reads: Option<bool>,
+    /// error, warn, info, debug, trace or off (default info; RUST_LOG wins when set)
+    #[argh(option)]
+    pub log_level: Option<String>,
 }
+
+/// Flags that take true or false and, as with Go's flag package, mean true when given
+/// bare (`-api_token_reads`).
+const BOOL_FLAGS: &[&str] = &["api-token-reads"];
 
 /// Rewrites Go-style and `=`-joined flags into argh's `--name value` form.
 ///
@@ -66,7 +86,7 @@ pub struct Args {
 pub fn normalize_args(args: &[String]) -> Vec<String> {
     let mut out = Vec::with_capacity(args.len() + 4);
     let mut rest = false;
-    for arg in args {
+    for (index, arg) in args.iter().enumerate() {
         if rest || !arg.starts_with('-') || arg == "-" || arg == "-h" {
             out.push(arg.clone());
             continue;
@@ -85,6 +105,11 @@ pub fn normalize_args(args: &[String]) -> Vec<String> {
         out.push(format!("--{name}"));
         if let Some(value) = value {
             out.push(value.to_string());
+        } else if BOOL_FLAGS.contains(&name.as_str()) {
+            let next = args.get(index + 1).map(String::as_str);
+            if !matches!(next, Some("true" | "false")) {
+                out.push("true".into());
+            }
         }
     }
     out
@@ -111,9 +136,15 @@ impl Args {
 
     fn flag_settings(&self) -> Settings {
         let list = |v: &Option<String>| v.clone().map(List::One);
+        let secret = |v: &Option<String>| v.clone().map(Secret::new);
         Settings {
             addr: self.addr.clone(),
-            password: self.password.clone(),
+            password: secret(&self.password),
+            redis_password: secret(&self.redis_password),
+            redis_username: self.redis_username.clone(),
+            api_token: secret(&self.api_token),
+            api_token_reads: self.api_token_reads,
+            log_level: self.log_level.clone(),
             masters: list(&self.masters),
             masters_state: self.masters_state.clone(),
             check_interval: self.check_interval,
@@ -186,6 +217,27 @@ mod tests {
         assert_eq!(c.addr.port, 2);
         assert_eq!(c.check_interval, Duration::from_millis(50));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bool_flags_may_be_given_bare_like_in_go() {
+        for (given, expected) in [
+            (&["-api_token_reads"][..], Some(true)),
+            (&["-api_token_reads", "-log_level=warn"], Some(true)),
+            (&["-api_token_reads=false"], Some(false)),
+            (&["--api-token-reads", "false"], Some(false)),
+            (&["-log_level=warn"], None),
+        ] {
+            let parsed = parse_args("x", &args(given)).unwrap();
+            assert_eq!(parsed.api_token_reads, expected, "{given:?}");
+        }
+        let parsed = parse_args("x", &args(&["-redis_password=pw", "-api_token=t"])).unwrap();
+        let c = parsed.settings().unwrap().resolve().unwrap();
+        assert_eq!(
+            c.redis_password.map(|p| p.expose().to_string()),
+            Some("pw".into())
+        );
+        assert!(c.api_token.is_some());
     }
 
     #[test]

@@ -149,7 +149,10 @@ pub fn fail_over(ctx: &FailoverContext, req: &FailoverRequest) -> FailoverRecord
     attempt.record.duration_ms = started.elapsed().as_millis() as u64;
     let record = attempt.record.clone();
     match ctx.broker.propose(Action::FailoverEnd(record.clone())) {
-        Ok(()) => attempt.step("record", &format!("outcome {:?} recorded", record.outcome)),
+        Ok(()) => attempt.step(
+            "record",
+            &format!("outcome {} recorded", outcome_name(record.outcome)),
+        ),
         Err(e) => {
             attempt.fail(
                 "record",
@@ -209,8 +212,8 @@ impl Attempt<'_> {
         log::info!(
             "group {}: failover step {name}: {} ms (at {} ms): {detail}",
             self.group,
-            self.step_started.elapsed().as_millis(),
-            self.started.elapsed().as_millis()
+            millis(self.step_started.elapsed()),
+            millis(self.started.elapsed())
         );
         self.step_started = Instant::now();
     }
@@ -218,14 +221,28 @@ impl Attempt<'_> {
     /// Logs a step that ends the attempt, with its duration, and returns the outcome.
     fn fail(&mut self, name: &str, outcome: Outcome, reason: String) -> (Outcome, String) {
         log::warn!(
-            "group {}: failover step {name}: {} ms (at {} ms): {:?}: {reason}",
+            "group {}: failover step {name}: {} ms (at {} ms): {}: {reason}",
             self.group,
-            self.step_started.elapsed().as_millis(),
-            self.started.elapsed().as_millis(),
-            outcome
+            millis(self.step_started.elapsed()),
+            millis(self.started.elapsed()),
+            outcome_name(outcome)
         );
         self.step_started = Instant::now();
         (outcome, reason)
+    }
+}
+
+/// Milliseconds with one decimal: most steps take well under one.
+fn millis(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+/// `succeeded`, `aborted` or `failed`, as the API spells it.
+fn outcome_name(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Succeeded => "succeeded",
+        Outcome::Aborted => "aborted",
+        Outcome::Failed => "failed",
     }
 }
 

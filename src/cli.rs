@@ -57,16 +57,16 @@ pub struct Args {
     pub zk_path: Option<String>,
     /// password for the monitored servers (sent with AUTH); the Go original's name
     #[argh(option)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// password for the monitored servers (sent with AUTH on every connection)
     #[argh(option)]
-    pub redis_password: Option<String>,
+    pub redis_password: Option<Secret>,
     /// ACL user for the monitored servers (AUTH user password)
     #[argh(option)]
     pub redis_username: Option<String>,
     /// token HTTP clients must send (Authorization: Bearer) to change anything
     #[argh(option)]
-    pub api_token: Option<String>,
+    pub api_token: Option<Secret>,
     /// true: reads need the api_token too (default false)
     #[argh(option)]
     pub api_token_reads: Option<bool>,
@@ -136,13 +136,12 @@ impl Args {
 
     fn flag_settings(&self) -> Settings {
         let list = |v: &Option<String>| v.clone().map(List::One);
-        let secret = |v: &Option<String>| v.clone().map(Secret::new);
         Settings {
             addr: self.addr.clone(),
-            password: secret(&self.password),
-            redis_password: secret(&self.redis_password),
+            password: self.password.clone(),
+            redis_password: self.redis_password.clone(),
             redis_username: self.redis_username.clone(),
-            api_token: secret(&self.api_token),
+            api_token: self.api_token.clone(),
             api_token_reads: self.api_token_reads,
             log_level: self.log_level.clone(),
             masters: list(&self.masters),
@@ -231,11 +230,12 @@ mod tests {
             let parsed = parse_args("x", &args(given)).unwrap();
             assert_eq!(parsed.api_token_reads, expected, "{given:?}");
         }
-        let parsed = parse_args("x", &args(&["-redis_password=pw", "-api_token=t"])).unwrap();
+        let parsed = parse_args("x", &args(&["-redis_password=pw-8e2", "-api_token=t"])).unwrap();
+        assert!(!format!("{parsed:?}").contains("pw-8e2"), "{parsed:?}");
         let c = parsed.settings().unwrap().resolve().unwrap();
         assert_eq!(
             c.redis_password.map(|p| p.expose().to_string()),
-            Some("pw".into())
+            Some("pw-8e2".into())
         );
         assert!(c.api_token.is_some());
     }

@@ -149,24 +149,34 @@ impl Service {
     /// with a first status and starts the thread that refreshes the status and pings
     /// the watchdog. Does nothing otherwise.
     pub fn start(core: Arc<Core>) -> Service {
-        let idle = Service {
-            notifier: None,
-            stop: None,
-            thread: None,
-        };
         let notifier = match Notifier::from_env() {
-            None => return idle,
+            None => return Service::idle(),
             Some(Err(e)) => {
                 log::warn!("systemd: cannot use NOTIFY_SOCKET: {e}");
-                return idle;
+                return Service::idle();
             }
-            Some(Ok(notifier)) => Arc::new(notifier),
+            Some(Ok(notifier)) => notifier,
         };
         let watchdog = watchdog_timeout(
             std::env::var("WATCHDOG_USEC").ok().as_deref(),
             std::env::var("WATCHDOG_PID").ok().as_deref(),
             std::process::id(),
         );
+        Service::start_with(core, notifier, watchdog)
+    }
+
+    fn idle() -> Service {
+        Service {
+            notifier: None,
+            stop: None,
+            thread: None,
+        }
+    }
+
+    /// [`Service::start`] with the socket and watchdog timeout given rather than read
+    /// from the environment.
+    pub fn start_with(core: Arc<Core>, notifier: Notifier, watchdog: Option<Duration>) -> Service {
+        let notifier = Arc::new(notifier);
         let status = status_line(&core);
         match notifier.send(&format!("READY=1\nSTATUS={status}")) {
             Ok(()) => log::info!(
@@ -302,6 +312,74 @@ mod tests {
         assert_eq!(watchdog_timeout(Some("0"), None, 7), None);
         assert_eq!(watchdog_timeout(Some("soon"), None, 7), None);
         assert_eq!(watchdog_timeout(None, None, 7), None);
+    }
+
+    /// Datagrams received within `window`.
+    fn drain(socket: &UnixDatagram, window: Duration) -> Vec<String> {
+        socket
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let end = std::time::Instant::now() + window;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while std::time::Instant::now() < end {
+            if let Ok(n) = socket.recv(&mut buf) {
+                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn the_watchdog_is_pinged_only_while_the_monitor_beats() {
+        use crate::api_auth::ApiAccess;
+        use crate::broker::standalone::StandaloneBroker;
+        // A core with no monitor: the test beats the heartbeat itself, then stops.
+        let core = Arc::new(Core {
+            broker: Arc::new(StandaloneBroker::new()),
+            observed: Default::default(),
+            hooks: Default::default(),
+            metrics: Default::default(),
+            access: ApiAccess::default(),
+        });
+        let name = format!("rf-sd-watchdog-{}", std::process::id());
+        let listener = {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+            UnixDatagram::bind_addr(&addr).unwrap()
+        };
+        let notifier = Notifier::connect(&format!("@{name}")).unwrap();
+        let service = Service::start_with(core.clone(), notifier, Some(Duration::from_millis(200)));
+        assert!(receive(&listener).starts_with("READY=1\nSTATUS=watching 0 groups"));
+
+        // Beating: a ping every 100 ms.
+        let beating = std::time::Instant::now();
+        let mut pings = 0;
+        while beating.elapsed() < Duration::from_millis(600) {
+            core.metrics.monitor_heartbeat().beat();
+            pings += drain(&listener, Duration::from_millis(50))
+                .iter()
+                .filter(|m| m.contains("WATCHDOG=1"))
+                .count();
+        }
+        assert!(pings >= 2, "{pings} pings in 600 ms of beating");
+
+        // Silent for longer than MIN_STALE_AFTER: the pings stop.
+        let _ = drain(&listener, MIN_STALE_AFTER + Duration::from_millis(300));
+        let late = drain(&listener, Duration::from_millis(500));
+        assert!(
+            late.iter().all(|m| !m.contains("WATCHDOG=1")),
+            "pinged with a stale heartbeat: {late:?}"
+        );
+        // Beating again resumes them.
+        core.metrics.monitor_heartbeat().beat();
+        let resumed = drain(&listener, Duration::from_millis(300));
+        assert!(
+            resumed.iter().any(|m| m.contains("WATCHDOG=1")),
+            "{resumed:?}"
+        );
+        service.stopping();
+        assert!(receive(&listener).starts_with("STOPPING=1"));
     }
 
     #[test]

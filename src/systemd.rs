@@ -336,7 +336,7 @@ mod tests {
         use crate::broker::standalone::StandaloneBroker;
         // A core with no monitor: the test beats the heartbeat itself, then stops.
         let core = Arc::new(Core {
-            broker: Arc::new(StandaloneBroker::new()),
+            broker: Arc::new(StandaloneBroker::default()),
             observed: Default::default(),
             hooks: Default::default(),
             metrics: Default::default(),

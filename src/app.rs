@@ -6,6 +6,7 @@
 //! it started.
 
 use crate::address::{Addr, MasterSpec};
+use crate::api_auth::ApiAccess;
 use crate::broker::raft::{RaftBroker, RaftOptions};
 use crate::broker::standalone::StandaloneBroker;
 use crate::broker::{Action, Broker, ClusterStatus, GroupSpec};
@@ -14,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::failover::{FailoverContext, spawn_worker};
 use crate::hooks::Hooks;
 use crate::http::HttpApi;
+use crate::metrics::Metrics;
 use crate::monitor::{MonitorChannels, MonitorContext, spawn_monitor};
 use crate::redis_node::NodeOptions;
 use crate::status::{GroupStatus, Observations, group_statuses};
@@ -28,6 +30,10 @@ pub struct Core {
     pub broker: Arc<dyn Broker>,
     pub observed: Arc<Observations>,
     pub hooks: Arc<Hooks>,
+    /// Counters for `/metrics` and the monitor's heartbeat (for the systemd watchdog).
+    pub metrics: Arc<Metrics>,
+    /// Who may use the API (`api_token`).
+    pub access: ApiAccess,
 }
 
 impl Core {
@@ -129,6 +135,8 @@ impl App {
             broker,
             observed: Arc::new(Observations::default()),
             hooks: Arc::new(Hooks::default()),
+            metrics: Arc::new(Metrics::new()),
+            access: ApiAccess::new(config.api_token.clone(), config.api_token_reads),
         });
         let (stopping, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let mut threads = Vec::new();
@@ -150,6 +158,7 @@ impl App {
                 broker: core.broker.clone(),
                 hooks: core.hooks.clone(),
                 observed: core.observed.clone(),
+                metrics: core.metrics.clone(),
                 node_options: failover_options(&node_options),
                 max_down_time: config.max_down_time,
             },
@@ -161,6 +170,7 @@ impl App {
             MonitorContext {
                 broker: core.broker.clone(),
                 observed: core.observed.clone(),
+                metrics: core.metrics.clone(),
                 node_options,
                 check_interval: config.check_interval,
                 max_down_time: config.max_down_time,
@@ -189,6 +199,11 @@ impl App {
             stopping: Some(stopping),
             threads,
         })
+    }
+
+    /// What the API surfaces share: groups, observations, metrics (for `systemd.rs`).
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
     }
 
     /// The address the HTTP API is bound to.
@@ -330,7 +345,8 @@ fn node_options(config: &Config) -> NodeOptions {
     NodeOptions {
         connect_timeout: timeout,
         io_timeout: timeout,
-        password: config.password.clone(),
+        username: config.redis_username.clone(),
+        password: config.redis_password.clone(),
     }
 }
 
@@ -339,6 +355,6 @@ fn failover_options(check: &NodeOptions) -> NodeOptions {
     NodeOptions {
         connect_timeout: check.connect_timeout.max(Duration::from_millis(500)),
         io_timeout: check.io_timeout.max(Duration::from_secs(2)),
-        password: check.password.clone(),
+        ..check.clone()
     }
 }

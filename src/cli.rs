@@ -6,6 +6,7 @@
 
 use crate::config::{List, RaftSettings, Settings, ZkSettings};
 use crate::error::Result;
+use crate::secret::Secret;
 use argh::FromArgs;
 use std::path::PathBuf;
 
@@ -57,10 +58,29 @@ pub struct Args {
     /// zooKeeper base path, must start with /zk
     #[argh(option)]
     pub zk_path: Option<String>,
-    /// password for the monitored servers (sent with AUTH)
+    /// password for the monitored servers (sent with AUTH); the Go original's name
     #[argh(option)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
+    /// password for the monitored servers (sent with AUTH on every connection)
+    #[argh(option)]
+    pub redis_password: Option<Secret>,
+    /// ACL user for the monitored servers (AUTH user password)
+    #[argh(option)]
+    pub redis_username: Option<String>,
+    /// token HTTP clients must send (Authorization: Bearer) to change anything
+    #[argh(option)]
+    pub api_token: Option<Secret>,
+    /// true: reads need the api_token too (default false)
+    #[argh(option)]
+    pub api_token_reads: Option<bool>,
+    /// error, warn, info, debug, trace or off (default info; RUST_LOG wins when set)
+    #[argh(option)]
+    pub log_level: Option<String>,
 }
+
+/// Flags that take true or false and, as with Go's flag package, mean true when given
+/// bare (`-api_token_reads`).
+const BOOL_FLAGS: &[&str] = &["api-token-reads"];
 
 /// Rewrites Go-style and `=`-joined flags into argh's `--name value` form.
 ///
@@ -69,7 +89,7 @@ pub struct Args {
 pub fn normalize_args(args: &[String]) -> Vec<String> {
     let mut out = Vec::with_capacity(args.len() + 4);
     let mut rest = false;
-    for arg in args {
+    for (index, arg) in args.iter().enumerate() {
         if rest || !arg.starts_with('-') || arg == "-" || arg == "-h" {
             out.push(arg.clone());
             continue;
@@ -88,6 +108,11 @@ pub fn normalize_args(args: &[String]) -> Vec<String> {
         out.push(format!("--{name}"));
         if let Some(value) = value {
             out.push(value.to_string());
+        } else if BOOL_FLAGS.contains(&name.as_str()) {
+            let next = args.get(index + 1).map(String::as_str);
+            if !matches!(next, Some("true" | "false")) {
+                out.push("true".into());
+            }
         }
     }
     out
@@ -117,6 +142,11 @@ impl Args {
         Settings {
             addr: self.addr.clone(),
             password: self.password.clone(),
+            redis_password: self.redis_password.clone(),
+            redis_username: self.redis_username.clone(),
+            api_token: self.api_token.clone(),
+            api_token_reads: self.api_token_reads,
+            log_level: self.log_level.clone(),
             masters: list(&self.masters),
             masters_state: self.masters_state.clone(),
             check_interval: self.check_interval,
@@ -190,6 +220,28 @@ mod tests {
         assert_eq!(c.addr.port, 2);
         assert_eq!(c.check_interval, Duration::from_millis(50));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bool_flags_may_be_given_bare_like_in_go() {
+        for (given, expected) in [
+            (&["-api_token_reads"][..], Some(true)),
+            (&["-api_token_reads", "-log_level=warn"], Some(true)),
+            (&["-api_token_reads=false"], Some(false)),
+            (&["--api-token-reads", "false"], Some(false)),
+            (&["-log_level=warn"], None),
+        ] {
+            let parsed = parse_args("x", &args(given)).unwrap();
+            assert_eq!(parsed.api_token_reads, expected, "{given:?}");
+        }
+        let parsed = parse_args("x", &args(&["-redis_password=pw-8e2", "-api_token=t"])).unwrap();
+        assert!(!format!("{parsed:?}").contains("pw-8e2"), "{parsed:?}");
+        let c = parsed.settings().unwrap().resolve().unwrap();
+        assert_eq!(
+            c.redis_password.map(|p| p.expose().to_string()),
+            Some("pw-8e2".into())
+        );
+        assert!(c.api_token.is_some());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 use crate::address::{Addr, MasterSpec};
 use crate::error::{Error, Result};
 use crate::invalid_input;
+use crate::secret::Secret;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -111,8 +112,18 @@ pub struct ZkSettings {
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub addr: Option<String>,
-    /// Password for the monitored servers (`AUTH`); the Go original read but never used it.
-    pub password: Option<String>,
+    /// The Go original's name for `redis_password` (it read but never used it).
+    pub password: Option<Secret>,
+    /// Password sent with `AUTH` on every connection to a monitored server.
+    pub redis_password: Option<Secret>,
+    /// ACL user for `AUTH <user> <password>` (Redis 6 and later).
+    pub redis_username: Option<String>,
+    /// Token that HTTP clients must present to change anything.
+    pub api_token: Option<Secret>,
+    /// Whether reads need the token too.
+    pub api_token_reads: Option<bool>,
+    /// error, warn, info, debug, trace or off.
+    pub log_level: Option<String>,
     pub masters: Option<List>,
     pub masters_state: Option<String>,
     /// Milliseconds between checks.
@@ -149,8 +160,17 @@ pub struct ZkConfig {
 pub struct Config {
     /// HTTP API listen address.
     pub addr: Addr,
-    /// Password sent with `AUTH` to every monitored server, when set.
-    pub password: Option<String>,
+    /// Sent with `AUTH` on every connection to a monitored server, when set (config key
+    /// `redis_password`, or `password` as in the Go original).
+    pub redis_password: Option<Secret>,
+    /// With a password: `AUTH <user> <password>` (an ACL user) instead of `AUTH <password>`.
+    pub redis_username: Option<String>,
+    /// When set, HTTP requests that change anything must carry `Authorization: Bearer`.
+    pub api_token: Option<Secret>,
+    /// Reads need the token too (when one is set).
+    pub api_token_reads: bool,
+    /// The log level; `RUST_LOG`, when set, wins (see `logging.rs`).
+    pub log_level: log::LevelFilter,
     /// Groups to monitor from the start.
     pub masters: Vec<MasterSpec>,
     pub masters_state: StartState,
@@ -187,9 +207,22 @@ impl Settings {
 
     /// Layers `over` on top of `self`: every value set in `over` wins.
     pub fn overlay(self, over: Settings) -> Settings {
+        // `password` and `redis_password` are one setting: a layer that gives either
+        // replaces both of the layer below.
+        let (password, redis_password) = if over.password.is_some() || over.redis_password.is_some()
+        {
+            (over.password, over.redis_password)
+        } else {
+            (self.password, self.redis_password)
+        };
         Settings {
             addr: over.addr.or(self.addr),
-            password: over.password.or(self.password),
+            password,
+            redis_password,
+            redis_username: over.redis_username.or(self.redis_username),
+            api_token: over.api_token.or(self.api_token),
+            api_token_reads: over.api_token_reads.or(self.api_token_reads),
+            log_level: over.log_level.or(self.log_level),
             masters: over.masters.or(self.masters),
             masters_state: over.masters_state.or(self.masters_state),
             check_interval: over.check_interval.or(self.check_interval),
@@ -288,9 +321,35 @@ impl Settings {
                 "zk_path ([zk] base_dir): {zk_base:?} must start with /zk"
             ));
         }
+        let redis_password = match (self.redis_password, self.password) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(invalid_input!(
+                    "redis_password: differs from password, its Go-compatible alias; give one of them"
+                ));
+            }
+            (a, b) => a.or(b).filter(|p| !p.is_empty()),
+        };
+        let redis_username = self.redis_username.filter(|u| !u.is_empty());
+        if redis_username.is_some() && redis_password.is_none() {
+            return Err(invalid_input!(
+                "redis_username: needs redis_password too (AUTH <user> <password>)"
+            ));
+        }
+        let log_level = match self.log_level.as_deref() {
+            None | Some("") => log::LevelFilter::Info,
+            Some(text) => text.parse().map_err(|_| {
+                invalid_input!(
+                    "log_level: unknown level {text:?} (expected error, warn, info, debug, trace or off)"
+                )
+            })?,
+        };
         Ok(Config {
             addr,
-            password: self.password.filter(|p| !p.is_empty()),
+            redis_password,
+            redis_username,
+            api_token: self.api_token.filter(|t| !t.is_empty()),
+            api_token_reads: self.api_token_reads.unwrap_or(false),
+            log_level,
             masters,
             masters_state: StartState::parse(
                 "masters_state",
@@ -354,6 +413,9 @@ mod tests {
             ("masters_state = \"old\"", "masters_state"),
             ("[raft]\ncluster = [\"a\"]", "raft_cluster"),
             ("broker = \"zk\"\n[zk]\nbase_dir = \"/redis\"", "zk_path"),
+            ("log_level = \"loud\"", "log_level"),
+            ("redis_username = \"u\"", "redis_username"),
+            ("password = \"a\"\nredis_password = \"b\"", "redis_password"),
         ] {
             let err = Settings::from_toml(toml)
                 .unwrap()
@@ -397,5 +459,36 @@ mod tests {
         let c = file.overlay(flags).resolve().unwrap();
         assert_eq!(c.addr.port, 2);
         assert_eq!(c.check_interval, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn password_is_an_alias_of_redis_password_and_secrets_are_redacted() {
+        let c = Settings::from_toml("password = \"pw-7f3a\"\napi_token = \"tok-91c2\"")
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(
+            c.redis_password.as_ref().map(Secret::expose),
+            Some("pw-7f3a")
+        );
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("pw-7f3a") && !shown.contains("tok-91c2"),
+            "{shown}"
+        );
+        // A later layer's redis_password replaces the file's password.
+        let file = Settings::from_toml("password = \"old\"").unwrap();
+        let flags = Settings {
+            redis_password: Some(Secret::new("new")),
+            ..Settings::default()
+        };
+        let c = file.overlay(flags).resolve().unwrap();
+        assert_eq!(c.redis_password.as_ref().map(Secret::expose), Some("new"));
+        let c = Settings::from_toml("log_level = \"WARN\"\napi_token_reads = true")
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(c.log_level, log::LevelFilter::Warn);
+        assert!(c.api_token_reads);
     }
 }

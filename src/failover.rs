@@ -16,12 +16,16 @@
 //! 7. record failover-end (the group's master is now the new one) and run the
 //!    after-failover hooks.
 //!
-//! Every attempt ends in a [`FailoverRecord`] that the API and the log show.
+//! Every attempt ends in a [`FailoverRecord`] that the API and the log show. The log
+//! has one line per step (`hooks`, `info`, `elect`, `begin`, `promote`, `repoint`,
+//! `record`) with how long it took and when it ended since the attempt began; a step
+//! that ends the attempt logs why, and a last line sums the attempt up.
 
 use crate::address::Addr;
 use crate::broker::{Action, Broker, FailoverRecord, Outcome};
 use crate::error::Result;
 use crate::hooks::Hooks;
+use crate::metrics::Metrics;
 use crate::redis_node::{NodeOptions, RedisNode, ReplicationInfo, Role};
 use crate::status::{Observations, WatchState, now_ms};
 use crossbeam_channel::{Receiver, Sender};
@@ -75,6 +79,7 @@ pub struct FailoverContext {
     pub broker: Arc<dyn Broker>,
     pub hooks: Arc<Hooks>,
     pub observed: Arc<Observations>,
+    pub metrics: Arc<Metrics>,
     pub node_options: NodeOptions,
     pub max_down_time: Duration,
 }
@@ -167,8 +172,23 @@ pub fn fail_over(ctx: &FailoverContext, req: &FailoverRequest) -> FailoverRecord
         );
         return attempt.record;
     }
-    let mut record = attempt.record;
-    record.duration_ms = started.elapsed().as_millis() as u64;
+    // The attempt's duration: until the servers are in their new roles.
+    attempt.record.duration_ms = started.elapsed().as_millis() as u64;
+    let record = attempt.record.clone();
+    match ctx.broker.propose(Action::FailoverEnd(record.clone())) {
+        Ok(()) => attempt.step(
+            "record",
+            &format!("outcome {} recorded", outcome_name(record.outcome)),
+        ),
+        Err(e) => {
+            attempt.fail(
+                "record",
+                record.outcome,
+                format!("cannot record the end of the failover: {e}"),
+            );
+        }
+    }
+    ctx.metrics.on_failover(&record.group, record.outcome);
     match record.outcome {
         Outcome::Succeeded => log::warn!(
             "group {}: failover succeeded in {} ms: {} -> {}{}",
@@ -199,12 +219,6 @@ pub fn fail_over(ctx: &FailoverContext, req: &FailoverRequest) -> FailoverRecord
             record.reason.as_deref().unwrap_or("")
         ),
     }
-    if let Err(e) = ctx.broker.propose(Action::FailoverEnd(record.clone())) {
-        log::error!(
-            "group {}: cannot record the end of the failover: {e}",
-            record.group
-        );
-    }
     if let (Outcome::Succeeded, Some(new)) = (record.outcome, &record.new_master) {
         ctx.hooks.run_after(&record.group, &record.old_master, new);
     }
@@ -228,10 +242,37 @@ impl Attempt<'_> {
         log::info!(
             "group {}: failover step {name}: {} ms (at {} ms): {detail}",
             self.group,
-            self.step_started.elapsed().as_millis(),
-            self.started.elapsed().as_millis()
+            millis(self.step_started.elapsed()),
+            millis(self.started.elapsed())
         );
         self.step_started = Instant::now();
+    }
+
+    /// Logs a step that ends the attempt, with its duration, and returns the outcome.
+    fn fail(&mut self, name: &str, outcome: Outcome, reason: String) -> (Outcome, String) {
+        log::warn!(
+            "group {}: failover step {name}: {} ms (at {} ms): {}: {reason}",
+            self.group,
+            millis(self.step_started.elapsed()),
+            millis(self.started.elapsed()),
+            outcome_name(outcome)
+        );
+        self.step_started = Instant::now();
+        (outcome, reason)
+    }
+}
+
+/// Milliseconds with one decimal: most steps take well under one.
+fn millis(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+/// `succeeded`, `aborted` or `failed`, as the API spells it.
+fn outcome_name(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Succeeded => "succeeded",
+        Outcome::Aborted => "aborted",
+        Outcome::Failed => "failed",
     }
 }
 
@@ -241,7 +282,8 @@ fn run_steps(ctx: &FailoverContext, req: &FailoverRequest, at: &mut Attempt) -> 
     ctx.hooks
         .run_before(&req.group, &req.master)
         .map_err(|reason| {
-            (
+            at.fail(
+                "hooks",
                 Outcome::Aborted,
                 format!("vetoed by a before-failover hook: {reason}"),
             )
@@ -251,7 +293,8 @@ fn run_steps(ctx: &FailoverContext, req: &FailoverRequest, at: &mut Attempt) -> 
     if req.replicas.is_empty() {
         // Perhaps this daemon started while the master was down: nothing is known yet,
         // so nothing is given up either; tried again after another window.
-        return Err((
+        return Err(at.fail(
+            "info",
             Outcome::Aborted,
             "no replicas known: the master listed none in its last ROLE reply (or never answered)"
                 .into(),
@@ -261,7 +304,8 @@ fn run_steps(ctx: &FailoverContext, req: &FailoverRequest, at: &mut Attempt) -> 
     at.step("info", &describe_reports(&reports));
 
     if let Some(witness) = master_seen_alive(&req.master, &reports) {
-        return Err((
+        return Err(at.fail(
+            "elect",
             Outcome::Aborted,
             format!(
                 "replica {witness} still reports master_link_status:up to {}",
@@ -271,7 +315,8 @@ fn run_steps(ctx: &FailoverContext, req: &FailoverRequest, at: &mut Attempt) -> 
     }
     let down_for = req.last_success.elapsed();
     let chosen = elect(&req.master, &reports, down_for, ctx.max_down_time).map_err(|why| {
-        (
+        at.fail(
+            "elect",
             Outcome::Failed,
             format!("no replica can be promoted: {why}"),
         )
@@ -301,7 +346,8 @@ fn run_steps(ctx: &FailoverContext, req: &FailoverRequest, at: &mut Attempt) -> 
             started_at_ms: at.record.started_at_ms,
         })
         .map_err(|e| {
-            (
+            at.fail(
+                "begin",
                 Outcome::Aborted,
                 format!("cannot record failover-begin: {e}"),
             )
@@ -319,7 +365,8 @@ fn run_steps(ctx: &FailoverContext, req: &FailoverRequest, at: &mut Attempt) -> 
     }
 
     promote(&chosen, &ctx.node_options).map_err(|e| {
-        (
+        at.fail(
+            "promote",
             Outcome::Failed,
             format!("promotion of {chosen} failed: {e}"),
         )

@@ -7,14 +7,19 @@
 //! - `GET /api/v1/groups`: every group as JSON, with replicas, state and last failover.
 //! - `GET /api/v1/cluster`: this daemon's view of the cluster (role, term, leader, peers).
 //! - `POST`/`DELETE /api/v1/cluster/peers?addr=host:port`: add or remove a Raft member.
+//! - `GET /metrics`: Prometheus text format (see `metrics.rs`).
 //!
 //! Parameters may also come as an `application/x-www-form-urlencoded` body. Bad input
 //! gets a 4xx with a one-line reason; the server keeps running whatever it is sent.
+//! With an `api_token`, requests that change something (and reads, with
+//! `api_token_reads`) need `Authorization: Bearer <token>`, else 401 (see `api_auth.rs`).
 
 use crate::address::{Addr, MasterSpec};
+use crate::api_auth::Refused;
 use crate::app::Core;
 use crate::broker::MemberChange;
 use crate::error::{Error, Result};
+use crate::request_params::{form_value, group_keys};
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,6 +57,7 @@ impl HttpApi {
 
     /// Starts the handler threads.
     pub fn serve(&mut self, core: Arc<Core>) -> Result<()> {
+        core.access.warn_if_exposed(self.local_addr);
         for index in 0..HANDLER_THREADS {
             let serving = self.server.clone();
             let core = core.clone();
@@ -91,11 +97,11 @@ impl Drop for HttpApi {
     }
 }
 
-/// An HTTP answer: status and body.
+/// An HTTP answer: status, body and its content type.
 struct Answer {
     status: u16,
     body: String,
-    json: bool,
+    content_type: &'static str,
 }
 
 impl Answer {
@@ -103,7 +109,7 @@ impl Answer {
         Answer {
             status,
             body: body.into(),
-            json: false,
+            content_type: "text/plain; charset=utf-8",
         }
     }
 }
@@ -119,13 +125,13 @@ fn handle(core: &Core, mut request: Request) {
             reply.body.trim_end()
         );
     }
-    let content_type = if reply.json {
-        "application/json"
-    } else {
-        "text/plain; charset=utf-8"
-    };
     let mut response = Response::from_string(reply.body).with_status_code(reply.status);
-    if let Ok(header) = Header::from_bytes("Content-Type", content_type) {
+    if let Ok(header) = Header::from_bytes("Content-Type", reply.content_type) {
+        response.add_header(header);
+    }
+    if reply.status == 401
+        && let Ok(header) = Header::from_bytes("WWW-Authenticate", "Bearer")
+    {
         response.add_header(header);
     }
     if let Err(e) = request.respond(response) {
@@ -134,6 +140,13 @@ fn handle(core: &Core, mut request: Request) {
 }
 
 fn route(core: &Core, request: &mut Request) -> Answer {
+    let read = matches!(request.method(), Method::Get | Method::Head);
+    if let Err(Refused(reason)) = core.access.check(read, authorization(request)) {
+        return Answer::text(401, format!("{reason}\n"));
+    }
+    if request.body_length().is_some_and(|n| n > MAX_BODY) {
+        return Answer::text(413, format!("request body over {MAX_BODY} bytes\n"));
+    }
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     match path {
@@ -147,6 +160,14 @@ fn route(core: &Core, request: &mut Request) -> Answer {
             _ => Answer::text(405, "only GET is allowed on /api/v1/cluster\n"),
         },
         "/api/v1/cluster/peers" => peers(core, request, query),
+        "/metrics" => match request.method() {
+            Method::Get => Answer {
+                status: 200,
+                body: crate::metrics::render(core),
+                content_type: crate::metrics::CONTENT_TYPE,
+            },
+            _ => Answer::text(405, "only GET is allowed on /metrics\n"),
+        },
         _ => Answer::text(404, format!("no such endpoint: {path}\n")),
     }
 }
@@ -156,7 +177,7 @@ fn json(value: &impl serde::Serialize) -> Answer {
         Ok(body) => Answer {
             status: 200,
             body: body + "\n",
-            json: true,
+            content_type: "application/json",
         },
         Err(e) => Answer::text(500, format!("cannot encode the answer: {e}\n")),
     }
@@ -210,7 +231,7 @@ fn master(core: &Core, request: &mut Request, query: &str) -> Answer {
         Method::Put if masters.trim().is_empty() => core.set(Vec::new()),
         Method::Put => MasterSpec::parse_list(&masters).and_then(|specs| core.set(specs)),
         Method::Post => MasterSpec::parse_list(&masters).and_then(|specs| core.add(specs)),
-        _ => names(&masters).and_then(|keys| core.remove(keys)),
+        _ => group_keys(&masters).and_then(|keys| core.remove(keys)),
     };
     match result {
         Ok(()) => Answer::text(200, "OK\n"),
@@ -225,7 +246,8 @@ fn param(
     query: &str,
     key: &str,
 ) -> std::result::Result<Option<String>, Answer> {
-    if let Some(value) = form_value(query.as_bytes(), key)? {
+    let bad = |reason: String| Answer::text(400, format!("{reason}\n"));
+    if let Some(value) = form_value(query.as_bytes(), key).map_err(bad)? {
         return Ok(Some(value));
     }
     let mut body = Vec::new();
@@ -245,42 +267,14 @@ fn param(
             format!("request body over {MAX_BODY} bytes\n"),
         ));
     }
-    form_value(&body, key)
+    form_value(&body, key).map_err(bad)
 }
 
-/// One value of an urlencoded form; non-UTF-8 is refused.
-fn form_value(form: &[u8], key: &str) -> std::result::Result<Option<String>, Answer> {
-    if std::str::from_utf8(form).is_err() {
-        return Err(Answer::text(400, "parameters are not UTF-8\n"));
-    }
-    for (k, v) in form_urlencoded::parse(form) {
-        if k == key {
-            if v.contains('\u{FFFD}') {
-                return Err(Answer::text(400, format!("parameter {key} is not UTF-8\n")));
-            }
-            return Ok(Some(v.into_owned()));
-        }
-    }
-    Ok(None)
-}
-
-/// Names or addresses for DELETE: each item must be one or the other.
-fn names(list: &str) -> Result<Vec<String>> {
-    let mut keys = Vec::new();
-    for item in list.split(',') {
-        let item = item.trim();
-        if item.is_empty() {
-            return Err(crate::invalid_input!("empty master in list {list:?}"));
-        }
-        // `name=host:port` names a group too.
-        let key = match MasterSpec::parse(item) {
-            Ok(spec) if item.contains('=') => spec.name,
-            _ => {
-                crate::address::validate_group_name(item)?;
-                item.to_string()
-            }
-        };
-        keys.push(key);
-    }
-    Ok(keys)
+/// The `Authorization` header's value, if there is one and it is text.
+fn authorization(request: &Request) -> Option<&str> {
+    request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))
+        .map(|h| h.value.as_str())
 }

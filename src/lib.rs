@@ -15,6 +15,7 @@
 //! ```
 
 pub mod address;
+pub mod api_auth;
 pub mod app;
 pub mod broker;
 pub mod checker;
@@ -26,14 +27,19 @@ pub mod failover;
 pub mod hooks;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod monitor;
 pub mod redis_node;
+pub mod request_params;
 pub mod resp;
+pub mod secret;
 pub mod status;
+pub mod systemd;
 
 pub use address::{Addr, MasterSpec};
 pub use app::App;
 pub use broker::{FailoverRecord, Outcome};
 pub use config::Config;
 pub use error::{Error, Result};
+pub use secret::Secret;
 pub use status::{GroupStatus, WatchState};

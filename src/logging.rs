@@ -1,7 +1,10 @@
 //! A small stderr logger, so journald (or a terminal) gets one timestamped line per event.
 //!
-//! The level comes from `RUST_LOG` (`error`, `warn`, `info`, `debug`, `trace`; default
-//! `info`). Only this crate's messages are shown at debug and trace.
+//! The level is the `log_level` setting (flag or config key: `error`, `warn`, `info`,
+//! `debug`, `trace`, `off`; default `info`). `RUST_LOG`, when set to one of those levels,
+//! wins over it: an operator can turn on debug for one run (`Environment=RUST_LOG=debug`
+//! in a systemd drop-in) without editing the config. Only this crate's messages are
+//! shown at debug and trace. Lines go to stderr, which journald collects.
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use std::io::Write;
@@ -34,19 +37,24 @@ impl Log for StderrLogger {
     fn flush(&self) {}
 }
 
-/// Installs the logger once; later calls keep the first one.
-pub fn init() {
-    let level = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(LevelFilter::Info);
+/// Installs the logger once (later calls keep the first one) at `configured`, unless
+/// `RUST_LOG` names a level.
+pub fn init(configured: LevelFilter) {
+    let level = effective_level(configured, std::env::var("RUST_LOG").ok().as_deref());
     if log::set_boxed_logger(Box::new(StderrLogger { level })).is_ok() {
         log::set_max_level(level);
     }
 }
 
+/// `RUST_LOG` when it names a level, else the configured one.
+pub fn effective_level(configured: LevelFilter, rust_log: Option<&str>) -> LevelFilter {
+    rust_log
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(configured)
+}
+
 /// `2026-11-25T20:15:00.123Z`, computed without a date library.
-fn timestamp(at: SystemTime) -> String {
+pub fn timestamp(at: SystemTime) -> String {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
@@ -79,5 +87,14 @@ mod tests {
         let at = UNIX_EPOCH + Duration::from_millis(1_795_637_700_123);
         assert_eq!(timestamp(at), "2026-11-25T20:15:00.123Z");
         assert_eq!(timestamp(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn rust_log_wins_when_it_names_a_level() {
+        use LevelFilter::*;
+        assert_eq!(effective_level(Warn, None), Warn);
+        assert_eq!(effective_level(Warn, Some("debug")), Debug);
+        assert_eq!(effective_level(Warn, Some("my_crate=debug")), Warn);
+        assert_eq!(effective_level(Info, Some("")), Info);
     }
 }

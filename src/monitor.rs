@@ -11,6 +11,7 @@ use crate::broker::{Action, Broker, Group, Outcome, ReplicatedState};
 use crate::checker::{CheckJob, CheckOutcome, CheckerPool, ReplicaConnections};
 use crate::detector::{DownDetector, Verdict};
 use crate::failover::{FailoverDone, FailoverRequest, Resume};
+use crate::metrics::Metrics;
 use crate::redis_node::{ListedReplica, NodeOptions, RedisNode, ReplicationInfo, Role};
 use crate::status::{Observations, ReplicaStatus, WatchState, unix_ms};
 use crossbeam_channel::{Receiver, Sender, select};
@@ -26,11 +27,15 @@ pub const REPLICA_REFRESH: Duration = Duration::from_secs(10);
 /// spread over the interval, the monitor then wakes a few hundred times a second rather
 /// than once per check.
 pub const TIMER_SLACK: Duration = Duration::from_millis(2);
+/// The monitor loop turns at least this often, beating its heartbeat (which the systemd
+/// watchdog and `/metrics` read) even when no check is due.
+pub const HEARTBEAT_PERIOD: Duration = Duration::from_millis(500);
 
 /// What the monitor needs.
 pub struct MonitorContext {
     pub broker: Arc<dyn Broker>,
     pub observed: Arc<Observations>,
+    pub metrics: Arc<Metrics>,
     pub node_options: NodeOptions,
     pub check_interval: Duration,
     pub max_down_time: Duration,
@@ -123,13 +128,15 @@ impl Monitor {
     fn run(mut self, failover_done: Receiver<FailoverDone>, shutdown: Receiver<()>) {
         self.sync();
         loop {
+            self.ctx.metrics.monitor_heartbeat().beat();
             let now = Instant::now();
             self.fire_due_timers(now);
             let wait = self
                 .timers
                 .peek()
                 .map(|Reverse((at, ..))| at.saturating_duration_since(now))
-                .unwrap_or(Duration::from_secs(1));
+                .unwrap_or(HEARTBEAT_PERIOD)
+                .min(HEARTBEAT_PERIOD);
             select! {
                 recv(self.results) -> outcome => {
                     if let Ok(outcome) = outcome {
@@ -268,6 +275,10 @@ impl Monitor {
             return;
         }
         watch.check_in_flight = false;
+        let ok = matches!(role, Ok(Role::Master { .. }));
+        self.ctx
+            .metrics
+            .on_check(group, finished.saturating_duration_since(started), ok);
         if watch.phase != Phase::Watching {
             return;
         }

@@ -10,15 +10,19 @@
 use crate::address::Addr;
 use crate::error::{Error, Result};
 use crate::resp::{Connection, PendingConnect, Reply};
+use crate::secret::Secret;
 use serde::Serialize;
 use std::time::Duration;
 
-/// Timeouts and credentials for connections to monitored servers.
+/// Timeouts and credentials for connections to monitored servers. `Debug` shows the
+/// password as `<redacted>`.
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
     pub connect_timeout: Duration,
     pub io_timeout: Duration,
-    pub password: Option<String>,
+    /// ACL user: `AUTH <username> <password>`; without one, `AUTH <password>`.
+    pub username: Option<String>,
+    pub password: Option<Secret>,
 }
 
 impl Default for NodeOptions {
@@ -26,6 +30,7 @@ impl Default for NodeOptions {
         NodeOptions {
             connect_timeout: Duration::from_millis(500),
             io_timeout: Duration::from_millis(500),
+            username: None,
             password: None,
         }
     }
@@ -188,12 +193,18 @@ impl RedisNode {
         Ok(())
     }
 
-    /// `AUTH <password>` on a new connection, when a password is set.
+    /// `AUTH [<username>] <password>` on a new connection, when a password is set. The
+    /// server's refusal (`WRONGPASS ...`) never echoes the credentials, and neither do
+    /// the errors made here.
     fn authenticate(&self, conn: &mut Connection) -> Result<()> {
         let Some(password) = &self.options.password else {
             return Ok(());
         };
-        match conn.command(&["AUTH", password]) {
+        let reply = match &self.options.username {
+            Some(user) => conn.command(&["AUTH", user, password.expose()]),
+            None => conn.command(&["AUTH", password.expose()]),
+        };
+        match reply {
             Ok(Reply::Error(e)) => Err(self.error(&format!("AUTH: {e}"))),
             Err(e) => Err(self.error(&format!("AUTH: {e}"))),
             Ok(_) => Ok(()),

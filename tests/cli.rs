@@ -26,6 +26,11 @@ fn help_lists_the_go_flags() {
         "--max-down-time",
         "--raft-cluster",
         "--zk-path",
+        "--redis-password",
+        "--redis-username",
+        "--api-token",
+        "--api-token-reads",
+        "--log-level",
     ] {
         assert!(text.contains(flag), "help lacks {flag}: {text}");
     }
@@ -93,4 +98,33 @@ fn sigterm_stops_the_daemon_cleanly() {
         .expect("the daemon exits within 10 s of SIGTERM");
     assert!(status.success(), "exit status {status:?}");
     assert!(daemon.log().contains("stopped"), "{}", daemon.log());
+}
+
+#[test]
+fn log_level_sets_the_level_and_rust_log_wins_over_it() {
+    let quiet = Daemon::start_with_env(&["-log_level=warn"], &[("RUST_LOG", None)]);
+    let (status, _) = quiet.http("GET", "/nope", "").unwrap();
+    assert_eq!(status, 404);
+    // The 404 is logged at info: a warn-level daemon says nothing about it.
+    let (status, _) = quiet.http("GET", "/master", "").unwrap();
+    assert_eq!(status, 200);
+    let log = quiet.log();
+    assert!(!log.contains(" INFO "), "{log}");
+    let loud = Daemon::start_with_env(&["-log_level=warn"], &[("RUST_LOG", Some("info"))]);
+    loud.http("GET", "/nope", "").unwrap();
+    support::wait_until(
+        std::time::Duration::from_secs(5),
+        "the 404 logged at info",
+        || {
+            let log = loud.log();
+            if log.contains("/nope -> 404") {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        },
+    );
+    let (code, text) = run(&["-log_level=chatty"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("log_level"), "{text}");
 }

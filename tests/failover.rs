@@ -332,8 +332,8 @@ fn a_configured_master_that_is_a_replica_is_not_watched() {
     assert!(daemon.log().contains("no longer watched"));
 }
 
-#[test]
-fn a_server_answering_garbage_counts_as_down_and_the_daemon_keeps_running() {
+/// A port that answers anything it is sent with bytes that are not RESP.
+fn garbage_server() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -350,6 +350,12 @@ fn a_server_answering_garbage_counts_as_down_and_the_daemon_keeps_running() {
             });
         }
     });
+    port
+}
+
+#[test]
+fn a_server_answering_garbage_counts_as_down_and_the_daemon_keeps_running() {
+    let port = garbage_server();
     let masters = format!("-masters=g=127.0.0.1:{port}");
     let daemon = Daemon::start(&[&masters, "-check_interval=100", "-max_down_time=1"]);
     // Down, and with no replicas known the attempt is aborted (and retried later).
@@ -399,10 +405,11 @@ fn blackhole() -> (u16, socket2::Socket, Vec<std::net::TcpStream>) {
 fn hanging_masters_do_not_delay_the_failover_of_another() {
     let (hang_port, _server) = hanging_server();
     let (hole_port, _listener, _held) = blackhole();
+    let garbage_port = garbage_server();
     let (mut master, a, b) = topology(100, 100);
-    let mut list: Vec<String> = (0..50)
+    let mut list: Vec<String> = (0..60)
         .map(|i| {
-            let port = if i % 2 == 0 { hang_port } else { hole_port };
+            let port = [hang_port, hole_port, garbage_port][i % 3];
             format!("hung{i}=127.0.0.1:{port}")
         })
         .collect();
@@ -411,18 +418,21 @@ fn hanging_masters_do_not_delay_the_failover_of_another() {
     let daemon = Daemon::start(&[&masters, "-check_interval=100", "-max_down_time=1"]);
     wait_for_state(&daemon, "ok");
     // The hung groups are down (their failovers abort: no replicas); g stays ok meanwhile.
-    wait_until(
-        Duration::from_secs(20),
-        "the hung groups to be found down",
-        || {
-            let g = daemon.group("hung7");
-            if g["last_failover"]["outcome"] == "aborted" {
-                Ok(())
-            } else {
-                Err(g.to_string())
-            }
-        },
-    );
+    // hung6 never answers, hung7 never connects, hung8 answers garbage.
+    for name in ["hung6", "hung7", "hung8"] {
+        wait_until(
+            Duration::from_secs(20),
+            &format!("{name} to be found down"),
+            || {
+                let g = daemon.group(name);
+                if g["last_failover"]["outcome"] == "aborted" {
+                    Ok(())
+                } else {
+                    Err(g.to_string())
+                }
+            },
+        );
+    }
     assert_eq!(daemon.group("g")["state"], "ok");
     let killed_at = Instant::now();
     master.kill();
@@ -430,7 +440,7 @@ fn hanging_masters_do_not_delay_the_failover_of_another() {
     let took = killed_at.elapsed();
     assert_eq!(g["last_failover"]["outcome"], "succeeded", "{g}");
     assert!([a.port, b.port].contains(&port_of(&g["master"])), "{g}");
-    // Checked one after the other, 50 hung servers at a 75 ms timeout would add ~4 s.
+    // Checked one after the other, 40 hung servers at a 75 ms timeout would add ~3 s.
     assert!(
         daemon.group("hung7")["last_error"]
             .as_str()
@@ -439,6 +449,16 @@ fn hanging_masters_do_not_delay_the_failover_of_another() {
         "{}",
         daemon.group("hung7")
     );
+    for (name, says) in [
+        ("hung6", "read timed out"),
+        ("hung8", "unexpected reply type"),
+    ] {
+        let hung = daemon.group(name);
+        assert!(
+            hung["last_error"].as_str().unwrap_or("").contains(says),
+            "{name}: {hung}"
+        );
+    }
     assert!(
         took < Duration::from_secs(3),
         "failover took {took:?} with hung groups beside it"

@@ -78,6 +78,32 @@ fn bad_requests_get_a_reason_and_the_daemon_keeps_serving() {
         ),
         ("POST", "/master?masters=a:1,,b:2", "", 400, "empty master"),
         ("POST", "/master?masters=x=a:1,x=b:2", "", 400, "twice"),
+        ("POST", "/master?masters=x=a:1,x%3Db:2", "", 400, "twice"),
+        (
+            "POST",
+            "/master?masters==a:1",
+            "",
+            400,
+            "group name is empty",
+        ),
+        (
+            "POST",
+            "/master?masters=%20=a:1",
+            "",
+            400,
+            "group name is empty",
+        ),
+        (
+            "POST",
+            "/master?masters=a%20b=h:1",
+            "",
+            400,
+            "may only hold",
+        ),
+        ("POST", "/master?masters=h%0A:1", "", 400, "invalid host"),
+        ("PUT", "/master?masters=[::1:6379", "", 400, "invalid"),
+        ("DELETE", "/master?masters=,", "", 400, "empty master"),
+        ("POST", "/master", "masters=%FF%FE:1", 400, "not UTF-8"),
         ("POST", "/master?masters=%FF%FE:1", "", 400, "UTF-8"),
         (
             "DELETE",
@@ -106,6 +132,35 @@ fn bad_requests_get_a_reason_and_the_daemon_keeps_serving() {
     let big = format!("masters={}", "a".repeat(70 * 1024));
     let (status, _) = daemon.http("POST", "/master", &big).unwrap();
     assert_eq!(status, 413);
+    // A body announced over the limit is refused before it is sent, whatever the path.
+    for path in ["/master?masters=127.0.0.1:1", "/api/v1/groups"] {
+        let mut raw = std::net::TcpStream::connect(("127.0.0.1", daemon.port)).unwrap();
+        raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        raw.write_all(
+            format!("POST {path} HTTP/1.0\r\nContent-Length: 1000000000\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let mut reply = Vec::new();
+        let _ = raw.read_to_end(&mut reply);
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(
+            reply.starts_with("HTTP/1.0 413") || reply.starts_with("HTTP/1.1 413"),
+            "{path}: {reply}"
+        );
+        assert!(reply.contains("over 65536 bytes"), "{reply}");
+    }
+    // Raw bytes that are not UTF-8 in a form body.
+    let mut raw = std::net::TcpStream::connect(("127.0.0.1", daemon.port)).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    raw.write_all(b"POST /master HTTP/1.0\r\nContent-Length: 11\r\n\r\nmasters=\xff:1")
+        .unwrap();
+    let mut reply = Vec::new();
+    let _ = raw.read_to_end(&mut reply);
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(
+        reply.contains(" 400 ") && reply.contains("not UTF-8"),
+        "{reply}"
+    );
 
     // Raw garbage on the socket does not take the listener down.
     let mut raw = std::net::TcpStream::connect(("127.0.0.1", daemon.port)).unwrap();

@@ -107,6 +107,8 @@ pub struct RedisServer {
     pub dir: TempDir,
     child: Option<Child>,
     extra: Vec<String>,
+    /// `user:password` or `:password` for the test's own connections, when it has auth.
+    auth: Option<String>,
 }
 
 impl RedisServer {
@@ -127,6 +129,17 @@ impl RedisServer {
     }
 
     pub fn start(extra: &[String]) -> RedisServer {
+        RedisServer::start_with_auth(extra, None, None)
+    }
+
+    /// A server that needs `AUTH`: the test's own commands log in as `user` (or as the
+    /// default user when None) with `password`. `extra` sets up the auth itself
+    /// (`--requirepass`, `--user`, ...).
+    pub fn start_with_auth(
+        extra: &[String],
+        user: Option<&str>,
+        password: Option<&str>,
+    ) -> RedisServer {
         require_redis();
         let dir = TempDir::new("redis");
         let port = free_port();
@@ -135,6 +148,7 @@ impl RedisServer {
             dir,
             child: None,
             extra: extra.to_vec(),
+            auth: password.map(|p| format!("{}:{p}", user.unwrap_or(""))),
         };
         server.spawn();
         server
@@ -201,7 +215,15 @@ impl RedisServer {
 
     /// Runs a command, returning the raw reply or the error text.
     pub fn cmd(&self, args: &[&str]) -> Result<redis::Value, String> {
-        redis_cmd(self.port, args)
+        redis_cmd_url(&self.url(), args)
+    }
+
+    /// `redis://[user:password@]127.0.0.1:port/` for the redis crate.
+    pub fn url(&self) -> String {
+        match &self.auth {
+            Some(auth) => format!("redis://{auth}@127.0.0.1:{}/", self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
     }
 
     /// The `role` of this server from `ROLE` ("master", "slave").
@@ -244,8 +266,7 @@ impl RedisServer {
         );
         // Until a replica's first REPLCONF ACK the master may hold writes back: one write
         // acknowledged by all replicas (WAIT on the same connection) proves the stream flows.
-        let client =
-            redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).expect("client");
+        let client = redis::Client::open(self.url()).expect("client");
         let mut conn = client.get_connection().expect("connection");
         let _: () = redis::cmd("SET")
             .arg("__replication_check")
@@ -284,8 +305,12 @@ impl Drop for RedisServer {
 
 /// One command on a fresh connection with short timeouts.
 pub fn redis_cmd(port: u16, args: &[&str]) -> Result<redis::Value, String> {
-    let client =
-        redis::Client::open(format!("redis://127.0.0.1:{port}/")).map_err(|e| e.to_string())?;
+    redis_cmd_url(&format!("redis://127.0.0.1:{port}/"), args)
+}
+
+/// One command on a fresh connection to `url` (which may carry credentials).
+pub fn redis_cmd_url(url: &str, args: &[&str]) -> Result<redis::Value, String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
     let mut conn = client
         .get_connection_with_timeout(Duration::from_secs(2))
         .map_err(|e| e.to_string())?;
@@ -312,17 +337,29 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon with `-addr=` on a free port plus `args`; waits for its API.
     pub fn start(args: &[&str]) -> Daemon {
+        Daemon::start_with_env(args, &[])
+    }
+
+    /// Like [`Daemon::start`], with environment changes: `(name, Some(value))` sets a
+    /// variable, `(name, None)` removes it. `RUST_LOG=debug` is set unless changed here.
+    pub fn start_with_env(args: &[&str], env: &[(&str, Option<&str>)]) -> Daemon {
         let port = free_port();
         let dir = TempDir::new("daemon");
         let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_redis-failover"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_redis-failover"));
+        command
             .arg(format!("-addr=127.0.0.1:{port}"))
             .args(args)
             .env("RUST_LOG", "debug")
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start redis-failover");
+            .stderr(log);
+        for (name, value) in env {
+            match value {
+                Some(value) => command.env(name, value),
+                None => command.env_remove(name),
+            };
+        }
+        let child = command.spawn().expect("start redis-failover");
         let daemon = Daemon {
             port,
             dir,
@@ -449,6 +486,17 @@ impl Daemon {
         http_request(self.port, method, path, body)
     }
 
+    /// Sends one HTTP request with extra header lines (`Name: value`).
+    pub fn http_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        headers: &[&str],
+    ) -> Result<(u16, String), String> {
+        http_request_with(self.port, method, path, body, headers)
+    }
+
     /// `GET /api/v1/groups` parsed.
     pub fn groups(&self) -> serde_json::Value {
         let (status, body) = self
@@ -512,6 +560,17 @@ pub fn http_request(
     path: &str,
     body: &str,
 ) -> Result<(u16, String), String> {
+    http_request_with(port, method, path, body, &[])
+}
+
+/// [`http_request`] with extra header lines (`Name: value`).
+pub fn http_request_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &str,
+    headers: &[&str],
+) -> Result<(u16, String), String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -521,8 +580,9 @@ pub fn http_request(
     } else {
         "Content-Type: application/x-www-form-urlencoded\r\n".to_string()
     };
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
     let request = format!(
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{extra}{content_type}Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream

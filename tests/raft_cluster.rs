@@ -262,6 +262,26 @@ fn three_nodes_elect_one_leader_and_replicate_a_master_add() {
         let g = try_group(&cluster.nodes[i], "g").unwrap();
         assert_eq!(g["state"], "follower", "node {i}: {g}");
     }
+    // Prometheus sees who leads and where the log stands, on every node.
+    for i in 0..3 {
+        let (status, page) = request(&cluster.nodes[i], "GET", "/metrics");
+        assert_eq!(status, 200, "{page}");
+        let leads = if i == leader { 1 } else { 0 };
+        assert!(
+            page.contains(&format!("\nredis_failover_is_leader {leads}\n")),
+            "node {i}: {page}"
+        );
+        for series in ["raft_term", "raft_commit_index", "raft_applied_index"] {
+            assert!(
+                page.contains(&format!("\nredis_failover_{series} ")),
+                "node {i} lacks {series}: {page}"
+            );
+        }
+        assert!(
+            page.contains("\nredis_failover_raft_peers 3\n"),
+            "node {i}: {page}"
+        );
+    }
 }
 
 #[test]

@@ -12,6 +12,7 @@ use crate::broker::standalone::StandaloneBroker;
 use crate::broker::{Action, Broker, ClusterStatus, GroupSpec};
 use crate::config::{BrokerKind, Config, StartState};
 use crate::error::{Error, Result};
+use crate::events::Events;
 use crate::failover::{FailoverContext, spawn_worker};
 use crate::hooks::Hooks;
 use crate::http::HttpApi;
@@ -34,6 +35,8 @@ pub struct Core {
     pub metrics: Arc<Metrics>,
     /// Who may use the API (`api_token`).
     pub access: ApiAccess,
+    /// Sentinel-style events, for the Sentinel port and the notification script.
+    pub events: Arc<Events>,
 }
 
 impl Core {
@@ -137,6 +140,7 @@ impl App {
             hooks: Arc::new(Hooks::default()),
             metrics: Arc::new(Metrics::new()),
             access: ApiAccess::new(config.api_token.clone(), config.api_token_reads),
+            events: Arc::new(Events::default()),
         });
         let (stopping, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let mut threads = Vec::new();
@@ -159,6 +163,7 @@ impl App {
                 hooks: core.hooks.clone(),
                 observed: core.observed.clone(),
                 metrics: core.metrics.clone(),
+                events: core.events.clone(),
                 node_options: failover_options(&node_options),
                 max_down_time: config.max_down_time,
             },
@@ -171,6 +176,7 @@ impl App {
                 broker: core.broker.clone(),
                 observed: core.observed.clone(),
                 metrics: core.metrics.clone(),
+                events: core.events.clone(),
                 node_options,
                 check_interval: config.check_interval,
                 max_down_time: config.max_down_time,

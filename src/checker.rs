@@ -59,6 +59,29 @@ pub enum CheckJob {
         /// Timeouts and credentials for new replica connections.
         options: NodeOptions,
     },
+    /// `ROLE` on servers that should be replicas of `master` (an old master after a
+    /// failover, a known replica missing from the master's list); any that claims to be
+    /// master is made a replica of `master` (Sentinel's `+convert-to-slave`).
+    Fence {
+        group: String,
+        watch_id: u64,
+        master: Addr,
+        targets: Vec<Addr>,
+        options: NodeOptions,
+    },
+}
+
+/// What fencing found at one address.
+#[derive(Debug)]
+pub enum FenceResult {
+    /// It claimed to be master and now replicates from the group's master.
+    Converted,
+    /// It is a replica (of whatever it names), or not a data node: left alone.
+    NotMaster,
+    /// It does not answer (still down); tried again later.
+    Unreachable(String),
+    /// It claims master and `SLAVEOF` failed.
+    Failed(String),
 }
 
 /// The result of one job, sent back to the monitor.
@@ -74,6 +97,12 @@ pub enum CheckOutcome {
         group: String,
         watch_id: u64,
         infos: Vec<(Addr, Result<ReplicationInfo>)>,
+    },
+    Fence {
+        group: String,
+        watch_id: u64,
+        master: Addr,
+        results: Vec<(Addr, FenceResult)>,
     },
 }
 
@@ -285,19 +314,56 @@ fn run_batch(batch: Vec<CheckJob>, results: &Sender<CheckOutcome>) -> std::resul
     }
     // Replica INFO (every 10 s per group) runs after the batch's master checks are done.
     for job in replica_jobs {
-        if let CheckJob::Replicas {
-            group,
-            watch_id,
-            replicas,
-            nodes,
-            options,
-        } = job
-        {
-            let outcome = run_replicas(group, watch_id, replicas, &nodes, &options);
-            results.send(outcome).map_err(|_| ())?;
-        }
+        let outcome = match job {
+            CheckJob::Replicas {
+                group,
+                watch_id,
+                replicas,
+                nodes,
+                options,
+            } => run_replicas(group, watch_id, replicas, &nodes, &options),
+            CheckJob::Fence {
+                group,
+                watch_id,
+                master,
+                targets,
+                options,
+            } => run_fence(group, watch_id, master, targets, &options),
+            CheckJob::Master { .. } => continue,
+        };
+        results.send(outcome).map_err(|_| ())?;
     }
     Ok(())
+}
+
+fn run_fence(
+    group: String,
+    watch_id: u64,
+    master: Addr,
+    targets: Vec<Addr>,
+    options: &NodeOptions,
+) -> CheckOutcome {
+    let results = targets
+        .into_iter()
+        .map(|addr| {
+            let mut node = RedisNode::new(addr.clone(), options.clone());
+            let result = match node.role() {
+                Err(e) => FenceResult::Unreachable(e.to_string()),
+                Ok(Role::Master { .. }) => match node.slave_of(Some(&master)) {
+                    Ok(()) => FenceResult::Converted,
+                    Err(e) => FenceResult::Failed(e.to_string()),
+                },
+                Ok(_) => FenceResult::NotMaster,
+            };
+            (addr, result)
+        })
+        .collect();
+    CheckOutcome::Fence {
+        group,
+        watch_id,
+        master,
+        results,
+    }
 }
 
 /// Waits up to `timeout` until some sockets are ready: writable for a connect, readable

@@ -24,6 +24,7 @@
 use crate::address::Addr;
 use crate::broker::{Action, Broker, FailoverRecord, Outcome};
 use crate::error::Result;
+use crate::events::{Event, Events};
 use crate::hooks::Hooks;
 use crate::metrics::Metrics;
 use crate::redis_node::{NodeOptions, RedisNode, ReplicationInfo, Role};
@@ -80,6 +81,7 @@ pub struct FailoverContext {
     pub hooks: Arc<Hooks>,
     pub observed: Arc<Observations>,
     pub metrics: Arc<Metrics>,
+    pub events: Arc<Events>,
     pub node_options: NodeOptions,
     pub max_down_time: Duration,
 }
@@ -189,6 +191,15 @@ pub fn fail_over(ctx: &FailoverContext, req: &FailoverRequest) -> FailoverRecord
         }
     }
     ctx.metrics.on_failover(&record.group, record.outcome);
+    ctx.events.publish(Event::FailoverEnded {
+        group: record.group.clone(),
+        master: record
+            .new_master
+            .clone()
+            .unwrap_or(record.old_master.clone()),
+        succeeded: record.outcome == Outcome::Succeeded,
+        reason: record.reason.clone(),
+    });
     match record.outcome {
         Outcome::Succeeded => log::warn!(
             "group {}: failover succeeded in {} ms: {} -> {}{}",

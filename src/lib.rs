@@ -23,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod detector;
 pub mod error;
+pub mod events;
 pub mod failover;
 pub mod hooks;
 pub mod http;

@@ -8,8 +8,9 @@
 
 use crate::address::Addr;
 use crate::broker::{Action, Broker, Group, Outcome, ReplicatedState};
-use crate::checker::{CheckJob, CheckOutcome, CheckerPool, ReplicaConnections};
+use crate::checker::{CheckJob, CheckOutcome, CheckerPool, FenceResult, ReplicaConnections};
 use crate::detector::{DownDetector, Verdict};
+use crate::events::{Event, Events};
 use crate::failover::{FailoverDone, FailoverRequest, Resume};
 use crate::metrics::Metrics;
 use crate::redis_node::{ListedReplica, NodeOptions, RedisNode, ReplicationInfo, Role};
@@ -36,6 +37,7 @@ pub struct MonitorContext {
     pub broker: Arc<dyn Broker>,
     pub observed: Arc<Observations>,
     pub metrics: Arc<Metrics>,
+    pub events: Arc<Events>,
     pub node_options: NodeOptions,
     pub check_interval: Duration,
     pub max_down_time: Duration,
@@ -93,6 +95,10 @@ struct Watch {
     listed: Vec<ListedReplica>,
     /// The replicas as recorded in the replicated state.
     known: Vec<Addr>,
+    /// `+sdown` was published and `-sdown` not yet.
+    reported_down: bool,
+    /// A fencing job for this watch is queued or running.
+    fence_pending: bool,
     /// The master's replication offset in its last `ROLE` reply.
     master_offset: i64,
     infos: HashMap<Addr, Option<ReplicationInfo>>,
@@ -230,6 +236,12 @@ impl Monitor {
                 finished,
                 role,
             } => self.on_master_checked(&group, watch_id, started, finished, role),
+            CheckOutcome::Fence {
+                group,
+                watch_id,
+                master,
+                results,
+            } => self.on_fenced(&group, watch_id, &master, results),
             CheckOutcome::Replicas {
                 group,
                 watch_id,
@@ -293,15 +305,45 @@ impl Monitor {
                     );
                 }
                 watch.detector.on_success(finished);
+                if watch.reported_down {
+                    watch.reported_down = false;
+                    self.ctx.events.publish(Event::MasterUp {
+                        group: group.to_string(),
+                        master: watch.master.clone(),
+                    });
+                }
                 let changed = !same_addresses(&watch.listed, &replicas);
                 watch.listed = replicas;
                 let listed: Vec<Addr> = watch.listed.iter().map(|r| r.addr.clone()).collect();
-                if !listed.is_empty() && !same_set(&listed, &watch.known) {
-                    watch.known = listed.clone();
+                // Known replicas are never forgotten (as in Sentinel): one that is down
+                // now is fenced when it comes back, and re-pointed at the next failover.
+                let new: Vec<Addr> = listed
+                    .iter()
+                    .filter(|a| !watch.known.contains(a))
+                    .cloned()
+                    .collect();
+                if !new.is_empty() {
+                    watch.known.extend(new);
                     self.ctx.broker.propose_detached(Action::KnownReplicas {
                         group: group.to_string(),
                         master: watch.master.clone(),
-                        replicas: listed,
+                        replicas: watch.known.clone(),
+                    });
+                }
+                let fence: Vec<Addr> = watch
+                    .known
+                    .iter()
+                    .filter(|a| !listed.contains(a) && **a != watch.master)
+                    .cloned()
+                    .collect();
+                if !fence.is_empty() && !watch.fence_pending {
+                    watch.fence_pending = true;
+                    self.pool.submit(CheckJob::Fence {
+                        group: group.to_string(),
+                        watch_id,
+                        master: watch.master.clone(),
+                        targets: fence,
+                        options: self.ctx.node_options.clone(),
                     });
                 }
                 self.ctx.observed.update(group, |o| {
@@ -362,6 +404,19 @@ impl Monitor {
                     watch.detector.last_success().elapsed().as_millis()
                 );
                 watch.phase = Phase::FailingOver;
+                watch.reported_down = true;
+                for event in [
+                    Event::MasterDown {
+                        group: group.to_string(),
+                        master: watch.master.clone(),
+                    },
+                    Event::FailoverNeeded {
+                        group: group.to_string(),
+                        master: watch.master.clone(),
+                    },
+                ] {
+                    self.ctx.events.publish(event);
+                }
                 let request = FailoverRequest {
                     group: group.to_string(),
                     master: watch.master.clone(),
@@ -419,10 +474,16 @@ impl Monitor {
             self.ctx.observed.lock().remove(&name);
         }
         for group in state.groups.values() {
+            let mut switched_from = None;
             let fresh = match self.watches.get_mut(&group.name) {
                 None => true,
                 Some(w) if w.phase == Phase::FailingOver => false,
-                Some(w) if w.revision != group.revision => true,
+                Some(w) if w.revision != group.revision => {
+                    if w.master != group.master {
+                        switched_from = Some(w.master.clone());
+                    }
+                    true
+                }
                 Some(w) => {
                     w.known = group.known_replicas.clone();
                     if group.failed.is_some() && w.phase == Phase::Watching {
@@ -431,12 +492,71 @@ impl Monitor {
                     false
                 }
             };
+            if let Some(old) = switched_from {
+                self.announce_switch(&state, group, &old);
+            }
             if fresh {
                 self.watch(group);
             }
         }
         if self.ctx.broker.is_leader() {
             self.resume_unfinished(&state);
+        }
+    }
+
+    /// Reports what fencing did; converted servers show up in the master's next `ROLE`.
+    fn on_fenced(
+        &mut self,
+        group: &str,
+        watch_id: u64,
+        master: &Addr,
+        results: Vec<(Addr, FenceResult)>,
+    ) {
+        if let Some(watch) = self
+            .watches
+            .get_mut(group)
+            .filter(|w| w.watch_id == watch_id)
+        {
+            watch.fence_pending = false;
+        }
+        for (addr, result) in results {
+            match result {
+                FenceResult::Converted => {
+                    log::warn!(
+                        "group {group}: {addr} claimed to be master; made it a replica of {master}"
+                    );
+                    self.ctx.events.publish(Event::ConvertedToReplica {
+                        group: group.to_string(),
+                        addr,
+                        master: master.clone(),
+                    });
+                }
+                FenceResult::Failed(e) => log::warn!(
+                    "group {group}: {addr} claims to be master and could not be made a replica of {master}: {e}"
+                ),
+                FenceResult::Unreachable(e) => {
+                    log::debug!("group {group}: known replica {addr} does not answer: {e}")
+                }
+                FenceResult::NotMaster => {}
+            }
+        }
+    }
+
+    /// Every daemon tells its subscribers when a failover moved a group's master, from
+    /// the replicated state: a follower announces it as soon as it applies the change.
+    fn announce_switch(&self, state: &ReplicatedState, group: &Group, old: &Addr) {
+        let by_failover = state.last_failover(&group.name).is_some_and(|r| {
+            r.outcome == Outcome::Succeeded
+                && r.old_master == *old
+                && r.new_master.as_ref() == Some(&group.master)
+        });
+        if by_failover {
+            self.ctx.events.publish(Event::SwitchMaster {
+                group: group.name.clone(),
+                old: old.clone(),
+                new: group.master.clone(),
+                performed_here: self.ctx.broker.is_leader(),
+            });
         }
     }
 
@@ -528,6 +648,8 @@ impl Monitor {
                 refresh_pending: false,
                 listed,
                 known: group.known_replicas.clone(),
+                reported_down: false,
+                fence_pending: false,
                 master_offset: 0,
                 infos: HashMap::new(),
             },
@@ -579,10 +701,6 @@ impl Monitor {
             }
         });
     }
-}
-
-fn same_set(a: &[Addr], b: &[Addr]) -> bool {
-    a.len() == b.len() && a.iter().all(|x| b.contains(x))
 }
 
 fn same_addresses(a: &[ListedReplica], b: &[ListedReplica]) -> bool {

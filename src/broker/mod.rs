@@ -210,7 +210,11 @@ impl ReplicatedState {
                     match record.outcome {
                         Outcome::Succeeded => {
                             if let Some(new) = &record.new_master {
+                                // The old master is expected back as a replica.
                                 group.known_replicas.retain(|r| r != new);
+                                if !group.known_replicas.contains(&record.old_master) {
+                                    group.known_replicas.push(record.old_master.clone());
+                                }
                                 group.master = new.clone();
                                 group.revision = revision;
                                 self.last_revision = revision;

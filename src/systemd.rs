@@ -341,6 +341,7 @@ mod tests {
             hooks: Default::default(),
             metrics: Default::default(),
             access: ApiAccess::default(),
+            events: Default::default(),
         });
         let name = format!("rf-sd-watchdog-{}", std::process::id());
         let listener = {

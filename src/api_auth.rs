@@ -61,6 +61,14 @@ impl ApiAccess {
         }
     }
 
+    /// Whether a password presented with RESP `AUTH` (Sentinel port) is the token, or
+    /// no token is needed.
+    pub fn accepts(&self, presented: &str) -> bool {
+        self.token
+            .as_ref()
+            .is_none_or(|token| token.matches(presented.as_bytes()))
+    }
+
     /// Logs a warning when the API listens beyond loopback with nothing guarding it.
     pub fn warn_if_exposed(&self, listening: SocketAddr) {
         if !listening.ip().is_loopback() && self.token.is_none() {

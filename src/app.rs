@@ -19,6 +19,7 @@ use crate::http::HttpApi;
 use crate::metrics::Metrics;
 use crate::monitor::{MonitorChannels, MonitorContext, spawn_monitor};
 use crate::redis_node::NodeOptions;
+use crate::sentinel::SentinelPort;
 use crate::status::{GroupStatus, Observations, group_statuses};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::net::SocketAddr;
@@ -103,6 +104,7 @@ impl Core {
 pub struct App {
     core: Arc<Core>,
     http: HttpApi,
+    sentinel: Option<SentinelPort>,
     shutdown: Option<Sender<()>>,
     /// Dropped at shutdown: tells helper threads (the seeder) to stop.
     stopping: Option<Sender<()>>,
@@ -121,6 +123,10 @@ impl App {
                     Error::InvalidInput("raft_addr: required with -broker=raft".into())
                 })?,
                 http_addr,
+                sentinel_addr: config
+                    .sentinel_addr
+                    .as_ref()
+                    .map(|a| advertised(a, &config)),
                 data_dir: config.raft.data_dir.clone(),
                 log_dir: config.raft.log_dir.clone(),
                 cluster: config.raft.cluster.clone(),
@@ -152,6 +158,14 @@ impl App {
             }
         }
         http.serve(core.clone())?;
+        let sentinel = match &config.sentinel_addr {
+            Some(addr) => Some(SentinelPort::start(
+                addr,
+                core.clone(),
+                config.max_down_time.as_millis() as u64,
+            )?),
+            None => None,
+        };
         let node_options = node_options(&config);
         let (failover_tx, failover_rx) = crossbeam_channel::unbounded();
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
@@ -201,6 +215,7 @@ impl App {
         Ok(App {
             core,
             http,
+            sentinel,
             shutdown: Some(shutdown_tx),
             stopping: Some(stopping),
             threads,
@@ -210,6 +225,11 @@ impl App {
     /// What the API surfaces share: groups, observations, metrics (for `systemd.rs`).
     pub fn core(&self) -> &Arc<Core> {
         &self.core
+    }
+
+    /// The address the Sentinel-compatible port is bound to, when it is on.
+    pub fn sentinel_addr(&self) -> Option<SocketAddr> {
+        self.sentinel.as_ref().map(SentinelPort::local_addr)
     }
 
     /// The address the HTTP API is bound to.
@@ -262,6 +282,9 @@ impl App {
 
     fn stop(&mut self) {
         self.http.stop();
+        if let Some(sentinel) = &mut self.sentinel {
+            sentinel.stop();
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -331,8 +354,21 @@ fn spawn_seeder(core: Arc<Core>, seed: Action, stop: Receiver<()>) -> Result<Joi
 /// The HTTP address peers and clients should use: a wildcard listener is advertised
 /// under the raft address's host (or loopback).
 fn advertised_http_addr(bound: SocketAddr, config: &Config) -> String {
-    if !bound.ip().is_unspecified() {
-        return bound.to_string();
+    advertised(
+        &Addr {
+            host: bound.ip().to_string(),
+            port: bound.port(),
+        },
+        config,
+    )
+}
+
+/// A listen address as others should dial it: a wildcard host becomes the raft
+/// address's host (or loopback).
+fn advertised(listen: &Addr, config: &Config) -> String {
+    let wildcard = matches!(listen.host.as_str(), "0.0.0.0" | "::" | "[::]" | "");
+    if !wildcard {
+        return listen.to_string();
     }
     let host = config
         .raft
@@ -341,7 +377,7 @@ fn advertised_http_addr(bound: SocketAddr, config: &Config) -> String {
         .map(|a| a.host.clone())
         .filter(|h| h != "0.0.0.0" && h != "::" && !h.is_empty())
         .unwrap_or_else(|| "127.0.0.1".into());
-    format!("{host}:{}", bound.port())
+    format!("{host}:{}", listen.port)
 }
 
 /// Timeouts shorter than the check interval, so one check never overlaps the next.

@@ -76,6 +76,9 @@ pub struct Args {
     /// error, warn, info, debug, trace or off (default info; RUST_LOG wins when set)
     #[argh(option)]
     pub log_level: Option<String>,
+    /// listen address of the Sentinel-compatible port for client discovery (off by default)
+    #[argh(option)]
+    pub sentinel_addr: Option<String>,
 }
 
 /// Flags that take true or false and, as with Go's flag package, mean true when given
@@ -147,6 +150,7 @@ impl Args {
             api_token: self.api_token.clone(),
             api_token_reads: self.api_token_reads,
             log_level: self.log_level.clone(),
+            sentinel_addr: self.sentinel_addr.clone(),
             masters: list(&self.masters),
             masters_state: self.masters_state.clone(),
             check_interval: self.check_interval,

@@ -124,6 +124,8 @@ pub struct Settings {
     pub api_token_reads: Option<bool>,
     /// error, warn, info, debug, trace or off.
     pub log_level: Option<String>,
+    /// Listen address of the Sentinel-compatible port (off when unset).
+    pub sentinel_addr: Option<String>,
     pub masters: Option<List>,
     pub masters_state: Option<String>,
     /// Milliseconds between checks.
@@ -171,6 +173,8 @@ pub struct Config {
     pub api_token_reads: bool,
     /// The log level; `RUST_LOG`, when set, wins (see `logging.rs`).
     pub log_level: log::LevelFilter,
+    /// Where the Sentinel-compatible port listens, if it is on.
+    pub sentinel_addr: Option<Addr>,
     /// Groups to monitor from the start.
     pub masters: Vec<MasterSpec>,
     pub masters_state: StartState,
@@ -223,6 +227,7 @@ impl Settings {
             api_token: over.api_token.or(self.api_token),
             api_token_reads: over.api_token_reads.or(self.api_token_reads),
             log_level: over.log_level.or(self.log_level),
+            sentinel_addr: over.sentinel_addr.or(self.sentinel_addr),
             masters: over.masters.or(self.masters),
             masters_state: over.masters_state.or(self.masters_state),
             check_interval: over.check_interval.or(self.check_interval),
@@ -343,8 +348,13 @@ impl Settings {
                 )
             })?,
         };
+        let sentinel_addr = match self.sentinel_addr.as_deref() {
+            None | Some("") => None,
+            Some(text) => Some(Addr::parse(text).map_err(|e| with_key("sentinel_addr", e))?),
+        };
         Ok(Config {
             addr,
+            sentinel_addr,
             redis_password,
             redis_username,
             api_token: self.api_token.filter(|t| !t.is_empty()),

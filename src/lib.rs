@@ -34,6 +34,7 @@ pub mod redis_node;
 pub mod request_params;
 pub mod resp;
 pub mod secret;
+pub mod sentinel;
 pub mod status;
 pub mod systemd;
 

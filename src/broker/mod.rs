@@ -371,6 +371,8 @@ pub struct PeerStatus {
     pub raft_addr: Option<String>,
     /// Known once the peer has connected to this node.
     pub http_addr: Option<String>,
+    /// The peer's Sentinel-compatible port, if it has one.
+    pub sentinel_addr: Option<String>,
     pub voter: bool,
     /// How far the peer's log matches the leader's (shown on the leader only).
     pub match_index: Option<u64>,

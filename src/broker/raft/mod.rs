@@ -53,6 +53,8 @@ pub struct RaftOptions {
     pub raft_addr: Addr,
     /// Where peers and clients reach this daemon's HTTP API.
     pub http_addr: String,
+    /// This daemon's Sentinel-compatible port, told to peers for `SENTINEL sentinels`.
+    pub sentinel_addr: Option<String>,
     pub data_dir: PathBuf,
     pub log_dir: Option<PathBuf>,
     pub cluster: Vec<Addr>,
@@ -169,15 +171,13 @@ impl RaftBroker {
             );
         }
         let (events_tx, events_rx) = crossbeam_channel::bounded(4096);
-        let transport = Transport::start(
-            Hello {
-                id,
-                raft_addr: raft_addr.clone(),
-                http_addr: options.http_addr.clone(),
-            },
-            &raft_addr,
-            events_tx,
-        )?;
+        let me = Hello {
+            id,
+            raft_addr: raft_addr.clone(),
+            http_addr: options.http_addr.clone(),
+            sentinel_addr: options.sentinel_addr.clone(),
+        };
+        let transport = Transport::start(me.clone(), &raft_addr, events_tx)?;
         for addr in members.values() {
             transport.set_address(peer_id(addr), addr);
         }
@@ -218,15 +218,7 @@ impl RaftBroker {
             }),
             subscribers: Subscribers::default(),
         });
-        let node = Node::new(
-            raw,
-            transport,
-            shared.clone(),
-            raft_addr.clone(),
-            options.http_addr.clone(),
-            options.tick,
-            to_join,
-        );
+        let node = Node::new(raw, transport, shared.clone(), me, options.tick, to_join);
         let (commands_tx, commands_rx) = crossbeam_channel::unbounded();
         let thread = std::thread::Builder::new()
             .name("raft".into())

@@ -17,7 +17,7 @@
 //! leader) answers only once it is committed and applied here.
 
 use super::storage::DiskStorage;
-use super::transport::{Event, Transport};
+use super::transport::{Event, Hello, Transport};
 use super::{Shared, peer_id};
 use crate::address::Addr;
 use crate::broker::raft::state_machine::{StateMachine, from_bytes};
@@ -61,8 +61,8 @@ pub struct Node {
     pub transport: Transport,
     pub shared: Arc<Shared>,
     pub id: u64,
-    pub raft_addr: String,
-    pub http_addr: String,
+    /// This node's addresses (what it says in its hellos).
+    pub me: Hello,
     pub tick: Duration,
     /// Configured addresses that are not members yet (`raft_cluster_state=existing`).
     pub to_join: Vec<Addr>,
@@ -81,13 +81,11 @@ pub struct Node {
 }
 
 impl Node {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         raw: RawNode<DiskStorage>,
         transport: Transport,
         shared: Arc<Shared>,
-        raft_addr: String,
-        http_addr: String,
+        me: Hello,
         tick: Duration,
         to_join: Vec<Addr>,
     ) -> Node {
@@ -96,8 +94,7 @@ impl Node {
             raw,
             transport,
             shared,
-            raft_addr,
-            http_addr,
+            me,
             tick,
             to_join,
             pending: HashMap::new(),
@@ -461,11 +458,16 @@ impl Node {
             raft_addr: book
                 .get(&id)
                 .map(|p| p.raft_addr.clone())
-                .or_else(|| (id == self.id).then(|| self.raft_addr.clone())),
+                .or_else(|| (id == self.id).then(|| self.me.raft_addr.clone())),
             http_addr: if id == self.id {
-                Some(self.http_addr.clone())
+                Some(self.me.http_addr.clone())
             } else {
                 book.get(&id).and_then(|p| p.http_addr.clone())
+            },
+            sentinel_addr: if id == self.id {
+                self.me.sentinel_addr.clone()
+            } else {
+                book.get(&id).and_then(|p| p.sentinel_addr.clone())
             },
             voter: raft.prs().conf().voters().contains(id),
             match_index: (raft.state == StateRole::Leader)
@@ -478,8 +480,8 @@ impl Node {
         let status = ClusterStatus {
             broker: "raft".into(),
             id: Some(format!("{:016x}", self.id)),
-            raft_addr: Some(self.raft_addr.clone()),
-            http_addr: self.http_addr.clone(),
+            raft_addr: Some(self.me.raft_addr.clone()),
+            http_addr: self.me.http_addr.clone(),
             role: role_name(raft.state).into(),
             acting,
             term: Some(raft.term),

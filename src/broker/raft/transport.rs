@@ -51,6 +51,8 @@ pub struct Hello {
     pub id: u64,
     pub raft_addr: String,
     pub http_addr: String,
+    #[serde(default)]
+    pub sentinel_addr: Option<String>,
 }
 
 /// What the transport hands to the raft thread.
@@ -70,6 +72,7 @@ pub struct PeerAddrs {
     pub raft_addr: String,
     /// Known once the peer has connected to us.
     pub http_addr: Option<String>,
+    pub sentinel_addr: Option<String>,
 }
 
 /// The address book, shared by the raft thread, the senders and the readers.
@@ -428,6 +431,7 @@ impl Reader {
             PeerAddrs {
                 raft_addr: hello.raft_addr.clone(),
                 http_addr: Some(hello.http_addr.clone()),
+                sentinel_addr: hello.sentinel_addr.clone(),
             },
         );
         while let Some((kind, payload)) = read_record(&mut stream, frame::MAX_RECORD)? {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need when it is missing: redis-server and
-# redis-cli (Debian's redis-server and redis-tools packages).
+# redis-cli (Debian's redis-server and redis-tools packages), and redis-py for the
+# tests of the Sentinel-compatible port (pip, or Debian's python3-redis).
 set -euo pipefail
 
 need=()
@@ -16,3 +17,13 @@ fi
 # Debian starts a redis-server service on install where systemd runs; the demo and
 # the tests use their own ports, so it is left alone.
 redis-server --version
+if ! python3 -c 'import redis.sentinel' >/dev/null 2>&1; then
+    echo "installing redis-py with pip" >&2
+    python3 -m pip install --quiet --disable-pip-version-check redis >/dev/null 2>&1 ||
+        python3 -m pip install --quiet --break-system-packages redis >/dev/null 2>&1 || {
+        sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-redis >/dev/null
+    }
+fi
+python3 -c 'import redis; print("redis-py", redis.__version__)'

@@ -47,6 +47,10 @@ pub enum Action {
     },
     /// A failover attempt has ended (whatever its outcome).
     FailoverEnd(FailoverRecord),
+    /// A daemon of the cluster says where it can be reached, so every daemon can list
+    /// the others (`SENTINEL sentinels`, the leader's HTTP address) even if they never
+    /// connect to each other directly.
+    Announce(DaemonInfo),
     /// The replicas `master` lists now, recorded by the acting daemon when they change,
     /// so a daemon that takes over can fail over a master it never saw alive.
     KnownReplicas {
@@ -54,6 +58,15 @@ pub enum Action {
         master: Addr,
         replicas: Vec<Addr>,
     },
+}
+
+/// Where one daemon of a cluster can be reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    /// The daemon's id in its cluster (16 hex digits for Raft).
+    pub id: String,
+    pub http_addr: String,
+    pub sentinel_addr: Option<String>,
 }
 
 /// A group as stored: name and master.
@@ -129,6 +142,9 @@ pub struct ReplicatedState {
     pub history: VecDeque<FailoverRecord>,
     /// The last revision handed out (see [`Group::revision`]).
     pub last_revision: u64,
+    /// The cluster's daemons as they announced themselves, by id.
+    #[serde(default)]
+    pub daemons: BTreeMap<String, DaemonInfo>,
 }
 
 impl ReplicatedState {
@@ -162,6 +178,9 @@ impl ReplicatedState {
                 for spec in specs {
                     self.upsert(spec);
                 }
+            }
+            Action::Announce(info) => {
+                self.daemons.insert(info.id.clone(), info);
             }
             Action::KnownReplicas {
                 group,

@@ -21,7 +21,7 @@ use super::transport::{Event, Hello, Transport};
 use super::{Shared, peer_id};
 use crate::address::Addr;
 use crate::broker::raft::state_machine::{StateMachine, from_bytes};
-use crate::broker::{Action, ClusterStatus, MemberChange, PeerStatus};
+use crate::broker::{Action, ClusterStatus, DaemonInfo, MemberChange, PeerStatus};
 use crate::error::{Error, Result};
 use crossbeam_channel::{Receiver, Sender, select};
 use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType};
@@ -76,6 +76,7 @@ pub struct Node {
     /// A removed leader has asked another member to take over.
     handed_over: bool,
     last_join_attempt: Option<Instant>,
+    last_announce: Option<Instant>,
     /// (acting, leader id) as last published, to log and notify on change.
     published: (bool, u64),
 }
@@ -103,6 +104,7 @@ impl Node {
             removed: false,
             handed_over: false,
             last_join_attempt: None,
+            last_announce: None,
             published: (false, 0),
         }
     }
@@ -137,6 +139,7 @@ impl Node {
                 }
                 self.expire_pending(now);
                 self.join_configured_peers(now);
+                self.announce_self(now);
             }
             if let Err(e) = self.on_ready() {
                 log::error!(
@@ -286,6 +289,30 @@ impl Node {
         self.on_command(Command::ChangeMembers {
             change: MemberChange::Add,
             addr,
+            reply,
+        });
+    }
+
+    /// Records this node's HTTP and Sentinel addresses in the replicated state once a
+    /// leader is known (again after any change), so followers that never talk to each
+    /// other can still list each other.
+    fn announce_self(&mut self, now: Instant) {
+        let info = DaemonInfo {
+            id: format!("{:016x}", self.id),
+            http_addr: self.me.http_addr.clone(),
+            sentinel_addr: self.me.sentinel_addr.clone(),
+        };
+        let known = self.shared.lock_machine().data.state.daemons.get(&info.id) == Some(&info);
+        let due = self
+            .last_announce
+            .is_none_or(|at| now.duration_since(at) >= PROPOSAL_TIMEOUT);
+        if known || self.removed || self.raw.raft.leader_id == 0 || !due {
+            return;
+        }
+        self.last_announce = Some(now);
+        let (reply, _ignored) = crossbeam_channel::bounded(1);
+        self.on_command(Command::Propose {
+            action: Action::Announce(info),
             reply,
         });
     }
@@ -453,6 +480,8 @@ impl Node {
         let leader = raft.leader_id;
         let book = self.transport.book();
         let book = book.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let daemons = self.shared.lock_machine().data.state.daemons.clone();
+        let announced = |id: u64| daemons.get(&format!("{id:016x}"));
         let peer = |id: u64| PeerStatus {
             id: format!("{id:016x}"),
             raft_addr: book
@@ -462,12 +491,16 @@ impl Node {
             http_addr: if id == self.id {
                 Some(self.me.http_addr.clone())
             } else {
-                book.get(&id).and_then(|p| p.http_addr.clone())
+                book.get(&id)
+                    .and_then(|p| p.http_addr.clone())
+                    .or_else(|| announced(id).map(|d| d.http_addr.clone()))
             },
             sentinel_addr: if id == self.id {
                 self.me.sentinel_addr.clone()
             } else {
-                book.get(&id).and_then(|p| p.sentinel_addr.clone())
+                book.get(&id)
+                    .and_then(|p| p.sentinel_addr.clone())
+                    .or_else(|| announced(id).and_then(|d| d.sentinel_addr.clone()))
             },
             voter: raft.prs().conf().voters().contains(id),
             match_index: (raft.state == StateRole::Leader)

@@ -73,8 +73,8 @@ pub struct Node {
     next_seq: u64,
     /// This node was removed from the membership: it never acts again.
     removed: bool,
-    /// A removed leader has asked another member to take over.
-    handed_over: bool,
+    /// When a removed leader asked another member to take over.
+    handed_over_at: Option<Instant>,
     last_join_attempt: Option<Instant>,
     last_announce: Option<Instant>,
     /// (acting, leader id) as last published, to log and notify on change.
@@ -102,7 +102,7 @@ impl Node {
             run_nonce: run_nonce(),
             next_seq: 1,
             removed: false,
-            handed_over: false,
+            handed_over_at: None,
             last_join_attempt: None,
             last_announce: None,
             published: (false, 0),
@@ -140,6 +140,7 @@ impl Node {
                 self.expire_pending(now);
                 self.join_configured_peers(now);
                 self.announce_self(now);
+                self.hand_over_if_removed();
             }
             if let Err(e) = self.on_ready() {
                 log::error!(
@@ -369,14 +370,25 @@ impl Node {
         if self.raw.store().applied_since_snapshot() >= SNAPSHOT_EVERY {
             self.raw.mut_store().compact()?;
         }
-        self.hand_over_if_removed();
         Ok(())
     }
 
     /// A leader that applied its own removal hands leadership to the most up-to-date
-    /// remaining member (raft-rs 0.7 leaves a removed leader in place).
+    /// remaining member (raft-rs 0.7 leaves a removed leader in place). Should the
+    /// transfer not happen within two election timeouts (the successor was slow to catch
+    /// up, a message was lost), it steps down, and the members elect a leader themselves.
     fn hand_over_if_removed(&mut self) {
-        if !self.removed || self.handed_over || self.raw.raft.state != StateRole::Leader {
+        if !self.removed || self.raw.raft.state != StateRole::Leader {
+            return;
+        }
+        if let Some(at) = self.handed_over_at {
+            let patience = self.tick * (2 * super::ELECTION_TICKS) as u32;
+            if at.elapsed() >= patience {
+                log::warn!("raft: leadership transfer did not happen; stepping down");
+                let term = self.raw.raft.term;
+                self.raw.raft.become_follower(term, raft::INVALID_ID);
+                self.handed_over_at = None;
+            }
             return;
         }
         let successor = self
@@ -387,7 +399,7 @@ impl Node {
         if let Some(to) = successor {
             log::warn!("raft: handing leadership to peer {to:x} after this node's removal");
             self.raw.transfer_leader(to);
-            self.handed_over = true;
+            self.handed_over_at = Some(Instant::now());
         }
     }
 
@@ -449,7 +461,7 @@ impl Node {
                     log::info!("raft: {addr} (peer {id:x}) joined the cluster");
                     if id == self.id {
                         self.removed = false;
-                        self.handed_over = false;
+                        self.handed_over_at = None;
                     }
                     self.transport.set_address(id, &addr);
                     machine.data.members.insert(id, addr);

@@ -36,7 +36,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use support::{Daemon, RaftCluster, free_port, http_request, wait_until};
+use support::{Daemon, RaftCluster, free_port, http_request};
 
 /// Pause between two polls of the survivors after a kill.
 const POLL: Duration = Duration::from_millis(5);
@@ -316,6 +316,9 @@ struct Election {
     term_after: u64,
     /// From the restart until the restarted node follows the new leader and caught up.
     rejoin_ms: Option<f64>,
+    /// Each change of a survivor's role or term after the kill, as seen by the polls:
+    /// `n1 pre_candidate/t3@1105` (node, role, term, ms after the kill).
+    path: Vec<String>,
     notes: Vec<String>,
 }
 
@@ -334,12 +337,14 @@ fn election_round(cluster: &mut RaftCluster) -> Election {
         term_before,
         term_after: 0,
         rejoin_ms: None,
+        path: Vec::new(),
         notes: Vec::new(),
     };
 
     let killed_at = Instant::now();
     cluster.nodes[killed].kill9();
     let mut last_seen = vec![String::new(); cluster.nodes.len()];
+    let mut role_term = vec![("follower".to_string(), term_before); cluster.nodes.len()];
     while round.acting_ms.is_none() {
         if killed_at.elapsed() >= ELECTION_DEADLINE {
             round.notes.push(format!(
@@ -360,6 +365,13 @@ fn election_round(cluster: &mut RaftCluster) -> Election {
                         "role {} acting {} term {} leader {}",
                         s["role"], s["acting"], s["term"], s["leader"]["raft_addr"]
                     );
+                    let now = (text(&s["role"]), s["term"].as_u64().unwrap_or(0));
+                    if now != role_term[i] {
+                        round
+                            .path
+                            .push(format!("n{i} {}/t{}@{at:.0}", now.0, now.1));
+                        role_term[i] = now;
+                    }
                     if s["role"] != "leader" {
                         continue;
                     }
@@ -624,7 +636,7 @@ fn main() {
         POLL.as_millis()
     );
     println!(
-        "  {:>5} {:>6} {:>7} {:>10} {:>10} {:>11} {:>11}  notes",
+        "  {:>5} {:>6} {:>7} {:>10} {:>10} {:>11} {:>11}  survivors' role/term changes @ms; notes",
         "round", "killed", "elected", "leader ms", "acting ms", "term", "rejoin ms"
     );
     for (i, e) in elections.iter().enumerate() {
@@ -638,7 +650,12 @@ fn main() {
             cell(e.acting_ms),
             format!("{} -> {}", e.term_before, e.term_after),
             cell(e.rejoin_ms),
-            e.notes.join("; ")
+            e.path
+                .iter()
+                .chain(&e.notes)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
         );
     }
     let leader_ms: Vec<f64> = elections.iter().filter_map(|e| e.leader_ms).collect();

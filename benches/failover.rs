@@ -17,9 +17,18 @@
 //! It also prints the resident memory of the daemon and of Sentinel watching one group
 //! and the size of the daemon binary. It prints figures and asserts nothing.
 //!
+//! **Cluster mode**, `BENCH_CLUSTER=3`: the watcher is 3 daemons forming one Raft cluster
+//! (`-broker=raft`, default raft settings, all with the same `-masters` and settings),
+//! against 3 Sentinels monitoring the master with quorum 2 and the same down-after. The
+//! daemons are ready when one of them is acting (the leader, having applied an entry of
+//! its term) and sees the master "ok" with both replicas; the Sentinels when each sees
+//! both replicas and the 2 other Sentinels. Memory is the sum over the 3 processes.
+//!
 //! Knobs: `BENCH_ROUNDS` (5), `BENCH_CHECK_INTERVAL_MS` (100), `BENCH_MAX_DOWN_TIME`
-//! (seconds, 1; also Sentinel's down-after-milliseconds), `BENCH_VERBOSE=1` (print the
-//! watcher's log after each round).
+//! (seconds, 1; also Sentinel's down-after-milliseconds), `BENCH_CLUSTER` (1: one
+//! standalone daemon against one Sentinel with quorum 1; N > 1: N daemons in a Raft
+//! cluster against N Sentinels with a majority quorum), `BENCH_VERBOSE=1` (print the
+//! watcher's logs after each round).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -31,7 +40,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::{Daemon, RedisServer, Sentinel, redis_cmd};
+use support::{Daemon, RaftCluster, RedisServer, Sentinel, redis_cmd};
 
 const GROUP: &str = "bench";
 /// How long each round waits for (a), (b) and (c) after the kill.
@@ -58,6 +67,8 @@ struct Settings {
     /// As given to `-max_down_time` (seconds).
     max_down_time: f64,
     verbose: bool,
+    /// Daemons in one Raft cluster, and Sentinels (quorum: a majority); 1 = standalone.
+    cluster: usize,
 }
 
 impl Settings {
@@ -67,6 +78,7 @@ impl Settings {
             check_interval_ms: env_or("BENCH_CHECK_INTERVAL_MS", 100u64),
             max_down_time: env_or("BENCH_MAX_DOWN_TIME", 1.0f64),
             verbose: std::env::var("BENCH_VERBOSE").is_ok_and(|v| v == "1"),
+            cluster: env_or("BENCH_CLUSTER", 1usize).max(1),
         }
     }
 
@@ -235,33 +247,71 @@ fn writer(
 
 // ---- the watchers ---------------------------------------------------------------------
 
+/// What watches the master: `BENCH_CLUSTER` processes of one system.
 enum Watcher {
-    Daemon(Daemon),
-    Sentinel(Sentinel),
+    /// One standalone daemon, or the nodes of one Raft cluster.
+    Daemons(Vec<Daemon>),
+    /// One Sentinel, or several monitoring the same master with a majority quorum.
+    Sentinels(Vec<Sentinel>),
 }
 
 impl Watcher {
     fn start(system: System, settings: &Settings, master_port: u16) -> Watcher {
+        let n = settings.cluster;
         match system {
             System::Daemon => {
                 let masters = format!("-masters={GROUP}=127.0.0.1:{master_port}");
                 let interval = format!("-check_interval={}", settings.check_interval_ms);
                 let down = format!("-max_down_time={}", settings.max_down_time);
-                Watcher::Daemon(Daemon::start(&[&masters, &interval, &down]))
+                let args = [masters.as_str(), &interval, &down];
+                if n == 1 {
+                    Watcher::Daemons(vec![Daemon::start(&args)])
+                } else {
+                    Watcher::Daemons(RaftCluster::start(n, &args, &[]).nodes)
+                }
             }
-            System::Sentinel => Watcher::Sentinel(Sentinel::start(
-                master_port,
-                GROUP,
-                settings.down_after_ms(),
-                1,
-            )),
+            System::Sentinel => Watcher::Sentinels(
+                (0..n)
+                    .map(|_| {
+                        Sentinel::start(master_port, GROUP, settings.down_after_ms(), quorum(n))
+                    })
+                    .collect(),
+            ),
         }
+    }
+
+    /// The daemon that checks and fails over: the only one, or the cluster's acting
+    /// leader (`Err` says what each node says instead).
+    fn acting(daemons: &[Daemon]) -> Result<(usize, &Daemon), String> {
+        if let [daemon] = daemons {
+            return Ok((0, daemon));
+        }
+        let mut seen = Vec::new();
+        for (i, daemon) in daemons.iter().enumerate() {
+            match daemon.http("GET", "/api/v1/cluster", "") {
+                Ok((200, body)) => {
+                    let status: serde_json::Value = serde_json::from_str(&body)
+                        .map_err(|e| format!("node {i}: {e}: {body}"))?;
+                    if status["role"] == "leader" && status["acting"] == true {
+                        return Ok((i, daemon));
+                    }
+                    seen.push(format!(
+                        "node {i}: role {} acting {} term {}",
+                        status["role"], status["acting"], status["term"]
+                    ));
+                }
+                Ok((code, body)) => seen.push(format!("node {i}: {code} {body}")),
+                Err(e) => seen.push(format!("node {i}: {e}")),
+            }
+        }
+        Err(format!("no acting daemon: {}", seen.join("; ")))
     }
 
     /// Whether the watcher is ready to fail over: `Err` says what it sees instead.
     fn ready(&self) -> Result<(), String> {
         match self {
-            Watcher::Daemon(daemon) => {
+            Watcher::Daemons(daemons) => {
+                let (_, daemon) = Watcher::acting(daemons)?;
                 let (status, body) = daemon.http("GET", "/api/v1/groups", "")?;
                 let groups: serde_json::Value =
                     serde_json::from_str(&body).map_err(|e| format!("{status} {body}: {e}"))?;
@@ -276,111 +326,202 @@ impl Watcher {
                     Err(group.to_string())
                 }
             }
-            Watcher::Sentinel(sentinel) => {
-                let entries = sentinel_replicas(sentinel.port)?;
-                // Two entries, each seen by Sentinel's own INFO: not disconnected or down,
-                // with its link to the master up (else Sentinel would not elect it yet).
-                let usable = entries
-                    .iter()
-                    .filter(|e| {
-                        e.iter().any(|(k, v)| k == "flags" && v == "slave")
-                            && e.iter()
-                                .any(|(k, v)| k == "master-link-status" && v == "ok")
-                    })
-                    .count();
-                if entries.len() == 2 && usable == 2 {
-                    Ok(())
-                } else {
-                    Err(format!("SENTINEL replicas {GROUP}: {entries:?}"))
+            Watcher::Sentinels(sentinels) => {
+                for sentinel in sentinels {
+                    let entries = sentinel_list(sentinel.port, "replicas")?;
+                    // Two entries, each seen by Sentinel's own INFO: not disconnected or
+                    // down, with its link to the master up (else Sentinel would not elect
+                    // it yet).
+                    let usable = entries
+                        .iter()
+                        .filter(|e| {
+                            field(e, "flags") == Some("slave")
+                                && field(e, "master-link-status") == Some("ok")
+                        })
+                        .count();
+                    if entries.len() != 2 || usable != 2 {
+                        return Err(format!(
+                            "port {}: SENTINEL replicas {GROUP}: {entries:?}",
+                            sentinel.port
+                        ));
+                    }
+                    // With several, each must know the others (found through the
+                    // master's hello channel) to reach the quorum and elect a leader.
+                    if sentinels.len() > 1 {
+                        let others = sentinel_list(sentinel.port, "sentinels")?;
+                        let up = others
+                            .iter()
+                            .filter(|e| field(e, "flags") == Some("sentinel"))
+                            .count();
+                        if up != sentinels.len() - 1 {
+                            return Err(format!(
+                                "port {}: SENTINEL sentinels {GROUP}: {others:?}",
+                                sentinel.port
+                            ));
+                        }
+                    }
                 }
+                Ok(())
             }
         }
     }
 
-    fn pid(&self) -> Result<u32, String> {
+    fn pids(&self) -> Result<Vec<u32>, String> {
         match self {
-            Watcher::Daemon(daemon) => daemon.pid().ok_or_else(|| "no daemon pid".to_string()),
-            Watcher::Sentinel(sentinel) => {
-                let info = redis_cmd(sentinel.port, &["INFO", "server"])?;
-                text_of(&info)
-                    .and_then(|t| info_field(&t, "process_id"))
-                    .and_then(|p| p.parse().ok())
-                    .ok_or_else(|| format!("no process_id in {info:?}"))
-            }
+            Watcher::Daemons(daemons) => daemons
+                .iter()
+                .map(|d| d.pid().ok_or_else(|| "no daemon pid".to_string()))
+                .collect(),
+            Watcher::Sentinels(sentinels) => sentinels
+                .iter()
+                .map(|sentinel| {
+                    let info = redis_cmd(sentinel.port, &["INFO", "server"])?;
+                    text_of(&info)
+                        .and_then(|t| info_field(&t, "process_id"))
+                        .and_then(|p| p.parse().ok())
+                        .ok_or_else(|| format!("no process_id in {info:?}"))
+                })
+                .collect(),
         }
     }
 
-    fn log(&self) -> String {
+    /// Each process's log, with a label when there are several.
+    fn logs(&self) -> Vec<(String, String)> {
+        let label = |i: usize| match self {
+            Watcher::Daemons(d) if d.len() > 1 => format!(" node {i}"),
+            Watcher::Sentinels(s) if s.len() > 1 => format!(" {i}"),
+            _ => String::new(),
+        };
         match self {
-            Watcher::Daemon(daemon) => daemon.log(),
-            Watcher::Sentinel(sentinel) => {
-                std::fs::read_to_string(sentinel.dir.path().join("sentinel.log"))
-                    .unwrap_or_default()
-            }
+            Watcher::Daemons(daemons) => daemons
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (label(i), d.log()))
+                .collect(),
+            Watcher::Sentinels(sentinels) => sentinels
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let path = s.dir.path().join("sentinel.log");
+                    (label(i), std::fs::read_to_string(path).unwrap_or_default())
+                })
+                .collect(),
         }
     }
 
     /// What the watcher itself says after the failover (for the notes column).
     fn afterwards(&self, killed_at: Instant, killed_wall_ms: u64, new_master: u16) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
         match self {
-            Watcher::Daemon(daemon) => {
+            Watcher::Daemons(daemons) => loop {
                 // The record is written after re-pointing, a moment after (c); then the
                 // monitor checks the new master.
-                let deadline = Instant::now() + Duration::from_secs(5);
-                loop {
-                    let group = daemon.group(GROUP);
-                    let record = &group["last_failover"];
-                    if record.is_object() && group["state"] == "ok" {
-                        let began = record["started_at_ms"].as_u64().unwrap_or(0);
-                        let mut note = format!(
-                            "daemon: {} began +{} ms ({} ms after the last successful check), took {} ms; ok again +{:.0} ms with {} replica(s)",
-                            record["outcome"].as_str().unwrap_or("?"),
-                            began as i64 - killed_wall_ms as i64,
-                            record["down_for_ms"],
-                            record["duration_ms"],
-                            ms(killed_at.elapsed()),
-                            group["replicas"].as_array().map_or(0, |r| r.len())
-                        );
-                        let master = group["master"].as_str().unwrap_or("");
-                        if !master.ends_with(&format!(":{new_master}")) {
-                            note += &format!("; MASTER IS {master}, not port {new_master}");
-                        }
-                        if let Some(reason) = record["reason"].as_str() {
-                            note += &format!("; reason: {reason}");
-                        }
-                        return note;
+                let acting = Watcher::acting(daemons);
+                let group = match &acting {
+                    Ok((_, daemon)) => daemon.group(GROUP),
+                    Err(_) => serde_json::Value::Null,
+                };
+                let record = &group["last_failover"];
+                if record.is_object() && group["state"] == "ok" {
+                    let node = match (&acting, daemons.len()) {
+                        (Ok((i, _)), n) if n > 1 => format!(" node {i}"),
+                        _ => String::new(),
+                    };
+                    let began = record["started_at_ms"].as_u64().unwrap_or(0);
+                    let mut note = format!(
+                        "daemon{node}: {} began +{} ms ({} ms after the last successful check), took {} ms; ok again +{:.0} ms with {} replica(s)",
+                        record["outcome"].as_str().unwrap_or("?"),
+                        began as i64 - killed_wall_ms as i64,
+                        record["down_for_ms"],
+                        record["duration_ms"],
+                        ms(killed_at.elapsed()),
+                        group["replicas"].as_array().map_or(0, |r| r.len())
+                    );
+                    let master = group["master"].as_str().unwrap_or("");
+                    if !master.ends_with(&format!(":{new_master}")) {
+                        note += &format!("; MASTER IS {master}, not port {new_master}");
                     }
-                    if Instant::now() >= deadline {
-                        return format!(
-                            "daemon: not ok with a failover record 5 s after (c): {group}"
-                        );
+                    if let Some(reason) = record["reason"].as_str() {
+                        note += &format!("; reason: {reason}");
                     }
-                    thread::sleep(Duration::from_millis(20));
+                    // The other nodes apply the same record through Raft.
+                    for (i, daemon) in daemons.iter().enumerate() {
+                        let mut theirs = daemon.group(GROUP);
+                        while theirs["master"] != master && Instant::now() < deadline {
+                            thread::sleep(Duration::from_millis(20));
+                            theirs = daemon.group(GROUP);
+                        }
+                        if theirs["master"] != master {
+                            note += &format!("; node {i} says master {}", theirs["master"]);
+                        }
+                    }
+                    return note;
                 }
-            }
-            Watcher::Sentinel(sentinel) => {
-                match redis_cmd(
-                    sentinel.port,
-                    &["SENTINEL", "get-master-addr-by-name", GROUP],
-                ) {
-                    Ok(Value::Array(items)) => {
-                        let port = items.get(1).and_then(text_of).unwrap_or_default();
-                        if port == new_master.to_string() {
-                            String::new()
-                        } else {
-                            format!("sentinel: master is port {port}, not {new_master}")
+                if Instant::now() >= deadline {
+                    return match acting {
+                        Ok(_) => {
+                            format!("daemon: not ok with a failover record 5 s after (c): {group}")
+                        }
+                        Err(e) => format!("daemon: 5 s after (c): {e}"),
+                    };
+                }
+                thread::sleep(Duration::from_millis(20));
+            },
+            Watcher::Sentinels(sentinels) => {
+                // Sentinels other than the one that led the failover learn the new master
+                // from its hello messages, within a couple of seconds.
+                let mut notes = Vec::new();
+                for (i, sentinel) in sentinels.iter().enumerate() {
+                    let label = if sentinels.len() > 1 {
+                        format!("sentinel {i}")
+                    } else {
+                        "sentinel".to_string()
+                    };
+                    loop {
+                        let reply = redis_cmd(
+                            sentinel.port,
+                            &["SENTINEL", "get-master-addr-by-name", GROUP],
+                        );
+                        let wrong = match reply {
+                            Ok(Value::Array(items)) => {
+                                let port = items.get(1).and_then(text_of).unwrap_or_default();
+                                (port != new_master.to_string()).then(|| {
+                                    format!("{label}: master is port {port}, not {new_master}")
+                                })
+                            }
+                            other => Some(format!("{label}: get-master-addr-by-name: {other:?}")),
+                        };
+                        match wrong {
+                            None => break,
+                            Some(note) if Instant::now() >= deadline => {
+                                notes.push(note);
+                                break;
+                            }
+                            Some(_) => thread::sleep(Duration::from_millis(20)),
                         }
                     }
-                    other => format!("sentinel: get-master-addr-by-name: {other:?}"),
                 }
+                notes.join("; ")
             }
         }
     }
 }
 
-/// `SENTINEL replicas <group>` as a list of field/value pairs per replica.
-fn sentinel_replicas(port: u16) -> Result<Vec<Vec<(String, String)>>, String> {
-    match redis_cmd(port, &["SENTINEL", "replicas", GROUP])? {
+/// The majority of `n` Sentinels.
+fn quorum(n: usize) -> u32 {
+    (n / 2 + 1) as u32
+}
+
+fn field<'a>(entry: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    entry
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// `SENTINEL replicas|sentinels <group>` as a list of field/value pairs per entry.
+fn sentinel_list(port: u16, what: &str) -> Result<Vec<Vec<(String, String)>>, String> {
+    match redis_cmd(port, &["SENTINEL", what, GROUP])? {
         Value::Array(entries) => Ok(entries
             .iter()
             .map(|entry| match entry {
@@ -395,7 +536,7 @@ fn sentinel_replicas(port: u16) -> Result<Vec<Vec<(String, String)>>, String> {
                 _ => Vec::new(),
             })
             .collect()),
-        other => Err(format!("odd SENTINEL replicas reply {other:?}")),
+        other => Err(format!("odd SENTINEL {what} reply {other:?}")),
     }
 }
 
@@ -427,7 +568,7 @@ struct Round {
     notes: String,
 }
 
-/// Resident memory read during a round (kB).
+/// Resident memory read during a round (kB), summed over the watcher's processes.
 struct Memory {
     rss_kb: u64,
     hwm_kb: u64,
@@ -476,11 +617,13 @@ fn run_round(
     let watcher = Watcher::start(system, settings, master.port);
     let outcome = measure(memory, &mut master, replicas, &watcher, started);
     if settings.verbose || outcome.as_ref().map_or(true, |r| r.lost > 0) {
-        eprintln!(
-            "--- {} log (last 40 lines) ---\n{}\n---",
-            system.name(),
-            tail(&watcher.log(), 40)
-        );
+        for (label, log) in watcher.logs() {
+            eprintln!(
+                "--- {}{label} log (last 40 lines) ---\n{}\n---",
+                system.name(),
+                tail(&log, 40)
+            );
+        }
         for (name, server) in [
             ("old master", &master),
             ("replica A", &replica_a),
@@ -509,12 +652,18 @@ fn measure(
     wait_ready(watcher)?;
     if memory.is_none() {
         thread::sleep(MEMORY_AFTER.saturating_sub(started.elapsed()));
-        *memory = Some(watcher.pid().and_then(|pid| {
-            memory_kb(pid).map(|(rss_kb, hwm_kb)| Memory {
-                rss_kb,
-                hwm_kb,
+        *memory = Some(watcher.pids().and_then(|pids| {
+            let mut sum = Memory {
+                rss_kb: 0,
+                hwm_kb: 0,
                 after: started.elapsed(),
-            })
+            };
+            for pid in pids {
+                let (rss_kb, hwm_kb) = memory_kb(pid)?;
+                sum.rss_kb += rss_kb;
+                sum.hwm_kb += hwm_kb;
+            }
+            Ok(sum)
         }));
         // Memory reading may have taken a while: make sure it still sees everything.
         wait_ready(watcher)?;
@@ -823,8 +972,20 @@ fn main() {
         "Failover after kill -9 of a master with 2 replicas and a writer: {} round(s) each",
         settings.rounds
     );
+    let n = settings.cluster;
+    let (ours, theirs) = if n == 1 {
+        (
+            "redis-failover".to_string(),
+            "Sentinel (1 instance, quorum 1)".to_string(),
+        )
+    } else {
+        (
+            format!("{n} x redis-failover (one Raft cluster, default raft settings)"),
+            format!("{n} Sentinels (quorum {})", quorum(n)),
+        )
+    };
     println!(
-        "settings: redis-failover -check_interval={} -max_down_time={} | Sentinel (1 instance, quorum 1) \
+        "settings: {ours} -check_interval={} -max_down_time={} | {theirs} \
          down-after-milliseconds {} failover-timeout 10000 parallel-syncs 1",
         settings.check_interval_ms,
         settings.max_down_time,
@@ -920,10 +1081,46 @@ fn main() {
     };
     println!(
         "{:<40} {:>23}   {:>23}",
-        "VmRSS (VmHWM) watching 1 group",
+        if n == 1 {
+            "VmRSS (VmHWM) watching 1 group".to_string()
+        } else {
+            format!("VmRSS (VmHWM), sum of {n} processes")
+        },
         memory(&runs[0]),
         memory(&runs[1])
     );
+    if n > 1 {
+        // Issue 3: our median within max_down_time + 250 ms, and below Sentinel's.
+        let bound = settings.max_down_time * 1000.0 + 250.0;
+        let verdicts: Vec<String> = rows
+            .iter()
+            .map(|(label, f)| {
+                let ours = stats(&column(&runs[0], *f)).map(|s| s.median);
+                let theirs = stats(&column(&runs[1], *f)).map(|s| s.median);
+                let within = |o: f64| {
+                    if o <= bound {
+                        format!("{o:.0} within {bound:.0}")
+                    } else {
+                        format!("{o:.0} NOT within {bound:.0}")
+                    }
+                };
+                let verdict = match (ours, theirs) {
+                    (Some(o), Some(t)) => format!(
+                        "{}, {} Sentinel's {t:.0}",
+                        within(o),
+                        if o < t { "below" } else { "NOT below" }
+                    ),
+                    (Some(o), None) => format!("{}; no Sentinel figure", within(o)),
+                    _ => "no figure".to_string(),
+                };
+                format!("{} {verdict}", &label[..3])
+            })
+            .collect();
+        println!(
+            "issue 3 target (our median within max_down_time + 250 ms and below Sentinel's): {}",
+            verdicts.join("; ")
+        );
+    }
     let binary = env!("CARGO_BIN_EXE_redis-failover");
     match std::fs::metadata(binary) {
         Ok(meta) => println!(

@@ -215,6 +215,28 @@ impl Drop for Transport {
     }
 }
 
+/// The connection to one peer and its reconnection state.
+struct Link {
+    conn: Option<BufWriter<TcpStream>>,
+    backoff: Duration,
+    retry_at: Instant,
+    reported_down: bool,
+}
+
+/// Whether the peer has closed (or reset) a link. Links carry data one way only, so
+/// anything readable on our end means the peer is gone.
+fn peer_closed(stream: &TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return true;
+    }
+    let mut byte = [0u8; 1];
+    let closed = match stream.peek(&mut byte) {
+        Ok(_) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    closed || stream.set_nonblocking(false).is_err()
+}
+
 /// Sends one peer's messages over one connection, reconnecting as needed.
 struct PeerSender {
     id: u64,
@@ -226,67 +248,90 @@ struct PeerSender {
 
 impl PeerSender {
     fn run(self, queue: Receiver<Message>) {
-        let mut conn: Option<BufWriter<TcpStream>> = None;
-        let mut backoff = BACKOFF_MIN;
-        let mut retry_at = Instant::now();
-        let mut reported_down = false;
-        while let Ok(message) = queue.recv() {
+        let mut link = Link {
+            conn: None,
+            backoff: BACKOFF_MIN,
+            retry_at: Instant::now(),
+            reported_down: false,
+        };
+        while let Ok(first) = queue.recv() {
             if self.stop.load(Ordering::SeqCst) {
                 return;
             }
-            let is_snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
-            if conn.is_none() {
-                if Instant::now() < retry_at {
-                    self.failed(is_snapshot);
-                    continue;
-                }
-                match self.connect() {
-                    Ok(stream) => {
-                        if reported_down {
-                            log::info!("raft: peer {:x} is reachable again", self.id);
-                        }
-                        reported_down = false;
-                        backoff = BACKOFF_MIN;
-                        conn = Some(stream);
-                    }
-                    Err(e) => {
-                        if !reported_down {
-                            log::warn!("raft: peer {:x} unreachable: {e}", self.id);
-                            reported_down = true;
-                        }
-                        retry_at = Instant::now() + backoff;
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
-                        self.failed(is_snapshot);
-                        continue;
-                    }
+            // This message and whatever else is queued go out together.
+            let mut batch = vec![first];
+            while batch.len() < PEER_QUEUE {
+                match queue.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
                 }
             }
-            let Some(stream) = conn.as_mut() else {
-                continue;
-            };
-            // Write this message and whatever else is queued, then flush once.
-            let mut written = write_message(stream, &message);
-            let mut snapshots = usize::from(is_snapshot);
-            while written.is_ok() {
-                let Ok(next) = queue.try_recv() else {
-                    break;
-                };
-                snapshots += usize::from(next.get_msg_type() == MessageType::MsgSnapshot);
-                written = write_message(stream, &next);
+            let snapshots = batch
+                .iter()
+                .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
+                .count();
+            // A link the peer closed (it restarted) is only found out by writing to it,
+            // and the first write after the close is lost without an error. So a link
+            // that looks closed is replaced first, and a failed batch is written once
+            // more on a fresh link: a lost vote would cost a whole election timeout.
+            let mut result = self.send(&mut link, &batch);
+            if result.is_err() && link.conn.is_none() && Instant::now() >= link.retry_at {
+                result = self.send(&mut link, &batch);
             }
-            let result = written.and_then(|()| stream.flush().map_err(|e| e.to_string()));
             for _ in 0..snapshots {
                 let _ = self
                     .events
                     .try_send(Event::SnapshotSent(self.id, result.is_ok()));
             }
-            if let Err(e) = result {
-                log::warn!("raft: connection to peer {:x} lost: {e}", self.id);
-                reported_down = true;
-                conn = None;
+            if result.is_err() {
                 let _ = self.events.try_send(Event::Unreachable(self.id));
             }
         }
+    }
+
+    /// Writes a batch on the link, connecting first if needed.
+    fn send(&self, link: &mut Link, batch: &[Message]) -> std::result::Result<(), ()> {
+        if link.conn.as_ref().is_some_and(|c| peer_closed(c.get_ref())) {
+            link.conn = None;
+        }
+        if link.conn.is_none() {
+            if Instant::now() < link.retry_at {
+                return Err(());
+            }
+            match self.connect() {
+                Ok(stream) => {
+                    if link.reported_down {
+                        log::info!("raft: peer {:x} is reachable again", self.id);
+                    }
+                    link.reported_down = false;
+                    link.backoff = BACKOFF_MIN;
+                    link.conn = Some(stream);
+                }
+                Err(e) => {
+                    if !link.reported_down {
+                        log::warn!("raft: peer {:x} unreachable: {e}", self.id);
+                        link.reported_down = true;
+                    }
+                    link.retry_at = Instant::now() + link.backoff;
+                    link.backoff = (link.backoff * 2).min(BACKOFF_MAX);
+                    return Err(());
+                }
+            }
+        }
+        let Some(stream) = link.conn.as_mut() else {
+            return Err(());
+        };
+        let written = batch
+            .iter()
+            .try_for_each(|m| write_message(stream, m))
+            .and_then(|()| stream.flush().map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            log::warn!("raft: connection to peer {:x} lost: {e}", self.id);
+            link.reported_down = true;
+            link.conn = None;
+            return Err(());
+        }
+        Ok(())
     }
 
     fn connect(&self) -> std::result::Result<BufWriter<TcpStream>, String> {
@@ -308,13 +353,6 @@ impl PeerSender {
             .write_all(&self.hello)
             .map_err(|e| format!("{addr}: {e}"))?;
         Ok(writer)
-    }
-
-    fn failed(&self, is_snapshot: bool) {
-        let _ = self.events.try_send(Event::Unreachable(self.id));
-        if is_snapshot {
-            let _ = self.events.try_send(Event::SnapshotSent(self.id, false));
-        }
     }
 }
 

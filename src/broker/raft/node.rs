@@ -451,6 +451,7 @@ impl Node {
             applied_index: Some(raft.raft_log.applied),
             peers: ids.into_iter().map(peer).collect(),
             error: None,
+            zk_session: None,
         };
         let changed = (acting, leader) != self.published;
         if changed {

@@ -175,8 +175,16 @@ fn one_node_leads_serves_writes_and_a_clean_stop_removes_its_znode() {
         "{status}"
     );
     assert_eq!(peers(&cluster, 0).unwrap().len(), 1, "{status}");
-    write_ok(&cluster.nodes[0], "POST", "/master?masters=cache=127.0.0.1:1");
-    write_ok(&cluster.nodes[0], "PUT", "/master?masters=a=127.0.0.1:2,b=127.0.0.1:3");
+    write_ok(
+        &cluster.nodes[0],
+        "POST",
+        "/master?masters=cache=127.0.0.1:1",
+    );
+    write_ok(
+        &cluster.nodes[0],
+        "PUT",
+        "/master?masters=a=127.0.0.1:2,b=127.0.0.1:3",
+    );
     write_ok(&cluster.nodes[0], "DELETE", "/master?masters=a");
     assert_eq!(group_list(&cluster.nodes[0]).unwrap(), "b=127.0.0.1:3");
     let (status, body) = cluster.nodes[0]
@@ -273,7 +281,10 @@ fn killing_the_leader_hands_over_within_the_session_timeout() {
     let survivors = others(&cluster, old);
     let leader = cluster.wait_for_leader(&survivors, ELECTION);
     let took = killed.elapsed();
-    eprintln!("hand-over after kill -9 of the leader: {} ms", took.as_millis());
+    eprintln!(
+        "hand-over after kill -9 of the leader: {} ms",
+        took.as_millis()
+    );
     assert_ne!(leader, old);
     for &i in &survivors {
         let list = peers(&cluster, i).unwrap();
@@ -299,9 +310,12 @@ fn a_killed_redis_master_is_failed_over_through_the_zk_cluster() {
     args.push(&masters);
     let mut cluster = ZkCluster::start(3, &zk.addr(), "/zk/tests/failover", &args);
     let leader = cluster.wait_for_leader(&[0, 1, 2], ELECTION);
-    wait_for_group(&cluster.nodes[leader], "g", "g watched by the leader", |g| {
-        watched_with_replicas(g, 2)
-    });
+    wait_for_group(
+        &cluster.nodes[leader],
+        "g",
+        "g watched by the leader",
+        |g| watched_with_replicas(g, 2),
+    );
     master.kill();
     let g = wait_for_group(
         &cluster.nodes[leader],
@@ -314,9 +328,12 @@ fn a_killed_redis_master_is_failed_over_through_the_zk_cluster() {
     wait_replicating_from(&b, a.port, "the other replica to follow the new master");
     // Every node has the new master and the record, from the state znode.
     for i in 0..3 {
-        wait_for_group(&cluster.nodes[i], "g", "every node to see the failover", |g| {
-            g["master"] == a.addr().as_str() && g["last_failover"]["outcome"] == "succeeded"
-        });
+        wait_for_group(
+            &cluster.nodes[i],
+            "g",
+            "every node to see the failover",
+            |g| g["master"] == a.addr().as_str() && g["last_failover"]["outcome"] == "succeeded",
+        );
     }
     // Exactly one failover: the followers did not act.
     for i in others(&cluster, leader) {
@@ -344,9 +361,12 @@ fn the_state_survives_a_restart_of_every_daemon() {
         "/master?masters=x=127.0.0.1:1,y=127.0.0.1:2",
     );
     write_ok(&cluster.nodes[follower], "DELETE", "/master?masters=x");
-    wait_for_group(&cluster.nodes[leader], "g", "g watched by the leader", |g| {
-        watched_with_replicas(g, 2)
-    });
+    wait_for_group(
+        &cluster.nodes[leader],
+        "g",
+        "g watched by the leader",
+        |g| watched_with_replicas(g, 2),
+    );
     master.kill();
     wait_for_group(&cluster.nodes[leader], "g", "the failover", |g| {
         g["last_failover"]["outcome"] == "succeeded"
@@ -362,7 +382,12 @@ fn the_state_survives_a_restart_of_every_daemon() {
     }
     // Restarted with their original -masters=g=<old master>: the failover stays.
     let leader = cluster.wait_for_leader(&[0, 1, 2], ELECTION);
-    wait_for_groups(&cluster, &[0, 1, 2], &expected, "after restarting every daemon");
+    wait_for_groups(
+        &cluster,
+        &[0, 1, 2],
+        &expected,
+        "after restarting every daemon",
+    );
     let g = try_group(&cluster.nodes[leader], "g").unwrap();
     assert_eq!(g["last_failover"]["outcome"], "succeeded", "{g}");
     assert_eq!(g["last_failover"]["new_master"], a.addr().as_str(), "{g}");
@@ -373,8 +398,17 @@ fn zookeeper_restarted_mid_run_the_cluster_recovers_with_one_leader() {
     let mut zk = ZooKeeper::start();
     let mut cluster = ZkCluster::start(3, &zk.addr(), "/zk/tests/zk-restart", &[SESSION]);
     cluster.wait_for_leader(&[0, 1, 2], ELECTION);
-    write_ok(&cluster.nodes[0], "POST", "/master?masters=before=127.0.0.1:1");
-    wait_for_groups(&cluster, &[0, 1, 2], "before=127.0.0.1:1", "the first write");
+    write_ok(
+        &cluster.nodes[0],
+        "POST",
+        "/master?masters=before=127.0.0.1:1",
+    );
+    wait_for_groups(
+        &cluster,
+        &[0, 1, 2],
+        "before=127.0.0.1:1",
+        "the first write",
+    );
 
     zk.kill();
     // An outage stops every daemon from acting, and writes answer 503 with a reason.
@@ -395,7 +429,11 @@ fn zookeeper_restarted_mid_run_the_cluster_recovers_with_one_leader() {
 
     zk.restart();
     let leader = cluster.wait_for_leader(&[0, 1, 2], Duration::from_secs(30));
-    write_ok(&cluster.nodes[leader], "POST", "/master?masters=after=127.0.0.1:3");
+    write_ok(
+        &cluster.nodes[leader],
+        "POST",
+        "/master?masters=after=127.0.0.1:3",
+    );
     wait_for_groups(
         &cluster,
         &[0, 1, 2],
@@ -405,6 +443,51 @@ fn zookeeper_restarted_mid_run_the_cluster_recovers_with_one_leader() {
     // And it stays at one leader (stale sessions of the outage have expired by now).
     std::thread::sleep(Duration::from_secs(3));
     cluster.wait_for_leader(&[0, 1, 2], ELECTION);
+}
+
+#[test]
+fn a_frozen_zookeeper_stops_the_leader_and_the_cluster_recovers() {
+    // SIGSTOP keeps the server's connections open and unanswered: the client library
+    // never notices (its calls have no timeout), so only the leader's lease stops it.
+    let zk = ZooKeeper::start();
+    let mut cluster = ZkCluster::start(3, &zk.addr(), "/zk/tests/frozen", &[SESSION]);
+    let old = cluster.wait_for_leader(&[0, 1, 2], ELECTION);
+    zk.signal("STOP");
+    let frozen = Instant::now();
+    wait_for_nobody_acting(
+        &cluster,
+        &[0, 1, 2],
+        "no daemon acting while ZooKeeper is frozen",
+    );
+    eprintln!(
+        "the leader stopped acting {} ms after ZooKeeper froze",
+        frozen.elapsed().as_millis()
+    );
+    let started = Instant::now();
+    let (status, body) = cluster.nodes[old]
+        .http("POST", "/master?masters=frozen=127.0.0.1:1", "")
+        .unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the 503 took {:?}",
+        started.elapsed()
+    );
+    zk.signal("CONT");
+    let leader = cluster.wait_for_leader(&[0, 1, 2], Duration::from_secs(30));
+    write_ok(
+        &cluster.nodes[leader],
+        "POST",
+        "/master?masters=thawed=127.0.0.1:2",
+    );
+    // The write that got 503 may still have been applied: it sat in the frozen server's
+    // socket (a timed-out write is undecided, as with any store). Every node agrees.
+    let list = group_list(&cluster.nodes[leader]).unwrap();
+    assert!(
+        list == "thawed=127.0.0.1:2" || list == "frozen=127.0.0.1:1,thawed=127.0.0.1:2",
+        "{list}"
+    );
+    wait_for_groups(&cluster, &[0, 1, 2], &list, "a write after the thaw");
 }
 
 #[test]
@@ -443,7 +526,11 @@ fn leader_killed_mid_failover_the_new_leader_finishes_with_the_same_replica() {
         |g| g["last_failover"]["outcome"].is_string() && g["state"] != "failing_over",
     );
     assert_eq!(g["last_failover"]["outcome"], "succeeded", "{g}");
-    assert_eq!(g["master"], a.addr().as_str(), "the replica failover-begin named: {g}");
+    assert_eq!(
+        g["master"],
+        a.addr().as_str(),
+        "the replica failover-begin named: {g}"
+    );
     let log = cluster.nodes[leader].log();
     assert!(log.contains("finishing it"), "{log}");
     assert_eq!(role(&a), "master");
@@ -464,7 +551,10 @@ fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            return (status.code(), std::fs::read_to_string(&log).unwrap_or_default());
+            return (
+                status.code(),
+                std::fs::read_to_string(&log).unwrap_or_default(),
+            );
         }
         if Instant::now() > deadline {
             let _ = child.kill();
@@ -482,7 +572,11 @@ fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
 fn a_bad_zk_path_or_missing_zk_addr_is_refused() {
     for (args, key) in [
         (
-            vec!["-broker=zk", "-zk_addr=127.0.0.1:2181", "-zk_path=/redis/failover"],
+            vec![
+                "-broker=zk",
+                "-zk_addr=127.0.0.1:2181",
+                "-zk_path=/redis/failover",
+            ],
             "zk_path",
         ),
         (
@@ -499,7 +593,11 @@ fn a_bad_zk_path_or_missing_zk_addr_is_refused() {
             "zk_addr",
         ),
         (
-            vec!["-broker=zk", "-zk_addr=127.0.0.1:2181", "-zk_session_timeout=0"],
+            vec![
+                "-broker=zk",
+                "-zk_addr=127.0.0.1:2181",
+                "-zk_session_timeout=0",
+            ],
             "zk_session_timeout",
         ),
     ] {

@@ -826,6 +826,17 @@ impl ZooKeeper {
         kill_child(&mut self.child);
     }
 
+    /// Sends a signal by name (`STOP` freezes the server with its connections open).
+    pub fn signal(&self, name: &str) {
+        if let Some(pid) = self.pid() {
+            let status = Command::new("kill")
+                .args(["-s", name, &pid.to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill -s {name} {pid}: {status}");
+        }
+    }
+
     /// Starts the server again on the same port with the same data (sessions, znodes).
     pub fn restart(&mut self) {
         self.kill();

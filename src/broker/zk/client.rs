@@ -41,7 +41,11 @@ impl std::fmt::Display for CallError {
             }
             CallError::Zk(e) => write!(f, "ZooKeeper error {e:?}"),
             CallError::TimedOut(after) => {
-                write!(f, "no answer from ZooKeeper within {} ms", after.as_millis())
+                write!(
+                    f,
+                    "no answer from ZooKeeper within {} ms",
+                    after.as_millis()
+                )
             }
             CallError::NoThread(e) => write!(f, "cannot start a thread for a ZooKeeper call: {e}"),
         }

@@ -62,9 +62,18 @@ mod tests {
 
     #[test]
     fn lowest_sequence_leads_and_each_watches_its_predecessor() {
-        let children = names(&["n_0000000012", "junk", "n_0000000003", "n_0000000100", "n_x"]);
+        let children = names(&[
+            "n_0000000012",
+            "junk",
+            "n_0000000003",
+            "n_0000000100",
+            "n_x",
+        ]);
         let order = ordered(&children);
-        assert_eq!(order, names(&["n_0000000003", "n_0000000012", "n_0000000100"]));
+        assert_eq!(
+            order,
+            names(&["n_0000000003", "n_0000000012", "n_0000000100"])
+        );
         assert_eq!(position(&order, "n_0000000003"), Position::Leader);
         assert_eq!(
             position(&order, "n_0000000100"),

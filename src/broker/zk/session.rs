@@ -35,11 +35,18 @@ use zookeeper::{Acl, CreateMode, WatchedEvent, ZkError, ZkState};
 /// events of replaced clients are ignored.
 pub enum Event {
     /// The crate reported a connection state.
-    Session { generation: u64, state: ZkState },
+    Session {
+        generation: u64,
+        state: ZkState,
+    },
     /// The watched predecessor znode changed (deleted, most likely).
-    Predecessor { generation: u64 },
+    Predecessor {
+        generation: u64,
+    },
     /// The state znode changed.
-    State { generation: u64 },
+    State {
+        generation: u64,
+    },
     Shutdown,
 }
 
@@ -148,9 +155,7 @@ impl Session {
                     self.read_state()
                 }
                 Some(_) => Ok(()),
-                None if self.client.is_some() && Instant::now() >= self.next_probe => {
-                    self.probe()
-                }
+                None if self.client.is_some() && Instant::now() >= self.next_probe => self.probe(),
                 None => Ok(()),
             };
             match result {
@@ -405,7 +410,11 @@ impl Session {
                     self.shared.subscribers.notify();
                 }
                 let mut status = lock(&self.shared.status);
-                if status.error.as_deref().is_some_and(|e| e.starts_with(&path)) {
+                if status
+                    .error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with(&path))
+                {
                     status.error = None;
                 }
             }
@@ -479,9 +488,9 @@ impl Session {
                 self.set_session("disconnected", None);
                 Ok(())
             }
-            ZkState::Closed | ZkState::AuthFailed | ZkState::Associating => {
-                Err(Lost::Session(format!("the ZooKeeper client reports {state:?}")))
-            }
+            ZkState::Closed | ZkState::AuthFailed | ZkState::Associating => Err(Lost::Session(
+                format!("the ZooKeeper client reports {state:?}"),
+            )),
         }
     }
 
@@ -551,7 +560,8 @@ impl Session {
     }
 
     fn set_role(&self, role: &str) {
-        self.shared.update_status(|status| status.role = role.to_string());
+        self.shared
+            .update_status(|status| status.role = role.to_string());
     }
 }
 

@@ -498,7 +498,7 @@ impl Session {
     fn give_up(&mut self, why: &str) {
         self.stop_acting(why);
         self.failures_in_a_row += 1;
-        if self.failures_in_a_row == 1 || self.failures_in_a_row % 30 == 0 {
+        if self.failures_in_a_row == 1 || self.failures_in_a_row.is_multiple_of(30) {
             log::warn!("zk: {why}; opening a new session");
         } else {
             log::debug!("zk: {why}; opening a new session");

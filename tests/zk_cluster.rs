@@ -491,6 +491,62 @@ fn a_frozen_zookeeper_stops_the_leader_and_the_cluster_recovers() {
 }
 
 #[test]
+fn a_damaged_state_znode_changes_nothing_and_a_deleted_one_is_put_back() {
+    let zk = ZooKeeper::start();
+    let path = "/zk/tests/damaged";
+    let state = format!("{path}/state");
+    let mut cluster = ZkCluster::start(2, &zk.addr(), path, &[SESSION]);
+    cluster.wait_for_leader(&[0, 1], ELECTION);
+    write_ok(&cluster.nodes[1], "POST", "/master?masters=g=127.0.0.1:1");
+    wait_for_groups(&cluster, &[0, 1], "g=127.0.0.1:1", "the first write");
+    // Another ZooKeeper client (an operator) writes garbage into the state znode.
+    let operator = zookeeper::ZooKeeper::connect(&zk.addr(), Duration::from_secs(5), |_| {})
+        .expect("connect to ZooKeeper");
+    operator
+        .set_data(&state, b"{garbage".to_vec(), None)
+        .expect("set_data");
+    wait_until(LONG, "the daemons to report the damaged znode", || {
+        for i in 0..2 {
+            let s = cluster.status(i)?;
+            if !str_of(&s["error"]).contains("not a redis-failover state") {
+                return Err(format!("node {i}: {s}"));
+            }
+        }
+        Ok(())
+    });
+    // Reads keep the last good copy; writes are refused and overwrite nothing.
+    assert_eq!(group_list(&cluster.nodes[0]).unwrap(), "g=127.0.0.1:1");
+    let (status, body) = cluster.nodes[0]
+        .http("POST", "/master?masters=h=127.0.0.1:2", "")
+        .unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("not a redis-failover state"), "{body}");
+    let (data, _) = operator.get_data(&state, false).expect("get_data");
+    assert_eq!(data, b"{garbage");
+    // Deleted: a daemon puts back its copy.
+    operator.delete(&state, None).expect("delete");
+    let restored = wait_until(LONG, "the state znode to be put back", || {
+        let (data, _) = operator
+            .get_data(&state, false)
+            .map_err(|e| format!("{e:?}"))?;
+        let value: Value = serde_json::from_slice(&data).map_err(|e| format!("{e}: {data:?}"))?;
+        Ok(value)
+    });
+    assert_eq!(
+        restored["groups"]["g"]["master"], "127.0.0.1:1",
+        "{restored}"
+    );
+    write_ok(&cluster.nodes[0], "POST", "/master?masters=h=127.0.0.1:2");
+    wait_for_groups(
+        &cluster,
+        &[0, 1],
+        "g=127.0.0.1:1,h=127.0.0.1:2",
+        "a write after the repair",
+    );
+    let _ = operator.close();
+}
+
+#[test]
 fn leader_killed_mid_failover_the_new_leader_finishes_with_the_same_replica() {
     let zk = ZooKeeper::start();
     let (mut master, a, b) = topology(10, 100);

@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use zookeeper::ZkError;
+use zookeeper::{Stat, ZkError};
 
 /// How long a write may take before the caller gets 503 (the Raft broker's limit too).
 pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -80,11 +80,14 @@ impl ZkOptions {
     }
 }
 
-/// The replicated state as last read or written, with the znode's modification zxid
-/// (grows with every change, so an older read never replaces a newer one).
+/// The replicated state as last read or written, with the znode's creation and
+/// modification zxids: the latter grows with every change, so an older read never
+/// replaces a newer one. A znode created anew (a lost ensemble's data, a deleted znode
+/// put back) restarts the count.
 #[derive(Default)]
 struct Cached {
     state: ReplicatedState,
+    czxid: i64,
     mzxid: i64,
 }
 
@@ -120,12 +123,13 @@ impl Shared {
     }
 
     /// Keeps `state` if it is newer than the cached copy; returns whether it changed.
-    fn store(&self, state: ReplicatedState, mzxid: i64) -> bool {
+    fn store(&self, state: ReplicatedState, stat: &Stat) -> bool {
         let mut cache = lock(&self.cache);
-        if mzxid < cache.mzxid {
+        if stat.czxid == cache.czxid && stat.mzxid < cache.mzxid {
             return false;
         }
-        cache.mzxid = mzxid;
+        cache.czxid = stat.czxid;
+        cache.mzxid = stat.mzxid;
         if cache.state == state {
             return false;
         }
@@ -326,7 +330,7 @@ fn propose(shared: &Shared, action: Action) -> Result<()> {
         next.apply(action.clone())?;
         if next == current && !fenced {
             // Nothing to write (e.g. the configured masters are known already).
-            if shared.store(current, stat.mzxid) {
+            if shared.store(current, &stat) {
                 shared.subscribers.notify();
             }
             return Ok(());
@@ -346,7 +350,7 @@ fn propose(shared: &Shared, action: Action) -> Result<()> {
             .min(options.call_timeout());
         match client.call(limit, move |zk| zk.set_data(&path, bytes, Some(version))) {
             Ok(written) => {
-                if shared.store(next, written.mzxid) {
+                if shared.store(next, &written) {
                     shared.subscribers.notify();
                 }
                 if fenced && sent.elapsed() >= options.lease() {

@@ -22,7 +22,7 @@
 use super::client::{CallError, Client};
 use super::election::{self, Position};
 use super::{Shared, ZkOptions, lock, parse_state};
-use crate::broker::{PeerStatus, ReplicatedState};
+use crate::broker::PeerStatus;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::BTreeMap;
 use std::net::{TcpStream, ToSocketAddrs};
@@ -212,8 +212,10 @@ impl Session {
         {
             self.ensure(&client, &path, Vec::new())?;
         }
-        let empty = serde_json::to_vec(&ReplicatedState::default()).unwrap_or_default();
-        self.ensure(&client, &options.state_path(), empty)?;
+        // A missing state znode gets this daemon's copy (empty on a first start), so an
+        // ensemble that lost its data does not make the cluster forget its groups.
+        let known = serde_json::to_vec(&self.shared.state()).unwrap_or_default();
+        self.ensure(&client, &options.state_path(), known)?;
         let prefix = format!("{}/{}", options.election_path(), election::PREFIX);
         let data = options.http_addr.clone().into_bytes();
         let created = self.call(&client, move |zk| {
@@ -406,7 +408,7 @@ impl Session {
         };
         match parse_state(&data) {
             Ok(state) => {
-                if self.shared.store(state, stat.mzxid) {
+                if self.shared.store(state, &stat) {
                     self.shared.subscribers.notify();
                 }
                 let mut status = lock(&self.shared.status);

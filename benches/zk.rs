@@ -17,6 +17,10 @@
 //!   replica's `ROLE` says master (polled every ms) and (b) a follower's `GET /master`
 //!   names it (the record went through the broker and back to another daemon).
 //!
+//! - **ZooKeeper restart**, `BENCH_ROUNDS` rounds with the ZooKeeper cluster (2 s
+//!   sessions): `kill -9` of the ZooKeeper server, then (c) until no daemon acts, and,
+//!   once the server answers `ruok` again on the same data dir, (d) until one daemon acts.
+//!
 //! Prints figures; asserts nothing. Knobs: `BENCH_ROUNDS` (5),
 //! `BENCH_ZK_SESSION_TIMEOUTS`, `BENCH_VERBOSE=1` (print the daemons' logs at the end).
 
@@ -159,6 +163,43 @@ fn failover_round(nodes: &mut [Daemon]) -> Result<FailoverTimes, String> {
     })
 }
 
+struct ZkRestartTimes {
+    stopped_ms: f64,
+    recovered_ms: f64,
+}
+
+fn zk_restart_round(zk: &mut ZooKeeper, nodes: &mut [Daemon]) -> Result<ZkRestartTimes, String> {
+    wait_for_one_leader(nodes);
+    zk.kill();
+    let killed = Instant::now();
+    let stopped_ms = loop {
+        if killed.elapsed() > DEADLINE {
+            return Err("a daemon kept acting without ZooKeeper".into());
+        }
+        if nodes.iter().all(|n| status(n)["acting"] == false) {
+            break killed.elapsed().as_secs_f64() * 1000.0;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    zk.restart();
+    let back = Instant::now();
+    loop {
+        if back.elapsed() > DEADLINE {
+            return Err("no leader after ZooKeeper came back".into());
+        }
+        if nodes.iter().any(|n| status(n)["acting"] == true) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let recovered_ms = back.elapsed().as_secs_f64() * 1000.0;
+    wait_for_one_leader(nodes);
+    Ok(ZkRestartTimes {
+        stopped_ms,
+        recovered_ms,
+    })
+}
+
 fn summary(values: &[f64]) -> String {
     if values.is_empty() {
         return "-".into();
@@ -201,7 +242,7 @@ fn main() {
         .filter_map(|t| t.trim().parse().ok())
         .collect();
     let verbose = std::env::var("BENCH_VERBOSE").is_ok_and(|v| v == "1");
-    let zk = ZooKeeper::start();
+    let mut zk = ZooKeeper::start();
     println!(
         "ZooKeeper {} (standalone, 250 ms ticks); {rounds} rounds each; ms after kill -9, median (min–max)\n",
         zk.addr()
@@ -264,6 +305,17 @@ fn main() {
         "raft: failover, (b) a follower shows it",
         &raft_failovers,
         |t| t.recorded_ms,
+    );
+    let restarts: Vec<Result<ZkRestartTimes, String>> = (0..rounds)
+        .map(|_| zk_restart_round(&mut zk, &mut cluster.nodes))
+        .collect();
+    report("zk: ZooKeeper killed, (c) no daemon acts", &restarts, |t| {
+        t.stopped_ms
+    });
+    report(
+        "zk: ZooKeeper back, (d) until one daemon acts",
+        &restarts,
+        |t| t.recovered_ms,
     );
     if verbose {
         for node in cluster.nodes.iter().chain(raft.nodes.iter()) {

@@ -68,6 +68,9 @@ pub struct Session {
     generation: u64,
     /// This daemon's election znode (name under the election path).
     node: Option<String>,
+    /// The election znode of the session given up last, removed once a new session is
+    /// open (see [`Session::remove_previous_node`]).
+    previous_node: Option<String>,
     /// The crate's last reported state is `Connected` (or a call has just succeeded).
     connected: bool,
     /// This daemon is the lowest znode and has read the state since it became so.
@@ -98,6 +101,7 @@ impl Session {
             client: None,
             generation: 0,
             node: None,
+            previous_node: None,
             connected: false,
             leading: false,
             announced_acting: false,
@@ -231,12 +235,34 @@ impl Session {
             "zk: session open; this daemon is {name} in {}",
             options.election_path()
         );
-        *lock(&self.shared.client) = Some((client, created));
+        *lock(&self.shared.client) = Some((client.clone(), created));
         self.node = Some(name);
         self.connected = true;
         self.set_session("connected", None);
+        self.remove_previous_node(&client);
         self.read_state()?;
         self.probe()
+    }
+
+    /// Deletes the election znode of this daemon's previous session, if it is still
+    /// there. The crate declares a session lost at the first disconnect when it has not
+    /// pinged for a session timeout (it pings only when idle, and the probes keep it
+    /// busy), while ZooKeeper keeps the session, and its znode at the head of the
+    /// election, until it expires. That client is given up and this daemon no longer
+    /// acts through it, so its znode only delays the next leader: remove it now.
+    fn remove_previous_node(&mut self, client: &Client) {
+        let Some(name) = self.previous_node.take() else {
+            return;
+        };
+        let path = format!("{}/{name}", self.options().election_path());
+        let owned = path.clone();
+        match client.call(self.options().call_timeout(), move |zk| {
+            zk.delete(&owned, None)
+        }) {
+            Ok(()) => log::info!("zk: removed {path}, left by this daemon's previous session"),
+            Err(CallError::Zk(ZkError::NoNode)) => {}
+            Err(e) => log::warn!("zk: cannot remove {path} of the previous session: {e}"),
+        }
     }
 
     /// Creates a persistent znode unless it exists.
@@ -510,7 +536,9 @@ impl Session {
             // Best effort: if the session still lives, end it so its znode goes now.
             client.close(Duration::from_millis(200));
         }
-        self.node = None;
+        if let Some(name) = self.node.take() {
+            self.previous_node = Some(name);
+        }
         self.watching = None;
         self.connected = false;
         self.set_session(

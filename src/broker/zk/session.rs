@@ -158,18 +158,18 @@ impl Session {
                 Some(Event::State { generation }) if generation == self.generation => {
                     self.read_state()
                 }
-                Some(_) => Ok(()),
-                None if self.client.is_some() && Instant::now() >= self.next_probe => self.probe(),
-                None => Ok(()),
+                Some(_) | None => Ok(()),
             };
-            match result {
-                Ok(()) => {}
-                Err(Lost::Shutdown) => break,
-                Err(Lost::Retry(why)) => {
-                    log::debug!("zk: {why}; probing again");
-                    self.next_probe = Instant::now() + self.probe_interval();
+            if !self.settle(result) {
+                break;
+            }
+            // Due probes run even while events keep coming (a busy state znode must not
+            // starve the lease).
+            if self.client.is_some() && Instant::now() >= self.next_probe {
+                let result = self.probe();
+                if !self.settle(result) {
+                    break;
                 }
-                Err(Lost::Session(why)) => self.give_up(&why),
             }
             self.publish_acting();
         }
@@ -183,6 +183,20 @@ impl Session {
             }
         }
         lock(&self.shared.client).take();
+    }
+
+    /// Acts on the outcome of a step; returns false when the thread must stop.
+    fn settle(&mut self, result: Result<(), Lost>) -> bool {
+        match result {
+            Ok(()) => {}
+            Err(Lost::Shutdown) => return false,
+            Err(Lost::Retry(why)) => {
+                log::debug!("zk: {why}; probing again");
+                self.next_probe = Instant::now() + self.probe_interval();
+            }
+            Err(Lost::Session(why)) => self.give_up(&why),
+        }
+        true
     }
 
     /// Connects, creates the paths, joins the election and reads the state.

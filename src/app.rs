@@ -9,6 +9,7 @@ use crate::address::{Addr, MasterSpec};
 use crate::api_auth::ApiAccess;
 use crate::broker::raft::{RaftBroker, RaftOptions};
 use crate::broker::standalone::StandaloneBroker;
+use crate::broker::zk::{ZkBroker, ZkOptions};
 use crate::broker::{Action, Broker, ClusterStatus, GroupSpec};
 use crate::config::{BrokerKind, Config, StartState};
 use crate::error::{Error, Result};
@@ -133,12 +134,16 @@ impl App {
                 cluster_state: config.raft.cluster_state,
                 tick: config.raft.tick_interval,
             })?),
-            BrokerKind::Zk => {
-                return Err(Error::InvalidInput(
-                    "broker: zk is not available in this build yet; use -broker=raft or run standalone"
-                        .into(),
-                ));
-            }
+            BrokerKind::Zk => Arc::new(ZkBroker::start(ZkOptions {
+                servers: config.zk.addr.iter().map(|a| a.to_string()).collect(),
+                base: config.zk.base_dir.clone(),
+                http_addr,
+                sentinel_addr: config
+                    .sentinel_addr
+                    .as_ref()
+                    .map(|a| advertised(a, &config)),
+                session_timeout: config.zk.session_timeout,
+            })?),
         };
         let core = Arc::new(Core {
             broker,

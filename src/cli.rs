@@ -58,6 +58,9 @@ pub struct Args {
     /// zooKeeper base path, must start with /zk
     #[argh(option)]
     pub zk_path: Option<String>,
+    /// milliseconds without contact before ZooKeeper expires a session (default 5000)
+    #[argh(option)]
+    pub zk_session_timeout: Option<i64>,
     /// password for the monitored servers (sent with AUTH); the Go original's name
     #[argh(option)]
     pub password: Option<Secret>,
@@ -167,6 +170,7 @@ impl Args {
             zk: ZkSettings {
                 addr: list(&self.zk_addr),
                 base_dir: self.zk_path.clone(),
+                session_timeout: self.zk_session_timeout,
             },
         }
     }

@@ -21,6 +21,10 @@ pub const DEFAULT_CHECK_INTERVAL_MS: u64 = 1000;
 /// Default time without a successful check before a master is down, in seconds.
 pub const DEFAULT_MAX_DOWN_TIME_SECS: f64 = 3.0;
 
+/// Default ZooKeeper session timeout, in milliseconds: within ZooKeeper's default
+/// bounds (2 to 20 ticks of 2 s, so 4 s to 40 s).
+pub const DEFAULT_ZK_SESSION_TIMEOUT_MS: u64 = 5000;
+
 /// How the daemons of a cluster agree on the monitored masters and on who acts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BrokerKind {
@@ -105,6 +109,9 @@ pub struct RaftSettings {
 pub struct ZkSettings {
     pub addr: Option<List>,
     pub base_dir: Option<String>,
+    /// Milliseconds of silence after which ZooKeeper expires a daemon's session (default
+    /// 5000): a killed leader is replaced after about this long.
+    pub session_timeout: Option<i64>,
 }
 
 /// Settings as written in a file or given as flags: every value optional.
@@ -155,6 +162,7 @@ pub struct RaftConfig {
 pub struct ZkConfig {
     pub addr: Vec<Addr>,
     pub base_dir: String,
+    pub session_timeout: Duration,
 }
 
 /// Validated settings of one daemon.
@@ -244,6 +252,7 @@ impl Settings {
             zk: ZkSettings {
                 addr: over.zk.addr.or(self.zk.addr),
                 base_dir: over.zk.base_dir.or(self.zk.base_dir),
+                session_timeout: over.zk.session_timeout.or(self.zk.session_timeout),
             },
         }
     }
@@ -321,9 +330,21 @@ impl Settings {
             .zk
             .base_dir
             .unwrap_or_else(|| "/zk/redis/failover".into());
-        if broker == BrokerKind::Zk && !zk_base.starts_with("/zk") {
+        if broker == BrokerKind::Zk {
+            check_zk_path(&zk_base)?;
+            if zk_addr.is_empty() {
+                return Err(invalid_input!(
+                    "zk_addr ([zk] addr): required with -broker=zk (host:port of each ZooKeeper server, comma-separated)"
+                ));
+            }
+        }
+        let session_ms = self
+            .zk
+            .session_timeout
+            .unwrap_or(DEFAULT_ZK_SESSION_TIMEOUT_MS as i64);
+        if !(100..=600_000).contains(&session_ms) {
             return Err(invalid_input!(
-                "zk_path ([zk] base_dir): {zk_base:?} must start with /zk"
+                "zk_session_timeout ([zk] session_timeout): {session_ms} is out of range (100 to 600000 milliseconds)"
             ));
         }
         let redis_password = match (self.redis_password, self.password) {
@@ -386,9 +407,34 @@ impl Settings {
             zk: ZkConfig {
                 addr: zk_addr,
                 base_dir: zk_base,
+                session_timeout: Duration::from_millis(session_ms as u64),
             },
         })
     }
+}
+
+/// A ZooKeeper base path: the original's `/zk` prefix, and a path ZooKeeper accepts
+/// (absolute, no empty, `.` or `..` component, no trailing slash).
+fn check_zk_path(path: &str) -> Result<()> {
+    let key = "zk_path ([zk] base_dir)";
+    if !path.starts_with("/zk") {
+        return Err(invalid_input!("{key}: {path:?} must start with /zk"));
+    }
+    let bad = path
+        .split('/')
+        .skip(1)
+        .find(|part| part.is_empty() || *part == "." || *part == "..");
+    if let Some(part) = bad {
+        return Err(invalid_input!(
+            "{key}: {path:?} is not a ZooKeeper path (component {part:?}; write it as /zk/a/b)"
+        ));
+    }
+    if path.chars().any(|c| c.is_control()) {
+        return Err(invalid_input!(
+            "{key}: {path:?} contains control characters"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -426,6 +472,12 @@ mod tests {
             ("log_level = \"loud\"", "log_level"),
             ("redis_username = \"u\"", "redis_username"),
             ("password = \"a\"\nredis_password = \"b\"", "redis_password"),
+            (
+                "broker = \"zk\"\n[zk]\naddr = \"h:1\"\nbase_dir = \"/zk/a/\"",
+                "zk_path",
+            ),
+            ("broker = \"zk\"\n[zk]\nbase_dir = \"/zk/a\"", "zk_addr"),
+            ("[zk]\nsession_timeout = 5", "zk_session_timeout"),
         ] {
             let err = Settings::from_toml(toml)
                 .unwrap()

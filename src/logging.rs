@@ -16,6 +16,12 @@ struct StderrLogger {
 
 impl Log for StderrLogger {
     fn enabled(&self, metadata: &Metadata) -> bool {
+        // The zookeeper crate logs every reconnect attempt (thousands a second while no
+        // server listens) and every watch event at info or error: trace only. The
+        // session thread logs what matters.
+        if metadata.target().starts_with("zookeeper") {
+            return self.level >= LevelFilter::Trace;
+        }
         metadata.level() <= self.level
             && (metadata.level() <= Level::Info || metadata.target().starts_with("redis_failover"))
     }

@@ -184,9 +184,29 @@ pub struct BrokerSample {
 }
 
 /// Broker series, from the broker's view of its cluster: for Raft the term, commit and
-/// applied index and the number of members. The standalone broker has none.
+/// applied index and the number of members; for ZooKeeper whether the session is
+/// connected and how many daemons are in the election. The standalone broker has none.
 pub fn broker_samples(broker: &dyn Broker) -> Vec<BrokerSample> {
     let cluster = broker.cluster();
+    if cluster.broker == "zk" {
+        let connected = cluster.zk_session.as_deref() == Some("connected");
+        return vec![
+            BrokerSample {
+                name: "redis_failover_zk_session_connected",
+                help: "Whether this daemon's ZooKeeper session is connected (1) or not (0).",
+                kind: "gauge",
+                labels: Vec::new(),
+                value: if connected { 1.0 } else { 0.0 },
+            },
+            BrokerSample {
+                name: "redis_failover_zk_daemons",
+                help: "Daemons in the ZooKeeper election, this one included.",
+                kind: "gauge",
+                labels: Vec::new(),
+                value: cluster.peers.len() as f64,
+            },
+        ];
+    }
     if cluster.broker != "raft" {
         return Vec::new();
     }

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need when it is missing: redis-server and
-# redis-cli (Debian's redis-server and redis-tools packages), and redis-py for the
-# tests of the Sentinel-compatible port (pip, or Debian's python3-redis).
+# redis-cli (Debian's redis-server and redis-tools packages), redis-py for the tests
+# of the Sentinel-compatible port (pip, or Debian's python3-redis), and ZooKeeper for the
+# -broker=zk tests and test-cluster/zk-cluster.sh (Debian's zookeeper package; it pulls
+# in a Java runtime).
 set -euo pipefail
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+[ -f /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing ${need[*]} with apt-get" >&2
     sudo=""
@@ -15,8 +18,11 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 # Debian starts a redis-server service on install where systemd runs; the demo and
-# the tests use their own ports, so it is left alone.
+# the tests use their own ports, so it is left alone. The zookeeper package starts no
+# server: the tests and zk-cluster.sh run their own.
 redis-server --version
+java -version 2>&1 | head -1
+echo "zookeeper $(dpkg-query -W -f='${Version}' zookeeper 2>/dev/null || echo '(jar present)')"
 if ! python3 -c 'import redis.sentinel' >/dev/null 2>&1; then
     echo "installing redis-py with pip" >&2
     python3 -m pip install --quiet --disable-pip-version-check redis >/dev/null 2>&1 ||

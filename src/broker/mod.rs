@@ -5,10 +5,12 @@
 //! code whatever the cluster: it proposes [`Action`]s and reads [`ReplicatedState`]. A
 //! standalone daemon applies actions in memory ([`standalone`]); the Raft broker
 //! ([`raft`]) replicates the same actions in the same order to every daemon, so every
-//! node computes the same state from them.
+//! node computes the same state from them; the ZooKeeper broker ([`zk`]) keeps the state
+//! itself in a znode and changes it with version-checked writes.
 
 pub mod raft;
 pub mod standalone;
+pub mod zk;
 
 use crate::address::{Addr, MasterSpec};
 use crate::error::Result;
@@ -378,8 +380,13 @@ pub struct ClusterStatus {
     pub commit_index: Option<u64>,
     pub applied_index: Option<u64>,
     pub peers: Vec<PeerStatus>,
-    /// Set when the broker has stopped working (e.g. its disk failed).
+    /// Set when the broker has stopped working (e.g. its disk failed), or, with ZooKeeper,
+    /// the last problem with the ensemble.
     pub error: Option<String>,
+    /// The ZooKeeper session (zk only): `connected`, `connecting`, `disconnected` or
+    /// `expired`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zk_session: Option<String>,
 }
 
 /// One member of the cluster.

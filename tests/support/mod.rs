@@ -785,3 +785,241 @@ impl RaftCluster {
         })
     }
 }
+
+/// The jars of Debian's `zookeeper` package: `zookeeper.jar` names its dependencies in
+/// its manifest; slf4j-simple (from libslf4j-java) makes the server log to stderr.
+fn zookeeper_classpath() -> String {
+    let jar = "/usr/share/java/zookeeper.jar";
+    assert!(
+        Path::new(jar).exists(),
+        "ZooKeeper is not installed ({jar} is missing): run `bash test-cluster/install-deps.sh` (apt-get install zookeeper)"
+    );
+    let mut classpath = jar.to_string();
+    let logger = "/usr/share/java/slf4j-simple.jar";
+    if Path::new(logger).exists() {
+        classpath.push(':');
+        classpath.push_str(logger);
+    }
+    classpath
+}
+
+/// One standalone ZooKeeper server (`ZooKeeperServerMain`, Debian's `zookeeper`
+/// package) on a free loopback port, with its data in its own temp dir. Ticks are 250 ms,
+/// so it grants session timeouts from 500 ms to 5 s. Killed by PID when dropped.
+pub struct ZooKeeper {
+    pub port: u16,
+    pub dir: TempDir,
+    child: Option<Child>,
+}
+
+impl ZooKeeper {
+    pub fn start() -> ZooKeeper {
+        let dir = TempDir::new("zookeeper");
+        let port = free_port();
+        let mut server = ZooKeeper {
+            port,
+            dir,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let conf = self.dir.path().join("zoo.cfg");
+        std::fs::write(
+            &conf,
+            format!(
+                "tickTime=250\ndataDir={}\nclientPort={}\nclientPortAddress=127.0.0.1\n\
+                 admin.enableServer=false\n4lw.commands.whitelist=ruok,srvr\n",
+                self.dir.path().join("data").display(),
+                self.port
+            ),
+        )
+        .expect("write zoo.cfg");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("zookeeper.log"))
+            .expect("log file");
+        let child = Command::new("java")
+            .args(["-Xmx128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"])
+            .arg("-cp")
+            .arg(zookeeper_classpath())
+            .arg("org.apache.zookeeper.server.ZooKeeperServerMain")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start java (ZooKeeper); is a JRE installed?");
+        self.child = Some(child);
+        let port = self.port;
+        wait_until(Duration::from_secs(30), "ZooKeeper to answer ruok", || {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return Ok(Err(format!(
+                    "ZooKeeper exited with {status}:\n{}",
+                    self.log()
+                )));
+            }
+            four_letter_word(port, "ruok").and_then(|reply| {
+                if reply == "imok" {
+                    Ok(Ok(()))
+                } else {
+                    Err(format!("ruok answered {reply:?}"))
+                }
+            })
+        })
+        .unwrap_or_else(|e: String| panic!("{e}"));
+    }
+
+    /// `host:port` for `-zk_addr`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// `kill -9`; the data directory stays.
+    pub fn kill(&mut self) {
+        kill_child(&mut self.child);
+    }
+
+    /// Sends a signal by name (`STOP` freezes the server with its connections open).
+    pub fn signal(&self, name: &str) {
+        if let Some(pid) = self.pid() {
+            let status = Command::new("kill")
+                .args(["-s", name, &pid.to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill -s {name} {pid}: {status}");
+        }
+    }
+
+    /// Starts the server again on the same port with the same data (sessions, znodes).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("zookeeper.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for ZooKeeper {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Sends a ZooKeeper four-letter word and returns the reply.
+pub fn four_letter_word(port: u16, word: &str) -> Result<String, String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(word.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut reply = String::new();
+    stream
+        .read_to_string(&mut reply)
+        .map_err(|e| e.to_string())?;
+    Ok(reply)
+}
+
+/// Daemons forming one cluster through ZooKeeper (`-broker=zk`), each with its own HTTP
+/// port and temp dir (kept across restarts).
+pub struct ZkCluster {
+    pub nodes: Vec<Daemon>,
+    pub zk_addr: String,
+    pub zk_path: String,
+}
+
+impl ZkCluster {
+    /// Starts `n` daemons on `zk_addr` under `zk_path`, each with `extra` arguments.
+    pub fn start(n: usize, zk_addr: &str, zk_path: &str, extra: &[&str]) -> ZkCluster {
+        let mut cluster = ZkCluster {
+            nodes: Vec::new(),
+            zk_addr: zk_addr.to_string(),
+            zk_path: zk_path.to_string(),
+        };
+        for _ in 0..n {
+            cluster.add_node(extra, &[]);
+        }
+        cluster
+    }
+
+    /// Starts one more daemon of the cluster; returns its index.
+    pub fn add_node(&mut self, extra: &[&str], env: &[(&str, &str)]) -> usize {
+        let mut args = vec![
+            "-broker=zk".to_string(),
+            format!("-zk_addr={}", self.zk_addr),
+            format!("-zk_path={}", self.zk_path),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let node = Daemon::start_on(free_port(), TempDir::new("zk-node"), &args, env);
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    /// `GET /api/v1/cluster` of node `i`, parsed.
+    pub fn status(&self, i: usize) -> Result<serde_json::Value, String> {
+        let (status, body) = self.nodes[i].http("GET", "/api/v1/cluster", "")?;
+        if status != 200 {
+            return Err(format!("GET /api/v1/cluster: {status} {body}"));
+        }
+        serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))
+    }
+
+    pub fn http_addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.nodes[i].port)
+    }
+
+    /// Waits until, among the running nodes of `among`, exactly one is role leader and
+    /// acting, and every one names its HTTP address as the leader's. Returns its index.
+    pub fn wait_for_leader(&mut self, among: &[usize], timeout: Duration) -> usize {
+        let among: Vec<usize> = among
+            .iter()
+            .copied()
+            .filter(|&i| self.nodes[i].is_running())
+            .collect();
+        wait_until(timeout, "one zk leader all running nodes agree on", || {
+            let mut seen = Vec::new();
+            let mut statuses = Vec::new();
+            for &i in &among {
+                let status = self.status(i).map_err(|e| format!("node {i}: {e}"))?;
+                seen.push(format!(
+                    "node {i} ({}): role {} acting {} session {} leader {} error {}",
+                    status["id"],
+                    status["role"],
+                    status["acting"],
+                    status["zk_session"],
+                    status["leader"]["http_addr"],
+                    status["error"]
+                ));
+                statuses.push((i, status));
+            }
+            let seen = seen.join("; ");
+            let acting: Vec<usize> = statuses
+                .iter()
+                .filter(|(_, s)| s["acting"] == true && s["role"] == "leader")
+                .map(|(i, _)| *i)
+                .collect();
+            let [leader] = acting[..] else {
+                return Err(format!("{} acting leaders: {seen}", acting.len()));
+            };
+            let addr = self.http_addr(leader);
+            if statuses
+                .iter()
+                .all(|(_, s)| s["leader"]["http_addr"] == addr.as_str())
+            {
+                Ok(leader)
+            } else {
+                Err(format!("not all agree on {addr}: {seen}"))
+            }
+        })
+    }
+}

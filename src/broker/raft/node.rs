@@ -537,6 +537,7 @@ impl Node {
             error: self
                 .removed
                 .then(|| "this node was removed from the cluster".to_string()),
+            zk_session: None,
         };
         let changed = (acting, leader) != self.published;
         if changed {

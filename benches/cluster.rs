@@ -36,7 +36,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use support::{Daemon, RaftCluster, free_port, http_request, wait_until};
+use support::{Daemon, RaftCluster, free_port, http_request};
 
 /// Pause between two polls of the survivors after a kill.
 const POLL: Duration = Duration::from_millis(5);

@@ -110,8 +110,8 @@ pub struct SwitchoverReport {
     /// The record kept in the group's history.
     #[serde(flatten)]
     pub record: FailoverRecord,
-    /// How long writes were paused on the old master; None when `force=true` went on
-    /// without a pause.
+    /// How long writes were paused on the old master, until `CLIENT UNPAUSE`; None when
+    /// `force=true` went on without a pause.
     pub paused_ms: Option<u64>,
     /// The replication offset the new master had reached when it was promoted.
     pub offset: i64,
@@ -555,6 +555,7 @@ fn switch_over(
         }
     };
     let paused_at = Instant::now();
+    hold_after_pause();
 
     // 4. Every acknowledged write reaches the target.
     let goal = match old.role() {
@@ -645,44 +646,51 @@ fn switch_over(
     // 7. The new master is the group's master, for every daemon and client.
     at.record.outcome = Outcome::Succeeded;
     let pause_note = if paused {
-        format!("writes paused {} ms", paused_at.elapsed().as_millis())
+        format!(
+            "writes paused for {} ms until this record",
+            paused_at.elapsed().as_millis()
+        )
     } else {
         "writes not paused".into()
     };
     at.record.reason = Some(
-        std::iter::once(format!("planned switchover, {pause_note}"))
+        std::iter::once(format!("planned switchover; {pause_note}"))
             .chain(notes)
             .collect::<Vec<_>>()
             .join("; "),
     );
     at.record.duration_ms = started.elapsed().as_millis() as u64;
     let recorded = ctx.broker.propose(Action::FailoverEnd(at.record.clone()));
+    match &recorded {
+        Ok(()) => at.step("record", "outcome succeeded recorded"),
+        Err(e) => at.step("record", &format!("FAILED: {e}")),
+    }
 
     // 8. Writes resume; those held by the pause get READONLY from the old master.
-    if let Some(old_master) = at.paused_on.take() {
-        match old.call(&["CLIENT", "UNPAUSE"]) {
-            Ok(_) => {}
-            Err(e) => log::warn!(
-                "group {group}: CLIENT UNPAUSE on {old_master} failed ({e}); the pause runs out by itself"
-            ),
-        }
-    }
+    let unpaused = match at.paused_on.take() {
+        Some(old_master) => match old.call(&["CLIENT", "UNPAUSE"]) {
+            Ok(_) => true,
+            Err(e) => {
+                log::warn!(
+                    "group {group}: CLIENT UNPAUSE on {old_master} failed ({e}); the pause runs out by itself"
+                );
+                false
+            }
+        },
+        None => false,
+    };
     let paused_ms = paused.then(|| paused_at.elapsed().as_millis() as u64);
+    if let (true, Some(ms)) = (unpaused, paused_ms) {
+        at.step(
+            "unpause",
+            &format!("writes resumed after a pause of {ms} ms"),
+        );
+    }
     if let Err(e) = recorded {
-        at.step("record", &format!("FAILED: {e}"));
         return Err(SwitchoverError::Unavailable(format!(
             "{target} is the new master of {group}, but the switchover could not be recorded ({e}); the cluster's next leader finishes the record"
         )));
     }
-    at.step(
-        "record",
-        &format!(
-            "outcome succeeded recorded; writes resumed{}",
-            paused_ms
-                .map(|ms| format!(" after a pause of {ms} ms"))
-                .unwrap_or_default()
-        ),
-    );
     ctx.metrics.on_failover(group, Outcome::Succeeded);
     ctx.events.publish(Event::FailoverEnded {
         group: group.to_string(),
@@ -746,6 +754,19 @@ fn demote(
         log::debug!("{master}: CONFIG REWRITE after SLAVEOF: {e}");
     }
     Ok(())
+}
+
+/// Fault injection for tests of the catch-up deadline: with
+/// `REDIS_FAILOVER_SWITCHOVER_HOLD_MS` set, the worker waits that long after pausing the
+/// writes, so a test can stop the target there.
+fn hold_after_pause() {
+    let hold = std::env::var("REDIS_FAILOVER_SWITCHOVER_HOLD_MS")
+        .ok()
+        .and_then(|ms| ms.parse::<u64>().ok());
+    if let Some(ms) = hold {
+        log::warn!("holding {ms} ms after the pause (REDIS_FAILOVER_SWITCHOVER_HOLD_MS)");
+        std::thread::sleep(Duration::from_millis(ms));
+    }
 }
 
 /// `CLIENT UNPAUSE` on a fresh connection.

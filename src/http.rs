@@ -152,6 +152,9 @@ fn route(core: &Core, request: &mut Request) -> Answer {
     }
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    if let Some(name) = switchover_group(path) {
+        return switchover(core, request, name, query);
+    }
     match path {
         "/master" => master(core, request, query),
         "/api/v1/groups" => match request.method() {
@@ -163,10 +166,6 @@ fn route(core: &Core, request: &mut Request) -> Answer {
             _ => Answer::text(405, "only GET is allowed on /api/v1/cluster\n"),
         },
         "/api/v1/cluster/peers" => peers(core, request, query),
-        _ if path.starts_with("/api/v1/groups/") && path.ends_with("/switchover") => {
-            let name = &path["/api/v1/groups/".len()..path.len() - "/switchover".len()];
-            switchover(core, request, name, query)
-        }
         "/metrics" => match request.method() {
             Method::Get => Answer {
                 status: 200,
@@ -244,6 +243,12 @@ fn master(core: &Core, request: &mut Request, query: &str) -> Answer {
         Ok(()) => Answer::text(200, "OK\n"),
         Err(e) => failure(e),
     }
+}
+
+/// The `<name>` of `/api/v1/groups/<name>/switchover`, still percent-encoded.
+fn switchover_group(path: &str) -> Option<&str> {
+    path.strip_prefix("/api/v1/groups/")?
+        .strip_suffix("/switchover")
 }
 
 /// `POST /api/v1/groups/<name>/switchover`, with `to` and `force` from the query string

@@ -380,13 +380,13 @@ impl Attempt<'_> {
             .broker
             .propose(Action::FailoverEnd(self.record.clone()))
         {
-            Ok(()) => "recorded as aborted".to_string(),
+            Ok(()) => "the attempt is recorded as aborted".to_string(),
             Err(e) => {
                 log::error!(
                     "group {}: cannot record the aborted switchover: {e}",
                     self.record.group
                 );
-                format!("not recorded: {e}")
+                format!("the attempt could not be recorded: {e}")
             }
         };
         self.ctx
@@ -398,7 +398,7 @@ impl Attempt<'_> {
             succeeded: false,
             reason: self.record.reason.clone(),
         });
-        let reason = format!("switchover aborted ({recorded}): {reason}");
+        let reason = format!("switchover aborted: {reason}; {recorded}");
         match error {
             SwitchoverError::Conflict(_) => SwitchoverError::Conflict(reason),
             SwitchoverError::Invalid(_) => SwitchoverError::Invalid(reason),
@@ -418,7 +418,13 @@ impl Attempt<'_> {
             "this daemon lost the cluster's leadership during the switchover, before the promotion; the new leader finishes the record (the old master stays master)"
                 .into(),
         );
-        self.refuse(name, error)
+        log::warn!(
+            "group {}: switchover step {name}: {} ms (at {} ms): abandoned: {error}",
+            self.record.group,
+            millis(self.step_started.elapsed()),
+            millis(self.started.elapsed())
+        );
+        error
     }
 }
 

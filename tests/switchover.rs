@@ -369,6 +369,19 @@ fn to_picks_the_replica_and_bad_requests_get_4xx() {
             "force",
         ),
         ("GET", "/api/v1/groups/g/switchover", 405, "only POST"),
+        ("POST", "/api/v1/groups/switchover", 404, "no such endpoint"),
+        (
+            "POST",
+            "/api/v1/groups//switchover",
+            404,
+            "no such endpoint",
+        ),
+        (
+            "POST",
+            "/api/v1/groups/a/b/switchover",
+            404,
+            "no such endpoint",
+        ),
         ("POST", "/api/v1/groups/%zz/switchover", 400, "percent"),
     ] {
         let (got, body) = daemon.http(method, path, "").expect("request");

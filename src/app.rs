@@ -22,6 +22,7 @@ use crate::monitor::{MonitorChannels, MonitorContext, spawn_monitor};
 use crate::redis_node::NodeOptions;
 use crate::sentinel::SentinelPort;
 use crate::status::{GroupStatus, Observations, group_statuses};
+use crate::switchover::Switchovers;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,6 +40,8 @@ pub struct Core {
     pub access: ApiAccess,
     /// Sentinel-style events, for the Sentinel port and the notification script.
     pub events: Arc<Events>,
+    /// Planned switchovers, run by the monitor and the failover worker.
+    pub switchovers: Switchovers,
 }
 
 impl Core {
@@ -145,6 +148,7 @@ impl App {
                 session_timeout: config.zk.session_timeout,
             })?),
         };
+        let (switchovers, switchover_rx) = Switchovers::new(config.switchover_timeout);
         let core = Arc::new(Core {
             broker,
             observed: Arc::new(Observations::default()),
@@ -152,9 +156,18 @@ impl App {
             metrics: Arc::new(Metrics::new()),
             access: ApiAccess::new(config.api_token.clone(), config.api_token_reads),
             events: Arc::new(Events::default()),
+            switchovers,
         });
         let (stopping, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let mut threads = Vec::new();
+        if let Some(script) = &config.notify_script {
+            let events = core.events.subscribe();
+            let timeout = config.notify_script_timeout;
+            threads.push(
+                crate::notify::spawn(script.clone(), timeout, events, stop_rx.clone())
+                    .map_err(|e| Error::Io(format!("cannot start a thread: {e}")))?,
+            );
+        }
         if let Some(seed) = seed_action(&config) {
             if config.broker == BrokerKind::Standalone {
                 core.broker.propose(seed)?;
@@ -203,6 +216,7 @@ impl App {
             MonitorChannels {
                 failover_requests: failover_tx,
                 failover_done: done_rx,
+                switchovers: switchover_rx,
                 shutdown: shutdown_rx,
             },
         )

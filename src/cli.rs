@@ -31,6 +31,15 @@ pub struct Args {
     /// seconds without a successful check before failover, fractions allowed (default 3)
     #[argh(option)]
     pub max_down_time: Option<f64>,
+    /// program run on each failover with Sentinel's client-reconfig-script arguments
+    #[argh(option)]
+    pub notify_script: Option<String>,
+    /// seconds the notify_script may run before it is killed (default 60)
+    #[argh(option)]
+    pub notify_script_timeout: Option<f64>,
+    /// seconds a switchover waits, writes paused, for the replica to catch up (default 5)
+    #[argh(option)]
+    pub switchover_timeout: Option<f64>,
     /// cluster broker: raft or zk (empty: standalone)
     #[argh(option)]
     pub broker: Option<String>,
@@ -158,6 +167,9 @@ impl Args {
             masters_state: self.masters_state.clone(),
             check_interval: self.check_interval,
             max_down_time: self.max_down_time,
+            notify_script: self.notify_script.clone(),
+            notify_script_timeout: self.notify_script_timeout,
+            switchover_timeout: self.switchover_timeout,
             broker: self.broker.clone(),
             raft: RaftSettings {
                 addr: self.raft_addr.clone(),

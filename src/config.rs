@@ -20,6 +20,10 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:11000";
 pub const DEFAULT_CHECK_INTERVAL_MS: u64 = 1000;
 /// Default time without a successful check before a master is down, in seconds.
 pub const DEFAULT_MAX_DOWN_TIME_SECS: f64 = 3.0;
+/// Default time a notification script may run before it is killed (Sentinel's).
+pub const DEFAULT_NOTIFY_SCRIPT_TIMEOUT_SECS: f64 = 60.0;
+/// Default time a switchover waits for the chosen replica to catch up, writes paused.
+pub const DEFAULT_SWITCHOVER_TIMEOUT_SECS: f64 = 5.0;
 
 /// Default ZooKeeper session timeout, in milliseconds: within ZooKeeper's default
 /// bounds (2 to 20 ticks of 2 s, so 4 s to 40 s).
@@ -139,6 +143,12 @@ pub struct Settings {
     pub check_interval: Option<i64>,
     /// Seconds without a successful check before failover; fractions allowed.
     pub max_down_time: Option<f64>,
+    /// Program run on each failover with Sentinel's client-reconfig-script arguments.
+    pub notify_script: Option<String>,
+    /// Seconds the notification script may run before it is killed.
+    pub notify_script_timeout: Option<f64>,
+    /// Seconds a switchover waits, writes paused, for the replica to catch up.
+    pub switchover_timeout: Option<f64>,
     pub broker: Option<String>,
     #[serde(default)]
     pub raft: RaftSettings,
@@ -188,6 +198,11 @@ pub struct Config {
     pub masters_state: StartState,
     pub check_interval: Duration,
     pub max_down_time: Duration,
+    /// Run on each failover, see `notify.rs`.
+    pub notify_script: Option<PathBuf>,
+    pub notify_script_timeout: Duration,
+    /// How long a switchover waits, writes paused, for the replica to catch up.
+    pub switchover_timeout: Duration,
     pub broker: BrokerKind,
     pub raft: RaftConfig,
     pub zk: ZkConfig,
@@ -240,6 +255,9 @@ impl Settings {
             masters_state: over.masters_state.or(self.masters_state),
             check_interval: over.check_interval.or(self.check_interval),
             max_down_time: over.max_down_time.or(self.max_down_time),
+            notify_script: over.notify_script.or(self.notify_script),
+            notify_script_timeout: over.notify_script_timeout.or(self.notify_script_timeout),
+            switchover_timeout: over.switchover_timeout.or(self.switchover_timeout),
             broker: over.broker.or(self.broker),
             raft: RaftSettings {
                 addr: over.raft.addr.or(self.raft.addr),
@@ -292,6 +310,20 @@ impl Settings {
                 "max_down_time: {down_secs} is out of range (more than 0, at most 86400 seconds)"
             ));
         }
+        let notify_script = match self.notify_script.as_deref() {
+            None | Some("") => None,
+            Some(path) => Some(executable("notify_script", path)?),
+        };
+        let notify_script_timeout = seconds(
+            "notify_script_timeout",
+            self.notify_script_timeout,
+            DEFAULT_NOTIFY_SCRIPT_TIMEOUT_SECS,
+        )?;
+        let switchover_timeout = seconds(
+            "switchover_timeout",
+            self.switchover_timeout,
+            DEFAULT_SWITCHOVER_TIMEOUT_SECS,
+        )?;
         let broker = BrokerKind::parse(self.broker.as_deref().unwrap_or(""))?;
         let raft_addr = match self.raft.addr.as_deref() {
             None | Some("") => None,
@@ -388,6 +420,9 @@ impl Settings {
             )?,
             check_interval: Duration::from_millis(check_ms as u64),
             max_down_time: Duration::from_secs_f64(down_secs),
+            notify_script,
+            notify_script_timeout,
+            switchover_timeout,
             broker,
             raft: RaftConfig {
                 addr: raft_addr,
@@ -437,6 +472,28 @@ fn check_zk_path(path: &str) -> Result<()> {
     Ok(())
 }
 
+/// A duration in seconds (fractions allowed) between a millisecond and a day.
+fn seconds(key: &str, value: Option<f64>, default: f64) -> Result<Duration> {
+    let secs = value.unwrap_or(default);
+    if !(secs.is_finite() && (0.001..=86_400.0).contains(&secs)) {
+        return Err(invalid_input!(
+            "{key}: {secs} is out of range (0.001 to 86400 seconds)"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A path to an executable file, as Sentinel checks its scripts at start.
+fn executable(key: &str, path: &str) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta =
+        std::fs::metadata(path).map_err(|e| invalid_input!("{key}: cannot use {path:?}: {e}"))?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(invalid_input!("{key}: {path:?} is not an executable file"));
+    }
+    Ok(PathBuf::from(path))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,6 +535,10 @@ mod tests {
             ),
             ("broker = \"zk\"\n[zk]\nbase_dir = \"/zk/a\"", "zk_addr"),
             ("[zk]\nsession_timeout = 5", "zk_session_timeout"),
+            ("notify_script = \"/nonexistent/x.sh\"", "notify_script"),
+            ("notify_script = \"/etc\"", "notify_script"),
+            ("notify_script_timeout = 0", "notify_script_timeout"),
+            ("switchover_timeout = -2", "switchover_timeout"),
         ] {
             let err = Settings::from_toml(toml)
                 .unwrap()

@@ -93,30 +93,41 @@ pub struct ReplicaReport {
     pub info: Result<ReplicationInfo>,
 }
 
+/// What the worker does: a failover of a down master, or a planned switchover
+/// (`switchover.rs`). One queue for both, so they never interleave.
+pub enum WorkerJob {
+    Failover(FailoverRequest),
+    Switchover(crate::switchover::SwitchoverJob),
+}
+
 /// Starts the single failover worker thread.
 pub fn spawn_worker(
     ctx: FailoverContext,
-    requests: Receiver<FailoverRequest>,
+    jobs: Receiver<WorkerJob>,
     done: Sender<FailoverDone>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("failover".into())
         .spawn(move || {
-            for request in requests {
+            for job in jobs {
+                let (group, watch_id) = match &job {
+                    WorkerJob::Failover(r) => (r.group.clone(), r.watch_id),
+                    WorkerJob::Switchover(s) => (s.command.request.group.clone(), s.watch_id),
+                };
                 // A bug here must not end failovers for every group: log it, carry on.
-                let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    fail_over(&ctx, &request).outcome
+                let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match job {
+                    WorkerJob::Failover(request) => fail_over(&ctx, &request).outcome,
+                    WorkerJob::Switchover(job) => crate::switchover::run(&ctx, job),
                 }));
                 let outcome = attempt.unwrap_or_else(|_| {
                     log::error!(
-                        "group {}: the failover attempt panicked; it is treated as aborted",
-                        request.group
+                        "group {group}: the failover or switchover attempt panicked; it is treated as aborted"
                     );
                     Outcome::Aborted
                 });
                 let finished = FailoverDone {
-                    group: request.group,
-                    watch_id: request.watch_id,
+                    group,
+                    watch_id,
                     outcome,
                 };
                 if done.send(finished).is_err() {
@@ -633,7 +644,7 @@ fn compare_for_promotion(a: &ReplicationInfo, b: &ReplicationInfo) -> Ordering {
 }
 
 /// `SLAVEOF NO ONE`, then poll `ROLE` until it says master.
-fn promote(addr: &Addr, options: &NodeOptions) -> Result<()> {
+pub(crate) fn promote(addr: &Addr, options: &NodeOptions) -> Result<()> {
     let mut node = RedisNode::new(addr.clone(), options.clone());
     // A SLAVEOF whose reply was lost may still have worked: ROLE decides.
     if let Err(e) = node.slave_of(None) {
@@ -661,7 +672,7 @@ fn promote(addr: &Addr, options: &NodeOptions) -> Result<()> {
 }
 
 /// `SLAVEOF new_master` on every replica at once; returns the failures.
-fn repoint(replicas: &[Addr], new_master: &Addr, options: &NodeOptions) -> Vec<String> {
+pub(crate) fn repoint(replicas: &[Addr], new_master: &Addr, options: &NodeOptions) -> Vec<String> {
     std::thread::scope(|scope| {
         let handles: Vec<_> = replicas
             .iter()

@@ -5,6 +5,8 @@
 //! - `PUT /master?masters=a,b`: watch exactly these (an empty list clears all).
 //! - `DELETE /master?masters=a,b`: stop watching (by name or by master address).
 //! - `GET /api/v1/groups`: every group as JSON, with replicas, state and last failover.
+//! - `POST /api/v1/groups/<name>/switchover[?to=host:port][&force=true]`: move the
+//!   master to a replica with no acknowledged write lost (see `switchover.rs`).
 //! - `GET /api/v1/cluster`: this daemon's view of the cluster (role, term, leader, peers).
 //! - `POST`/`DELETE /api/v1/cluster/peers?addr=host:port`: add or remove a Raft member.
 //! - `GET /metrics`: Prometheus text format (see `metrics.rs`).
@@ -19,7 +21,8 @@ use crate::api_auth::Refused;
 use crate::app::Core;
 use crate::broker::MemberChange;
 use crate::error::{Error, Result};
-use crate::request_params::{form_value, group_keys};
+use crate::request_params::{form_value, group_keys, path_segment};
+use crate::switchover::SwitchoverRequest;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -149,6 +152,9 @@ fn route(core: &Core, request: &mut Request) -> Answer {
     }
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    if let Some(name) = switchover_group(path) {
+        return switchover(core, request, name, query);
+    }
     match path {
         "/master" => master(core, request, query),
         "/api/v1/groups" => match request.method() {
@@ -239,7 +245,65 @@ fn master(core: &Core, request: &mut Request, query: &str) -> Answer {
     }
 }
 
-/// The `masters` parameter from the query string or a form body.
+/// The `<name>` of `/api/v1/groups/<name>/switchover`, still percent-encoded.
+fn switchover_group(path: &str) -> Option<&str> {
+    path.strip_prefix("/api/v1/groups/")?
+        .strip_suffix("/switchover")
+}
+
+/// `POST /api/v1/groups/<name>/switchover`, with `to` and `force` from the query string
+/// or a form body. Answers the switchover's record as JSON, or an error with its reason.
+fn switchover(core: &Core, request: &mut Request, name: &str, query: &str) -> Answer {
+    if request.method() != &Method::Post {
+        return Answer::text(
+            405,
+            "only POST is allowed on /api/v1/groups/<name>/switchover\n",
+        );
+    }
+    let bad = |reason: String| Answer::text(400, format!("{reason}\n"));
+    let group = match path_segment(name) {
+        Ok(group) if !group.is_empty() && !group.contains('/') => group,
+        Ok(_) => {
+            return Answer::text(
+                404,
+                format!("no such endpoint: /api/v1/groups/{name}/switchover\n"),
+            );
+        }
+        Err(reason) => return bad(reason),
+    };
+    let body = match read_body(request) {
+        Ok(body) => body,
+        Err(reply) => return reply,
+    };
+    let value = |key: &str| match form_value(query.as_bytes(), key)? {
+        Some(value) => Ok(Some(value)),
+        None => form_value(&body, key),
+    };
+    let to = match value("to") {
+        Ok(None) => None,
+        Ok(Some(text)) if text.trim().is_empty() => None,
+        Ok(Some(text)) => match Addr::parse(text.trim()) {
+            Ok(addr) => Some(addr),
+            Err(e) => return bad(format!("to: {e}")),
+        },
+        Err(reason) => return bad(reason),
+    };
+    let force = match value("force") {
+        Ok(None) => false,
+        Ok(Some(text)) => match text.trim() {
+            "" | "false" | "0" | "no" => false,
+            "true" | "1" | "yes" => true,
+            other => return bad(format!("force: {other:?} is not true or false")),
+        },
+        Err(reason) => return bad(reason),
+    };
+    let request = SwitchoverRequest { group, to, force };
+    match core.switchovers.request(&*core.broker, request) {
+        Ok(report) => json(&report),
+        Err(e) => Answer::text(e.status(), format!("{e}\n")),
+    }
+}
+
 /// A parameter from the query string, or else from an urlencoded body.
 fn param(
     request: &mut Request,
@@ -250,6 +314,12 @@ fn param(
     if let Some(value) = form_value(query.as_bytes(), key).map_err(bad)? {
         return Ok(Some(value));
     }
+    let body = read_body(request)?;
+    form_value(&body, key).map_err(bad)
+}
+
+/// The request body, at most [`MAX_BODY`] bytes.
+fn read_body(request: &mut Request) -> std::result::Result<Vec<u8>, Answer> {
     let mut body = Vec::new();
     let read = request
         .as_reader()
@@ -267,7 +337,7 @@ fn param(
             format!("request body over {MAX_BODY} bytes\n"),
         ));
     }
-    form_value(&body, key).map_err(bad)
+    Ok(body)
 }
 
 /// The `Authorization` header's value, if there is one and it is text.

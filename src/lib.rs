@@ -30,12 +30,14 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod monitor;
+pub mod notify;
 pub mod redis_node;
 pub mod request_params;
 pub mod resp;
 pub mod secret;
 pub mod sentinel;
 pub mod status;
+pub mod switchover;
 pub mod systemd;
 
 pub use address::{Addr, MasterSpec};

@@ -270,7 +270,7 @@ pub fn render_text(
             .keys()
             .map(|name| {
                 let up = observed.get(name).and_then(|o| match o.state {
-                    WatchState::Ok => Some(true),
+                    WatchState::Ok | WatchState::SwitchingOver => Some(true),
                     // Not checked (yet, or by this daemon): no sample at all.
                     WatchState::Starting | WatchState::Follower => None,
                     _ => Some(false),

@@ -11,10 +11,11 @@ use crate::broker::{Action, Broker, Group, Outcome, ReplicatedState};
 use crate::checker::{CheckJob, CheckOutcome, CheckerPool, FenceResult, ReplicaConnections};
 use crate::detector::{DownDetector, Verdict};
 use crate::events::{Event, Events};
-use crate::failover::{FailoverDone, FailoverRequest, Resume};
+use crate::failover::{FailoverDone, FailoverRequest, Resume, WorkerJob};
 use crate::metrics::Metrics;
 use crate::redis_node::{ListedReplica, NodeOptions, RedisNode, ReplicationInfo, Role};
 use crate::status::{Observations, ReplicaStatus, WatchState, unix_ms};
+use crate::switchover::{SwitchoverCommand, SwitchoverError, SwitchoverJob};
 use crossbeam_channel::{Receiver, Sender, select};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -45,8 +46,10 @@ pub struct MonitorContext {
 
 /// The channels the monitor listens and talks on.
 pub struct MonitorChannels {
-    pub failover_requests: Sender<FailoverRequest>,
+    pub failover_requests: Sender<WorkerJob>,
     pub failover_done: Receiver<FailoverDone>,
+    /// Switchovers asked for through the API (see `switchover.rs`).
+    pub switchovers: Receiver<SwitchoverCommand>,
     pub shutdown: Receiver<()>,
 }
 
@@ -58,8 +61,11 @@ pub fn spawn_monitor(
     std::thread::Builder::new()
         .name("monitor".into())
         .spawn(move || {
-            Monitor::new(ctx, channels.failover_requests)
-                .run(channels.failover_done, channels.shutdown)
+            Monitor::new(ctx, channels.failover_requests).run(
+                channels.failover_done,
+                channels.switchovers,
+                channels.shutdown,
+            )
         })
 }
 
@@ -112,11 +118,11 @@ struct Monitor {
     results: Receiver<CheckOutcome>,
     changes: Receiver<()>,
     next_watch_id: u64,
-    failover_requests: Sender<FailoverRequest>,
+    failover_requests: Sender<WorkerJob>,
 }
 
 impl Monitor {
-    fn new(ctx: MonitorContext, failover_requests: Sender<FailoverRequest>) -> Monitor {
+    fn new(ctx: MonitorContext, failover_requests: Sender<WorkerJob>) -> Monitor {
         let (results_tx, results) = crossbeam_channel::unbounded();
         let changes = ctx.broker.subscribe();
         Monitor {
@@ -131,7 +137,12 @@ impl Monitor {
         }
     }
 
-    fn run(mut self, failover_done: Receiver<FailoverDone>, shutdown: Receiver<()>) {
+    fn run(
+        mut self,
+        failover_done: Receiver<FailoverDone>,
+        mut switchovers: Receiver<SwitchoverCommand>,
+        shutdown: Receiver<()>,
+    ) {
         self.sync();
         loop {
             self.ctx.metrics.monitor_heartbeat().beat();
@@ -161,6 +172,11 @@ impl Monitor {
                     }
                 },
                 recv(self.changes) -> _ => self.sync(),
+                recv(switchovers) -> command => match command {
+                    Ok(command) => self.on_switchover(command),
+                    // The API is gone (an embedder dropped it): nothing more will come.
+                    Err(_) => switchovers = crossbeam_channel::never(),
+                },
                 recv(shutdown) -> _ => break,
                 default(wait) => {}
             }
@@ -426,10 +442,52 @@ impl Monitor {
                     watch_id,
                     resume: None,
                 };
-                if self.failover_requests.send(request).is_err() {
+                if self
+                    .failover_requests
+                    .send(WorkerJob::Failover(request))
+                    .is_err()
+                {
                     log::error!("group {group}: the failover worker is gone");
                 }
             }
+        }
+    }
+
+    /// Hands a switchover of an idle, watched group to the failover worker; its watch
+    /// stops checking (so it cannot start a failover) until the worker is done.
+    fn on_switchover(&mut self, command: SwitchoverCommand) {
+        if !self.ctx.broker.is_leader() {
+            let leader = self.ctx.broker.cluster().leader.and_then(|l| l.http_addr);
+            return command.refuse(SwitchoverError::NotLeader { leader });
+        }
+        let group = command.request.group.clone();
+        let Some(watch) = self.watches.get_mut(&group) else {
+            return command.refuse(SwitchoverError::NotFound(format!(
+                "no monitored group {group:?}"
+            )));
+        };
+        let busy = match watch.phase {
+            Phase::Watching => None,
+            Phase::FailingOver => Some("a failover or switchover of the group is under way"),
+            Phase::Stopped => Some(
+                "the group is not watched (its master reports being a replica, or a failover failed); add it again first",
+            ),
+        };
+        if let Some(why) = busy {
+            return command.refuse(SwitchoverError::Conflict(why.into()));
+        }
+        watch.phase = Phase::FailingOver;
+        let job = SwitchoverJob {
+            command,
+            master: watch.master.clone(),
+            watch_id: watch.watch_id,
+        };
+        if self
+            .failover_requests
+            .send(WorkerJob::Switchover(job))
+            .is_err()
+        {
+            log::error!("group {group}: the failover worker is gone");
         }
     }
 
@@ -596,7 +654,11 @@ impl Monitor {
                     started_at_ms: *started_at_ms,
                 }),
             };
-            if self.failover_requests.send(request).is_err() {
+            if self
+                .failover_requests
+                .send(WorkerJob::Failover(request))
+                .is_err()
+            {
                 log::error!("group {name}: the failover worker is gone");
             }
         }

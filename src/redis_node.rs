@@ -167,8 +167,9 @@ impl RedisNode {
         Ok(replies)
     }
 
-    /// Like [`RedisNode::pipeline`], but error replies are returned as replies.
-    fn pipeline_raw(&mut self, commands: &[&[&str]]) -> Result<Vec<Reply>> {
+    /// Like [`RedisNode::pipeline`], but error replies are returned as replies (to tell
+    /// a server that refuses a command from one that cannot be reached).
+    pub fn pipeline_raw(&mut self, commands: &[&[&str]]) -> Result<Vec<Reply>> {
         self.ensure_connected()?;
         let Some(conn) = self.conn.as_mut() else {
             return Err(self.error("no connection"));

@@ -47,6 +47,30 @@ pub fn group_keys(list: &str) -> Result<Vec<String>> {
     Ok(keys)
 }
 
+/// A percent-encoded URL path segment (a group name in `/api/v1/groups/<name>/...`),
+/// decoded. `+` stays `+`, as in paths; bad escapes and non-UTF-8 are refused.
+pub fn path_segment(text: &str) -> std::result::Result<String, String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("bad percent escape in {text:?}"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{text:?} is not UTF-8 once decoded"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +94,17 @@ mod tests {
         );
         assert!(group_keys("a,,b").is_err());
         assert!(group_keys("bad name").is_err());
+    }
+
+    #[test]
+    fn path_segments_decode_percent_escapes_only() {
+        assert_eq!(
+            path_segment("127.0.0.1%3A6379"),
+            Ok("127.0.0.1:6379".into())
+        );
+        assert_eq!(path_segment("a+b"), Ok("a+b".into()));
+        for bad in ["%", "%4", "%+1", "%zz", "%FF"] {
+            assert!(path_segment(bad).is_err(), "{bad}");
+        }
     }
 }

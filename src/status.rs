@@ -39,6 +39,8 @@ pub enum WatchState {
     Down,
     /// The failover worker is at it.
     FailingOver,
+    /// A planned switchover is under way (`switchover.rs`); the master is alive.
+    SwitchingOver,
     /// A failover failed; automatic failover is off until the group is added again.
     Failed,
     /// The configured master says it is a replica; it is no longer watched.

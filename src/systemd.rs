@@ -342,6 +342,7 @@ mod tests {
             metrics: Default::default(),
             access: ApiAccess::default(),
             events: Default::default(),
+            switchovers: Default::default(),
         });
         let name = format!("rf-sd-watchdog-{}", std::process::id());
         let listener = {

@@ -9,127 +9,25 @@
 
 mod support;
 
+use support::groups::*;
+
 use serde_json::Value;
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{Daemon, RaftCluster, RedisServer, TempDir, free_port, wait_until};
+use support::{RaftCluster, RedisServer, TempDir, free_port, wait_until};
 
 const FAST: [&str; 2] = ["-check_interval=100", "-max_down_time=1"];
 /// A new leader takes 1–2 s at the default tick; CI machines are slow.
 const ELECTION: Duration = Duration::from_secs(15);
-/// Replication, checks and failovers.
-const LONG: Duration = Duration::from_secs(20);
-
-/// A master with two replicas of the given priorities (lower is preferred), all linked.
-fn topology(priority_a: u32, priority_b: u32) -> (RedisServer, RedisServer, RedisServer) {
-    let master = RedisServer::master();
-    let a = RedisServer::replica_of(master.port, priority_a);
-    let b = RedisServer::replica_of(master.port, priority_b);
-    master.wait_for_replicas(2);
-    (master, a, b)
-}
 
 fn port_of(addr: &Value) -> u16 {
     addr.as_str()
         .and_then(|a| a.rsplit_once(':'))
         .and_then(|(_, p)| p.parse().ok())
         .unwrap_or_else(|| panic!("not an address: {addr}"))
-}
-
-/// `GET /api/v1/groups` of a daemon, without panicking.
-fn try_groups(daemon: &Daemon) -> Result<Vec<Value>, String> {
-    let (status, body) = daemon.http("GET", "/api/v1/groups", "")?;
-    if status != 200 {
-        return Err(format!("GET /api/v1/groups: {status} {body}"));
-    }
-    let groups: Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
-    groups
-        .as_array()
-        .cloned()
-        .ok_or_else(|| format!("not an array: {body}"))
-}
-
-/// The groups a daemon knows, as sorted `name=master` text.
-fn group_list(daemon: &Daemon) -> Result<String, String> {
-    let mut list: Vec<String> = try_groups(daemon)?
-        .iter()
-        .map(|g| format!("{}={}", str_of(&g["name"]), str_of(&g["master"])))
-        .collect();
-    list.sort();
-    Ok(list.join(","))
-}
-
-fn str_of(value: &Value) -> String {
-    value
-        .as_str()
-        .map(String::from)
-        .unwrap_or(value.to_string())
-}
-
-/// The group `name` of a daemon, or `Null`.
-fn try_group(daemon: &Daemon, name: &str) -> Result<Value, String> {
-    Ok(try_groups(daemon)?
-        .into_iter()
-        .find(|g| g["name"] == name)
-        .unwrap_or(Value::Null))
-}
-
-/// Waits until every node in `nodes` lists exactly the groups `expected` (sorted
-/// `name=master` text).
-fn wait_for_groups(cluster: &RaftCluster, nodes: &[usize], expected: &str, what: &str) {
-    for &i in nodes {
-        wait_until(
-            LONG,
-            &format!("node {i} to list {expected} ({what})"),
-            || {
-                let seen = group_list(&cluster.nodes[i])?;
-                if seen == expected { Ok(()) } else { Err(seen) }
-            },
-        );
-    }
-}
-
-/// Waits until group `name` on `daemon` satisfies `ok`; returns it.
-fn wait_for_group(daemon: &Daemon, name: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-    wait_until(LONG, what, || {
-        let g = try_group(daemon, name)?;
-        if ok(&g) { Ok(g) } else { Err(g.to_string()) }
-    })
-}
-
-/// The leader is watching the group's master with `replicas` replicas seen, so a
-/// failover knows whom to promote.
-fn watched_with_replicas(g: &Value, replicas: usize) -> bool {
-    g["state"] == "ok" && g["replicas"].as_array().map(Vec::len) == Some(replicas)
-}
-
-/// The group's failover has ended with `outcome`.
-fn failover_ended(g: &Value, outcome: &str) -> bool {
-    g["last_failover"]["outcome"] == outcome && g["state"] != "failing_over"
-}
-
-fn request(daemon: &Daemon, method: &str, path: &str) -> (u16, String) {
-    daemon
-        .http(method, path, "")
-        .unwrap_or_else(|e| panic!("{method} {path} on port {}: {e}", daemon.port))
-}
-
-/// A write that must succeed on this node.
-fn write_ok(daemon: &Daemon, method: &str, path: &str) {
-    let (status, body) = request(daemon, method, path);
-    assert_eq!(
-        status, 200,
-        "{method} {path} on port {}: {body}",
-        daemon.port
-    );
-}
-
-/// `ROLE` of a server ("master", "slave"), or why it cannot tell.
-fn role(server: &RedisServer) -> String {
-    server.role().unwrap_or_else(|e| format!("error: {e}"))
 }
 
 /// The nodes of a cluster other than `except`.
@@ -148,23 +46,6 @@ fn peers(cluster: &RaftCluster, i: usize) -> Result<Vec<String>, String> {
         .collect();
     addrs.sort();
     Ok(addrs)
-}
-
-/// Waits for the replica `server` to replicate from `master_port` with its link up.
-fn wait_replicating_from(server: &RedisServer, master_port: u16, what: &str) {
-    wait_until(LONG, what, || {
-        let port = server.info_field("master_port")?;
-        let link = server.info_field("master_link_status")?;
-        if port == master_port.to_string() && link == "up" {
-            Ok(())
-        } else {
-            Err(format!(
-                "{}: role {}, master_port {port}, master_link_status {link}",
-                server.addr(),
-                role(server)
-            ))
-        }
-    });
 }
 
 #[test]
@@ -249,7 +130,7 @@ fn three_nodes_elect_one_leader_and_replicate_a_master_add() {
         &format!("/master?masters=g={}", master.addr()),
     );
     let expected = format!("g={}", master.addr());
-    wait_for_groups(&cluster, &[0, 1, 2], &expected, "the POST on node 0");
+    wait_for_groups(&cluster.nodes, &[0, 1, 2], &expected, "the POST on node 0");
     for i in 0..3 {
         let (_, masters) = request(&cluster.nodes[i], "GET", "/master");
         assert_eq!(masters, master.addr(), "GET /master on node {i}");
@@ -294,7 +175,7 @@ fn a_new_leader_keeps_watching_after_the_leader_is_killed() {
     let old = cluster.wait_for_leader(&[0, 1, 2], ELECTION);
     // The configured master is seeded once there is a leader, on every node.
     wait_for_groups(
-        &cluster,
+        &cluster.nodes,
         &[0, 1, 2],
         &format!("g={}", master.addr()),
         "the -masters seed",
@@ -368,7 +249,7 @@ fn a_killed_follower_restarts_and_catches_up() {
         &format!("/master?masters=one={}", m1.addr()),
     );
     wait_for_groups(
-        &cluster,
+        &cluster.nodes,
         &[0, 1, 2],
         &format!("one={}", m1.addr()),
         "the first add",
@@ -408,7 +289,7 @@ fn a_killed_follower_restarts_and_catches_up() {
     write_ok(&cluster.nodes[leader], "DELETE", "/master?masters=one");
     let expected = format!("two={}", m2.addr());
     wait_for_groups(
-        &cluster,
+        &cluster.nodes,
         &others(&cluster, follower),
         &expected,
         "while down",
@@ -418,7 +299,7 @@ fn a_killed_follower_restarts_and_catches_up() {
         .unwrap();
 
     cluster.nodes[follower].restart();
-    wait_for_groups(&cluster, &[follower], &expected, "after its restart");
+    wait_for_groups(&cluster.nodes, &[follower], &expected, "after its restart");
     let leader_addr = cluster.raft_addr(leader);
     wait_until(LONG, "the restarted node to follow the leader", || {
         let status = cluster.status(follower)?;
@@ -450,7 +331,7 @@ fn a_killed_follower_restarts_and_catches_up() {
     );
     let expected = format!("three={},two={}", m1.addr(), m2.addr());
     wait_for_groups(
-        &cluster,
+        &cluster.nodes,
         &[leader, follower],
         &expected,
         "a write with the third node down",
@@ -458,7 +339,7 @@ fn a_killed_follower_restarts_and_catches_up() {
     // Restarted alone (no leader to catch up from), it serves what it stored.
     cluster.nodes[leader].kill9();
     cluster.nodes[follower].restart();
-    wait_for_groups(&cluster, &[follower], &expected, "a restart alone");
+    wait_for_groups(&cluster.nodes, &[follower], &expected, "a restart alone");
 }
 
 #[test]
@@ -482,7 +363,7 @@ fn all_nodes_restarted_keep_the_groups_and_the_failover() {
     let new_master = str_of(&g["master"]);
     assert_ne!(new_master, master.addr());
     let expected = format!("g={new_master}");
-    wait_for_groups(&cluster, &[0, 1, 2], &expected, "the failover");
+    wait_for_groups(&cluster.nodes, &[0, 1, 2], &expected, "the failover");
 
     for node in &mut cluster.nodes {
         node.kill9();
@@ -503,7 +384,12 @@ fn all_nodes_restarted_keep_the_groups_and_the_failover() {
             }
         });
     }
-    wait_for_groups(&cluster, &[0, 1, 2], &expected, "after restarting all");
+    wait_for_groups(
+        &cluster.nodes,
+        &[0, 1, 2],
+        &expected,
+        "after restarting all",
+    );
     for i in 0..3 {
         let g = try_group(&cluster.nodes[i], "g").unwrap();
         assert_eq!(g["master"], new_master.as_str(), "node {i}: {g}");
@@ -797,7 +683,12 @@ fn writes_on_a_follower_commit_and_without_quorum_get_503() {
     write_ok(node, "DELETE", "/master?masters=one");
     let expected = format!("two={}", m2.addr());
     assert_eq!(group_list(node).unwrap(), expected);
-    wait_for_groups(&cluster, &[0, 1, 2], &expected, "writes on a follower");
+    wait_for_groups(
+        &cluster.nodes,
+        &[0, 1, 2],
+        &expected,
+        "writes on a follower",
+    );
 
     // Two of three down: no quorum, so a write fails with a reason, in bounded time.
     for i in others(&cluster, follower) {
@@ -926,7 +817,7 @@ fn garbage_on_the_raft_port_leaves_the_cluster_working() {
         &format!("/master?masters=g={}", m1.addr()),
     );
     wait_for_groups(
-        &cluster,
+        &cluster.nodes,
         &[0, 1, 2],
         &format!("g={}", m1.addr()),
         "a write after the garbage",
@@ -945,7 +836,7 @@ fn a_fourth_node_is_added_at_runtime_catches_up_and_is_removed() {
         &format!("/master?masters=one={}", m1.addr()),
     );
     let expected = format!("one={}", m1.addr());
-    wait_for_groups(&cluster, &[0, 1, 2], &expected, "the first add");
+    wait_for_groups(&cluster.nodes, &[0, 1, 2], &expected, "the first add");
 
     let fourth = cluster.start_joining(&FAST);
     let addr4 = cluster.raft_addr(fourth);
@@ -965,7 +856,12 @@ fn a_fourth_node_is_added_at_runtime_catches_up_and_is_removed() {
         "POST",
         &format!("/api/v1/cluster/peers?addr={addr4}"),
     );
-    wait_for_groups(&cluster, &[fourth], &expected, "the added node's catch-up");
+    wait_for_groups(
+        &cluster.nodes,
+        &[fourth],
+        &expected,
+        "the added node's catch-up",
+    );
     let mut all: Vec<String> = (0..4).map(|i| cluster.raft_addr(i)).collect();
     all.sort();
     for i in 0..4 {
@@ -995,7 +891,7 @@ fn a_fourth_node_is_added_at_runtime_catches_up_and_is_removed() {
     );
     let expected = format!("one={},two={}", m1.addr(), m2.addr());
     wait_for_groups(
-        &cluster,
+        &cluster.nodes,
         &[0, 1, 2, 3],
         &expected,
         "a write on the fourth node",
@@ -1037,7 +933,7 @@ fn a_fourth_node_is_added_at_runtime_catches_up_and_is_removed() {
     let leader = cluster.wait_for_leader(&[0, 1, 2], ELECTION);
     write_ok(&cluster.nodes[leader], "DELETE", "/master?masters=one");
     wait_for_groups(
-        &cluster,
+        &cluster.nodes,
         &[0, 1, 2],
         &format!("two={}", m2.addr()),
         "a write after the removal",
@@ -1083,7 +979,7 @@ fn a_restart_with_existing_state_adds_new_addresses_from_raft_cluster() {
         });
     }
     wait_for_groups(
-        &cluster,
+        &cluster.nodes,
         &[fourth],
         &format!("g={}", m1.addr()),
         "the added node's catch-up",
@@ -1188,7 +1084,7 @@ fn damaged_or_reused_data_dirs_are_refused_and_a_torn_tail_is_dropped() {
     cluster.nodes[0].restart();
     cluster.wait_for_leader(&[0], ELECTION);
     let expected = format!("one={},two={}", m1.addr(), m2.addr());
-    wait_for_groups(&cluster, &[0], &expected, "a second restart");
+    wait_for_groups(&cluster.nodes, &[0], &expected, "a second restart");
     cluster.nodes[0].kill9();
 
     // A damaged byte with records after it is corruption: refuse, naming the file.
@@ -1248,7 +1144,7 @@ fn removing_the_leader_hands_leadership_to_the_remaining_members() {
         &format!("/master?masters=g={}", m1.addr()),
     );
     wait_for_groups(
-        &cluster,
+        &cluster.nodes,
         &remaining,
         &format!("g={}", m1.addr()),
         "a write after removing the leader",

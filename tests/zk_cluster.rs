@@ -9,108 +9,17 @@
 
 mod support;
 
+use support::groups::*;
+
 use serde_json::Value;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{Daemon, RedisServer, TempDir, ZkCluster, ZooKeeper, free_port, wait_until};
+use support::{TempDir, ZkCluster, ZooKeeper, free_port, wait_until};
 
 const SESSION: &str = "-zk_session_timeout=2000";
 const FAST: [&str; 3] = ["-check_interval=100", "-max_down_time=1", SESSION];
 /// A hand-over takes about one session timeout (2 s); CI machines are slow.
 const ELECTION: Duration = Duration::from_secs(15);
-/// Replication, checks and failovers.
-const LONG: Duration = Duration::from_secs(20);
-
-/// A master with two replicas of the given priorities (lower is preferred), all linked.
-fn topology(priority_a: u32, priority_b: u32) -> (RedisServer, RedisServer, RedisServer) {
-    let master = RedisServer::master();
-    let a = RedisServer::replica_of(master.port, priority_a);
-    let b = RedisServer::replica_of(master.port, priority_b);
-    master.wait_for_replicas(2);
-    (master, a, b)
-}
-
-/// `GET /api/v1/groups` of a daemon, without panicking.
-fn try_groups(daemon: &Daemon) -> Result<Vec<Value>, String> {
-    let (status, body) = daemon.http("GET", "/api/v1/groups", "")?;
-    if status != 200 {
-        return Err(format!("GET /api/v1/groups: {status} {body}"));
-    }
-    let groups: Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
-    groups
-        .as_array()
-        .cloned()
-        .ok_or_else(|| format!("not an array: {body}"))
-}
-
-/// The groups a daemon knows, as sorted `name=master` text.
-fn group_list(daemon: &Daemon) -> Result<String, String> {
-    let mut list: Vec<String> = try_groups(daemon)?
-        .iter()
-        .map(|g| format!("{}={}", str_of(&g["name"]), str_of(&g["master"])))
-        .collect();
-    list.sort();
-    Ok(list.join(","))
-}
-
-fn str_of(value: &Value) -> String {
-    value
-        .as_str()
-        .map(String::from)
-        .unwrap_or(value.to_string())
-}
-
-/// The group `name` of a daemon, or `Null`.
-fn try_group(daemon: &Daemon, name: &str) -> Result<Value, String> {
-    Ok(try_groups(daemon)?
-        .into_iter()
-        .find(|g| g["name"] == name)
-        .unwrap_or(Value::Null))
-}
-
-/// Waits until every node in `nodes` lists exactly the groups `expected`.
-fn wait_for_groups(cluster: &ZkCluster, nodes: &[usize], expected: &str, what: &str) {
-    for &i in nodes {
-        wait_until(
-            LONG,
-            &format!("node {i} to list {expected} ({what})"),
-            || {
-                let seen = group_list(&cluster.nodes[i])?;
-                if seen == expected { Ok(()) } else { Err(seen) }
-            },
-        );
-    }
-}
-
-/// Waits until group `name` on `daemon` satisfies `ok`; returns it.
-fn wait_for_group(daemon: &Daemon, name: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-    wait_until(LONG, what, || {
-        let g = try_group(daemon, name)?;
-        if ok(&g) { Ok(g) } else { Err(g.to_string()) }
-    })
-}
-
-/// The leader is watching the group's master with `replicas` replicas seen.
-fn watched_with_replicas(g: &Value, replicas: usize) -> bool {
-    g["state"] == "ok" && g["replicas"].as_array().map(Vec::len) == Some(replicas)
-}
-
-/// A write that must succeed on this node.
-fn write_ok(daemon: &Daemon, method: &str, path: &str) {
-    let (status, body) = daemon
-        .http(method, path, "")
-        .unwrap_or_else(|e| panic!("{method} {path} on port {}: {e}", daemon.port));
-    assert_eq!(
-        status, 200,
-        "{method} {path} on port {}: {body}",
-        daemon.port
-    );
-}
-
-/// `ROLE` of a server ("master", "slave"), or why it cannot tell.
-fn role(server: &RedisServer) -> String {
-    server.role().unwrap_or_else(|e| format!("error: {e}"))
-}
 
 fn others(cluster: &ZkCluster, except: usize) -> Vec<usize> {
     (0..cluster.nodes.len()).filter(|&i| i != except).collect()
@@ -125,23 +34,6 @@ fn peers(cluster: &ZkCluster, i: usize) -> Result<Vec<String>, String> {
         .iter()
         .map(|p| format!("{}={}", str_of(&p["id"]), str_of(&p["http_addr"])))
         .collect())
-}
-
-/// Waits for the replica `server` to replicate from `master_port` with its link up.
-fn wait_replicating_from(server: &RedisServer, master_port: u16, what: &str) {
-    wait_until(LONG, what, || {
-        let port = server.info_field("master_port")?;
-        let link = server.info_field("master_link_status")?;
-        if port == master_port.to_string() && link == "up" {
-            Ok(())
-        } else {
-            Err(format!(
-                "{}: role {}, master_port {port}, master_link_status {link}",
-                server.addr(),
-                role(server)
-            ))
-        }
-    });
 }
 
 /// No node of `nodes` acts, and each says why.
@@ -261,7 +153,12 @@ fn three_nodes_elect_one_leader_and_accept_writes_on_every_node() {
         .flat_map(|i| (0..10).map(move |k| format!("g{i}x{k}=127.0.{i}.{k}:6379")))
         .collect();
     all.sort();
-    wait_for_groups(&cluster, &[0, 1, 2], &all.join(","), "30 concurrent adds");
+    wait_for_groups(
+        &cluster.nodes,
+        &[0, 1, 2],
+        &all.join(","),
+        "30 concurrent adds",
+    );
     // Only the leader checks: the followers report the groups as follower.
     for i in others(&cluster, leader) {
         wait_for_group(&cluster.nodes[i], "g0x0", "a follower not checking", |g| {
@@ -372,7 +269,7 @@ fn the_state_survives_a_restart_of_every_daemon() {
         g["last_failover"]["outcome"] == "succeeded"
     });
     let expected = format!("g={},y=127.0.0.1:2", a.addr());
-    wait_for_groups(&cluster, &[0, 1, 2], &expected, "before the restarts");
+    wait_for_groups(&cluster.nodes, &[0, 1, 2], &expected, "before the restarts");
 
     for node in &mut cluster.nodes {
         node.kill9();
@@ -383,7 +280,7 @@ fn the_state_survives_a_restart_of_every_daemon() {
     // Restarted with their original -masters=g=<old master>: the failover stays.
     let leader = cluster.wait_for_leader(&[0, 1, 2], ELECTION);
     wait_for_groups(
-        &cluster,
+        &cluster.nodes,
         &[0, 1, 2],
         &expected,
         "after restarting every daemon",
@@ -404,7 +301,7 @@ fn zookeeper_restarted_mid_run_the_cluster_recovers_with_one_leader() {
         "/master?masters=before=127.0.0.1:1",
     );
     wait_for_groups(
-        &cluster,
+        &cluster.nodes,
         &[0, 1, 2],
         "before=127.0.0.1:1",
         "the first write",
@@ -435,7 +332,7 @@ fn zookeeper_restarted_mid_run_the_cluster_recovers_with_one_leader() {
         "/master?masters=after=127.0.0.1:3",
     );
     wait_for_groups(
-        &cluster,
+        &cluster.nodes,
         &[0, 1, 2],
         "after=127.0.0.1:3,before=127.0.0.1:1",
         "a write after the restart",
@@ -487,7 +384,7 @@ fn a_frozen_zookeeper_stops_the_leader_and_the_cluster_recovers() {
         list == "thawed=127.0.0.1:2" || list == "frozen=127.0.0.1:1,thawed=127.0.0.1:2",
         "{list}"
     );
-    wait_for_groups(&cluster, &[0, 1, 2], &list, "a write after the thaw");
+    wait_for_groups(&cluster.nodes, &[0, 1, 2], &list, "a write after the thaw");
 }
 
 #[test]
@@ -498,7 +395,7 @@ fn a_damaged_state_znode_changes_nothing_and_a_deleted_one_is_put_back() {
     let mut cluster = ZkCluster::start(2, &zk.addr(), path, &[SESSION]);
     cluster.wait_for_leader(&[0, 1], ELECTION);
     write_ok(&cluster.nodes[1], "POST", "/master?masters=g=127.0.0.1:1");
-    wait_for_groups(&cluster, &[0, 1], "g=127.0.0.1:1", "the first write");
+    wait_for_groups(&cluster.nodes, &[0, 1], "g=127.0.0.1:1", "the first write");
     // Another ZooKeeper client (an operator) writes garbage into the state znode.
     let operator = zookeeper::ZooKeeper::connect(&zk.addr(), Duration::from_secs(5), |_| {})
         .expect("connect to ZooKeeper");
@@ -538,7 +435,7 @@ fn a_damaged_state_znode_changes_nothing_and_a_deleted_one_is_put_back() {
     );
     write_ok(&cluster.nodes[0], "POST", "/master?masters=h=127.0.0.1:2");
     wait_for_groups(
-        &cluster,
+        &cluster.nodes,
         &[0, 1],
         "g=127.0.0.1:1,h=127.0.0.1:2",
         "a write after the repair",

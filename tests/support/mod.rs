@@ -3,6 +3,8 @@
 //! PID when dropped. Plus a deadline-based `wait_until` and a tiny HTTP client.
 #![allow(dead_code)]
 
+pub mod groups;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

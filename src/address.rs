@@ -144,7 +144,7 @@ impl fmt::Display for MasterSpec {
     }
 }
 
-/// Group names travel in URLs and (later) the Sentinel protocol: keep them printable.
+/// Group names travel in URLs and the Sentinel protocol: keep them printable.
 pub fn validate_group_name(name: &str) -> Result<()> {
     if name.is_empty() {
         return Err(invalid_input!("group name is empty"));

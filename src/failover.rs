@@ -151,6 +151,7 @@ pub fn fail_over(ctx: &FailoverContext, req: &FailoverRequest) -> FailoverRecord
             duration_ms: 0,
             outcome: Outcome::Aborted,
             reason: None,
+            begun: false,
         },
         started,
         step_started: started,
@@ -168,6 +169,7 @@ pub fn fail_over(ctx: &FailoverContext, req: &FailoverRequest) -> FailoverRecord
     let result = match &req.resume {
         Some(resume) => {
             attempt.record.started_at_ms = resume.started_at_ms;
+            attempt.record.begun = true;
             resume_steps(ctx, req, &resume.new_master, &mut attempt)
         }
         None => run_steps(ctx, req, &mut attempt),
@@ -374,6 +376,7 @@ fn run_steps(ctx: &FailoverContext, req: &FailoverRequest, at: &mut Attempt) -> 
                 format!("cannot record failover-begin: {e}"),
             )
         })?;
+    at.record.begun = true;
     at.step("begin", "recorded");
     pause_after_begin();
     if !ctx.broker.is_leader() {

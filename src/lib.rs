@@ -39,6 +39,7 @@ pub mod sentinel;
 pub mod status;
 pub mod switchover;
 pub mod systemd;
+pub mod tcp;
 
 pub use address::{Addr, MasterSpec};
 pub use app::App;

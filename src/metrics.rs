@@ -590,6 +590,7 @@ mod tests {
             duration_ms: 250,
             outcome: Outcome::Succeeded,
             reason: None,
+            begun: true,
         }))
         .unwrap();
         let page = render_text(&m, &s, &Observations::default(), false, &[]);

@@ -352,7 +352,9 @@ impl Monitor {
                     .filter(|a| !listed.contains(a) && **a != watch.master)
                     .cloned()
                     .collect();
-                if !fence.is_empty() && !watch.fence_pending {
+                // Fencing changes a server's role without the cluster's say: only while
+                // this daemon still acts (its lease may have run out since the check).
+                if !fence.is_empty() && !watch.fence_pending && self.ctx.broker.is_leader() {
                     watch.fence_pending = true;
                     self.pool.submit(CheckJob::Fence {
                         group: group.to_string(),

@@ -448,6 +448,7 @@ fn switch_over(
             duration_ms: 0,
             outcome: Outcome::Aborted,
             reason: None,
+            begun: false,
         },
         started,
         step_started: started,
@@ -514,6 +515,7 @@ fn switch_over(
                 SwitchoverError::Unavailable(format!("cannot record failover-begin: {e}")),
             )
         })?;
+    at.record.begun = true;
     at.step("begin", "recorded");
     if !ctx.broker.is_leader() {
         return Err(at.abandon("begin"));

@@ -133,6 +133,10 @@ pub struct FailoverRecord {
     pub outcome: Outcome,
     /// Why it aborted or failed; for a success, notes such as replicas not re-pointed.
     pub reason: Option<String>,
+    /// Its failover-begin was committed: the record then applies only while that begin
+    /// is still in progress.
+    #[serde(default)]
+    pub begun: bool,
 }
 
 /// The replicated state: groups plus a bounded failover history.
@@ -203,9 +207,26 @@ impl ReplicatedState {
                     }
                 }
             }
-            Action::FailoverBegin { ref group, .. } => {
-                if !self.groups.contains_key(group) {
+            Action::FailoverBegin {
+                ref group,
+                ref old_master,
+                ..
+            } => {
+                let Some(current) = self.groups.get(group) else {
                     return Err(invalid_input!("failover of unknown group {group:?}"));
+                };
+                // One attempt at a time, and only of the master the group has now: a
+                // late begin from a deposed leader must not replace the current one.
+                if self.in_progress.contains_key(group) {
+                    return Err(invalid_input!(
+                        "a failover of group {group:?} is already under way"
+                    ));
+                }
+                if current.master != *old_master {
+                    return Err(invalid_input!(
+                        "group {group:?} has master {}, not {old_master}",
+                        current.master
+                    ));
                 }
                 self.in_progress.insert(group.clone(), action);
             }
@@ -266,7 +287,7 @@ impl ReplicatedState {
             Some(at) if at != record.started_at_ms => Some(format!(
                 "another failover of the group (begun at {at}) is under way"
             )),
-            None if record.outcome == Outcome::Succeeded => {
+            None if record.begun || record.outcome == Outcome::Succeeded => {
                 Some("its failover-begin was already ended by another daemon".into())
             }
             _ => None,
@@ -447,6 +468,7 @@ mod tests {
             duration_ms: 1,
             outcome,
             reason: Some("why".into()),
+            begun: false,
         }
     }
 
@@ -506,8 +528,22 @@ mod tests {
         );
         let last = s.last_failover("g").unwrap();
         assert!(last.reason.as_deref().unwrap().contains("not applied"));
-        // A result of another attempt while one is under way is not applied either.
+        // Nor is a late failure of an attempt that had begun.
+        let mut late = record("g", Outcome::Failed, None);
+        late.begun = true;
+        s.apply(Action::FailoverEnd(late)).unwrap();
+        assert_eq!(s.groups["g"].failed, None, "a late failure is not applied");
+        // A result of another attempt while one is under way is not applied either, and
+        // a second begin while one is under way is refused.
         begin(&mut s, "g", "h:3");
+        let again = Action::FailoverBegin {
+            group: "g".into(),
+            old_master: Addr::parse("h:1").unwrap(),
+            new_master: Addr::parse("h:4").unwrap(),
+            replicas: vec![],
+            started_at_ms: 7,
+        };
+        assert!(s.apply(again).is_err());
         let mut other = record("g", Outcome::Failed, None);
         other.started_at_ms = 99;
         s.apply(Action::FailoverEnd(other)).unwrap();

@@ -134,6 +134,7 @@ fn accept(
             continue;
         }
         serial += 1;
+        crate::tcp::keep_alive(&stream);
         if let Ok(clone) = stream.try_clone() {
             lock(&connections).insert(serial, clone);
         }

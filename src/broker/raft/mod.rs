@@ -38,7 +38,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use storage::DiskStorage;
 use transport::{Hello, Transport};
 
@@ -76,6 +76,10 @@ pub fn peer_id(raft_addr: &str) -> u64 {
 pub struct Shared {
     machine: Arc<Mutex<StateMachine>>,
     acting: AtomicBool,
+    /// Acting holds only until then: the raft thread extends it while a majority keeps
+    /// answering. A raft thread that stalls (a hung fsync) or a leader cut off from the
+    /// majority stops acting when it runs out, before the others can elect a new leader.
+    acting_until: Mutex<Option<Instant>>,
     status: Mutex<ClusterStatus>,
     subscribers: Subscribers,
 }
@@ -89,9 +93,20 @@ impl Shared {
         self.subscribers.notify();
     }
 
-    fn set_status(&self, status: ClusterStatus, acting: bool) {
-        self.acting.store(acting, Ordering::SeqCst);
+    fn set_status(&self, status: ClusterStatus, acting_until: Option<Instant>) {
+        *self.acting_until.lock().unwrap_or_else(|e| e.into_inner()) = acting_until;
+        self.acting.store(acting_until.is_some(), Ordering::SeqCst);
         *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
+    }
+
+    /// Whether this node may act now: leader, caught up, and within its lease.
+    fn acting(&self) -> bool {
+        self.acting.load(Ordering::SeqCst)
+            && self
+                .acting_until
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some_and(|until| Instant::now() < until)
     }
 
     /// The raft thread has stopped for good: nothing acts any more.
@@ -208,6 +223,7 @@ impl RaftBroker {
         let shared = Arc::new(Shared {
             machine,
             acting: AtomicBool::new(false),
+            acting_until: Mutex::new(None),
             status: Mutex::new(ClusterStatus {
                 broker: "raft".into(),
                 id: Some(format!("{id:016x}")),
@@ -281,7 +297,7 @@ impl Broker for RaftBroker {
     }
 
     fn is_leader(&self) -> bool {
-        self.shared.acting.load(Ordering::SeqCst)
+        self.shared.acting()
     }
 
     fn subscribe(&self) -> crossbeam_channel::Receiver<()> {

@@ -67,6 +67,9 @@ pub struct Node {
     /// Configured addresses that are not members yet (`raft_cluster_state=existing`).
     pub to_join: Vec<Addr>,
     pending: HashMap<u64, Pending>,
+    /// When each peer was last heard from in the current term (for the leader's lease).
+    last_heard: HashMap<u64, Instant>,
+    heard_term: u64,
     /// Differs on every start, so an entry proposed before a restart and committed
     /// after it never answers a new caller that happens to get the same sequence number.
     run_nonce: u64,
@@ -99,6 +102,8 @@ impl Node {
             tick,
             to_join,
             pending: HashMap::new(),
+            last_heard: HashMap::new(),
+            heard_term: 0,
             run_nonce: run_nonce(),
             next_seq: 1,
             removed: false,
@@ -165,6 +170,15 @@ impl Node {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Propose { action, reply } => {
+                // Only the acting leader begins a failover: a deposed one's begin must
+                // not reach the new leader through raft-rs's forwarding.
+                if matches!(action, Action::FailoverBegin { .. }) && !self.shared.acting() {
+                    let _ = reply.send(Err(Error::Unavailable(
+                        "only the acting leader may begin a failover; this node no longer acts"
+                            .into(),
+                    )));
+                    return;
+                }
                 let data = match serde_json::to_vec(&action) {
                     Ok(data) => data,
                     Err(e) => {
@@ -253,8 +267,18 @@ impl Node {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::Message(message) => {
+                let from = message.from;
+                let term = message.term;
                 if let Err(e) = self.raw.step(*message) {
                     log::debug!("raft: message not stepped: {e}");
+                }
+                if self.raw.raft.term != self.heard_term {
+                    // Answers from an earlier term prove nothing about this one.
+                    self.last_heard.clear();
+                    self.heard_term = self.raw.raft.term;
+                }
+                if term == self.raw.raft.term {
+                    self.last_heard.insert(from, Instant::now());
                 }
             }
             Event::Unreachable(id) => self.raw.report_unreachable(id),
@@ -482,13 +506,38 @@ impl Node {
         Ok(())
     }
 
+    /// Until when this leader may act: half an election timeout after the moment by
+    /// which a majority (itself included) had last answered it. A follower that answered
+    /// at that moment does not start an election before a whole election timeout has
+    /// passed, so the lease ends before any other leader can be elected.
+    fn lease_until(&self) -> Option<Instant> {
+        let voters: Vec<u64> = self.members();
+        let needed = voters.len() / 2; // answers needed besides this node's own
+        let mut heard: Vec<Instant> = voters
+            .iter()
+            .filter(|id| **id != self.id)
+            .filter_map(|id| self.last_heard.get(id).copied())
+            .collect();
+        heard.sort_unstable_by(|a, b| b.cmp(a));
+        let quorum_at = if needed == 0 {
+            Instant::now()
+        } else {
+            *heard.get(needed - 1)?
+        };
+        Some(quorum_at + self.tick * (super::ELECTION_TICKS as u32) / 2)
+    }
+
     /// Publishes leadership and the cluster view for the broker's readers.
     fn publish(&mut self) {
         let raft = &self.raw.raft;
         let applied_term = self.shared.lock_machine().applied_term;
         // A new leader acts only once it has applied an entry of its own term: then it
         // has every committed entry, including any failover-begin without an end.
-        let acting = raft.state == StateRole::Leader && applied_term == raft.term && !self.removed;
+        let acting_until =
+            (raft.state == StateRole::Leader && applied_term == raft.term && !self.removed)
+                .then(|| self.lease_until())
+                .flatten();
+        let acting = acting_until.is_some();
         let leader = raft.leader_id;
         let book = self.transport.book();
         let book = book.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -562,7 +611,7 @@ impl Node {
             }
             self.published = (acting, leader);
         }
-        self.shared.set_status(status, acting);
+        self.shared.set_status(status, acting_until);
         if changed {
             self.shared.notify();
         }

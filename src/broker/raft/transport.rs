@@ -396,6 +396,7 @@ impl Acceptor {
                 .map(|a| a.to_string())
                 .unwrap_or_else(|_| "?".into());
             serial += 1;
+            crate::tcp::keep_alive(&stream);
             if let Ok(clone) = stream.try_clone() {
                 lock(&self.connections).insert(serial, clone);
             }

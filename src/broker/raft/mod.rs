@@ -305,11 +305,15 @@ impl Broker for RaftBroker {
     }
 
     fn cluster(&self) -> ClusterStatus {
-        self.shared
+        let mut status = self
+            .shared
             .status
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .clone();
+        // The lease may have run out since the raft thread last published.
+        status.acting = self.shared.acting();
+        status
     }
 
     fn change_members(&self, change: MemberChange, addr: &Addr) -> Result<()> {

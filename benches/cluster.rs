@@ -36,7 +36,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use support::{Daemon, RaftCluster, free_port, http_request};
+use support::{Daemon, RaftCluster, free_port, http_request, memory_kb};
 
 /// Pause between two polls of the survivors after a kill.
 const POLL: Duration = Duration::from_millis(5);
@@ -115,21 +115,6 @@ fn size(bytes: Option<u64>) -> String {
         Some(b) if b < 10 * 1024 * 1024 => format!("{:.1} KB", b as f64 / 1024.0),
         Some(b) => format!("{:.1} MB", b as f64 / (1024.0 * 1024.0)),
     }
-}
-
-/// VmRSS and VmHWM of a process, in kB.
-fn memory_kb(pid: u32) -> Result<(u64, u64), String> {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
-    let field = |name: &str| -> Result<u64, String> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| format!("no {name} in /proc/{pid}/status"))
-    };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 // ---- HTTP -----------------------------------------------------------------------------

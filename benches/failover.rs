@@ -40,7 +40,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::{Daemon, RaftCluster, RedisServer, Sentinel, redis_cmd};
+use support::{Daemon, RaftCluster, RedisServer, Sentinel, memory_kb, redis_cmd};
 
 const GROUP: &str = "bench";
 /// How long each round waits for (a), (b) and (c) after the kill.
@@ -164,21 +164,6 @@ fn info_field(text: &str, field: &str) -> Option<String> {
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{field}:")))
         .map(|v| v.trim().to_string())
-}
-
-/// VmRSS and VmHWM of a process, in kB.
-fn memory_kb(pid: u32) -> Result<(u64, u64), String> {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
-    let field = |name: &str| -> Result<u64, String> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| format!("no {name} in /proc/{pid}/status"))
-    };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 fn tail(text: &str, lines: usize) -> String {

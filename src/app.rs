@@ -120,6 +120,10 @@ impl App {
     pub fn start(config: Config) -> Result<App> {
         let mut http = HttpApi::bind(&config.addr)?;
         let http_addr = advertised_http_addr(http.local_addr(), &config);
+        let sentinel_advertised = config
+            .sentinel_addr
+            .as_ref()
+            .map(|a| advertised(a, &config));
         let broker: Arc<dyn Broker> = match config.broker {
             BrokerKind::Standalone => Arc::new(StandaloneBroker::new(http_addr)),
             BrokerKind::Raft => Arc::new(RaftBroker::start(RaftOptions {
@@ -127,10 +131,7 @@ impl App {
                     Error::InvalidInput("raft_addr: required with -broker=raft".into())
                 })?,
                 http_addr,
-                sentinel_addr: config
-                    .sentinel_addr
-                    .as_ref()
-                    .map(|a| advertised(a, &config)),
+                sentinel_addr: sentinel_advertised.clone(),
                 data_dir: config.raft.data_dir.clone(),
                 log_dir: config.raft.log_dir.clone(),
                 cluster: config.raft.cluster.clone(),
@@ -141,10 +142,7 @@ impl App {
                 servers: config.zk.addr.iter().map(|a| a.to_string()).collect(),
                 base: config.zk.base_dir.clone(),
                 http_addr,
-                sentinel_addr: config
-                    .sentinel_addr
-                    .as_ref()
-                    .map(|a| advertised(a, &config)),
+                sentinel_addr: sentinel_advertised.clone(),
                 session_timeout: config.zk.session_timeout,
             })?),
         };

@@ -15,10 +15,10 @@
 #   test-cluster/raft-cluster.sh stop          stop everything started here
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
+source "$(dirname "$0")/daemons.sh"
 VAR="$VAR/raft"
 CLUSTER="127.0.0.1:12000,127.0.0.1:12001,127.0.0.1:12002"
 
-http_of() { echo "127.0.0.1:1100$1"; }
 raft_of() { echo "127.0.0.1:1200$1"; }
 
 start_node() { # n
@@ -35,42 +35,6 @@ start_node() { # n
     echo "node $n did not start; see $VAR/node$n.log" >&2
     exit 1
 }
-
-# The JSON field $2 of node $1's /api/v1/cluster (python3 keeps this dependency-free).
-cluster_field() {
-    curl -s --max-time 1 "http://$(http_of "$1")/api/v1/cluster" 2>/dev/null | python3 -c '
-import json, sys
-try:
-    d = json.load(sys.stdin)
-except Exception:
-    sys.exit(0)
-v = d
-for k in sys.argv[1].split("."):
-    v = v.get(k) if isinstance(v, dict) else None
-print("" if v is None else v)' "$2"
-}
-
-leader_node() { # prints the node number of the acting leader, if any
-    for n in 0 1 2 3; do
-        alive "$n" || continue
-        [ "$(cluster_field "$n" acting)" = "True" ] && { echo "$n"; return; }
-    done
-    return 0
-}
-
-wait_leader() {
-    for _ in $(seq 100); do
-        l=$(leader_node)
-        [ -n "$l" ] && { echo "$l"; return; }
-        sleep 0.1
-    done
-    echo "no leader after 10 s" >&2
-    exit 1
-}
-
-alive() { [ -f "$VAR/node$1.pid" ] && kill -0 "$(cat "$VAR/node$1.pid")" 2>/dev/null; }
-
-any_node() { for n in 0 1 2 3; do alive "$n" && { echo "$n"; return; }; done; }
 
 cmd_start() {
     bash "$HERE/install-deps.sh" >/dev/null
@@ -100,28 +64,9 @@ cmd_status() {
     [ -n "$n" ] && echo "master of group demo: $(curl -s "http://$(http_of "$n")/master")"
 }
 
-cmd_kill_leader() {
-    l=$(wait_leader)
-    echo "killing the leader, node $l, with kill -9"
-    start=$(date +%s%N)
-    kill -9 "$(cat "$VAR/node$l.pid")"
-    while :; do
-        for n in 0 1 2 3; do
-            { [ "$n" = "$l" ] || ! alive "$n"; } && continue
-            if [ "$(cluster_field "$n" acting)" = "True" ]; then
-                echo "  +$(( ($(date +%s%N) - start) / 1000000 )) ms: node $n leads and acts"
-                echo "restart the old leader with: $0 restart $l"
-                return
-            fi
-        done
-        sleep 0.02
-    done
-}
+cmd_kill_leader() { kill_leader; }
 
-cmd_kill_master() {
-    n=$(wait_leader)
-    HTTP_ADDR=$(http_of "$n") VAR="$VAR" LOG="$VAR/node$n.log" "$HERE/kill-master.sh"
-}
+cmd_kill_master() { kill_master; }
 
 cmd_restart() {
     local n=${1:?usage: restart N}
@@ -157,22 +102,6 @@ cmd_stop() {
     echo "stopped"
 }
 
-cmd_demo() {
-    cmd_start
-    echo
-    cmd_status
-    echo
-    cmd_kill_leader
-    echo
-    cmd_kill_master
-    echo
-    cmd_status
-    if [ "${KEEP:-0}" != 1 ]; then
-        echo
-        cmd_stop
-    fi
-}
-
 case "${1:-}" in
 start) cmd_start ;;
 status) cmd_status ;;
@@ -181,7 +110,7 @@ kill-master) cmd_kill_master ;;
 restart) cmd_restart "${2:-}" ;;
 add-node) cmd_add_node ;;
 remove-node) cmd_remove_node ;;
-demo) cmd_demo ;;
+demo) demo ;;
 stop) cmd_stop ;;
 *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -1153,14 +1153,7 @@ fn removing_the_leader_hands_leadership_to_the_remaining_members() {
 
 /// The peak resident memory of a process, in KiB (`VmHWM`).
 fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+    support::memory_kb(pid).map_or(0, |(_, peak)| peak)
 }
 
 #[test]

@@ -735,11 +735,7 @@ impl RaftCluster {
 
     /// `GET /api/v1/cluster` of node `i`, parsed.
     pub fn status(&self, i: usize) -> Result<serde_json::Value, String> {
-        let (status, body) = self.nodes[i].http("GET", "/api/v1/cluster", "")?;
-        if status != 200 {
-            return Err(format!("GET /api/v1/cluster: {status} {body}"));
-        }
-        serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))
+        cluster_status(&self.nodes[i])
     }
 
     /// Waits until the running nodes among `among` agree on one leader: exactly one
@@ -751,39 +747,12 @@ impl RaftCluster {
             .copied()
             .filter(|&i| self.nodes[i].is_running())
             .collect();
-        wait_until(timeout, "one leader all running nodes agree on", || {
-            let mut seen = Vec::new();
-            let mut statuses = Vec::new();
-            for &i in &among {
-                let status = self.status(i).map_err(|e| format!("node {i}: {e}"))?;
-                seen.push(format!(
-                    "node {i} ({}): role {} acting {} term {} leader {}",
-                    status["raft_addr"],
-                    status["role"],
-                    status["acting"],
-                    status["term"],
-                    status["leader"]["raft_addr"]
-                ));
-                statuses.push((i, status));
-            }
-            let seen = seen.join("; ");
-            let acting: Vec<usize> = statuses
-                .iter()
-                .filter(|(_, s)| s["acting"] == true && s["role"] == "leader")
-                .map(|(i, _)| *i)
-                .collect();
-            let [leader] = acting[..] else {
-                return Err(format!("{} acting leaders: {seen}", acting.len()));
-            };
-            let addr = self.raft_addr(leader);
-            if statuses
-                .iter()
-                .all(|(_, s)| s["leader"]["raft_addr"] == addr)
-            {
-                Ok(leader)
-            } else {
-                Err(format!("not all agree on {addr}: {seen}"))
-            }
+        let addrs: Vec<String> = (0..self.nodes.len()).map(|i| self.raft_addr(i)).collect();
+        wait_for_agreed_leader(&self.nodes, &among, timeout, "raft_addr", &addrs, |s| {
+            format!(
+                "({}): role {} acting {} term {} leader {}",
+                s["raft_addr"], s["role"], s["acting"], s["term"], s["leader"]["raft_addr"]
+            )
         })
     }
 }
@@ -969,11 +938,7 @@ impl ZkCluster {
 
     /// `GET /api/v1/cluster` of node `i`, parsed.
     pub fn status(&self, i: usize) -> Result<serde_json::Value, String> {
-        let (status, body) = self.nodes[i].http("GET", "/api/v1/cluster", "")?;
-        if status != 200 {
-            return Err(format!("GET /api/v1/cluster: {status} {body}"));
-        }
-        serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))
+        cluster_status(&self.nodes[i])
     }
 
     pub fn http_addr(&self, i: usize) -> String {
@@ -988,40 +953,81 @@ impl ZkCluster {
             .copied()
             .filter(|&i| self.nodes[i].is_running())
             .collect();
-        wait_until(timeout, "one zk leader all running nodes agree on", || {
-            let mut seen = Vec::new();
-            let mut statuses = Vec::new();
-            for &i in &among {
-                let status = self.status(i).map_err(|e| format!("node {i}: {e}"))?;
-                seen.push(format!(
-                    "node {i} ({}): role {} acting {} session {} leader {} error {}",
-                    status["id"],
-                    status["role"],
-                    status["acting"],
-                    status["zk_session"],
-                    status["leader"]["http_addr"],
-                    status["error"]
-                ));
-                statuses.push((i, status));
-            }
-            let seen = seen.join("; ");
-            let acting: Vec<usize> = statuses
-                .iter()
-                .filter(|(_, s)| s["acting"] == true && s["role"] == "leader")
-                .map(|(i, _)| *i)
-                .collect();
-            let [leader] = acting[..] else {
-                return Err(format!("{} acting leaders: {seen}", acting.len()));
-            };
-            let addr = self.http_addr(leader);
-            if statuses
-                .iter()
-                .all(|(_, s)| s["leader"]["http_addr"] == addr.as_str())
-            {
-                Ok(leader)
-            } else {
-                Err(format!("not all agree on {addr}: {seen}"))
-            }
+        let addrs: Vec<String> = (0..self.nodes.len()).map(|i| self.http_addr(i)).collect();
+        wait_for_agreed_leader(&self.nodes, &among, timeout, "http_addr", &addrs, |s| {
+            format!(
+                "({}): role {} acting {} session {} leader {} error {}",
+                s["id"],
+                s["role"],
+                s["acting"],
+                s["zk_session"],
+                s["leader"]["http_addr"],
+                s["error"]
+            )
         })
     }
+}
+
+/// `GET /api/v1/cluster` of a daemon, parsed.
+pub fn cluster_status(daemon: &Daemon) -> Result<serde_json::Value, String> {
+    let (status, body) = daemon.http("GET", "/api/v1/cluster", "")?;
+    if status != 200 {
+        return Err(format!("GET /api/v1/cluster: {status} {body}"));
+    }
+    serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))
+}
+
+/// Waits until exactly one of the nodes `among` is role leader and acting, and every one
+/// names it as the leader by `key` (`raft_addr` or `http_addr`, whose values are
+/// `addrs[i]`). Returns its index. `describe` says what a node's status shows.
+fn wait_for_agreed_leader(
+    nodes: &[Daemon],
+    among: &[usize],
+    timeout: Duration,
+    key: &str,
+    addrs: &[String],
+    describe: impl Fn(&serde_json::Value) -> String,
+) -> usize {
+    wait_until(timeout, "one leader all running nodes agree on", || {
+        let mut seen = Vec::new();
+        let mut statuses = Vec::new();
+        for &i in among {
+            let status = cluster_status(&nodes[i]).map_err(|e| format!("node {i}: {e}"))?;
+            seen.push(format!("node {i} {}", describe(&status)));
+            statuses.push((i, status));
+        }
+        let seen = seen.join("; ");
+        let acting: Vec<usize> = statuses
+            .iter()
+            .filter(|(_, s)| s["acting"] == true && s["role"] == "leader")
+            .map(|(i, _)| *i)
+            .collect();
+        let [leader] = acting[..] else {
+            return Err(format!("{} acting leaders: {seen}", acting.len()));
+        };
+        let addr = &addrs[leader];
+        if statuses
+            .iter()
+            .all(|(_, s)| s["leader"][key] == addr.as_str())
+        {
+            Ok(leader)
+        } else {
+            Err(format!("not all agree on {addr}: {seen}"))
+        }
+    })
+}
+
+/// VmRSS and VmHWM of a process, in kB.
+pub fn memory_kb(pid: u32) -> Result<(u64, u64), String> {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
+    let field = |name: &str| -> Result<u64, String> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("no {name} in /proc/{pid}/status"))
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
 }

@@ -35,7 +35,6 @@ use crossbeam_channel::Sender;
 use node::{Command, Node, PROPOSAL_TIMEOUT};
 use state_machine::StateMachine;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -75,8 +74,7 @@ pub fn peer_id(raft_addr: &str) -> u64 {
 /// What the raft thread publishes for the broker's callers.
 pub struct Shared {
     machine: Arc<Mutex<StateMachine>>,
-    acting: AtomicBool,
-    /// Acting holds only until then: the raft thread extends it while a majority keeps
+    /// Set while this node leads and has caught up; acting holds only until then: the raft thread extends it while a majority keeps
     /// answering. A raft thread that stalls (a hung fsync) or a leader cut off from the
     /// majority stops acting when it runs out, before the others can elect a new leader.
     acting_until: Mutex<Option<Instant>>,
@@ -95,23 +93,20 @@ impl Shared {
 
     fn set_status(&self, status: ClusterStatus, acting_until: Option<Instant>) {
         *self.acting_until.lock().unwrap_or_else(|e| e.into_inner()) = acting_until;
-        self.acting.store(acting_until.is_some(), Ordering::SeqCst);
         *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
     }
 
     /// Whether this node may act now: leader, caught up, and within its lease.
     fn acting(&self) -> bool {
-        self.acting.load(Ordering::SeqCst)
-            && self
-                .acting_until
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_some_and(|until| Instant::now() < until)
+        self.acting_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|until| Instant::now() < until)
     }
 
     /// The raft thread has stopped for good: nothing acts any more.
     fn fail(&self, reason: String) {
-        self.acting.store(false, Ordering::SeqCst);
+        *self.acting_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         status.acting = false;
         status.role = "failed".into();
@@ -222,7 +217,6 @@ impl RaftBroker {
         }
         let shared = Arc::new(Shared {
             machine,
-            acting: AtomicBool::new(false),
             acting_until: Mutex::new(None),
             status: Mutex::new(ClusterStatus {
                 broker: "raft".into(),

@@ -68,6 +68,15 @@ fn bracket_if_ipv6(host: &str) -> String {
     }
 }
 
+impl From<std::net::SocketAddr> for Addr {
+    fn from(socket: std::net::SocketAddr) -> Addr {
+        Addr {
+            host: socket.ip().to_string(),
+            port: socket.port(),
+        }
+    }
+}
+
 impl fmt::Display for Addr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", bracket_if_ipv6(&self.host), self.port)

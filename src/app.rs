@@ -1,89 +1,33 @@
-//! [`App`]: the daemon as a library. `main.rs` is a thin shell around it, and another
-//! program can start one in-process, hook into its failovers and stop it.
-//!
-//! Starting an `App` binds the HTTP listener, then starts the monitor (with its checker
-//! pool) and the failover worker. [`App::shutdown`] stops them and joins every thread
-//! it started.
+//! [`App`]: the composition root. It creates every thread of the daemon (the map is in
+//! `lib.rs`), wires their channels, and stops them again. `main.rs` is a thin shell
+//! around it, and another program can start one in-process, hook into its failovers and
+//! stop it.
 
 use crate::address::{Addr, MasterSpec};
-use crate::api_auth::ApiAccess;
+use crate::api::auth::ApiAccess;
+use crate::api::http::HttpApi;
+use crate::api::sentinel::SentinelPort;
 use crate::broker::raft::{RaftBroker, RaftOptions};
 use crate::broker::standalone::StandaloneBroker;
 use crate::broker::zk::{ZkBroker, ZkOptions};
 use crate::broker::{Action, Broker, ClusterStatus, GroupSpec};
 use crate::config::{BrokerKind, Config, StartState};
+use crate::daemon::Daemon;
 use crate::error::{Error, Result};
-use crate::events::Events;
-use crate::failover::{FailoverContext, spawn_worker};
-use crate::hooks::Hooks;
-use crate::http::HttpApi;
-use crate::metrics::Metrics;
-use crate::monitor::{MonitorChannels, MonitorContext, spawn_monitor};
-use crate::redis_node::NodeOptions;
-use crate::sentinel::SentinelPort;
-use crate::status::{GroupStatus, Observations, group_statuses};
-use crate::switchover::Switchovers;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crate::monitor::{self, MonitorChannels, MonitorContext};
+use crate::observe::events::Events;
+use crate::observe::metrics::Metrics;
+use crate::observe::status::{GroupStatus, Observations};
+use crate::redis::NodeOptions;
+use crate::shutdown::Shutdown;
+use crate::worker::hooks::Hooks;
+use crate::worker::switchover_request::{SwitchoverCommand, Switchovers};
+use crate::worker::{self, WorkerContext};
+use crossbeam_channel::Receiver;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
-
-/// The state shared by the API surfaces (library, HTTP): read and change the groups.
-pub struct Core {
-    pub broker: Arc<dyn Broker>,
-    pub observed: Arc<Observations>,
-    pub hooks: Arc<Hooks>,
-    /// Counters for `/metrics` and the monitor's heartbeat (for the systemd watchdog).
-    pub metrics: Arc<Metrics>,
-    /// Who may use the API (`api_token`).
-    pub access: ApiAccess,
-    /// Sentinel-style events, for the Sentinel port and the notification script.
-    pub events: Arc<Events>,
-    /// Planned switchovers, run by the monitor and the failover worker.
-    pub switchovers: Switchovers,
-}
-
-impl Core {
-    /// Current master addresses, in group-name order.
-    pub fn masters(&self) -> Vec<Addr> {
-        self.broker
-            .state()
-            .groups
-            .values()
-            .map(|g| g.master.clone())
-            .collect()
-    }
-
-    /// Watches these groups (or updates them, clearing a failed state).
-    pub fn add(&self, specs: Vec<MasterSpec>) -> Result<()> {
-        self.broker.propose(Action::Add(
-            specs.into_iter().map(GroupSpec::from).collect(),
-        ))
-    }
-
-    /// Stops watching the groups with these names or master addresses.
-    pub fn remove(&self, keys: Vec<String>) -> Result<()> {
-        self.broker.propose(Action::Delete(keys))
-    }
-
-    /// Watches exactly these groups.
-    pub fn set(&self, specs: Vec<MasterSpec>) -> Result<()> {
-        self.broker.propose(Action::Set(
-            specs.into_iter().map(GroupSpec::from).collect(),
-        ))
-    }
-
-    /// Every group with what this daemon sees of it.
-    pub fn groups(&self) -> Vec<GroupStatus> {
-        group_statuses(&self.broker.state(), &self.observed)
-    }
-
-    /// This daemon's view of its cluster.
-    pub fn cluster(&self) -> ClusterStatus {
-        self.broker.cluster()
-    }
-}
 
 /// A running failover daemon.
 ///
@@ -106,142 +50,137 @@ impl Core {
 /// # Ok::<(), redis_failover::Error>(())
 /// ```
 pub struct App {
-    core: Arc<Core>,
+    daemon: Arc<Daemon>,
     http: HttpApi,
     sentinel: Option<SentinelPort>,
-    shutdown: Option<Sender<()>>,
-    /// Dropped at shutdown: tells helper threads (the seeder) to stop.
-    stopping: Option<Sender<()>>,
+    shutdown: Shutdown,
+    /// Joined in order: the monitor first (it owns the worker's job channel), then the
+    /// worker, then the helpers.
     threads: Vec<JoinHandle<()>>,
+}
+
+fn thread_error(e: std::io::Error) -> Error {
+    Error::Io(format!("cannot start a thread: {e}"))
 }
 
 impl App {
     /// Binds the HTTP API and starts monitoring the configured masters.
     pub fn start(config: Config) -> Result<App> {
-        let mut http = HttpApi::bind(&config.addr)?;
-        let http_addr = advertised_http_addr(http.local_addr(), &config);
-        let sentinel_advertised = config
-            .sentinel_addr
-            .as_ref()
-            .map(|a| advertised(a, &config));
-        let broker: Arc<dyn Broker> = match config.broker {
-            BrokerKind::Standalone => Arc::new(StandaloneBroker::new(http_addr)),
-            BrokerKind::Raft => Arc::new(RaftBroker::start(RaftOptions {
-                raft_addr: config.raft.addr.clone().ok_or_else(|| {
-                    Error::InvalidInput("raft_addr: required with -broker=raft".into())
-                })?,
-                http_addr,
-                sentinel_addr: sentinel_advertised.clone(),
-                data_dir: config.raft.data_dir.clone(),
-                log_dir: config.raft.log_dir.clone(),
-                cluster: config.raft.cluster.clone(),
-                cluster_state: config.raft.cluster_state,
-                tick: config.raft.tick_interval,
-            })?),
-            BrokerKind::Zk => Arc::new(ZkBroker::start(ZkOptions {
-                servers: config.zk.addr.iter().map(|a| a.to_string()).collect(),
-                base: config.zk.base_dir.clone(),
-                http_addr,
-                sentinel_addr: sentinel_advertised.clone(),
-                session_timeout: config.zk.session_timeout,
-            })?),
-        };
+        let http = HttpApi::bind(&config.addr)?;
+        let http_addr = advertised(&Addr::from(http.local_addr()), &config);
+        let broker = start_broker(&config, http_addr)?;
         let (switchovers, switchover_rx) = Switchovers::new(config.switchover_timeout);
-        let core = Arc::new(Core {
+        let daemon = Arc::new(Daemon {
             broker,
             observed: Arc::new(Observations::default()),
             hooks: Arc::new(Hooks::default()),
             metrics: Arc::new(Metrics::new()),
-            access: ApiAccess::new(config.api_token.clone(), config.api_token_reads),
             events: Arc::new(Events::default()),
             switchovers,
         });
-        let (stopping, stop_rx) = crossbeam_channel::bounded::<()>(0);
-        let mut threads = Vec::new();
-        if let Some(script) = &config.notify_script {
-            let events = core.events.subscribe();
-            let timeout = config.notify_script_timeout;
-            threads.push(
-                crate::notify::spawn(script.clone(), timeout, events, stop_rx.clone())
-                    .map_err(|e| Error::Io(format!("cannot start a thread: {e}")))?,
-            );
-        }
-        if let Some(seed) = seed_action(&config) {
-            if config.broker == BrokerKind::Standalone {
-                core.broker.propose(seed)?;
-            } else {
-                threads.push(spawn_seeder(core.clone(), seed, stop_rx)?);
-            }
-        }
-        http.serve(core.clone())?;
-        let sentinel = match &config.sentinel_addr {
-            Some(addr) => Some(SentinelPort::start(
-                addr,
-                core.clone(),
-                config.max_down_time.as_millis() as u64,
-            )?),
-            None => None,
+        let mut app = App {
+            daemon,
+            http,
+            sentinel: None,
+            shutdown: Shutdown::new(),
+            threads: Vec::new(),
         };
-        let node_options = node_options(&config);
-        let (failover_tx, failover_rx) = crossbeam_channel::unbounded();
-        let (done_tx, done_rx) = crossbeam_channel::unbounded();
-        let (shutdown_tx, shutdown_rx) = crossbeam_channel::bounded(1);
-        let io = |e: std::io::Error| Error::Io(format!("cannot start a thread: {e}"));
-        let worker = spawn_worker(
-            FailoverContext {
-                broker: core.broker.clone(),
-                hooks: core.hooks.clone(),
-                observed: core.observed.clone(),
-                metrics: core.metrics.clone(),
-                events: core.events.clone(),
-                node_options: failover_options(&node_options),
-                max_down_time: config.max_down_time,
-            },
-            failover_rx,
-            done_tx,
-        )
-        .map_err(io)?;
-        let monitor = spawn_monitor(
-            MonitorContext {
-                broker: core.broker.clone(),
-                observed: core.observed.clone(),
-                metrics: core.metrics.clone(),
-                events: core.events.clone(),
-                node_options,
-                check_interval: config.check_interval,
-                max_down_time: config.max_down_time,
-            },
-            MonitorChannels {
-                failover_requests: failover_tx,
-                failover_done: done_rx,
-                switchovers: switchover_rx,
-                shutdown: shutdown_rx,
-            },
-        )
-        .map_err(io)?;
+        // Should a thread fail to start, dropping `app` stops those that did.
+        app.start_monitor_and_worker(&config, switchover_rx)?;
+        app.start_helpers(&config)?;
+        let access = ApiAccess::new(config.api_token.clone(), config.api_token_reads);
+        app.http
+            .serve(app.daemon.clone(), access.clone(), &app.shutdown)?;
+        if let Some(addr) = &config.sentinel_addr {
+            let down_after_ms = config.max_down_time.as_millis() as u64;
+            let port = SentinelPort::start(
+                addr,
+                app.daemon.clone(),
+                access,
+                down_after_ms,
+                &app.shutdown,
+            )?;
+            app.sentinel = Some(port);
+        }
         log::info!(
             "redis-failover {} listening on http://{}, checking every {} ms, down after {} ms",
             env!("CARGO_PKG_VERSION"),
-            http.local_addr(),
+            app.http.local_addr(),
             config.check_interval.as_millis(),
             config.max_down_time.as_millis()
         );
-        // The monitor is joined first: it owns the worker's request channel.
-        threads.insert(0, monitor);
-        threads.insert(1, worker);
-        Ok(App {
-            core,
-            http,
-            sentinel,
-            shutdown: Some(shutdown_tx),
-            stopping: Some(stopping),
-            threads,
-        })
+        Ok(app)
     }
 
-    /// What the API surfaces share: groups, observations, metrics (for `systemd.rs`).
-    pub fn core(&self) -> &Arc<Core> {
-        &self.core
+    /// The monitor (with its checker pool) and the failover worker, and the channels
+    /// between them.
+    fn start_monitor_and_worker(
+        &mut self,
+        config: &Config,
+        switchovers: Receiver<SwitchoverCommand>,
+    ) -> Result<()> {
+        let daemon = &self.daemon;
+        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
+        let (reports_tx, reports_rx) = crossbeam_channel::unbounded();
+        let node_options = check_options(config);
+        let worker_context = WorkerContext {
+            broker: daemon.broker.clone(),
+            hooks: daemon.hooks.clone(),
+            observed: daemon.observed.clone(),
+            metrics: daemon.metrics.clone(),
+            events: daemon.events.clone(),
+            node_options: worker_options(&node_options),
+            max_down_time: config.max_down_time,
+        };
+        let monitor_context = MonitorContext {
+            broker: daemon.broker.clone(),
+            observed: daemon.observed.clone(),
+            metrics: daemon.metrics.clone(),
+            events: daemon.events.clone(),
+            node_options,
+            check_interval: config.check_interval,
+            max_down_time: config.max_down_time,
+        };
+        let channels = MonitorChannels {
+            worker_jobs: jobs_tx,
+            worker_reports: reports_rx,
+            switchovers,
+            shutdown: self.shutdown.clone(),
+        };
+        // The monitor first: it owns the worker's job channel, so it is joined first.
+        let monitor = monitor::spawn(monitor_context, channels).map_err(thread_error)?;
+        self.threads.push(monitor);
+        let worker = worker::spawn(worker_context, jobs_rx, reports_tx).map_err(thread_error)?;
+        self.threads.push(worker);
+        Ok(())
+    }
+
+    /// The notification script runner and the seeder of the configured masters.
+    fn start_helpers(&mut self, config: &Config) -> Result<()> {
+        if let Some(script) = &config.notify_script {
+            let events = self.daemon.events.subscribe();
+            let runner = crate::host::notify_script::spawn(
+                script.clone(),
+                config.notify_script_timeout,
+                events,
+                self.shutdown.clone(),
+            );
+            self.threads.push(runner.map_err(thread_error)?);
+        }
+        if let Some(seed) = seed_action(config) {
+            if config.broker == BrokerKind::Standalone {
+                self.daemon.broker.propose(seed)?;
+            } else {
+                let seeder = spawn_seeder(self.daemon.clone(), seed, self.shutdown.clone())?;
+                self.threads.push(seeder);
+            }
+        }
+        Ok(())
+    }
+
+    /// What the API surfaces share: groups, observations, metrics (for `host/systemd.rs`).
+    pub fn daemon(&self) -> &Arc<Daemon> {
+        &self.daemon
     }
 
     /// The address the Sentinel-compatible port is bound to, when it is on.
@@ -259,57 +198,55 @@ impl App {
         &self,
         hook: impl Fn(&str, &Addr) -> std::result::Result<(), String> + Send + Sync + 'static,
     ) {
-        self.core.hooks.add_before(Box::new(hook));
+        self.daemon.hooks.add_before(Box::new(hook));
     }
 
     /// Registers a hook run after each successful failover with `(group, old, new)`.
     pub fn on_after_failover(&self, hook: impl Fn(&str, &Addr, &Addr) + Send + Sync + 'static) {
-        self.core.hooks.add_after(Box::new(hook));
+        self.daemon.hooks.add_after(Box::new(hook));
     }
 
     pub fn masters(&self) -> Vec<Addr> {
-        self.core.masters()
+        self.daemon.masters()
     }
 
     pub fn add_masters(&self, specs: Vec<MasterSpec>) -> Result<()> {
-        self.core.add(specs)
+        self.daemon.add(specs)
     }
 
     pub fn remove_masters(&self, names_or_addrs: Vec<String>) -> Result<()> {
-        self.core.remove(names_or_addrs)
+        self.daemon.remove(names_or_addrs)
     }
 
     pub fn set_masters(&self, specs: Vec<MasterSpec>) -> Result<()> {
-        self.core.set(specs)
+        self.daemon.set(specs)
     }
 
     pub fn groups(&self) -> Vec<GroupStatus> {
-        self.core.groups()
+        self.daemon.groups()
     }
 
     pub fn cluster(&self) -> ClusterStatus {
-        self.core.cluster()
+        self.daemon.cluster()
     }
 
-    /// Stops the HTTP API, the monitor, the checkers, the failover worker and the
-    /// broker, and joins them. A failover under way is finished first.
+    /// Stops the HTTP API, the Sentinel port, the monitor, the checkers, the failover
+    /// worker and the broker, and joins them. A failover under way is finished first.
     pub fn shutdown(mut self) {
         self.stop();
     }
 
     fn stop(&mut self) {
-        self.http.stop();
+        self.shutdown.trigger();
+        self.http.join();
         if let Some(sentinel) = &mut self.sentinel {
-            sentinel.stop();
+            sentinel.join();
         }
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        self.stopping.take();
         for handle in self.threads.drain(..) {
             let _ = handle.join();
         }
-        self.core.broker.shutdown();
+        // Last: the worker may have been recording the end of a failover.
+        self.daemon.broker.shutdown();
     }
 }
 
@@ -317,6 +254,33 @@ impl Drop for App {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The cluster this daemon belongs to, as configured.
+fn start_broker(config: &Config, http_addr: String) -> Result<Arc<dyn Broker>> {
+    let sentinel_addr = config.sentinel_addr.as_ref().map(|a| advertised(a, config));
+    Ok(match config.broker {
+        BrokerKind::Standalone => Arc::new(StandaloneBroker::new(http_addr)),
+        BrokerKind::Raft => Arc::new(RaftBroker::start(RaftOptions {
+            raft_addr: config.raft.addr.clone().ok_or_else(|| {
+                Error::InvalidInput("raft_addr: required with -broker=raft".into())
+            })?,
+            http_addr,
+            sentinel_addr,
+            data_dir: config.raft.data_dir.clone(),
+            log_dir: config.raft.log_dir.clone(),
+            cluster: config.raft.cluster.clone(),
+            cluster_state: config.raft.cluster_state,
+            tick: config.raft.tick_interval,
+        })?),
+        BrokerKind::Zk => Arc::new(ZkBroker::start(ZkOptions {
+            servers: config.zk.addr.iter().map(|a| a.to_string()).collect(),
+            base: config.zk.base_dir.clone(),
+            http_addr,
+            sentinel_addr,
+            session_timeout: config.zk.session_timeout,
+        })?),
+    })
 }
 
 /// The config file's masters as an action: `masters_state=new` replaces the saved
@@ -337,13 +301,13 @@ fn seed_action(config: &Config) -> Option<Action> {
 
 /// Proposes the config file's masters once the cluster can take a write (a cluster
 /// may still be electing its first leader when the daemon starts).
-fn spawn_seeder(core: Arc<Core>, seed: Action, stop: Receiver<()>) -> Result<JoinHandle<()>> {
+fn spawn_seeder(daemon: Arc<Daemon>, seed: Action, shutdown: Shutdown) -> Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("seed-masters".into())
         .spawn(move || {
             let mut attempts = 0u32;
             loop {
-                match core.broker.propose(seed.clone()) {
+                match daemon.broker.propose(seed.clone()) {
                     Ok(()) => {
                         log::info!("the configured masters are in the cluster's state");
                         return;
@@ -359,25 +323,12 @@ fn spawn_seeder(core: Arc<Core>, seed: Action, stop: Receiver<()>) -> Result<Joi
                         }
                     }
                 }
-                match stop.recv_timeout(Duration::from_millis(500)) {
-                    Err(RecvTimeoutError::Timeout) => {}
-                    _ => return,
+                if shutdown.wait(Duration::from_millis(500)) {
+                    return;
                 }
             }
         })
-        .map_err(|e| Error::Io(format!("cannot start a thread: {e}")))
-}
-
-/// The HTTP address peers and clients should use: a wildcard listener is advertised
-/// under the raft address's host (or loopback).
-fn advertised_http_addr(bound: SocketAddr, config: &Config) -> String {
-    advertised(
-        &Addr {
-            host: bound.ip().to_string(),
-            port: bound.port(),
-        },
-        config,
-    )
+        .map_err(thread_error)
 }
 
 /// A listen address as others should dial it: a wildcard host becomes the raft
@@ -397,8 +348,8 @@ fn advertised(listen: &Addr, config: &Config) -> String {
     format!("{host}:{}", listen.port)
 }
 
-/// Timeouts shorter than the check interval, so one check never overlaps the next.
-fn node_options(config: &Config) -> NodeOptions {
+/// Check timeouts: shorter than the check interval, so one check never overlaps the next.
+fn check_options(config: &Config) -> NodeOptions {
     let timeout =
         (config.check_interval * 3 / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     NodeOptions {
@@ -409,8 +360,8 @@ fn node_options(config: &Config) -> NodeOptions {
     }
 }
 
-/// Failover commands may wait on a busy server longer than a check does.
-fn failover_options(check: &NodeOptions) -> NodeOptions {
+/// The worker's commands may wait on a busy server longer than a check does.
+fn worker_options(check: &NodeOptions) -> NodeOptions {
     NodeOptions {
         connect_timeout: check.connect_timeout.max(Duration::from_millis(500)),
         io_timeout: check.io_timeout.max(Duration::from_secs(2)),

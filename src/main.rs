@@ -1,7 +1,9 @@
 //! The `redis-failover` binary: parse flags and config, start an [`App`], tell systemd
-//! when it is ready (see `systemd.rs`), and stop it cleanly on SIGINT or SIGTERM.
+//! when it is ready (see `host/systemd.rs`), and stop it cleanly on SIGINT or SIGTERM.
 
-use redis_failover::{App, cli, systemd};
+use redis_failover::App;
+use redis_failover::config::cli;
+use redis_failover::host::{logging, systemd};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -26,7 +28,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    redis_failover::logging::init(config.log_level);
+    logging::init(config.log_level);
     raise_open_file_limit();
     // Block the stop signals before any thread starts, so they all inherit the mask and
     // only the main thread receives them (with sigwait below).
@@ -38,7 +40,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let service = systemd::Service::start(app.core().clone());
+    let service = systemd::Service::start(app.daemon().clone());
     let signal = wait_for(&signals);
     log::info!("received signal {signal}, shutting down");
     service.stopping();

@@ -2,15 +2,16 @@
 //! `Debug` dump of the config, or the API.
 //!
 //! The value is only reachable through [`Secret::expose`], so every place that sends it
-//! somewhere (`AUTH` to a Redis server) is easy to find, and [`Secret::matches`] compares
-//! a presented value in constant time, so a client cannot learn a token byte by byte from
-//! how long a refusal takes.
+//! somewhere (`AUTH` to a Redis server) is easy to find, and [`Secret::matches`] (and
+//! `==`) compares in constant time (the `subtle` crate), so a client cannot learn a token
+//! byte by byte from how long a refusal takes.
 
 use serde::Deserialize;
 use std::fmt;
+use subtle::ConstantTimeEq;
 
-/// A credential. `Debug` and `Display` print `<redacted>`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+/// A credential. `Debug` and `Display` print `<redacted>`; `==` takes constant time.
+#[derive(Clone, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -31,9 +32,18 @@ impl Secret {
     /// Whether `presented` equals this secret. The time taken depends only on the lengths,
     /// never on where the first differing byte is.
     pub fn matches(&self, presented: &[u8]) -> bool {
-        constant_time_eq(self.0.as_bytes(), presented)
+        self.0.as_bytes().ct_eq(presented).into()
     }
 }
+
+/// Two secrets are compared like a presented one: in constant time.
+impl PartialEq for Secret {
+    fn eq(&self, other: &Secret) -> bool {
+        self.matches(other.0.as_bytes())
+    }
+}
+
+impl Eq for Secret {}
 
 /// For flags (argh parses option values with `FromStr`): any text is a secret.
 impl std::str::FromStr for Secret {
@@ -54,19 +64,6 @@ impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
     }
-}
-
-/// Compares every byte of the longer input, accumulating differences, so the loop never
-/// exits early. `black_box` keeps the optimiser from turning it back into a `memcmp`.
-pub fn constant_time_eq(expected: &[u8], presented: &[u8]) -> bool {
-    let len = expected.len().max(presented.len());
-    let mut difference = (expected.len() != presented.len()) as u8;
-    for i in 0..len {
-        let a = expected.get(i).copied().unwrap_or(0);
-        let b = presented.get(i).copied().unwrap_or(0);
-        difference |= std::hint::black_box(a ^ b);
-    }
-    difference == 0
 }
 
 #[cfg(test)]

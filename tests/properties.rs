@@ -10,9 +10,9 @@
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use redis_failover::redis_node::{Role, parse_replication_info, parse_role};
-use redis_failover::request_params::{form_value, group_keys};
-use redis_failover::resp::{Reply, parse};
+use redis_failover::api::params::{form_value, group_keys};
+use redis_failover::redis::resp::{Reply, parse};
+use redis_failover::redis::{Role, parse_replication_info, parse_role};
 use redis_failover::{Addr, MasterSpec};
 use std::cell::Cell;
 

@@ -5,6 +5,7 @@
 
 use super::{Action, Broker, ClusterStatus, ReplicatedState, Subscribers};
 use crate::error::Result;
+use crate::sync::lock;
 use crossbeam_channel::Receiver;
 use std::sync::Mutex;
 
@@ -27,19 +28,16 @@ impl StandaloneBroker {
 
 impl Broker for StandaloneBroker {
     fn propose(&self, action: Action) -> Result<()> {
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .apply(action)?;
+        lock(&self.state).apply(action)?;
         self.subscribers.notify();
         Ok(())
     }
 
     fn state(&self) -> ReplicatedState {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        lock(&self.state).clone()
     }
 
-    fn is_leader(&self) -> bool {
+    fn is_acting(&self) -> bool {
         true
     }
 

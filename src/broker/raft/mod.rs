@@ -31,6 +31,7 @@ use crate::broker::{Action, Broker, ClusterStatus, MemberChange, ReplicatedState
 use crate::config::StartState;
 use crate::error::{Error, Result};
 use crate::invalid_input;
+use crate::sync::lock;
 use crossbeam_channel::Sender;
 use node::{Command, Node, PROPOSAL_TIMEOUT};
 use state_machine::StateMachine;
@@ -63,12 +64,7 @@ pub struct RaftOptions {
 
 /// The stable peer id of a raft address: FNV-1a of its text, never 0.
 pub fn peer_id(raft_addr: &str) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in raft_addr.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash.max(1)
+    crate::clock::fnv1a(raft_addr)
 }
 
 /// What the raft thread publishes for the broker's callers.
@@ -84,7 +80,7 @@ pub struct Shared {
 
 impl Shared {
     fn lock_machine(&self) -> MutexGuard<'_, StateMachine> {
-        self.machine.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.machine)
     }
 
     fn notify(&self) {
@@ -92,22 +88,19 @@ impl Shared {
     }
 
     fn set_status(&self, status: ClusterStatus, acting_until: Option<Instant>) {
-        *self.acting_until.lock().unwrap_or_else(|e| e.into_inner()) = acting_until;
-        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
+        *lock(&self.acting_until) = acting_until;
+        *lock(&self.status) = status;
     }
 
     /// Whether this node may act now: leader, caught up, and within its lease.
     fn acting(&self) -> bool {
-        self.acting_until
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some_and(|until| Instant::now() < until)
+        lock(&self.acting_until).is_some_and(|until| Instant::now() < until)
     }
 
     /// The raft thread has stopped for good: nothing acts any more.
     fn fail(&self, reason: String) {
-        *self.acting_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        *lock(&self.acting_until) = None;
+        let mut status = lock(&self.status);
         status.acting = false;
         status.role = "failed".into();
         status.error = Some(reason);
@@ -155,11 +148,7 @@ impl RaftBroker {
             ));
         } else {
             let machine = storage.machine();
-            let members = &machine
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .data
-                .members;
+            let members = &lock(&machine).data.members;
             to_join = cluster
                 .iter()
                 .filter(|a| !members.contains_key(&peer_id(&a.to_string())))
@@ -168,7 +157,7 @@ impl RaftBroker {
         }
         let machine = storage.machine();
         let (members, applied, voters) = {
-            let m = machine.lock().unwrap_or_else(|e| e.into_inner());
+            let m = lock(&machine);
             (
                 m.data.members.clone(),
                 m.applied_index,
@@ -249,10 +238,7 @@ impl RaftBroker {
     /// Sends a command to the raft thread and waits for its answer.
     fn ask(&self, make: impl FnOnce(Sender<Result<()>>) -> Command) -> Result<()> {
         let (reply, answer) = crossbeam_channel::bounded(1);
-        let sent = self
-            .commands
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let sent = lock(&self.commands)
             .as_ref()
             .map(|commands| commands.send(make(reply)).is_ok());
         if sent != Some(true) {
@@ -276,12 +262,7 @@ impl Broker for RaftBroker {
     fn propose_detached(&self, action: Action) {
         // Nobody waits: the raft thread's answer goes to a closed channel.
         let (reply, _) = crossbeam_channel::bounded(1);
-        if let Some(commands) = self
-            .commands
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
+        if let Some(commands) = lock(&self.commands).as_ref() {
             let _ = commands.send(Command::Propose { action, reply });
         }
     }
@@ -290,7 +271,7 @@ impl Broker for RaftBroker {
         self.shared.lock_machine().data.state.clone()
     }
 
-    fn is_leader(&self) -> bool {
+    fn is_acting(&self) -> bool {
         self.shared.acting()
     }
 
@@ -299,12 +280,7 @@ impl Broker for RaftBroker {
     }
 
     fn cluster(&self) -> ClusterStatus {
-        let mut status = self
-            .shared
-            .status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let mut status = lock(&self.shared.status).clone();
         // The lease may have run out since the raft thread last published.
         status.acting = self.shared.acting();
         status
@@ -336,11 +312,8 @@ impl Broker for RaftBroker {
     }
 
     fn shutdown(&self) {
-        self.commands
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        lock(&self.commands).take();
+        if let Some(thread) = lock(&self.thread).take() {
             let _ = thread.join();
         }
     }

@@ -23,6 +23,7 @@ use crate::address::Addr;
 use crate::broker::raft::state_machine::{StateMachine, from_bytes};
 use crate::broker::{Action, ClusterStatus, DaemonInfo, MemberChange, PeerStatus};
 use crate::error::{Error, Result};
+use crate::sync::lock;
 use crossbeam_channel::{Receiver, Sender, select};
 use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType};
 use raft::{RawNode, SnapshotStatus, StateRole};
@@ -540,7 +541,7 @@ impl Node {
         let acting = acting_until.is_some();
         let leader = raft.leader_id;
         let book = self.transport.book();
-        let book = book.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let book = lock(&book).clone();
         let daemons = self.shared.lock_machine().data.state.daemons.clone();
         let announced = |id: u64| daemons.get(&format!("{id:016x}"));
         let peer = |id: u64| PeerStatus {

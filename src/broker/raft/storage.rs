@@ -22,6 +22,7 @@
 use super::frame::{self, Decoded};
 use super::state_machine::{StateMachine, from_bytes, to_bytes};
 use crate::error::{Error, Result};
+use crate::sync::lock;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 use std::fs::{File, OpenOptions};
@@ -277,7 +278,7 @@ impl DiskStorage {
     }
 
     fn lock_machine(&self) -> std::sync::MutexGuard<'_, StateMachine> {
-        self.machine.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.machine)
     }
 }
 

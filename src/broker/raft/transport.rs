@@ -18,13 +18,14 @@
 use super::frame::{self, Decoded};
 use super::state_machine::{from_bytes, to_bytes};
 use crate::error::{Error, Result};
+use crate::shutdown::Shutdown;
+use crate::sync::lock;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use raft::eraftpb::{Message, MessageType};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::{BufWriter, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -88,8 +89,7 @@ pub struct Transport {
     book: AddressBook,
     events: Sender<Event>,
     senders: HashMap<u64, Sender<Message>>,
-    stop: Arc<AtomicBool>,
-    listen_addr: SocketAddr,
+    stop: Shutdown,
     connections: Connections,
     threads: Vec<JoinHandle<()>>,
 }
@@ -110,11 +110,19 @@ impl Transport {
             book: Arc::new(Mutex::new(HashMap::new())),
             events,
             senders: HashMap::new(),
-            stop: Arc::new(AtomicBool::new(false)),
-            listen_addr,
+            stop: Shutdown::new(),
             connections: Arc::new(Mutex::new(HashMap::new())),
             threads: Vec::new(),
         };
+        // A stop wakes the acceptor with a connection of its own and unblocks every
+        // reader by shutting its connection down.
+        let connections = transport.connections.clone();
+        transport.stop.on_trigger(move || {
+            let _ = TcpStream::connect_timeout(&listen_addr, CONNECT_TIMEOUT);
+            for (_, stream) in lock(&connections).drain() {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+        });
         let acceptor = Acceptor {
             self_id: hello.id,
             book: transport.book.clone(),
@@ -170,13 +178,8 @@ impl Transport {
 
     /// Stops every transport thread and joins them.
     pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.stop.trigger();
         self.senders.clear();
-        // Wake the acceptor, and unblock every reader.
-        let _ = TcpStream::connect_timeout(&self.listen_addr, CONNECT_TIMEOUT);
-        for (_, stream) in lock(&self.connections).drain() {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
@@ -243,7 +246,7 @@ struct PeerSender {
     hello: Vec<u8>,
     book: AddressBook,
     events: Sender<Event>,
-    stop: Arc<AtomicBool>,
+    stop: Shutdown,
 }
 
 impl PeerSender {
@@ -255,7 +258,7 @@ impl PeerSender {
             reported_down: false,
         };
         while let Ok(first) = queue.recv() {
-            if self.stop.load(Ordering::SeqCst) {
+            if self.stop.is_triggered() {
                 return;
             }
             // This message and whatever else is queued go out together.
@@ -371,7 +374,7 @@ struct Acceptor {
     self_id: u64,
     book: AddressBook,
     events: Sender<Event>,
-    stop: Arc<AtomicBool>,
+    stop: Shutdown,
     connections: Connections,
 }
 
@@ -380,7 +383,7 @@ impl Acceptor {
         let mut readers: Vec<JoinHandle<()>> = Vec::new();
         let mut serial = 0u64;
         for stream in listener.incoming() {
-            if self.stop.load(Ordering::SeqCst) {
+            if self.stop.is_triggered() {
                 break;
             }
             let stream = match stream {
@@ -396,7 +399,7 @@ impl Acceptor {
                 .map(|a| a.to_string())
                 .unwrap_or_else(|_| "?".into());
             serial += 1;
-            crate::tcp::keep_alive(&stream);
+            crate::net::keep_alive(&stream);
             if let Ok(clone) = stream.try_clone() {
                 lock(&self.connections).insert(serial, clone);
             }
@@ -418,7 +421,7 @@ impl Acceptor {
             }
         }
         for (_, stream) in lock(&self.connections).drain() {
-            let _ = stream.shutdown(Shutdown::Both);
+            let _ = stream.shutdown(std::net::Shutdown::Both);
         }
         for reader in readers {
             let _ = reader.join();
@@ -526,8 +529,4 @@ fn read_record(
         Decoded::Corrupt(why) => Err(why),
         Decoded::Incomplete => Err("record cut short".into()),
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

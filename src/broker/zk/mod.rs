@@ -32,11 +32,13 @@ mod session;
 
 use crate::broker::{Action, Broker, ClusterStatus, ReplicatedState, Subscribers};
 use crate::error::{Error, Result};
+use crate::shutdown::Shutdown;
+use crate::sync::lock;
 use client::{CallError, Client};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use session::Event;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use zookeeper::{Stat, ZkError};
@@ -108,12 +110,8 @@ pub struct Shared {
     /// session is set up; proposers use them.
     client: Mutex<Option<(Client, String)>>,
     subscribers: Subscribers,
-    /// Set by [`ZkBroker::shutdown`]: the session thread stops between two calls.
-    stopping: AtomicBool,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
+    /// Triggered by [`ZkBroker::shutdown`]: the session thread stops between two calls.
+    stopping: Shutdown,
 }
 
 impl Shared {
@@ -152,7 +150,6 @@ impl Shared {
 /// The broker of a daemon in a ZooKeeper-coordinated cluster.
 pub struct ZkBroker {
     shared: Arc<Shared>,
-    events: Sender<Event>,
     detached: Mutex<Option<Sender<Action>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -180,9 +177,14 @@ impl ZkBroker {
             lease: Mutex::new(None),
             client: Mutex::new(None),
             subscribers: Subscribers::default(),
-            stopping: AtomicBool::new(false),
+            stopping: Shutdown::new(),
         });
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
+        // A shutdown wakes the session thread wherever it waits for events.
+        let wake = events_tx.clone();
+        shared.stopping.on_trigger(move || {
+            let _ = wake.send(Event::Shutdown);
+        });
         let io = |e: std::io::Error| Error::Io(format!("cannot start a thread: {e}"));
         let session = session::Session::new(shared.clone(), events_tx.clone(), events_rx);
         let mut threads = vec![
@@ -199,7 +201,7 @@ impl ZkBroker {
         match writer {
             Ok(handle) => threads.push(handle),
             Err(e) => {
-                let _ = events_tx.send(Event::Shutdown);
+                shared.stopping.trigger();
                 for handle in threads {
                     let _ = handle.join();
                 }
@@ -214,7 +216,6 @@ impl ZkBroker {
         );
         Ok(ZkBroker {
             shared,
-            events: events_tx,
             detached: Mutex::new(Some(detached_tx)),
             threads: Mutex::new(threads),
         })
@@ -239,7 +240,7 @@ impl Broker for ZkBroker {
         self.shared.state()
     }
 
-    fn is_leader(&self) -> bool {
+    fn is_acting(&self) -> bool {
         self.shared.acting()
     }
 
@@ -255,8 +256,7 @@ impl Broker for ZkBroker {
 
     fn shutdown(&self) {
         lock(&self.detached).take();
-        self.shared.stopping.store(true, Ordering::SeqCst);
-        let _ = self.events.send(Event::Shutdown);
+        self.shared.stopping.trigger();
         let threads: Vec<JoinHandle<()>> = lock(&self.threads).drain(..).collect();
         for handle in threads {
             let _ = handle.join();

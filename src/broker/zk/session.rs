@@ -27,7 +27,6 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::BTreeMap;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use zookeeper::{Acl, CreateMode, WatchedEvent, ZkError, ZkState};
 
@@ -285,7 +284,7 @@ impl Session {
 
     /// Creates a persistent znode unless it exists.
     fn ensure(&mut self, client: &Client, path: &str, data: Vec<u8>) -> Result<(), Lost> {
-        if self.shared.stopping.load(Ordering::SeqCst) {
+        if self.shared.stopping.is_triggered() {
             return Err(Lost::Shutdown);
         }
         let owned = path.to_string();
@@ -317,7 +316,7 @@ impl Session {
         client: &Client,
         call: impl FnOnce(&zookeeper::ZooKeeper) -> zookeeper::ZkResult<T> + Send + 'static,
     ) -> Result<T, Lost> {
-        if self.shared.stopping.load(Ordering::SeqCst) {
+        if self.shared.stopping.is_triggered() {
             return Err(Lost::Shutdown);
         }
         match client.call(self.options().call_timeout(), call) {
@@ -424,7 +423,7 @@ impl Session {
         let Some(client) = self.client.clone() else {
             return Ok(());
         };
-        if self.shared.stopping.load(Ordering::SeqCst) {
+        if self.shared.stopping.is_triggered() {
             return Err(Lost::Shutdown);
         }
         let generation = self.generation;

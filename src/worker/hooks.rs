@@ -7,6 +7,7 @@
 //! never take the worker down.
 
 use crate::address::Addr;
+use crate::sync::{read, write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::RwLock;
 
@@ -24,22 +25,16 @@ pub struct Hooks {
 
 impl Hooks {
     pub fn add_before(&self, hook: BeforeFailover) {
-        self.before
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(hook);
+        write(&self.before).push(hook);
     }
 
     pub fn add_after(&self, hook: AfterFailover) {
-        self.after
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(hook);
+        write(&self.after).push(hook);
     }
 
     /// Runs every before hook; the first refusal wins.
     pub fn run_before(&self, group: &str, old: &Addr) -> Result<(), String> {
-        let hooks = self.before.read().unwrap_or_else(|e| e.into_inner());
+        let hooks = read(&self.before);
         for hook in hooks.iter() {
             match catch_unwind(AssertUnwindSafe(|| hook(group, old))) {
                 Ok(Ok(())) => {}
@@ -52,7 +47,7 @@ impl Hooks {
 
     /// Runs every after hook.
     pub fn run_after(&self, group: &str, old: &Addr, new: &Addr) {
-        let hooks = self.after.read().unwrap_or_else(|e| e.into_inner());
+        let hooks = read(&self.after);
         for hook in hooks.iter() {
             if catch_unwind(AssertUnwindSafe(|| hook(group, old, new))).is_err() {
                 log::error!("group {group}: an after-failover hook panicked");

@@ -6,7 +6,7 @@
 //! - `DELETE /master?masters=a,b`: stop watching (by name or by master address).
 //! - `GET /api/v1/groups`: every group as JSON, with replicas, state and last failover.
 //! - `POST /api/v1/groups/<name>/switchover[?to=host:port][&force=true]`: move the
-//!   master to a replica with no acknowledged write lost (see `switchover.rs`).
+//!   master to a replica with no acknowledged write lost (see `worker/switchover.rs`).
 //! - `GET /api/v1/cluster`: this daemon's view of the cluster (role, term, leader, peers).
 //! - `POST`/`DELETE /api/v1/cluster/peers?addr=host:port`: add or remove a Raft member.
 //! - `GET /metrics`: Prometheus text format (see `metrics.rs`).
@@ -14,15 +14,16 @@
 //! Parameters may also come as an `application/x-www-form-urlencoded` body. Bad input
 //! gets a 4xx with a one-line reason; the server keeps running whatever it is sent.
 //! With an `api_token`, requests that change something (and reads, with
-//! `api_token_reads`) need `Authorization: Bearer <token>`, else 401 (see `api_auth.rs`).
+//! `api_token_reads`) need `Authorization: Bearer <token>`, else 401 (see `auth.rs`).
 
+use super::auth::{ApiAccess, Refused};
+use super::params::{form_value, group_keys, path_segment};
 use crate::address::{Addr, MasterSpec};
-use crate::api_auth::Refused;
-use crate::app::Core;
 use crate::broker::MemberChange;
+use crate::daemon::Daemon;
 use crate::error::{Error, Result};
-use crate::request_params::{form_value, group_keys, path_segment};
-use crate::switchover::SwitchoverRequest;
+use crate::shutdown::Shutdown;
+use crate::worker::switchover_request::SwitchoverRequest;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,22 +59,36 @@ impl HttpApi {
         })
     }
 
-    /// Starts the handler threads.
-    pub fn serve(&mut self, core: Arc<Core>) -> Result<()> {
-        core.access.warn_if_exposed(self.local_addr);
+    /// Starts the handler threads; they stop when `shutdown` is triggered.
+    pub fn serve(
+        &mut self,
+        daemon: Arc<Daemon>,
+        access: ApiAccess,
+        shutdown: &Shutdown,
+    ) -> Result<()> {
+        access.warn_if_exposed(self.local_addr);
+        let api = Arc::new(Api { daemon, access });
         for index in 0..HANDLER_THREADS {
             let serving = self.server.clone();
-            let core = core.clone();
+            let api = api.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("http-{index}"))
                 .spawn(move || {
                     for request in serving.incoming_requests() {
-                        handle(&core, request);
+                        handle(&api, request);
                     }
                 })
                 .map_err(|e| Error::Io(format!("cannot start an HTTP thread: {e}")))?;
             self.threads.push(thread);
         }
+        // Each unblock wakes one waiting handler.
+        let server = self.server.clone();
+        let handlers = self.threads.len();
+        shutdown.on_trigger(move || {
+            for _ in 0..handlers {
+                server.unblock();
+            }
+        });
         Ok(())
     }
 
@@ -81,22 +96,12 @@ impl HttpApi {
         self.local_addr
     }
 
-    /// Stops accepting requests and joins the handler threads (each finishes the
-    /// request it is answering).
-    pub fn stop(&mut self) {
-        // Each unblock wakes one waiting handler.
-        for _ in &self.threads {
-            self.server.unblock();
-        }
+    /// Joins the handler threads once the shutdown given to [`HttpApi::serve`] is
+    /// triggered (each finishes the request it is answering).
+    pub fn join(&mut self) {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
-    }
-}
-
-impl Drop for HttpApi {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -117,8 +122,14 @@ impl Answer {
     }
 }
 
-fn handle(core: &Core, mut request: Request) {
-    let reply = route(core, &mut request);
+/// What a handler thread serves from.
+struct Api {
+    daemon: Arc<Daemon>,
+    access: ApiAccess,
+}
+
+fn handle(api: &Api, mut request: Request) {
+    let reply = route(api, &mut request);
     if reply.status >= 400 {
         log::info!(
             "HTTP {} {} -> {}: {}",
@@ -142,9 +153,10 @@ fn handle(core: &Core, mut request: Request) {
     }
 }
 
-fn route(core: &Core, request: &mut Request) -> Answer {
+fn route(api: &Api, request: &mut Request) -> Answer {
+    let daemon = &api.daemon;
     let read = matches!(request.method(), Method::Get | Method::Head);
-    if let Err(Refused(reason)) = core.access.check(read, authorization(request)) {
+    if let Err(Refused(reason)) = api.access.check(read, authorization(request)) {
         return Answer::text(401, format!("{reason}\n"));
     }
     if request.body_length().is_some_and(|n| n > MAX_BODY) {
@@ -153,24 +165,24 @@ fn route(core: &Core, request: &mut Request) -> Answer {
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     if let Some(name) = switchover_group(path) {
-        return switchover(core, request, name, query);
+        return switchover(daemon, request, name, query);
     }
     match path {
-        "/master" => master(core, request, query),
+        "/master" => master(daemon, request, query),
         "/api/v1/groups" => match request.method() {
-            Method::Get => json(&core.groups()),
+            Method::Get => json(&daemon.groups()),
             _ => Answer::text(405, "only GET is allowed on /api/v1/groups\n"),
         },
         "/api/v1/cluster" => match request.method() {
-            Method::Get => json(&core.broker.cluster()),
+            Method::Get => json(&daemon.broker.cluster()),
             _ => Answer::text(405, "only GET is allowed on /api/v1/cluster\n"),
         },
-        "/api/v1/cluster/peers" => peers(core, request, query),
+        "/api/v1/cluster/peers" => peers(daemon, request, query),
         "/metrics" => match request.method() {
             Method::Get => Answer {
                 status: 200,
-                body: crate::metrics::render(core),
-                content_type: crate::metrics::CONTENT_TYPE,
+                body: super::metrics::render(daemon),
+                content_type: super::metrics::CONTENT_TYPE,
             },
             _ => Answer::text(405, "only GET is allowed on /metrics\n"),
         },
@@ -190,7 +202,7 @@ fn json(value: &impl serde::Serialize) -> Answer {
 }
 
 /// `POST`/`DELETE /api/v1/cluster/peers?addr=host:port`.
-fn peers(core: &Core, request: &mut Request, query: &str) -> Answer {
+fn peers(daemon: &Daemon, request: &mut Request, query: &str) -> Answer {
     let change = match request.method() {
         Method::Post => MemberChange::Add,
         Method::Delete => MemberChange::Remove,
@@ -202,7 +214,7 @@ fn peers(core: &Core, request: &mut Request, query: &str) -> Answer {
         Err(reply) => return reply,
     };
     let result = Addr::parse(addr.trim()).and_then(|addr| {
-        core.broker.change_members(change, &addr)?;
+        daemon.broker.change_members(change, &addr)?;
         Ok(addr)
     });
     match result {
@@ -211,7 +223,7 @@ fn peers(core: &Core, request: &mut Request, query: &str) -> Answer {
     }
 }
 
-/// The status for an error from the core: 400 for the caller's mistakes, 503 else.
+/// The status for an error from the daemon: 400 for the caller's mistakes, 503 else.
 fn failure(e: Error) -> Answer {
     match e {
         Error::InvalidInput(reason) => Answer::text(400, format!("{reason}\n")),
@@ -219,10 +231,10 @@ fn failure(e: Error) -> Answer {
     }
 }
 
-fn master(core: &Core, request: &mut Request, query: &str) -> Answer {
+fn master(daemon: &Daemon, request: &mut Request, query: &str) -> Answer {
     let method = request.method().clone();
     if method == Method::Get {
-        let masters: Vec<String> = core.masters().iter().map(|a| a.to_string()).collect();
+        let masters: Vec<String> = daemon.masters().iter().map(|a| a.to_string()).collect();
         return Answer::text(200, masters.join(","));
     }
     if !matches!(method, Method::Post | Method::Put | Method::Delete) {
@@ -234,10 +246,10 @@ fn master(core: &Core, request: &mut Request, query: &str) -> Answer {
         Err(reply) => return reply,
     };
     let result = match method {
-        Method::Put if masters.trim().is_empty() => core.set(Vec::new()),
-        Method::Put => MasterSpec::parse_list(&masters).and_then(|specs| core.set(specs)),
-        Method::Post => MasterSpec::parse_list(&masters).and_then(|specs| core.add(specs)),
-        _ => group_keys(&masters).and_then(|keys| core.remove(keys)),
+        Method::Put if masters.trim().is_empty() => daemon.set(Vec::new()),
+        Method::Put => MasterSpec::parse_list(&masters).and_then(|specs| daemon.set(specs)),
+        Method::Post => MasterSpec::parse_list(&masters).and_then(|specs| daemon.add(specs)),
+        _ => group_keys(&masters).and_then(|keys| daemon.remove(keys)),
     };
     match result {
         Ok(()) => Answer::text(200, "OK\n"),
@@ -253,7 +265,7 @@ fn switchover_group(path: &str) -> Option<&str> {
 
 /// `POST /api/v1/groups/<name>/switchover`, with `to` and `force` from the query string
 /// or a form body. Answers the switchover's record as JSON, or an error with its reason.
-fn switchover(core: &Core, request: &mut Request, name: &str, query: &str) -> Answer {
+fn switchover(daemon: &Daemon, request: &mut Request, name: &str, query: &str) -> Answer {
     if request.method() != &Method::Post {
         return Answer::text(
             405,
@@ -298,7 +310,7 @@ fn switchover(core: &Core, request: &mut Request, name: &str, query: &str) -> An
         Err(reason) => return bad(reason),
     };
     let request = SwitchoverRequest { group, to, force };
-    match core.switchovers.request(&*core.broker, request) {
+    match daemon.switchovers.request(&*daemon.broker, request) {
         Ok(report) => json(&report),
         Err(e) => Answer::text(e.status(), format!("{e}\n")),
     }

@@ -31,7 +31,8 @@
 //! stream: at info for status 0, at warn otherwise. At shutdown, running scripts are
 //! killed and queued runs dropped.
 
-use crate::events::Event;
+use crate::observe::events::Event;
+use crate::shutdown::Shutdown;
 use crossbeam_channel::{Receiver, select};
 use std::collections::VecDeque;
 use std::fs::File;
@@ -84,12 +85,12 @@ pub fn reconfig_args(event: &Event) -> Option<(String, Vec<String>)> {
 }
 
 /// Starts the thread that runs `script` on each `+switch-master` of `events`. It stops,
-/// killing the scripts still running, when `stop` is disconnected (or sent to).
+/// killing the scripts still running, when `shutdown` is triggered.
 pub fn spawn(
     script: PathBuf,
     timeout: Duration,
     events: Receiver<Event>,
-    stop: Receiver<()>,
+    shutdown: Shutdown,
 ) -> std::io::Result<JoinHandle<()>> {
     log::info!(
         "notify_script {} runs on each failover (timeout {} ms)",
@@ -104,7 +105,7 @@ pub fn spawn(
     };
     std::thread::Builder::new()
         .name("notify-script".into())
-        .spawn(move || runner.run(&events, &stop))
+        .spawn(move || runner.run(&events, &shutdown.signal()))
 }
 
 /// One run to do: the script's arguments and how many times it was tried already.

@@ -1,27 +1,41 @@
 //! The monitor: one thread that schedules checks, feeds their outcomes to each group's
-//! down detector, and hands down masters to the failover worker.
+//! down detector, and hands work to the failover worker.
 //!
-//! It owns all per-group watch state, so there are no locks on the check path: the
-//! checker pool sends outcomes back on a channel, the broker signals changes to the
-//! groups on another, and the failover worker reports finished attempts on a third.
-//! Timers live in one binary heap: watching 10,000 groups costs no thread per group.
+//! It owns all per-group watch state ([`Watch`]), so there are no locks on the check
+//! path: the checker pool (`checker.rs`) sends outcomes back on a channel, the broker
+//! signals changes to the groups on another, the failover worker reports finished jobs
+//! on a third, and the API sends switchover requests on a fourth. Timers live in one
+//! binary heap: watching 10,000 groups costs no thread per group. What a master check's
+//! outcome leads to is `master_check.rs`; the rule for "down" is `detector.rs`.
+
+mod checker;
+mod detector;
+mod master_check;
+mod watch;
 
 use crate::address::Addr;
 use crate::broker::{Action, Broker, Group, Outcome, ReplicatedState};
-use crate::checker::{CheckJob, CheckOutcome, CheckerPool, FenceResult, ReplicaConnections};
-use crate::detector::{DownDetector, Verdict};
-use crate::events::{Event, Events};
-use crate::failover::{FailoverDone, FailoverRequest, Resume, WorkerJob};
-use crate::metrics::Metrics;
-use crate::redis_node::{ListedReplica, NodeOptions, RedisNode, ReplicationInfo, Role};
-use crate::status::{Observations, ReplicaStatus, WatchState, unix_ms};
-use crate::switchover::{SwitchoverCommand, SwitchoverError, SwitchoverJob};
+use crate::observe::events::{Event, Events};
+use crate::observe::metrics::Metrics;
+use crate::observe::status::{Observations, WatchState};
+use crate::redis::{ListedReplica, NodeOptions, RedisNode, Role};
+use crate::shutdown::Shutdown;
+use crate::worker::failover::{FailoverRequest, Resume};
+use crate::worker::fence::{FenceJob, FenceResult};
+use crate::worker::switchover::SwitchoverJob;
+use crate::worker::switchover_request::{SwitchoverCommand, SwitchoverError};
+use crate::worker::{WorkerJob, WorkerReport};
+use checker::{CheckJob, CheckOutcome, CheckerPool};
 use crossbeam_channel::{Receiver, Sender, select};
+use detector::DownDetector;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
+use watch::{Phase, Watch};
+
+pub use detector::{MIN_FAILED_CHECKS, Verdict};
 
 /// How often the replicas' own `INFO` is read for the API (Sentinel reads it every 10 s).
 pub const REPLICA_REFRESH: Duration = Duration::from_secs(10);
@@ -39,6 +53,7 @@ pub struct MonitorContext {
     pub observed: Arc<Observations>,
     pub metrics: Arc<Metrics>,
     pub events: Arc<Events>,
+    /// Timeouts and credentials for checks.
     pub node_options: NodeOptions,
     pub check_interval: Duration,
     pub max_down_time: Duration,
@@ -46,68 +61,32 @@ pub struct MonitorContext {
 
 /// The channels the monitor listens and talks on.
 pub struct MonitorChannels {
-    pub failover_requests: Sender<WorkerJob>,
-    pub failover_done: Receiver<FailoverDone>,
-    /// Switchovers asked for through the API (see `switchover.rs`).
+    pub worker_jobs: Sender<WorkerJob>,
+    pub worker_reports: Receiver<WorkerReport>,
+    /// Switchovers asked for through the API (`worker/switchover_request.rs`).
     pub switchovers: Receiver<SwitchoverCommand>,
-    pub shutdown: Receiver<()>,
+    pub shutdown: Shutdown,
 }
 
 /// Starts the monitor thread (and, inside it, the checker pool).
-pub fn spawn_monitor(
-    ctx: MonitorContext,
-    channels: MonitorChannels,
-) -> std::io::Result<JoinHandle<()>> {
+pub fn spawn(ctx: MonitorContext, channels: MonitorChannels) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("monitor".into())
         .spawn(move || {
-            Monitor::new(ctx, channels.failover_requests).run(
-                channels.failover_done,
-                channels.switchovers,
-                channels.shutdown,
-            )
+            let MonitorChannels {
+                worker_jobs,
+                worker_reports,
+                switchovers,
+                shutdown,
+            } = channels;
+            Monitor::new(ctx, worker_jobs).run(worker_reports, switchovers, shutdown)
         })
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Watching,
-    FailingOver,
-    /// Not checked: the master reports being a replica, or a failover failed.
-    Stopped,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Check,
     RefreshReplicas,
-}
-
-/// Everything the monitor knows about one group.
-struct Watch {
-    master: Addr,
-    /// The replicated [`Group::revision`] this watch was made for.
-    revision: u64,
-    /// Names this watch among all the monitor has made (never reused): timers, check
-    /// outcomes and failover results of an older watch of the group are ignored.
-    watch_id: u64,
-    phase: Phase,
-    detector: DownDetector,
-    master_node: Arc<Mutex<RedisNode>>,
-    replica_nodes: Arc<Mutex<ReplicaConnections>>,
-    check_in_flight: bool,
-    /// A replica refresh is queued or running (one chain per watch, never more).
-    refresh_pending: bool,
-    listed: Vec<ListedReplica>,
-    /// The replicas as recorded in the replicated state.
-    known: Vec<Addr>,
-    /// `+sdown` was published and `-sdown` not yet.
-    reported_down: bool,
-    /// A fencing job for this watch is queued or running.
-    fence_pending: bool,
-    /// The master's replication offset in its last `ROLE` reply.
-    master_offset: i64,
-    infos: HashMap<Addr, Option<ReplicationInfo>>,
 }
 
 struct Monitor {
@@ -118,11 +97,11 @@ struct Monitor {
     results: Receiver<CheckOutcome>,
     changes: Receiver<()>,
     next_watch_id: u64,
-    failover_requests: Sender<WorkerJob>,
+    worker: Sender<WorkerJob>,
 }
 
 impl Monitor {
-    fn new(ctx: MonitorContext, failover_requests: Sender<WorkerJob>) -> Monitor {
+    fn new(ctx: MonitorContext, worker: Sender<WorkerJob>) -> Monitor {
         let (results_tx, results) = crossbeam_channel::unbounded();
         let changes = ctx.broker.subscribe();
         Monitor {
@@ -132,17 +111,18 @@ impl Monitor {
             results,
             changes,
             next_watch_id: 0,
-            failover_requests,
+            worker,
             ctx,
         }
     }
 
     fn run(
         mut self,
-        failover_done: Receiver<FailoverDone>,
+        reports: Receiver<WorkerReport>,
         mut switchovers: Receiver<SwitchoverCommand>,
-        shutdown: Receiver<()>,
+        shutdown: Shutdown,
     ) {
+        let stop = shutdown.signal();
         self.sync();
         loop {
             self.ctx.metrics.monitor_heartbeat().beat();
@@ -164,8 +144,8 @@ impl Monitor {
                         self.on_outcome(outcome);
                     }
                 }
-                recv(failover_done) -> done => match done {
-                    Ok(done) => self.on_failover_done(done),
+                recv(reports) -> report => match report {
+                    Ok(report) => self.on_worker_report(report),
                     Err(_) => {
                         log::error!("the failover worker has stopped; monitoring stops too");
                         break;
@@ -177,11 +157,18 @@ impl Monitor {
                     // The API is gone (an embedder dropped it): nothing more will come.
                     Err(_) => switchovers = crossbeam_channel::never(),
                 },
-                recv(shutdown) -> _ => break,
+                recv(stop) -> _ => break,
                 default(wait) => {}
             }
         }
         self.pool.shutdown();
+    }
+
+    /// Hands a job to the failover worker.
+    fn send_to_worker(&self, group: &str, job: WorkerJob) {
+        if self.worker.send(job).is_err() {
+            log::error!("group {group}: the failover worker is gone");
+        }
     }
 
     fn schedule(&mut self, at: Instant, timer: Timer, group: &str, watch_id: u64) {
@@ -202,14 +189,14 @@ impl Monitor {
     }
 
     fn fire(&mut self, timer: Timer, group: &str, watch_id: u64, now: Instant) {
-        let leader = self.ctx.broker.is_leader();
+        let acting = self.ctx.broker.is_acting();
         let Some(watch) = self.watches.get_mut(group) else {
             return;
         };
         if watch.watch_id != watch_id || watch.phase != Phase::Watching {
             return;
         }
-        if !leader {
+        if !acting {
             // Followers do not check; look again in one interval.
             watch.detector.restart(now);
             self.ctx
@@ -233,7 +220,7 @@ impl Monitor {
                 let job = CheckJob::Replicas {
                     group: group.to_string(),
                     watch_id,
-                    replicas: watch.listed.iter().map(|r| r.addr.clone()).collect(),
+                    replicas: watch.listed_addrs(),
                     nodes: watch.replica_nodes.clone(),
                     options: self.ctx.node_options.clone(),
                 };
@@ -241,6 +228,13 @@ impl Monitor {
             }
             _ => {}
         }
+    }
+
+    /// The watch of `group` if it is the one `watch_id` names.
+    fn current(&mut self, group: &str, watch_id: u64) -> Option<&mut Watch> {
+        self.watches
+            .get_mut(group)
+            .filter(|w| w.watch_id == watch_id)
     }
 
     fn on_outcome(&mut self, outcome: CheckOutcome) {
@@ -252,23 +246,20 @@ impl Monitor {
                 finished,
                 role,
             } => self.on_master_checked(&group, watch_id, started, finished, role),
-            CheckOutcome::Fence {
+            CheckOutcome::Roles {
                 group,
                 watch_id,
                 master,
-                results,
-            } => self.on_fenced(&group, watch_id, &master, results),
+                roles,
+            } => self.on_fence_probed(&group, watch_id, master, roles),
             CheckOutcome::Replicas {
                 group,
                 watch_id,
                 infos,
             } => {
-                let Some(watch) = self.watches.get_mut(&group) else {
+                let Some(watch) = self.current(&group, watch_id) else {
                     return;
                 };
-                if watch.watch_id != watch_id {
-                    return;
-                }
                 // The chain goes on: refresh_pending stays set until the next one runs.
                 for (addr, info) in infos {
                     if let Err(e) = &info {
@@ -287,170 +278,100 @@ impl Monitor {
         }
     }
 
-    fn on_master_checked(
+    /// Known replicas that the master does not list were asked for their role; those
+    /// that claim master go to the worker to be made replicas.
+    fn on_fence_probed(
         &mut self,
         group: &str,
         watch_id: u64,
-        started: Instant,
-        finished: Instant,
-        role: crate::error::Result<Role>,
+        master: Addr,
+        roles: Vec<(Addr, crate::error::Result<Role>)>,
     ) {
-        let interval = self.ctx.check_interval;
-        let Some(watch) = self.watches.get_mut(group) else {
+        let acting = self.ctx.broker.is_acting();
+        let Some(watch) = self.current(group, watch_id) else {
             return;
         };
-        if watch.watch_id != watch_id {
+        let mut claimants = Vec::new();
+        for (addr, role) in roles {
+            match role {
+                Ok(Role::Master { .. }) => claimants.push(addr),
+                Ok(_) => {}
+                Err(e) => log::debug!("group {group}: known replica {addr} does not answer: {e}"),
+            }
+        }
+        // Fencing changes a server's role without the cluster's say: only while this
+        // daemon still acts (its lease may have run out since the check).
+        if claimants.is_empty() || !acting {
+            watch.fence_pending = false;
             return;
         }
-        watch.check_in_flight = false;
-        let ok = matches!(role, Ok(Role::Master { .. }));
-        self.ctx
-            .metrics
-            .on_check(group, finished.saturating_duration_since(started), ok);
-        if watch.phase != Phase::Watching {
-            return;
+        let job = FenceJob {
+            group: group.to_string(),
+            watch_id,
+            master,
+            targets: claimants,
+        };
+        self.send_to_worker(group, WorkerJob::Fence(job));
+    }
+
+    fn on_worker_report(&mut self, report: WorkerReport) {
+        match report {
+            WorkerReport::Attempted {
+                group,
+                watch_id,
+                outcome,
+            } => self.on_attempted(&group, watch_id, outcome),
+            WorkerReport::Fenced { job, results } => self.on_fenced(job, results),
         }
-        let failure = match role {
-            Ok(Role::Master { replicas, offset }) => {
-                watch.master_offset = offset;
-                let failures = watch.detector.failures_in_a_row();
-                if failures > 0 {
-                    log::info!(
-                        "group {group}: master {} answers again after {failures} failed check(s)",
-                        watch.master
+    }
+
+    fn on_attempted(&mut self, group: &str, watch_id: u64, outcome: Outcome) {
+        let now = Instant::now();
+        if let Some(watch) = self.current(group, watch_id) {
+            // Checks resume with a whole new window, whatever the outcome. After a
+            // success `sync` below replaces this watch (new master, new id) and after a
+            // failure it stops it; either way this timer is then ignored. Should the
+            // outcome not have reached the broker, the group is still watched.
+            watch.phase = Phase::Watching;
+            watch.detector.restart(now);
+            if outcome != Outcome::Succeeded {
+                log::info!("group {group}: watching master {} again", watch.master);
+            }
+            self.schedule(now, Timer::Check, group, watch_id);
+        }
+        self.sync();
+    }
+
+    /// Reports what fencing did; converted servers show up in the master's next `ROLE`.
+    fn on_fenced(&mut self, job: FenceJob, results: Vec<(Addr, FenceResult)>) {
+        let FenceJob {
+            group,
+            watch_id,
+            master,
+            ..
+        } = job;
+        if let Some(watch) = self.current(&group, watch_id) {
+            watch.fence_pending = false;
+        }
+        for (addr, result) in results {
+            match result {
+                FenceResult::Converted => {
+                    log::warn!(
+                        "group {group}: {addr} claimed to be master; made it a replica of {master}"
                     );
-                }
-                watch.detector.on_success(finished);
-                if watch.reported_down {
-                    watch.reported_down = false;
-                    self.ctx.events.publish(Event::MasterUp {
-                        group: group.to_string(),
-                        master: watch.master.clone(),
+                    self.ctx.events.publish(Event::ConvertedToReplica {
+                        group: group.clone(),
+                        addr,
+                        master: master.clone(),
                     });
                 }
-                let changed = !same_addresses(&watch.listed, &replicas);
-                watch.listed = replicas;
-                let listed: Vec<Addr> = watch.listed.iter().map(|r| r.addr.clone()).collect();
-                // Known replicas are never forgotten (as in Sentinel): one that is down
-                // now is fenced when it comes back, and re-pointed at the next failover.
-                let new: Vec<Addr> = listed
-                    .iter()
-                    .filter(|a| !watch.known.contains(a))
-                    .cloned()
-                    .collect();
-                if !new.is_empty() {
-                    watch.known.extend(new);
-                    self.ctx.broker.propose_detached(Action::KnownReplicas {
-                        group: group.to_string(),
-                        master: watch.master.clone(),
-                        replicas: watch.known.clone(),
-                    });
+                FenceResult::Failed(e) => log::warn!(
+                    "group {group}: {addr} claims to be master and could not be made a replica of {master}: {e}"
+                ),
+                FenceResult::Unreachable(e) => {
+                    log::debug!("group {group}: known replica {addr} does not answer: {e}")
                 }
-                let fence: Vec<Addr> = watch
-                    .known
-                    .iter()
-                    .filter(|a| !listed.contains(a) && **a != watch.master)
-                    .cloned()
-                    .collect();
-                // Fencing changes a server's role without the cluster's say: only while
-                // this daemon still acts (its lease may have run out since the check).
-                if !fence.is_empty() && !watch.fence_pending && self.ctx.broker.is_leader() {
-                    watch.fence_pending = true;
-                    self.pool.submit(CheckJob::Fence {
-                        group: group.to_string(),
-                        watch_id,
-                        master: watch.master.clone(),
-                        targets: fence,
-                        options: self.ctx.node_options.clone(),
-                    });
-                }
-                self.ctx.observed.update(group, |o| {
-                    o.state = WatchState::Ok;
-                    o.failing_since_ms = None;
-                    o.last_error = None;
-                });
-                if changed && !watch.refresh_pending {
-                    watch.refresh_pending = true;
-                    self.schedule(Instant::now(), Timer::RefreshReplicas, group, watch_id);
-                }
-                self.publish_replicas(group);
-                self.schedule(started + interval, Timer::Check, group, watch_id);
-                return;
-            }
-            Ok(Role::Replica { master, state }) => {
-                log::warn!(
-                    "group {group}: {} reports role slave of {master} (link {state}), not master; it is no longer watched",
-                    watch.master
-                );
-                watch.phase = Phase::Stopped;
-                self.ctx.observed.update(group, |o| {
-                    o.state = WatchState::NotMaster;
-                    o.replicating_from = Some(master);
-                });
-                return;
-            }
-            Ok(Role::Other(role)) => format!("{} reports role {role}, not master", watch.master),
-            Err(e) => e.to_string(),
-        };
-        let verdict = watch.detector.on_failure(finished);
-        let failures = watch.detector.failures_in_a_row();
-        if failures == 1 {
-            log::warn!("group {group}: check of master failed: {failure}");
-        } else {
-            log::debug!("group {group}: check {failures} of master failed: {failure}");
-        }
-        let failing_since = watch.detector.first_failure().map(to_unix_ms);
-        let state = if verdict == Verdict::Down {
-            WatchState::Down
-        } else {
-            WatchState::Suspect
-        };
-        self.ctx.observed.update(group, |o| {
-            o.state = state;
-            o.failing_since_ms = failing_since;
-            o.last_error = Some(failure);
-        });
-        match verdict {
-            Verdict::Suspect { recheck_at } => {
-                let at = (started + interval).min(recheck_at);
-                self.schedule(at, Timer::Check, group, watch_id);
-            }
-            Verdict::Down => {
-                log::error!(
-                    "group {group}: master {} is down: no successful check for {} ms, {failures} failed checks in a row",
-                    watch.master,
-                    watch.detector.last_success().elapsed().as_millis()
-                );
-                watch.phase = Phase::FailingOver;
-                watch.reported_down = true;
-                for event in [
-                    Event::MasterDown {
-                        group: group.to_string(),
-                        master: watch.master.clone(),
-                    },
-                    Event::FailoverNeeded {
-                        group: group.to_string(),
-                        master: watch.master.clone(),
-                    },
-                ] {
-                    self.ctx.events.publish(event);
-                }
-                let request = FailoverRequest {
-                    group: group.to_string(),
-                    master: watch.master.clone(),
-                    replicas: watch.listed.iter().map(|r| r.addr.clone()).collect(),
-                    last_success: watch.detector.last_success(),
-                    master_offset: watch.master_offset,
-                    watch_id,
-                    resume: None,
-                };
-                if self
-                    .failover_requests
-                    .send(WorkerJob::Failover(request))
-                    .is_err()
-                {
-                    log::error!("group {group}: the failover worker is gone");
-                }
+                FenceResult::NotMaster => {}
             }
         }
     }
@@ -458,7 +379,7 @@ impl Monitor {
     /// Hands a switchover of an idle, watched group to the failover worker; its watch
     /// stops checking (so it cannot start a failover) until the worker is done.
     fn on_switchover(&mut self, command: SwitchoverCommand) {
-        if !self.ctx.broker.is_leader() {
+        if !self.ctx.broker.is_acting() {
             let leader = self.ctx.broker.cluster().leader.and_then(|l| l.http_addr);
             return command.refuse(SwitchoverError::NotLeader { leader });
         }
@@ -484,39 +405,7 @@ impl Monitor {
             master: watch.master.clone(),
             watch_id: watch.watch_id,
         };
-        if self
-            .failover_requests
-            .send(WorkerJob::Switchover(job))
-            .is_err()
-        {
-            log::error!("group {group}: the failover worker is gone");
-        }
-    }
-
-    fn on_failover_done(&mut self, done: FailoverDone) {
-        let now = Instant::now();
-        let current = self
-            .watches
-            .get_mut(&done.group)
-            .filter(|w| w.watch_id == done.watch_id);
-        if let Some(watch) = current {
-            // Checks resume with a whole new window, whatever the outcome. After a
-            // success `sync` below replaces this watch (new master, new id) and after a
-            // failure it stops it; either way this timer is then ignored. Should the
-            // outcome not have reached the broker, the group is still watched.
-            watch.phase = Phase::Watching;
-            watch.detector.restart(now);
-            if done.outcome != Outcome::Succeeded {
-                log::info!(
-                    "group {}: watching master {} again",
-                    done.group,
-                    watch.master
-                );
-            }
-            let watch_id = watch.watch_id;
-            self.schedule(now, Timer::Check, &done.group, watch_id);
-        }
-        self.sync();
+        self.send_to_worker(&group, WorkerJob::Switchover(job));
     }
 
     /// Brings the watches in line with the broker's groups.
@@ -559,46 +448,8 @@ impl Monitor {
                 self.watch(group);
             }
         }
-        if self.ctx.broker.is_leader() {
+        if self.ctx.broker.is_acting() {
             self.resume_unfinished(&state);
-        }
-    }
-
-    /// Reports what fencing did; converted servers show up in the master's next `ROLE`.
-    fn on_fenced(
-        &mut self,
-        group: &str,
-        watch_id: u64,
-        master: &Addr,
-        results: Vec<(Addr, FenceResult)>,
-    ) {
-        if let Some(watch) = self
-            .watches
-            .get_mut(group)
-            .filter(|w| w.watch_id == watch_id)
-        {
-            watch.fence_pending = false;
-        }
-        for (addr, result) in results {
-            match result {
-                FenceResult::Converted => {
-                    log::warn!(
-                        "group {group}: {addr} claimed to be master; made it a replica of {master}"
-                    );
-                    self.ctx.events.publish(Event::ConvertedToReplica {
-                        group: group.to_string(),
-                        addr,
-                        master: master.clone(),
-                    });
-                }
-                FenceResult::Failed(e) => log::warn!(
-                    "group {group}: {addr} claims to be master and could not be made a replica of {master}: {e}"
-                ),
-                FenceResult::Unreachable(e) => {
-                    log::debug!("group {group}: known replica {addr} does not answer: {e}")
-                }
-                FenceResult::NotMaster => {}
-            }
         }
     }
 
@@ -615,7 +466,7 @@ impl Monitor {
                 group: group.name.clone(),
                 old: old.clone(),
                 new: group.master.clone(),
-                performed_here: self.ctx.broker.is_leader(),
+                performed_here: self.ctx.broker.is_acting(),
             });
         }
     }
@@ -656,13 +507,7 @@ impl Monitor {
                     started_at_ms: *started_at_ms,
                 }),
             };
-            if self
-                .failover_requests
-                .send(WorkerJob::Failover(request))
-                .is_err()
-            {
-                log::error!("group {name}: the failover worker is gone");
-            }
+            self.send_to_worker(name, WorkerJob::Failover(request));
         }
     }
 
@@ -742,36 +587,11 @@ impl Monitor {
         let Some(watch) = self.watches.get(group) else {
             return;
         };
-        let replicas: Vec<ReplicaStatus> = watch
-            .listed
-            .iter()
-            .map(|listed| {
-                let info = watch.infos.get(&listed.addr).cloned().flatten();
-                ReplicaStatus {
-                    addr: listed.addr.clone(),
-                    offset: listed.offset,
-                    link: match &info {
-                        Some(i) if i.link_up => "up",
-                        Some(_) => "down",
-                        None => "unknown",
-                    },
-                    priority: info.map(|i| i.priority),
-                }
-            })
-            .collect();
+        let replicas = watch.replica_statuses();
         self.ctx.observed.update(group, |o| {
             if o.replicas != replicas {
                 o.replicas = replicas;
             }
         });
     }
-}
-
-fn same_addresses(a: &[ListedReplica], b: &[ListedReplica]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.addr == y.addr)
-}
-
-/// Converts a monotonic instant in the past to Unix milliseconds.
-fn to_unix_ms(at: Instant) -> u64 {
-    unix_ms(SystemTime::now() - at.elapsed())
 }

@@ -8,14 +8,17 @@
 //! (redis-py, Jedis, Lettuce, go-redis, redis-rs) work unchanged.
 
 use super::protocol::Out;
-use crate::app::Core;
-use crate::status::{GroupStatus, ReplicaStatus, WatchState};
+use crate::api::auth::ApiAccess;
+use crate::daemon::Daemon;
+use crate::observe::status::{GroupStatus, ReplicaStatus, WatchState};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// What the commands need besides the core.
+/// What the commands need besides the daemon.
 pub struct Context {
-    pub core: Arc<Core>,
+    pub daemon: Arc<Daemon>,
+    /// Who may use the port (`api_token`, sent with `AUTH`).
+    pub access: ApiAccess,
     /// A 40-hex-digit run id, as Sentinel's.
     pub run_id: String,
     pub port: u16,
@@ -26,7 +29,7 @@ pub struct Context {
 impl Context {
     /// Other daemons of the cluster that have a Sentinel port: (id, ip, port).
     fn other_sentinels(&self) -> Vec<(String, String, String)> {
-        self.core
+        self.daemon
             .broker
             .cluster()
             .peers
@@ -40,12 +43,12 @@ impl Context {
     }
 
     fn quorum(&self) -> usize {
-        let members = self.core.broker.cluster().peers.len().max(1);
+        let members = self.daemon.broker.cluster().peers.len().max(1);
         members / 2 + 1
     }
 
     fn group(&self, name: &str) -> Option<GroupStatus> {
-        self.core.groups().into_iter().find(|g| g.name == name)
+        self.daemon.groups().into_iter().find(|g| g.name == name)
     }
 }
 
@@ -66,7 +69,7 @@ pub fn sentinel(ctx: &Context, args: &[String], out: &mut Out) {
             }
         },
         ("masters", _) => {
-            let groups = ctx.core.groups();
+            let groups = ctx.daemon.groups();
             out.array(groups.len());
             for g in &groups {
                 out.fields(&master_fields(ctx, g));
@@ -117,7 +120,7 @@ pub fn sentinel(ctx: &Context, args: &[String], out: &mut Out) {
                 no_such_master(out);
                 return;
             }
-            let cluster = ctx.core.broker.cluster();
+            let cluster = ctx.daemon.broker.cluster();
             let usable = cluster.peers.len().max(1);
             if cluster.acting || cluster.leader.is_some() {
                 out.simple(&format!(
@@ -173,7 +176,7 @@ fn master_flags(g: &GroupStatus) -> &'static str {
 
 fn ms_since(unix_ms: Option<u64>) -> String {
     unix_ms
-        .map(|at| crate::status::now_ms().saturating_sub(at))
+        .map(|at| crate::clock::now_ms().saturating_sub(at))
         .unwrap_or(0)
         .to_string()
 }
@@ -268,7 +271,7 @@ pub fn info(ctx: &Context, args: &[String], out: &mut Out) {
         ));
     }
     if wants("sentinel") {
-        let groups = ctx.core.groups();
+        let groups = ctx.daemon.groups();
         let sentinels = ctx.other_sentinels().len() + 1;
         text.push_str(&format!(
             "# Sentinel\r\nsentinel_masters:{}\r\nsentinel_tilt:0\r\nsentinel_tilt_since_seconds:-1\r\nsentinel_running_scripts:0\r\nsentinel_scripts_queue_length:0\r\nsentinel_simulate_failure_flags:0\r\n",
@@ -293,6 +296,6 @@ pub fn info(ctx: &Context, args: &[String], out: &mut Out) {
 
 /// `ROLE` on a Sentinel: `["sentinel", [master names]]`.
 pub fn role(ctx: &Context, out: &mut Out) {
-    let names: Vec<String> = ctx.core.groups().into_iter().map(|g| g.name).collect();
+    let names: Vec<String> = ctx.daemon.groups().into_iter().map(|g| g.name).collect();
     out.array(2).bulk("sentinel").bulks(&names);
 }

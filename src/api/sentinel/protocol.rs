@@ -8,7 +8,7 @@
 //! pushes. Sentinel sends every number in its instance lists as a bulk string, and so
 //! does this code: clients parse those fields as text.
 
-use crate::resp::{self, Reply};
+use crate::redis::resp::{self, Reply};
 
 /// The largest command accepted; Sentinel commands are a few words.
 pub const MAX_REQUEST: usize = 64 * 1024;

@@ -7,6 +7,7 @@
 //! keep up loses events rather than slowing a failover.
 
 use crate::address::Addr;
+use crate::sync::lock;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use std::sync::Mutex;
 
@@ -118,14 +119,14 @@ impl Events {
     /// A new subscription; dropping the receiver ends it.
     pub fn subscribe(&self) -> Receiver<Event> {
         let (tx, rx) = crossbeam_channel::bounded(SUBSCRIBER_BACKLOG);
-        self.lock().push(tx);
+        lock(&self.subscribers).push(tx);
         rx
     }
 
     /// Delivers an event to every subscriber without waiting on any of them.
     pub fn publish(&self, event: Event) {
         log::debug!("event {} {}", event.channel(), event.message());
-        self.lock().retain(|tx| match tx.try_send(event.clone()) {
+        lock(&self.subscribers).retain(|tx| match tx.try_send(event.clone()) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
                 log::warn!(
@@ -136,10 +137,6 @@ impl Events {
             }
             Err(TrySendError::Disconnected(_)) => false,
         });
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Sender<Event>>> {
-        self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -190,7 +187,7 @@ mod tests {
         }
         assert_eq!(slow.len(), SUBSCRIBER_BACKLOG);
         assert_eq!(
-            events.lock().len(),
+            lock(&events.subscribers).len(),
             1,
             "the dropped subscriber is forgotten"
         );

@@ -2,16 +2,20 @@
 //! and validation that names the offending key.
 //!
 //! Settings are layered: defaults, then the config file, then command-line flags (see
-//! `cli.rs`). Both the file and the flags produce a [`Settings`] of optional values;
-//! [`Settings::resolve`] checks the merged result once and yields a [`Config`] that the
-//! rest of the crate can trust.
+//! `cli.rs`). Both the file and the flags produce a [`Settings`] of optional values
+//! (`settings.rs`, where every setting is listed once); [`Settings::resolve`] checks the
+//! merged result once and yields a [`Config`] that the rest of the crate can trust.
+
+pub mod cli;
+mod settings;
+
+pub use settings::{List, SECTION_KEYS, Settings};
 
 use crate::address::{Addr, MasterSpec};
 use crate::error::{Error, Result};
 use crate::invalid_input;
 use crate::secret::Secret;
-use serde::Deserialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Default HTTP listen address (the Go original's).
@@ -70,90 +74,6 @@ impl StartState {
             )),
         }
     }
-}
-
-/// A list that may be written as a TOML array or as one comma-separated string.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(untagged)]
-pub enum List {
-    Many(Vec<String>),
-    One(String),
-}
-
-impl List {
-    fn items(&self) -> Vec<String> {
-        match self {
-            List::Many(items) => items.clone(),
-            List::One(text) => text
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect(),
-        }
-    }
-}
-
-/// `[raft]` section of the config file.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RaftSettings {
-    pub addr: Option<String>,
-    pub data_dir: Option<String>,
-    pub log_dir: Option<String>,
-    pub cluster: Option<List>,
-    pub cluster_state: Option<String>,
-    /// Milliseconds between two raft ticks (default 100; elections take 10 to 20 ticks).
-    pub tick_interval: Option<i64>,
-}
-
-/// `[zk]` section of the config file.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ZkSettings {
-    pub addr: Option<List>,
-    pub base_dir: Option<String>,
-    /// Milliseconds of silence after which ZooKeeper expires a daemon's session (default
-    /// 5000): a killed leader is replaced after about this long.
-    pub session_timeout: Option<i64>,
-}
-
-/// Settings as written in a file or given as flags: every value optional.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Settings {
-    pub addr: Option<String>,
-    /// The Go original's name for `redis_password` (it read but never used it).
-    pub password: Option<Secret>,
-    /// Password sent with `AUTH` on every connection to a monitored server.
-    pub redis_password: Option<Secret>,
-    /// ACL user for `AUTH <user> <password>` (Redis 6 and later).
-    pub redis_username: Option<String>,
-    /// Token that HTTP clients must present to change anything.
-    pub api_token: Option<Secret>,
-    /// Whether reads need the token too.
-    pub api_token_reads: Option<bool>,
-    /// error, warn, info, debug, trace or off.
-    pub log_level: Option<String>,
-    /// Listen address of the Sentinel-compatible port (off when unset).
-    pub sentinel_addr: Option<String>,
-    pub masters: Option<List>,
-    pub masters_state: Option<String>,
-    /// Milliseconds between checks.
-    pub check_interval: Option<i64>,
-    /// Seconds without a successful check before failover; fractions allowed.
-    pub max_down_time: Option<f64>,
-    /// Program run on each failover with Sentinel's client-reconfig-script arguments.
-    pub notify_script: Option<String>,
-    /// Seconds the notification script may run before it is killed.
-    pub notify_script_timeout: Option<f64>,
-    /// Seconds a switchover waits, writes paused, for the replica to catch up.
-    pub switchover_timeout: Option<f64>,
-    pub broker: Option<String>,
-    #[serde(default)]
-    pub raft: RaftSettings,
-    #[serde(default)]
-    pub zk: ZkSettings,
 }
 
 /// Raft broker settings after validation.
@@ -219,83 +139,46 @@ impl Default for Config {
 }
 
 impl Settings {
-    /// Reads a TOML config file; errors name the file and the key.
-    pub fn from_file(path: &Path) -> Result<Settings> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Io(format!("cannot read config file {}: {e}", path.display())))?;
-        Settings::from_toml(&text)
-            .map_err(|e| invalid_input!("config file {}: {e}", path.display()))
-    }
-
-    /// Parses TOML text; unknown keys are refused.
-    pub fn from_toml(text: &str) -> Result<Settings> {
-        toml::from_str(text).map_err(|e| invalid_input!("{}", e.to_string().trim_end()))
-    }
-
-    /// Layers `over` on top of `self`: every value set in `over` wins.
-    pub fn overlay(self, over: Settings) -> Settings {
-        // `password` and `redis_password` are one setting: a layer that gives either
-        // replaces both of the layer below.
-        let (password, redis_password) = if over.password.is_some() || over.redis_password.is_some()
-        {
-            (over.password, over.redis_password)
-        } else {
-            (self.password, self.redis_password)
-        };
-        Settings {
-            addr: over.addr.or(self.addr),
-            password,
-            redis_password,
-            redis_username: over.redis_username.or(self.redis_username),
-            api_token: over.api_token.or(self.api_token),
-            api_token_reads: over.api_token_reads.or(self.api_token_reads),
-            log_level: over.log_level.or(self.log_level),
-            sentinel_addr: over.sentinel_addr.or(self.sentinel_addr),
-            masters: over.masters.or(self.masters),
-            masters_state: over.masters_state.or(self.masters_state),
-            check_interval: over.check_interval.or(self.check_interval),
-            max_down_time: over.max_down_time.or(self.max_down_time),
-            notify_script: over.notify_script.or(self.notify_script),
-            notify_script_timeout: over.notify_script_timeout.or(self.notify_script_timeout),
-            switchover_timeout: over.switchover_timeout.or(self.switchover_timeout),
-            broker: over.broker.or(self.broker),
-            raft: RaftSettings {
-                addr: over.raft.addr.or(self.raft.addr),
-                data_dir: over.raft.data_dir.or(self.raft.data_dir),
-                log_dir: over.raft.log_dir.or(self.raft.log_dir),
-                cluster: over.raft.cluster.or(self.raft.cluster),
-                cluster_state: over.raft.cluster_state.or(self.raft.cluster_state),
-                tick_interval: over.raft.tick_interval.or(self.raft.tick_interval),
-            },
-            zk: ZkSettings {
-                addr: over.zk.addr.or(self.zk.addr),
-                base_dir: over.zk.base_dir.or(self.zk.base_dir),
-                session_timeout: over.zk.session_timeout.or(self.zk.session_timeout),
-            },
-        }
-    }
-
     /// Applies defaults and checks every value, naming the key of the first bad one.
     pub fn resolve(self) -> Result<Config> {
-        let with_key = |key: &str, e: Error| invalid_input!("{key}: {e}");
-        let addr_text = self.addr.as_deref().unwrap_or(DEFAULT_ADDR);
-        // Go's `-addr=:11000` means every interface.
-        let addr_text = match addr_text.strip_prefix(':') {
-            Some(port) => format!("0.0.0.0:{port}"),
-            None => addr_text.to_string(),
-        };
-        let addr = Addr::parse(&addr_text).map_err(|e| with_key("addr", e))?;
-        let mut masters = Vec::new();
-        for item in self.masters.map(|m| m.items()).unwrap_or_default() {
-            let spec = MasterSpec::parse(&item).map_err(|e| with_key("masters", e))?;
-            if masters.iter().any(|m: &MasterSpec| m.name == spec.name) {
-                return Err(invalid_input!(
-                    "masters: group {:?} is given twice",
-                    spec.name
-                ));
-            }
-            masters.push(spec);
-        }
+        let broker = BrokerKind::parse(self.broker.as_deref().unwrap_or(""))?;
+        let (redis_password, redis_username) = self.credentials()?;
+        Ok(Config {
+            addr: listen_addr(self.addr.as_deref())?,
+            sentinel_addr: optional_addr("sentinel_addr", self.sentinel_addr.as_deref())?,
+            redis_password,
+            redis_username,
+            api_token: self.api_token.clone().filter(|t| !t.is_empty()),
+            api_token_reads: self.api_token_reads.unwrap_or(false),
+            log_level: log_level(self.log_level.as_deref())?,
+            masters: masters(self.masters.as_ref())?,
+            masters_state: StartState::parse(
+                "masters_state",
+                self.masters_state.as_deref().unwrap_or(""),
+            )?,
+            check_interval: self.check_interval()?,
+            max_down_time: self.max_down_time()?,
+            notify_script: match self.notify_script.as_deref() {
+                None | Some("") => None,
+                Some(path) => Some(executable("notify_script", path)?),
+            },
+            notify_script_timeout: seconds(
+                "notify_script_timeout",
+                self.notify_script_timeout,
+                DEFAULT_NOTIFY_SCRIPT_TIMEOUT_SECS,
+            )?,
+            switchover_timeout: seconds(
+                "switchover_timeout",
+                self.switchover_timeout,
+                DEFAULT_SWITCHOVER_TIMEOUT_SECS,
+            )?,
+            raft: self.raft(broker)?,
+            zk: self.zk(broker)?,
+            broker,
+        })
+    }
+
+    fn check_interval(&self) -> Result<Duration> {
         let check_ms = self
             .check_interval
             .unwrap_or(DEFAULT_CHECK_INTERVAL_MS as i64);
@@ -304,147 +187,159 @@ impl Settings {
                 "check_interval: {check_ms} is out of range (1 to 3600000 milliseconds)"
             ));
         }
+        Ok(Duration::from_millis(check_ms as u64))
+    }
+
+    fn max_down_time(&self) -> Result<Duration> {
         let down_secs = self.max_down_time.unwrap_or(DEFAULT_MAX_DOWN_TIME_SECS);
         if !(down_secs.is_finite() && down_secs > 0.0 && down_secs <= 86_400.0) {
             return Err(invalid_input!(
                 "max_down_time: {down_secs} is out of range (more than 0, at most 86400 seconds)"
             ));
         }
-        let notify_script = match self.notify_script.as_deref() {
-            None | Some("") => None,
-            Some(path) => Some(executable("notify_script", path)?),
-        };
-        let notify_script_timeout = seconds(
-            "notify_script_timeout",
-            self.notify_script_timeout,
-            DEFAULT_NOTIFY_SCRIPT_TIMEOUT_SECS,
-        )?;
-        let switchover_timeout = seconds(
-            "switchover_timeout",
-            self.switchover_timeout,
-            DEFAULT_SWITCHOVER_TIMEOUT_SECS,
-        )?;
-        let broker = BrokerKind::parse(self.broker.as_deref().unwrap_or(""))?;
-        let raft_addr = match self.raft.addr.as_deref() {
-            None | Some("") => None,
-            Some(text) => {
-                Some(Addr::parse(text).map_err(|e| with_key("raft_addr ([raft] addr)", e))?)
+        Ok(Duration::from_secs_f64(down_secs))
+    }
+
+    /// `redis_password` (or its Go alias `password`) and `redis_username`.
+    fn credentials(&self) -> Result<(Option<Secret>, Option<String>)> {
+        let password = match (&self.redis_password, &self.password) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(invalid_input!(
+                    "redis_password: differs from password, its Go-compatible alias; give one of them"
+                ));
             }
+            (a, b) => a.clone().or(b.clone()).filter(|p| !p.is_empty()),
         };
+        let username = self.redis_username.clone().filter(|u| !u.is_empty());
+        if username.is_some() && password.is_none() {
+            return Err(invalid_input!(
+                "redis_username: needs redis_password too (AUTH <user> <password>)"
+            ));
+        }
+        Ok((password, username))
+    }
+
+    fn raft(&self, broker: BrokerKind) -> Result<RaftConfig> {
+        let with_key = |key: &str, e: Error| invalid_input!("{key}: {e}");
+        let addr = optional_addr("raft_addr ([raft] addr)", self.raft_addr.as_deref())?;
         let cluster = self
-            .raft
-            .cluster
-            .map(|c| c.items())
+            .raft_cluster
+            .as_ref()
+            .map(List::items)
             .unwrap_or_default()
             .iter()
             .map(|a| Addr::parse(a).map_err(|e| with_key("raft_cluster ([raft] cluster)", e)))
             .collect::<Result<Vec<_>>>()?;
-        let tick_ms = self.raft.tick_interval.unwrap_or(100);
+        let tick_ms = self.raft_tick_interval.unwrap_or(100);
         if !(1..=10_000).contains(&tick_ms) {
             return Err(invalid_input!(
                 "raft_tick_interval ([raft] tick_interval): {tick_ms} is out of range (1 to 10000 milliseconds)"
             ));
         }
-        if broker == BrokerKind::Raft && raft_addr.is_none() {
+        if broker == BrokerKind::Raft && addr.is_none() {
             return Err(invalid_input!(
                 "raft_addr ([raft] addr): required with -broker=raft"
             ));
         }
-        let zk_addr = self
-            .zk
-            .addr
-            .map(|c| c.items())
+        Ok(RaftConfig {
+            addr,
+            data_dir: PathBuf::from(self.raft_data_dir.as_deref().unwrap_or("./var")),
+            log_dir: self
+                .raft_log_dir
+                .as_deref()
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from),
+            cluster,
+            cluster_state: StartState::parse(
+                "raft_cluster_state ([raft] cluster_state)",
+                self.raft_cluster_state.as_deref().unwrap_or(""),
+            )?,
+            tick_interval: Duration::from_millis(tick_ms as u64),
+        })
+    }
+
+    fn zk(&self, broker: BrokerKind) -> Result<ZkConfig> {
+        let with_key = |key: &str, e: Error| invalid_input!("{key}: {e}");
+        let addr = self
+            .zk_addr
+            .as_ref()
+            .map(List::items)
             .unwrap_or_default()
             .iter()
             .map(|a| Addr::parse(a).map_err(|e| with_key("zk_addr ([zk] addr)", e)))
             .collect::<Result<Vec<_>>>()?;
-        let zk_base = self
-            .zk
-            .base_dir
+        let base_dir = self
+            .zk_path
+            .clone()
             .unwrap_or_else(|| "/zk/redis/failover".into());
         if broker == BrokerKind::Zk {
-            check_zk_path(&zk_base)?;
-            if zk_addr.is_empty() {
+            check_zk_path(&base_dir)?;
+            if addr.is_empty() {
                 return Err(invalid_input!(
                     "zk_addr ([zk] addr): required with -broker=zk (host:port of each ZooKeeper server, comma-separated)"
                 ));
             }
         }
         let session_ms = self
-            .zk
-            .session_timeout
+            .zk_session_timeout
             .unwrap_or(DEFAULT_ZK_SESSION_TIMEOUT_MS as i64);
         if !(100..=600_000).contains(&session_ms) {
             return Err(invalid_input!(
                 "zk_session_timeout ([zk] session_timeout): {session_ms} is out of range (100 to 600000 milliseconds)"
             ));
         }
-        let redis_password = match (self.redis_password, self.password) {
-            (Some(a), Some(b)) if a != b => {
-                return Err(invalid_input!(
-                    "redis_password: differs from password, its Go-compatible alias; give one of them"
-                ));
-            }
-            (a, b) => a.or(b).filter(|p| !p.is_empty()),
-        };
-        let redis_username = self.redis_username.filter(|u| !u.is_empty());
-        if redis_username.is_some() && redis_password.is_none() {
+        Ok(ZkConfig {
+            addr,
+            base_dir,
+            session_timeout: Duration::from_millis(session_ms as u64),
+        })
+    }
+}
+
+/// The HTTP listen address; Go's `-addr=:11000` means every interface.
+fn listen_addr(text: Option<&str>) -> Result<Addr> {
+    let text = text.unwrap_or(DEFAULT_ADDR);
+    let text = match text.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => text.to_string(),
+    };
+    Addr::parse(&text).map_err(|e| invalid_input!("addr: {e}"))
+}
+
+/// An address that may be left empty.
+fn optional_addr(key: &str, text: Option<&str>) -> Result<Option<Addr>> {
+    match text {
+        None | Some("") => Ok(None),
+        Some(text) => Addr::parse(text)
+            .map(Some)
+            .map_err(|e| invalid_input!("{key}: {e}")),
+    }
+}
+
+/// The masters to watch, each group named once.
+fn masters(list: Option<&List>) -> Result<Vec<MasterSpec>> {
+    let mut masters: Vec<MasterSpec> = Vec::new();
+    for item in list.map(List::items).unwrap_or_default() {
+        let spec = MasterSpec::parse(&item).map_err(|e| invalid_input!("masters: {e}"))?;
+        if masters.iter().any(|m| m.name == spec.name) {
             return Err(invalid_input!(
-                "redis_username: needs redis_password too (AUTH <user> <password>)"
+                "masters: group {:?} is given twice",
+                spec.name
             ));
         }
-        let log_level = match self.log_level.as_deref() {
-            None | Some("") => log::LevelFilter::Info,
-            Some(text) => text.parse().map_err(|_| {
-                invalid_input!(
-                    "log_level: unknown level {text:?} (expected error, warn, info, debug, trace or off)"
-                )
-            })?,
-        };
-        let sentinel_addr = match self.sentinel_addr.as_deref() {
-            None | Some("") => None,
-            Some(text) => Some(Addr::parse(text).map_err(|e| with_key("sentinel_addr", e))?),
-        };
-        Ok(Config {
-            addr,
-            sentinel_addr,
-            redis_password,
-            redis_username,
-            api_token: self.api_token.filter(|t| !t.is_empty()),
-            api_token_reads: self.api_token_reads.unwrap_or(false),
-            log_level,
-            masters,
-            masters_state: StartState::parse(
-                "masters_state",
-                self.masters_state.as_deref().unwrap_or(""),
-            )?,
-            check_interval: Duration::from_millis(check_ms as u64),
-            max_down_time: Duration::from_secs_f64(down_secs),
-            notify_script,
-            notify_script_timeout,
-            switchover_timeout,
-            broker,
-            raft: RaftConfig {
-                addr: raft_addr,
-                data_dir: PathBuf::from(self.raft.data_dir.unwrap_or_else(|| "./var".into())),
-                log_dir: self
-                    .raft
-                    .log_dir
-                    .filter(|d| !d.is_empty())
-                    .map(PathBuf::from),
-                cluster,
-                cluster_state: StartState::parse(
-                    "raft_cluster_state ([raft] cluster_state)",
-                    self.raft.cluster_state.as_deref().unwrap_or(""),
-                )?,
-                tick_interval: Duration::from_millis(tick_ms as u64),
-            },
-            zk: ZkConfig {
-                addr: zk_addr,
-                base_dir: zk_base,
-                session_timeout: Duration::from_millis(session_ms as u64),
-            },
-        })
+        masters.push(spec);
+    }
+    Ok(masters)
+}
+
+fn log_level(text: Option<&str>) -> Result<log::LevelFilter> {
+    match text {
+        None | Some("") => Ok(log::LevelFilter::Info),
+        Some(text) => text.parse().map_err(|_| {
+            invalid_input!(
+                "log_level: unknown level {text:?} (expected error, warn, info, debug, trace or off)"
+            )
+        }),
     }
 }
 
@@ -509,7 +404,7 @@ mod tests {
 
     #[test]
     fn the_shipped_example_config_loads() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/failover.toml");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/failover.toml");
         let c = Settings::from_file(&path).unwrap().resolve().unwrap();
         assert_eq!(c.masters[0].addr.to_string(), "127.0.0.1:6379");
         assert_eq!(c.raft.cluster.len(), 1);

@@ -18,7 +18,8 @@
 
 use crate::address::Addr;
 use crate::error::Result;
-use crate::redis_node::{NodeOptions, RedisNode, ReplicationInfo, Role, Waiting};
+use crate::redis::{NodeOptions, RedisNode, ReplicationInfo, Role, Waiting};
+use crate::sync::lock;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -60,28 +61,15 @@ pub enum CheckJob {
         options: NodeOptions,
     },
     /// `ROLE` on servers that should be replicas of `master` (an old master after a
-    /// failover, a known replica missing from the master's list); any that claims to be
-    /// master is made a replica of `master` (Sentinel's `+convert-to-slave`).
-    Fence {
+    /// failover, a known replica missing from the master's list). Read only: the
+    /// monitor hands those that claim master to the failover worker for fencing.
+    Roles {
         group: String,
         watch_id: u64,
         master: Addr,
         targets: Vec<Addr>,
         options: NodeOptions,
     },
-}
-
-/// What fencing found at one address.
-#[derive(Debug)]
-pub enum FenceResult {
-    /// It claimed to be master and now replicates from the group's master.
-    Converted,
-    /// It is a replica (of whatever it names), or not a data node: left alone.
-    NotMaster,
-    /// It does not answer (still down); tried again later.
-    Unreachable(String),
-    /// It claims master and `SLAVEOF` failed.
-    Failed(String),
 }
 
 /// The result of one job, sent back to the monitor.
@@ -98,11 +86,11 @@ pub enum CheckOutcome {
         watch_id: u64,
         infos: Vec<(Addr, Result<ReplicationInfo>)>,
     },
-    Fence {
+    Roles {
         group: String,
         watch_id: u64,
         master: Addr,
-        results: Vec<(Addr, FenceResult)>,
+        roles: Vec<(Addr, Result<Role>)>,
     },
 }
 
@@ -256,7 +244,7 @@ fn run_batch(batch: Vec<CheckJob>, results: &Sender<CheckOutcome>) -> std::resul
     let mut pending = Vec::with_capacity(masters.len());
     for (group, watch_id, node) in &masters {
         let started = Instant::now();
-        let mut node = node.lock().unwrap_or_else(|e| e.into_inner());
+        let mut node = lock(node);
         match node.start_check() {
             Ok(waiting) => {
                 let limit = match waiting {
@@ -322,13 +310,13 @@ fn run_batch(batch: Vec<CheckJob>, results: &Sender<CheckOutcome>) -> std::resul
                 nodes,
                 options,
             } => run_replicas(group, watch_id, replicas, &nodes, &options),
-            CheckJob::Fence {
+            CheckJob::Roles {
                 group,
                 watch_id,
                 master,
                 targets,
                 options,
-            } => run_fence(group, watch_id, master, targets, &options),
+            } => run_roles(group, watch_id, master, targets, &options),
             CheckJob::Master { .. } => continue,
         };
         results.send(outcome).map_err(|_| ())?;
@@ -336,33 +324,26 @@ fn run_batch(batch: Vec<CheckJob>, results: &Sender<CheckOutcome>) -> std::resul
     Ok(())
 }
 
-fn run_fence(
+/// `ROLE` on each target, one after the other.
+fn run_roles(
     group: String,
     watch_id: u64,
     master: Addr,
     targets: Vec<Addr>,
     options: &NodeOptions,
 ) -> CheckOutcome {
-    let results = targets
+    let roles = targets
         .into_iter()
         .map(|addr| {
-            let mut node = RedisNode::new(addr.clone(), options.clone());
-            let result = match node.role() {
-                Err(e) => FenceResult::Unreachable(e.to_string()),
-                Ok(Role::Master { .. }) => match node.slave_of(Some(&master)) {
-                    Ok(()) => FenceResult::Converted,
-                    Err(e) => FenceResult::Failed(e.to_string()),
-                },
-                Ok(_) => FenceResult::NotMaster,
-            };
-            (addr, result)
+            let role = RedisNode::new(addr.clone(), options.clone()).role();
+            (addr, role)
         })
         .collect();
-    CheckOutcome::Fence {
+    CheckOutcome::Roles {
         group,
         watch_id,
         master,
-        results,
+        roles,
     }
 }
 
@@ -417,7 +398,7 @@ fn run_replicas(
     nodes: &Mutex<ReplicaConnections>,
     options: &NodeOptions,
 ) -> CheckOutcome {
-    let mut nodes = nodes.lock().unwrap_or_else(|e| e.into_inner());
+    let mut nodes = lock(nodes);
     nodes.retain(|addr, _| replicas.contains(addr));
     let infos = replicas
         .into_iter()

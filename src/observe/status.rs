@@ -6,23 +6,11 @@
 //! failover worker and read by the API.
 
 use crate::address::Addr;
-use crate::broker::{FailoverRecord, ReplicatedState};
+use crate::broker::FailoverRecord;
+use crate::sync::lock;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> u64 {
-    unix_ms(SystemTime::now())
-}
 
 /// The watch state of a group as this daemon sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
@@ -81,7 +69,7 @@ pub struct Observations {
 
 impl Observations {
     pub fn lock(&self) -> MutexGuard<'_, HashMap<String, Observation>> {
-        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.groups)
     }
 
     /// Changes one group's observation in place (creating it when missing).
@@ -110,36 +98,4 @@ pub struct GroupStatus {
     pub last_error: Option<String>,
     pub replicas: Vec<ReplicaStatus>,
     pub last_failover: Option<FailoverRecord>,
-}
-
-/// Joins the replicated state with this daemon's observations.
-pub fn group_statuses(state: &ReplicatedState, observed: &Observations) -> Vec<GroupStatus> {
-    let observed = observed.lock();
-    state
-        .groups
-        .values()
-        .map(|group| {
-            let seen = observed.get(&group.name).cloned().unwrap_or_default();
-            let (watch, reason) = match (&group.failed, seen.state) {
-                (Some(reason), _) => (WatchState::Failed, Some(reason.clone())),
-                (None, WatchState::NotMaster) => (
-                    WatchState::NotMaster,
-                    seen.replicating_from
-                        .as_ref()
-                        .map(|m| format!("reports role slave of {m}; not watched")),
-                ),
-                (None, other) => (other, None),
-            };
-            GroupStatus {
-                name: group.name.clone(),
-                master: group.master.clone(),
-                state: watch,
-                down_since_ms: seen.failing_since_ms,
-                reason,
-                last_error: seen.last_error,
-                replicas: seen.replicas,
-                last_failover: state.last_failover(&group.name).cloned(),
-            }
-        })
-        .collect()
 }

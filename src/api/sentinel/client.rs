@@ -1,171 +1,22 @@
-//! The Sentinel port: enough of Redis Sentinel's protocol that unmodified client
-//! libraries discover each group's master through the daemon, and learn of failovers.
-//!
-//! Every major client (redis-py, Jedis, Lettuce, go-redis, redis-rs) already speaks
-//! Sentinel, so after a failover applications find the new master with no change of
-//! configuration: point their Sentinel list at the daemons' `sentinel_addr`. The port
-//! answers `SENTINEL get-master-addr-by-name / masters / master / replicas / slaves /
-//! sentinels / ckquorum / myid`, `PING`, `INFO`, `ROLE`, `HELLO`, `AUTH`, `CLIENT ...`,
-//! `COMMAND`, and `SUBSCRIBE`/`PSUBSCRIBE` to events such as `+switch-master`.
-//!
-//! One thread per connection, like the HTTP API: Sentinel clients keep a few long-lived
-//! connections. A malformed request closes that connection only; an unknown command gets
-//! an error reply, as Redis does.
+//! One client connection to the Sentinel port: reads commands, answers them, and
+//! delivers events to a subscribed client.
 
-mod commands;
-mod protocol;
-
-use crate::address::Addr;
-use crate::app::Core;
-use crate::error::{Error, Result};
-use crate::events::Event;
-use commands::Context;
+use super::Connections;
+use super::commands::{self, Context};
+use super::protocol::{Out, Request, glob_match, read_request};
+use crate::observe::events::Event;
+use crate::sync::lock;
 use crossbeam_channel::Receiver;
-use protocol::{Out, Request, glob_match, read_request};
-use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Connections served at once; more are refused with an error reply.
-pub const MAX_CONNECTIONS: usize = 1024;
 /// How often a subscribed connection looks for events while its client is quiet.
 const EVENT_POLL: Duration = Duration::from_millis(50);
 
-type Connections = Arc<Mutex<HashMap<u64, TcpStream>>>;
-
-/// The running Sentinel listener.
-pub struct SentinelPort {
-    local_addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    connections: Connections,
-    acceptor: Option<JoinHandle<()>>,
-}
-
-impl SentinelPort {
-    /// Binds `addr` and serves Sentinel clients from `core`.
-    pub fn start(addr: &Addr, core: Arc<Core>, down_after_ms: u64) -> Result<SentinelPort> {
-        let listener = TcpListener::bind(addr.to_string())
-            .map_err(|e| Error::Io(format!("sentinel_addr: cannot listen on {addr}: {e}")))?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| Error::Io(format!("sentinel_addr: {e}")))?;
-        let ctx = Arc::new(Context {
-            core,
-            run_id: run_id(local_addr),
-            port: local_addr.port(),
-            started: Instant::now(),
-            down_after_ms,
-        });
-        let stop = Arc::new(AtomicBool::new(false));
-        let connections: Connections = Arc::default();
-        let acceptor = {
-            let stop = stop.clone();
-            let connections = connections.clone();
-            std::thread::Builder::new()
-                .name("sentinel-accept".into())
-                .spawn(move || accept(listener, ctx, stop, connections))
-                .map_err(|e| Error::Io(format!("cannot start the sentinel listener: {e}")))?
-        };
-        log::info!("Sentinel-compatible port listening on {local_addr}");
-        Ok(SentinelPort {
-            local_addr,
-            stop,
-            connections,
-            acceptor: Some(acceptor),
-        })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// Closes the listener and every connection, and joins their threads.
-    pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.local_addr, Duration::from_millis(500));
-        for (_, stream) in lock(&self.connections).drain() {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
-        }
-    }
-}
-
-impl Drop for SentinelPort {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// A Sentinel run id: 40 hex digits, stable for one listening address.
-fn run_id(addr: SocketAddr) -> String {
-    let seed = crate::broker::raft::peer_id(&format!("sentinel {addr} {}", std::process::id()));
-    format!(
-        "{seed:016x}{:016x}{:08x}",
-        seed.rotate_left(17) ^ 0x5a5a,
-        seed as u32
-    )
-}
-
-fn accept(
-    listener: TcpListener,
-    ctx: Arc<Context>,
-    stop: Arc<AtomicBool>,
-    connections: Connections,
-) {
-    let mut threads: Vec<JoinHandle<()>> = Vec::new();
-    let mut serial = 0u64;
-    for stream in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let Ok(mut stream) = stream else {
-            std::thread::sleep(Duration::from_millis(20));
-            continue;
-        };
-        threads.retain(|t| !t.is_finished());
-        if threads.len() >= MAX_CONNECTIONS {
-            let _ = stream.write_all(b"-ERR max number of clients reached\r\n");
-            continue;
-        }
-        serial += 1;
-        crate::tcp::keep_alive(&stream);
-        if let Ok(clone) = stream.try_clone() {
-            lock(&connections).insert(serial, clone);
-        }
-        let client = Client {
-            ctx: ctx.clone(),
-            serial,
-            connections: connections.clone(),
-            authenticated: !ctx.core.access.has_token(),
-            channels: Vec::new(),
-            patterns: Vec::new(),
-            events: None,
-            resp3: false,
-        };
-        match std::thread::Builder::new()
-            .name("sentinel-conn".into())
-            .spawn(move || client.serve(stream))
-        {
-            Ok(thread) => threads.push(thread),
-            Err(e) => log::error!("sentinel: cannot start a connection thread: {e}"),
-        }
-    }
-    for (_, stream) in lock(&connections).drain() {
-        let _ = stream.shutdown(Shutdown::Both);
-    }
-    for thread in threads {
-        let _ = thread.join();
-    }
-}
-
 /// One client connection.
-struct Client {
+pub struct Client {
     ctx: Arc<Context>,
     serial: u64,
     connections: Connections,
@@ -184,7 +35,22 @@ enum Next {
 }
 
 impl Client {
-    fn serve(mut self, mut stream: TcpStream) {
+    /// A new connection's state; it needs `AUTH` first when a token is set.
+    pub fn new(ctx: Arc<Context>, serial: u64, connections: Connections) -> Client {
+        Client {
+            authenticated: !ctx.access.has_token(),
+            ctx,
+            serial,
+            connections,
+            channels: Vec::new(),
+            patterns: Vec::new(),
+            events: None,
+            resp3: false,
+        }
+    }
+
+    /// Serves the connection until it closes.
+    pub fn serve(mut self, mut stream: TcpStream) {
         let peer = stream
             .peer_addr()
             .map(|a| a.to_string())
@@ -333,7 +199,7 @@ impl Client {
             out.error("ERR wrong number of arguments for 'auth' command");
             return;
         };
-        if self.ctx.core.access.accepts(password) {
+        if self.ctx.access.accepts(password) {
             self.authenticated = true;
             out.simple("OK");
         } else {
@@ -365,7 +231,7 @@ impl Client {
                         out.error("ERR Syntax error in HELLO option 'auth'");
                         return;
                     };
-                    if !self.ctx.core.access.accepts(password) {
+                    if !self.ctx.access.accepts(password) {
                         out.error("WRONGPASS invalid username-password pair or user is disabled.");
                         return;
                     }
@@ -411,7 +277,7 @@ impl Client {
             return;
         }
         if self.events.is_none() {
-            self.events = Some(self.ctx.core.events.subscribe());
+            self.events = Some(self.ctx.daemon.events.subscribe());
         }
         let pattern = name == "psubscribe";
         for target in args {
@@ -470,8 +336,4 @@ fn client(args: &[String], id: u64, out: &mut Out) {
             out.error("ERR wrong number of arguments for 'client' command");
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -1,0 +1,217 @@
+//! What the outcome of one master check leads to: a master that answers refreshes its
+//! replicas (and may reveal servers to fence), one that says it is a replica stops being
+//! watched, and failures feed the down detector until it calls the master down and the
+//! failover worker gets the group.
+
+use super::checker::CheckJob;
+use super::detector::Verdict;
+use super::watch::Phase;
+use super::{Monitor, Timer};
+use crate::broker::Action;
+use crate::clock::instant_to_unix_ms;
+use crate::error::Result;
+use crate::observe::events::Event;
+use crate::observe::status::WatchState;
+use crate::redis::{ListedReplica, Role};
+use crate::worker::WorkerJob;
+use crate::worker::failover::FailoverRequest;
+use std::time::Instant;
+
+impl Monitor {
+    pub(super) fn on_master_checked(
+        &mut self,
+        group: &str,
+        watch_id: u64,
+        started: Instant,
+        finished: Instant,
+        role: Result<Role>,
+    ) {
+        let Some(watch) = self.current(group, watch_id) else {
+            return;
+        };
+        watch.check_in_flight = false;
+        let ok = matches!(role, Ok(Role::Master { .. }));
+        let phase = watch.phase;
+        self.ctx
+            .metrics
+            .on_check(group, finished.saturating_duration_since(started), ok);
+        if phase != Phase::Watching {
+            return;
+        }
+        let failure = match role {
+            Ok(Role::Master { replicas, offset }) => {
+                return self.master_answered(group, started, finished, offset, replicas);
+            }
+            Ok(Role::Replica { master, state }) => {
+                return self.master_is_replica(group, master, state);
+            }
+            Ok(Role::Other(role)) => {
+                let master = self.watches.get(group).map(|w| w.master.to_string());
+                format!(
+                    "{} reports role {role}, not master",
+                    master.unwrap_or_default()
+                )
+            }
+            Err(e) => e.to_string(),
+        };
+        self.check_failed(group, started, finished, failure);
+    }
+
+    /// The master answered as master: the window restarts, its replicas are recorded,
+    /// and known replicas it does not list are probed for fencing.
+    fn master_answered(
+        &mut self,
+        group: &str,
+        started: Instant,
+        finished: Instant,
+        offset: i64,
+        replicas: Vec<ListedReplica>,
+    ) {
+        let interval = self.ctx.check_interval;
+        let acting = self.ctx.broker.is_acting();
+        let Some(watch) = self.watches.get_mut(group) else {
+            return;
+        };
+        let watch_id = watch.watch_id;
+        watch.master_offset = offset;
+        let failures = watch.detector.failures_in_a_row();
+        if failures > 0 {
+            log::info!(
+                "group {group}: master {} answers again after {failures} failed check(s)",
+                watch.master
+            );
+        }
+        watch.detector.on_success(finished);
+        if watch.reported_down {
+            watch.reported_down = false;
+            self.ctx.events.publish(Event::MasterUp {
+                group: group.to_string(),
+                master: watch.master.clone(),
+            });
+        }
+        let (changed, new) = watch.take_listed(replicas);
+        if !new.is_empty() {
+            self.ctx.broker.propose_detached(Action::KnownReplicas {
+                group: group.to_string(),
+                master: watch.master.clone(),
+                replicas: watch.known.clone(),
+            });
+        }
+        let fence = watch.unlisted_known();
+        // Fencing changes a server's role without the cluster's say: only while this
+        // daemon still acts (its lease may have run out since the check).
+        if !fence.is_empty() && !watch.fence_pending && acting {
+            watch.fence_pending = true;
+            self.pool.submit(CheckJob::Roles {
+                group: group.to_string(),
+                watch_id,
+                master: watch.master.clone(),
+                targets: fence,
+                options: self.ctx.node_options.clone(),
+            });
+        }
+        let refresh = changed && !watch.refresh_pending;
+        if refresh {
+            watch.refresh_pending = true;
+        }
+        self.ctx.observed.update(group, |o| {
+            o.state = WatchState::Ok;
+            o.failing_since_ms = None;
+            o.last_error = None;
+        });
+        if refresh {
+            self.schedule(Instant::now(), Timer::RefreshReplicas, group, watch_id);
+        }
+        self.publish_replicas(group);
+        self.schedule(started + interval, Timer::Check, group, watch_id);
+    }
+
+    /// The configured master says it replicates from another server: the group is no
+    /// longer watched (a user must say which master is right).
+    fn master_is_replica(&mut self, group: &str, master: String, state: String) {
+        let Some(watch) = self.watches.get_mut(group) else {
+            return;
+        };
+        log::warn!(
+            "group {group}: {} reports role slave of {master} (link {state}), not master; it is no longer watched",
+            watch.master
+        );
+        watch.phase = Phase::Stopped;
+        self.ctx.observed.update(group, |o| {
+            o.state = WatchState::NotMaster;
+            o.replicating_from = Some(master);
+        });
+    }
+
+    /// A failed check: suspect until the detector calls the master down.
+    fn check_failed(&mut self, group: &str, started: Instant, finished: Instant, failure: String) {
+        let interval = self.ctx.check_interval;
+        let Some(watch) = self.watches.get_mut(group) else {
+            return;
+        };
+        let watch_id = watch.watch_id;
+        let verdict = watch.detector.on_failure(finished);
+        let failures = watch.detector.failures_in_a_row();
+        if failures == 1 {
+            log::warn!("group {group}: check of master failed: {failure}");
+        } else {
+            log::debug!("group {group}: check {failures} of master failed: {failure}");
+        }
+        let failing_since = watch.detector.first_failure().map(instant_to_unix_ms);
+        let state = if verdict == Verdict::Down {
+            WatchState::Down
+        } else {
+            WatchState::Suspect
+        };
+        self.ctx.observed.update(group, |o| {
+            o.state = state;
+            o.failing_since_ms = failing_since;
+            o.last_error = Some(failure);
+        });
+        match verdict {
+            Verdict::Suspect { recheck_at } => {
+                let at = (started + interval).min(recheck_at);
+                self.schedule(at, Timer::Check, group, watch_id);
+            }
+            Verdict::Down => self.declare_down(group),
+        }
+    }
+
+    /// The window has passed: tell subscribers and hand the group to the worker.
+    fn declare_down(&mut self, group: &str) {
+        let Some(watch) = self.watches.get_mut(group) else {
+            return;
+        };
+        log::error!(
+            "group {group}: master {} is down: no successful check for {} ms, {} failed checks in a row",
+            watch.master,
+            watch.detector.last_success().elapsed().as_millis(),
+            watch.detector.failures_in_a_row()
+        );
+        watch.phase = Phase::FailingOver;
+        watch.reported_down = true;
+        let master = watch.master.clone();
+        let request = FailoverRequest {
+            group: group.to_string(),
+            master: master.clone(),
+            replicas: watch.listed_addrs(),
+            last_success: watch.detector.last_success(),
+            master_offset: watch.master_offset,
+            watch_id: watch.watch_id,
+            resume: None,
+        };
+        for event in [
+            Event::MasterDown {
+                group: group.to_string(),
+                master: master.clone(),
+            },
+            Event::FailoverNeeded {
+                group: group.to_string(),
+                master,
+            },
+        ] {
+            self.ctx.events.publish(event);
+        }
+        self.send_to_worker(group, WorkerJob::Failover(request));
+    }
+}

@@ -1,0 +1,105 @@
+//! [`Watch`]: everything the monitor knows about one group, and the small rules that
+//! need nothing but that knowledge.
+
+use super::checker::ReplicaConnections;
+use super::detector::DownDetector;
+use crate::address::Addr;
+use crate::observe::status::ReplicaStatus;
+use crate::redis::{ListedReplica, RedisNode, ReplicationInfo};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Where a watch stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Watching,
+    /// The failover worker has the group (a failover or a switchover).
+    FailingOver,
+    /// Not checked: the master reports being a replica, or a failover failed.
+    Stopped,
+}
+
+/// Everything the monitor knows about one group.
+pub struct Watch {
+    pub master: Addr,
+    /// The replicated `Group::revision` this watch was made for.
+    pub revision: u64,
+    /// Names this watch among all the monitor has made (never reused): timers, check
+    /// outcomes and worker reports for an older watch of the group are ignored.
+    pub watch_id: u64,
+    pub phase: Phase,
+    pub detector: DownDetector,
+    pub master_node: Arc<Mutex<RedisNode>>,
+    pub replica_nodes: Arc<Mutex<ReplicaConnections>>,
+    pub check_in_flight: bool,
+    /// A replica refresh is queued or running (one chain per watch, never more).
+    pub refresh_pending: bool,
+    /// The replicas the master listed in its last `ROLE` reply.
+    pub listed: Vec<ListedReplica>,
+    /// The replicas as recorded in the replicated state.
+    pub known: Vec<Addr>,
+    /// `+sdown` was published and `-sdown` not yet.
+    pub reported_down: bool,
+    /// A fencing probe or job for this watch is under way.
+    pub fence_pending: bool,
+    /// The master's replication offset in its last `ROLE` reply.
+    pub master_offset: i64,
+    pub infos: HashMap<Addr, Option<ReplicationInfo>>,
+}
+
+impl Watch {
+    /// The replicas' statuses for the API: `ROLE` offsets merged with `INFO` details.
+    pub fn replica_statuses(&self) -> Vec<ReplicaStatus> {
+        self.listed
+            .iter()
+            .map(|listed| {
+                let info = self.infos.get(&listed.addr).cloned().flatten();
+                ReplicaStatus {
+                    addr: listed.addr.clone(),
+                    offset: listed.offset,
+                    link: match &info {
+                        Some(i) if i.link_up => "up",
+                        Some(_) => "down",
+                        None => "unknown",
+                    },
+                    priority: info.map(|i| i.priority),
+                }
+            })
+            .collect()
+    }
+
+    /// The addresses of the listed replicas.
+    pub fn listed_addrs(&self) -> Vec<Addr> {
+        self.listed.iter().map(|r| r.addr.clone()).collect()
+    }
+
+    /// Records the replicas the master listed now: whether the list changed, and the
+    /// ones never known before (to record in the replicated state). Known replicas are
+    /// never forgotten (as in Sentinel): one that is down now is fenced when it comes
+    /// back, and re-pointed at the next failover.
+    pub fn take_listed(&mut self, replicas: Vec<ListedReplica>) -> (bool, Vec<Addr>) {
+        let changed = !same_addresses(&self.listed, &replicas);
+        self.listed = replicas;
+        let new: Vec<Addr> = self
+            .listed
+            .iter()
+            .map(|r| r.addr.clone())
+            .filter(|a| !self.known.contains(a))
+            .collect();
+        self.known.extend(new.iter().cloned());
+        (changed, new)
+    }
+
+    /// Known replicas the master does not list (nor is): they may claim master.
+    pub fn unlisted_known(&self) -> Vec<Addr> {
+        self.known
+            .iter()
+            .filter(|a| !self.listed.iter().any(|l| l.addr == **a) && **a != self.master)
+            .cloned()
+            .collect()
+    }
+}
+
+fn same_addresses(a: &[ListedReplica], b: &[ListedReplica]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.addr == y.addr)
+}

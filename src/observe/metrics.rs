@@ -1,0 +1,177 @@
+//! What the daemon counts as it runs: checks and their latency per group, failover
+//! outcomes, and the monitor's heartbeat.
+//!
+//! The monitor calls [`Metrics::on_check`] when a master check completes and beats
+//! [`Metrics::monitor_heartbeat`] on every turn of its loop; the failover worker calls
+//! [`Metrics::on_failover`] when an attempt ends. Those are the only writers, and they
+//! take one short lock (counters) or none (the histogram and the heartbeat are atomics).
+//! The `/metrics` page (`api/metrics.rs`) reads them at scrape time.
+
+use crate::broker::{Outcome, ReplicatedState};
+use crate::sync::lock;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Upper bounds, in seconds, of the check latency histogram's buckets (`+Inf` follows).
+pub const CHECK_DURATION_BUCKETS: [f64; 10] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// Failover outcomes as the API spells them, in the order of [`GroupCounters::failovers`].
+pub const OUTCOMES: [(Outcome, &str); 3] = [
+    (Outcome::Succeeded, "succeeded"),
+    (Outcome::Aborted, "aborted"),
+    (Outcome::Failed, "failed"),
+];
+
+/// Counters of one group, kept by this process.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GroupCounters {
+    pub checks: u64,
+    pub check_failures: u64,
+    /// By outcome, in [`OUTCOMES`] order.
+    pub failovers: [u64; 3],
+}
+
+/// Proof that a thread keeps turning: it calls [`Heartbeat::beat`] on every turn of its
+/// loop, and anyone can ask how long ago that was. The systemd watchdog pings only while
+/// the monitor's heartbeat is fresh, so a monitor that hangs gets the daemon restarted.
+pub struct Heartbeat {
+    born: Instant,
+    /// Milliseconds after `born` of the last beat.
+    last_ms: AtomicU64,
+}
+
+impl Heartbeat {
+    pub fn new() -> Heartbeat {
+        Heartbeat {
+            born: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub fn beat(&self) {
+        let ms = self.born.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Time since the last beat (since creation when there was none).
+    pub fn age(&self) -> Duration {
+        let now = self.born.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+impl Default for Heartbeat {
+    fn default() -> Heartbeat {
+        Heartbeat::new()
+    }
+}
+
+/// The check latency histogram as the page shows it.
+pub struct CheckHistogram {
+    /// Checks per bucket of [`CHECK_DURATION_BUCKETS`] (not cumulative), then above all.
+    pub counts: Vec<u64>,
+    pub sum_secs: f64,
+}
+
+/// The registry shared by the monitor, the failover worker and the HTTP API.
+pub struct Metrics {
+    groups: Mutex<HashMap<String, GroupCounters>>,
+    /// Checks per bucket (not cumulative); the last slot is above every bound.
+    check_buckets: [AtomicU64; CHECK_DURATION_BUCKETS.len() + 1],
+    check_sum_micros: AtomicU64,
+    monitor_heartbeat: Heartbeat,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        Metrics {
+            groups: Mutex::new(HashMap::new()),
+            check_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            check_sum_micros: AtomicU64::new(0),
+            monitor_heartbeat: Heartbeat::new(),
+        }
+    }
+
+    /// A master check of `group` completed after `took`, successfully or not.
+    pub fn on_check(&self, group: &str, took: Duration, ok: bool) {
+        let secs = took.as_secs_f64();
+        let slot = CHECK_DURATION_BUCKETS
+            .iter()
+            .position(|bound| secs <= *bound)
+            .unwrap_or(CHECK_DURATION_BUCKETS.len());
+        self.check_buckets[slot].fetch_add(1, Ordering::Relaxed);
+        self.check_sum_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.update(group, |c| {
+            c.checks += 1;
+            if !ok {
+                c.check_failures += 1;
+            }
+        });
+    }
+
+    /// A failover attempt of `group` ended with `outcome`.
+    pub fn on_failover(&self, group: &str, outcome: Outcome) {
+        let slot = OUTCOMES
+            .iter()
+            .position(|(o, _)| *o == outcome)
+            .unwrap_or(0);
+        self.update(group, |c| c.failovers[slot] += 1);
+    }
+
+    /// The monitor loop's heartbeat (see [`Heartbeat`]).
+    pub fn monitor_heartbeat(&self) -> &Heartbeat {
+        &self.monitor_heartbeat
+    }
+
+    fn update(&self, group: &str, change: impl FnOnce(&mut GroupCounters)) {
+        let mut groups = lock(&self.groups);
+        // Look up before inserting: this runs on every check, and `entry` would allocate
+        // the key each time.
+        match groups.get_mut(group) {
+            Some(counters) => change(counters),
+            None => change(groups.entry(group.to_string()).or_default()),
+        }
+    }
+
+    /// Counters of the groups in `state`; those of groups no longer monitored are
+    /// dropped (a group added again starts from zero, which Prometheus reads as a reset).
+    pub fn counters_for(&self, state: &ReplicatedState) -> HashMap<String, GroupCounters> {
+        let mut groups = lock(&self.groups);
+        groups.retain(|name, _| state.groups.contains_key(name));
+        groups.clone()
+    }
+
+    /// The check latency histogram so far.
+    pub fn check_histogram(&self) -> CheckHistogram {
+        CheckHistogram {
+            counts: self
+                .check_buckets
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
+            sum_secs: self.check_sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeat_age_grows_until_the_next_beat() {
+        let h = Heartbeat::new();
+        h.beat();
+        assert!(h.age() < Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,215 @@
+//! Sentinel's rules for choosing the replica to promote, as pure functions over the
+//! replicas' `INFO` reports: unit-tested without servers, and shared by the failover
+//! (a dead master) and the switchover (a live one).
+//!
+//! Skipped: unreachable replicas, `slave_priority:0`, and replicas whose link has been
+//! down much longer than the master's outage (their data is too old). Among the rest:
+//! the LOWER non-zero priority wins (Redis's rule; the Go original picked the higher
+//! one), then the larger `slave_repl_offset`, then the smaller run id.
+
+use super::operations::ReplicaReport;
+use super::replies::ReplicationInfo;
+use crate::address::Addr;
+use std::cmp::Ordering;
+use std::time::Duration;
+
+/// A replica whose link has been down this many down windows longer than the master's
+/// outage holds data too old to promote (Sentinel's rule).
+pub const STALE_FACTOR: u32 = 10;
+
+/// Whether a reported `master_host:master_port` names `addr`: the same text, or names
+/// that resolve to a common address (a master added as `redis-a:6379` whose replicas
+/// report `10.0.0.5`).
+pub fn is_same_server(reported: &str, addr: &Addr) -> bool {
+    let Ok(reported) = Addr::parse(reported) else {
+        return false;
+    };
+    if reported.port != addr.port {
+        return false;
+    }
+    if reported.host == addr.host {
+        return true;
+    }
+    let resolve = |a: &Addr| -> Vec<std::net::IpAddr> {
+        std::net::ToSocketAddrs::to_socket_addrs(&(a.host.as_str(), a.port))
+            .map(|addrs| addrs.map(|s| s.ip()).collect())
+            .unwrap_or_default()
+    };
+    let mine = resolve(addr);
+    resolve(&reported).iter().any(|ip| mine.contains(ip))
+}
+
+/// A replica that still has an up link to `master`, if any: then the master is alive.
+pub fn master_seen_alive<'a>(master: &Addr, reports: &'a [ReplicaReport]) -> Option<&'a Addr> {
+    reports.iter().find_map(|r| match &r.info {
+        Ok(info)
+            if info.link_up
+                && info
+                    .master
+                    .as_deref()
+                    .is_some_and(|m| is_same_server(m, master)) =>
+        {
+            Some(&r.addr)
+        }
+        _ => None,
+    })
+}
+
+/// Chooses the replica to promote, or says why none qualifies.
+pub fn elect(
+    master: &Addr,
+    reports: &[ReplicaReport],
+    down_for: Duration,
+    max_down_time: Duration,
+) -> std::result::Result<Addr, String> {
+    let stale_after = down_for + max_down_time * STALE_FACTOR;
+    let mut rejected = Vec::new();
+    let mut eligible: Vec<(&Addr, &ReplicationInfo)> = Vec::new();
+    for report in reports {
+        let why = match &report.info {
+            Err(e) => Some(format!("unreachable ({e})")),
+            Ok(info) if info.role != "slave" && info.role != "replica" => {
+                Some(format!("reports role {}", info.role))
+            }
+            Ok(info)
+                if !info
+                    .master
+                    .as_deref()
+                    .is_some_and(|m| is_same_server(m, master)) =>
+            {
+                Some(format!(
+                    "replicates from {} instead",
+                    info.master.as_deref().unwrap_or("nothing")
+                ))
+            }
+            Ok(info) if info.priority == 0 => Some("slave_priority is 0".into()),
+            Ok(info)
+                if info
+                    .link_down_secs
+                    .is_some_and(|s| Duration::from_secs(s) > stale_after) =>
+            {
+                Some(format!(
+                    "stale: link down for {} s",
+                    info.link_down_secs.unwrap_or(0)
+                ))
+            }
+            Ok(info) => {
+                eligible.push((&report.addr, info));
+                None
+            }
+        };
+        if let Some(why) = why {
+            rejected.push(format!("{} {why}", report.addr));
+        }
+    }
+    eligible.sort_by(|(_, a), (_, b)| compare_for_promotion(a, b));
+    eligible
+        .first()
+        .map(|(addr, _)| (*addr).clone())
+        .ok_or_else(|| {
+            if rejected.is_empty() {
+                "no replicas".to_string()
+            } else {
+                rejected.join("; ")
+            }
+        })
+}
+
+/// Sentinel's order: lower priority, larger offset, smaller run id (none sorts last).
+fn compare_for_promotion(a: &ReplicationInfo, b: &ReplicationInfo) -> Ordering {
+    a.priority
+        .cmp(&b.priority)
+        .then(b.offset.cmp(&a.offset))
+        .then_with(|| match (&a.run_id, &b.run_id) {
+            (Some(x), Some(y)) => x.cmp(y),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => Ordering::Equal,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redis::replies::ReplicationInfo;
+
+    const MASTER: &str = "127.0.0.1:6379";
+
+    fn report(port: u16, priority: u32, offset: i64, run_id: Option<&str>) -> ReplicaReport {
+        ReplicaReport {
+            addr: Addr::parse(&format!("127.0.0.1:{port}")).unwrap(),
+            info: Ok(ReplicationInfo {
+                role: "slave".into(),
+                master: Some(MASTER.into()),
+                link_up: false,
+                link_down_secs: Some(1),
+                priority,
+                offset,
+                run_id: run_id.map(String::from),
+            }),
+        }
+    }
+
+    fn elect_port(reports: &[ReplicaReport]) -> std::result::Result<u16, String> {
+        elect(
+            &Addr::parse(MASTER).unwrap(),
+            reports,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+        .map(|a| a.port)
+    }
+
+    #[test]
+    fn lower_nonzero_priority_wins_over_offset() {
+        let r = [
+            report(1, 100, 500, None),
+            report(2, 10, 1, None),
+            report(3, 0, 900, None),
+        ];
+        assert_eq!(elect_port(&r), Ok(2));
+    }
+
+    #[test]
+    fn larger_offset_then_smaller_run_id() {
+        let r = [report(1, 100, 5, Some("b")), report(2, 100, 9, Some("z"))];
+        assert_eq!(elect_port(&r), Ok(2));
+        let r = [
+            report(1, 100, 9, Some("b")),
+            report(2, 100, 9, Some("a")),
+            report(3, 100, 9, None),
+        ];
+        assert_eq!(elect_port(&r), Ok(2));
+    }
+
+    #[test]
+    fn unreachable_priority_zero_and_stale_are_skipped_with_reasons() {
+        let mut stale = report(3, 1, 999, None);
+        if let Ok(info) = &mut stale.info {
+            info.link_down_secs = Some(3600);
+        }
+        let unreachable = ReplicaReport {
+            addr: Addr::parse("127.0.0.1:4").unwrap(),
+            info: Err(crate::error::Error::Server("refused".into())),
+        };
+        let err = elect_port(&[report(2, 0, 5, None), stale, unreachable]).unwrap_err();
+        assert!(
+            err.contains("slave_priority is 0")
+                && err.contains("stale")
+                && err.contains("unreachable"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_replica_with_its_link_up_means_the_master_is_alive() {
+        let mut r = report(1, 100, 5, None);
+        if let Ok(info) = &mut r.info {
+            info.link_up = true;
+            info.master = Some("localhost:6379".into());
+        }
+        let master = Addr::parse(MASTER).unwrap();
+        assert_eq!(master_seen_alive(&master, &[r]).map(|a| a.port), Some(1));
+        assert_eq!(master_seen_alive(&master, &[report(2, 1, 1, None)]), None);
+    }
+}

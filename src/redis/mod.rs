@@ -1,0 +1,16 @@
+//! Speaking to the monitored servers: the RESP codec (`resp.rs`), one server and its
+//! kept connection (`node.rs`), what their replies mean for Redis and LedisDB
+//! (`replies.rs`), and the failover path's operations (`operations.rs`: ask replicas,
+//! promote, re-point) and rules (`election.rs`: which replica to promote).
+
+mod election;
+mod node;
+mod operations;
+pub mod replies;
+pub mod resp;
+
+pub use election::{STALE_FACTOR, elect, is_same_server, master_seen_alive};
+pub use node::{NodeOptions, RedisNode, Waiting};
+pub use operations::{PROMOTION_TIMEOUT, ReplicaReport, ask_replicas, promote, repoint};
+pub use replies::{ListedReplica, ReplicationInfo, Role, parse_replication_info, parse_role};
+pub use resp::Reply;

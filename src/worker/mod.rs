@@ -1,0 +1,127 @@
+//! The failover worker: the one thread that changes servers' roles.
+//!
+//! It consumes [`WorkerJob`]s from a channel: failovers of down masters
+//! (`failover.rs`), planned switchovers (`switchover.rs`) and the fencing of servers
+//! that claim to be master when they should not (`fence.rs`). One thread for all three,
+//! so two changes of a group can never interleave and the log reads in order. Each job
+//! answers the monitor with a [`WorkerReport`]. Attempts share their record and step log
+//! (`attempt.rs`); the before- and after-failover hooks of an embedding program live in
+//! `hooks.rs`.
+
+mod attempt;
+pub mod failover;
+pub mod fault;
+pub mod fence;
+pub mod hooks;
+pub mod switchover;
+pub mod switchover_request;
+
+use crate::broker::{Broker, Outcome};
+use crate::observe::events::Events;
+use crate::observe::metrics::Metrics;
+use crate::observe::status::Observations;
+use crate::redis::NodeOptions;
+use crossbeam_channel::{Receiver, Sender};
+use failover::FailoverRequest;
+use fence::{FenceJob, FenceResult};
+use hooks::Hooks;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use switchover::SwitchoverJob;
+
+/// What the worker needs to act.
+pub struct WorkerContext {
+    pub broker: Arc<dyn Broker>,
+    pub hooks: Arc<Hooks>,
+    pub observed: Arc<Observations>,
+    pub metrics: Arc<Metrics>,
+    pub events: Arc<Events>,
+    /// Timeouts and credentials for the worker's connections (longer than a check's).
+    pub node_options: NodeOptions,
+    pub max_down_time: Duration,
+}
+
+/// What the worker is asked to do.
+pub enum WorkerJob {
+    /// Fail over a master the detector found down (or finish a failover an earlier
+    /// leader began).
+    Failover(FailoverRequest),
+    /// Move a live master to a replica (`POST /api/v1/groups/<name>/switchover`).
+    Switchover(SwitchoverJob),
+    /// Make servers that claim master replicas of the group's master.
+    Fence(FenceJob),
+}
+
+/// What the worker tells the monitor when a job is done.
+#[derive(Debug)]
+pub enum WorkerReport {
+    /// A failover or switchover attempt ended with `outcome`.
+    Attempted {
+        group: String,
+        watch_id: u64,
+        outcome: Outcome,
+    },
+    /// Fencing ran; what it found at each address.
+    Fenced {
+        job: FenceJob,
+        results: Vec<(crate::address::Addr, FenceResult)>,
+    },
+}
+
+/// Starts the single failover worker thread. It stops when `jobs` closes (the monitor,
+/// which owns the sender, is gone) or the monitor stops listening.
+pub fn spawn(
+    ctx: WorkerContext,
+    jobs: Receiver<WorkerJob>,
+    reports: Sender<WorkerReport>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("failover".into())
+        .spawn(move || {
+            for job in jobs {
+                if reports.send(run(&ctx, job)).is_err() {
+                    break;
+                }
+            }
+        })
+}
+
+/// Runs one job.
+fn run(ctx: &WorkerContext, job: WorkerJob) -> WorkerReport {
+    match job {
+        WorkerJob::Failover(request) => {
+            let (group, watch_id) = (request.group.clone(), request.watch_id);
+            attempted(group, watch_id, || failover::run(ctx, &request).outcome)
+        }
+        WorkerJob::Switchover(job) => {
+            let (group, watch_id) = (job.command.request.group.clone(), job.watch_id);
+            attempted(group, watch_id, || switchover::run(ctx, job))
+        }
+        WorkerJob::Fence(job) => {
+            let results =
+                catch_unwind(AssertUnwindSafe(|| fence::run(ctx, &job))).unwrap_or_else(|_| {
+                    log::error!("group {}: fencing panicked", job.group);
+                    Vec::new()
+                });
+            WorkerReport::Fenced { job, results }
+        }
+    }
+}
+
+/// Runs a failover or switchover attempt. A bug here must not end failovers for every
+/// group: a panic is logged and the attempt counts as aborted.
+fn attempted(group: String, watch_id: u64, attempt: impl FnOnce() -> Outcome) -> WorkerReport {
+    let outcome = catch_unwind(AssertUnwindSafe(attempt)).unwrap_or_else(|_| {
+        log::error!(
+            "group {group}: the failover or switchover attempt panicked; it is treated as aborted"
+        );
+        Outcome::Aborted
+    });
+    WorkerReport::Attempted {
+        group,
+        watch_id,
+        outcome,
+    }
+}

@@ -1,0 +1,182 @@
+//! What a planned switchover is asked with and answers: the request the API sends to
+//! the monitor, the report or error it gets back, and [`Switchovers`], the handle the
+//! API holds (`POST /api/v1/groups/<name>/switchover`; the steps are `switchover.rs`).
+//!
+//! The HTTP handler waits for the result on a reply channel, for a bounded time. Only
+//! the acting daemon runs a switchover; a follower answers 503 naming the leader's HTTP
+//! address (a redirect would make clients re-send the API token to another host, which
+//! careful HTTP clients refuse to do).
+
+use super::switchover::PAUSE_BEYOND_CATCH_UP;
+use crate::address::Addr;
+use crate::broker::{Broker, FailoverRecord};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use serde::Serialize;
+use std::fmt;
+use std::time::Duration;
+
+/// How long an HTTP request waits beyond the switchover's own bounds: the worker may be
+/// busy failing over another group first.
+const REPLY_MARGIN: Duration = Duration::from_secs(30);
+
+/// What the API asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwitchoverRequest {
+    /// The group's name (or its master's address).
+    pub group: String,
+    /// The replica to promote; the best one when None.
+    pub to: Option<Addr>,
+    /// Go on without pausing writes when the master has no `CLIENT PAUSE WRITE`.
+    pub force: bool,
+}
+
+/// A request on its way from the API to the monitor, with where to send the answer.
+pub struct SwitchoverCommand {
+    pub request: SwitchoverRequest,
+    pub catch_up_timeout: Duration,
+    pub reply: Sender<SwitchoverResult>,
+}
+
+impl SwitchoverCommand {
+    /// Answers the caller without running anything.
+    pub fn refuse(self, error: SwitchoverError) {
+        log::warn!("group {}: switchover refused: {error}", self.request.group);
+        // The caller may have given up waiting.
+        let _ = self.reply.send(Err(error));
+    }
+}
+
+/// A switchover the monitor handed to the failover worker.
+pub struct SwitchoverJob {
+    pub command: SwitchoverCommand,
+    /// The group's master when the monitor accepted the request.
+    pub master: Addr,
+    pub watch_id: u64,
+}
+
+/// The answer to a switchover request.
+pub type SwitchoverResult = std::result::Result<SwitchoverReport, SwitchoverError>;
+
+/// What a successful switchover did (the body of the 200 answer).
+#[derive(Debug, Clone, Serialize)]
+pub struct SwitchoverReport {
+    /// The record kept in the group's history.
+    #[serde(flatten)]
+    pub record: FailoverRecord,
+    /// How long writes were paused on the old master, until `CLIENT UNPAUSE`; None when
+    /// `force=true` went on without a pause.
+    pub paused_ms: Option<u64>,
+    /// The replication offset the new master had reached when it was promoted.
+    pub offset: i64,
+}
+
+/// Why a switchover did not happen, with the HTTP status that says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwitchoverError {
+    /// No such group (404).
+    NotFound(String),
+    /// A bad parameter, such as `to=` naming a server that is not a replica (400).
+    Invalid(String),
+    /// The group cannot be switched over now: busy, master not answering, no usable
+    /// replica, no `CLIENT PAUSE WRITE` (409).
+    Conflict(String),
+    /// The cluster or a server did not do its part in time (503).
+    Unavailable(String),
+    /// This daemon does not act; the leader's HTTP address when known (503).
+    NotLeader { leader: Option<String> },
+}
+
+impl SwitchoverError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            SwitchoverError::NotFound(_) => 404,
+            SwitchoverError::Invalid(_) => 400,
+            SwitchoverError::Conflict(_) => 409,
+            SwitchoverError::Unavailable(_) | SwitchoverError::NotLeader { .. } => 503,
+        }
+    }
+}
+
+impl fmt::Display for SwitchoverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SwitchoverError::NotFound(m)
+            | SwitchoverError::Invalid(m)
+            | SwitchoverError::Conflict(m)
+            | SwitchoverError::Unavailable(m) => f.write_str(m),
+            SwitchoverError::NotLeader { leader: Some(addr) } => write!(
+                f,
+                "this daemon is not the cluster's acting leader; send the switchover to the leader, whose HTTP API is at http://{addr}"
+            ),
+            SwitchoverError::NotLeader { leader: None } => f.write_str(
+                "this daemon is not the cluster's acting leader and knows no leader now; try again",
+            ),
+        }
+    }
+}
+
+/// The API's handle for switchovers: sends requests to the monitor and waits.
+pub struct Switchovers {
+    commands: Sender<SwitchoverCommand>,
+    catch_up_timeout: Duration,
+}
+
+impl Default for Switchovers {
+    /// A handle with no monitor behind it: every request is refused.
+    fn default() -> Switchovers {
+        Switchovers {
+            commands: crossbeam_channel::bounded(1).0,
+            catch_up_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Switchovers {
+    /// A handle and the receiver the monitor listens on.
+    pub fn new(catch_up_timeout: Duration) -> (Switchovers, Receiver<SwitchoverCommand>) {
+        let (commands, receiver) = crossbeam_channel::unbounded();
+        let handle = Switchovers {
+            commands,
+            catch_up_timeout,
+        };
+        (handle, receiver)
+    }
+
+    /// Runs a switchover and waits for its outcome (for a bounded time).
+    pub fn request(&self, broker: &dyn Broker, mut request: SwitchoverRequest) -> SwitchoverResult {
+        if !broker.is_acting() {
+            let leader = broker
+                .cluster()
+                .leader
+                .filter(|l| !l.this_node)
+                .and_then(|l| l.http_addr);
+            return Err(SwitchoverError::NotLeader { leader });
+        }
+        request.group = broker.state().find(&request.group).ok_or_else(|| {
+            SwitchoverError::NotFound(format!("no monitored group {:?}", request.group))
+        })?;
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let command = SwitchoverCommand {
+            request,
+            catch_up_timeout: self.catch_up_timeout,
+            reply,
+        };
+        if self.commands.send(command).is_err() {
+            return Err(SwitchoverError::Unavailable(
+                "the monitor is not running (the daemon is stopping)".into(),
+            ));
+        }
+        let bound = self.catch_up_timeout + PAUSE_BEYOND_CATCH_UP + REPLY_MARGIN;
+        match answer.recv_timeout(bound) {
+            Ok(result) => result,
+            Err(RecvTimeoutError::Timeout) => Err(SwitchoverError::Unavailable(format!(
+                "the switchover did not finish within {} s; it may still be under way: GET /api/v1/groups shows its outcome",
+                bound.as_secs()
+            ))),
+            Err(RecvTimeoutError::Disconnected) => Err(SwitchoverError::Unavailable(
+                "the failover worker dropped the switchover (it stopped, or a bug); GET /api/v1/groups shows the group's state".into(),
+            )),
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! Property tests over everything that parses bytes from the network: HTTP parameters
 //! (`request_params`, `MasterSpec::parse_list`, `Addr::parse`), RESP replies
-//! (`resp::parse`) and the `ROLE` / `INFO` readers (`parse_role`,
+//! (`resp::parse`, compared with the `redis` crate's parser) and the `ROLE` / `INFO` readers (`parse_role`,
 //! `parse_replication_info`). None may panic, whatever it is given, and where input is
 //! well formed the result must be the right one.
 //!
@@ -139,6 +139,81 @@ fn resp_parse_survives_corrupted_replies() {
             let i = at.index(bytes.len());
             bytes[i] = byte;
             Ok(matches!(parse(&bytes), Ok(Some(_))))
+        },
+    );
+}
+
+/// What `redis::parse_redis_value` (the `redis` crate, a dev-dependency) made of the same
+/// bytes, in our terms: `None` when it read something RESP2 has no word for.
+fn from_redis_crate(value: &redis::Value) -> Option<Reply> {
+    Some(match value {
+        redis::Value::Nil => Reply::Nil,
+        redis::Value::Int(n) => Reply::Int(*n),
+        redis::Value::Okay => Reply::Simple("OK".into()),
+        redis::Value::SimpleString(s) => Reply::Simple(s.clone()),
+        redis::Value::BulkString(b) => Reply::Bulk(b.clone()),
+        redis::Value::Array(items) => Reply::Array(
+            items
+                .iter()
+                .map(from_redis_crate)
+                .collect::<Option<Vec<_>>>()?,
+        ),
+        // Error replies: only that it is one is compared (the crate splits the code).
+        redis::Value::ServerError(_) => Reply::Error(String::new()),
+        _ => return None,
+    })
+}
+
+/// Error replies compare as errors, whatever their text.
+fn without_error_text(reply: &Reply) -> Reply {
+    match reply {
+        Reply::Error(_) => Reply::Error(String::new()),
+        Reply::Array(items) => Reply::Array(items.iter().map(without_error_text).collect()),
+        other => other.clone(),
+    }
+}
+
+#[test]
+fn resp_parse_agrees_with_the_redis_crate() {
+    // Encoded replies, some with one byte changed: where our parser reads a whole reply
+    // from all of the bytes, the redis crate's parser reads the same one.
+    let input = (
+        reply(),
+        prop::option::weighted(0.3, (any::<prop::sample::Index>(), any::<u8>())),
+    );
+    check(
+        "resp::parse vs redis::parse_redis_value",
+        input,
+        |(reply, damage)| {
+            let mut bytes = Vec::new();
+            encode(&reply, &mut bytes);
+            if let Some((at, byte)) = damage {
+                let i = at.index(bytes.len());
+                bytes[i] = byte;
+            }
+            let ours = parse(&bytes);
+            let theirs = redis::parse_redis_value(&bytes);
+            match ours {
+                Ok(Some((ours, used))) if used == bytes.len() => {
+                    let theirs = theirs.map_err(|e| {
+                        TestCaseError::fail(format!(
+                            "redis refused {bytes:?}, we read {ours:?}: {e}"
+                        ))
+                    })?;
+                    let theirs = from_redis_crate(&theirs).ok_or_else(|| {
+                        TestCaseError::fail(format!("redis read {theirs:?} from {bytes:?}"))
+                    })?;
+                    prop_assert_eq!(without_error_text(&ours), theirs, "bytes {:?}", bytes);
+                    Ok(true)
+                }
+                // A valid start that waits for more: the crate cannot read a whole
+                // reply from these bytes either.
+                Ok(None) => {
+                    prop_assert!(theirs.is_err(), "redis read {:?} from {:?}", theirs, bytes);
+                    Ok(false)
+                }
+                _ => Ok(false),
+            }
         },
     );
 }

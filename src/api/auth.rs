@@ -1,5 +1,5 @@
-//! Who may use the API: the `api_token` check shared by the HTTP API (and, later, the
-//! Sentinel-protocol port).
+//! Who may use the API: the `api_token` check shared by the HTTP API and the Sentinel
+//! port (where the token is the `AUTH` password).
 //!
 //! With no token set, everything is open, as in the Go original. With `api_token` set,
 //! every request that changes something must present it (`Authorization: Bearer <token>`);

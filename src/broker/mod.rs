@@ -25,6 +25,11 @@ use crate::sync::lock;
 use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
 use std::sync::Mutex;
+use std::time::Duration;
+
+/// How long a change may wait to become part of the replicated state before the caller
+/// gets 503 (no leader, no quorum, ZooKeeper unreachable).
+pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The cluster behind a daemon: where actions are agreed on and who may act.
 pub trait Broker: Send + Sync {

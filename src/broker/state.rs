@@ -199,72 +199,82 @@ impl ReplicatedState {
                     }
                 }
             }
-            Action::FailoverBegin {
-                ref group,
-                ref old_master,
-                ..
-            } => {
-                let Some(current) = self.groups.get(group) else {
-                    return Err(invalid_input!("failover of unknown group {group:?}"));
-                };
-                // One attempt at a time, and only of the master the group has now: a
-                // late begin from a deposed leader must not replace the current one.
-                if self.in_progress.contains_key(group) {
-                    return Err(invalid_input!(
-                        "a failover of group {group:?} is already under way"
-                    ));
-                }
-                if current.master != *old_master {
-                    return Err(invalid_input!(
-                        "group {group:?} has master {}, not {old_master}",
-                        current.master
-                    ));
-                }
-                self.in_progress.insert(group.clone(), action);
-            }
-            Action::FailoverEnd(mut record) => {
-                if let Some(why) = self.superseded(&record) {
-                    // A late or duplicate result (e.g. from a leader deposed while it
-                    // worked): kept in the history, never applied.
-                    record.reason = Some(match record.reason.take() {
-                        Some(reason) => format!("{reason}; not applied: {why}"),
-                        None => format!("not applied: {why}"),
-                    });
-                    self.push_history(record);
-                    return Ok(());
-                }
-                self.in_progress.remove(&record.group);
-                let revision = self.last_revision + 1;
-                // A late result must not undo a master a user set meanwhile.
-                let current = self
-                    .groups
-                    .get_mut(&record.group)
-                    .filter(|g| g.master == record.old_master);
-                if let Some(group) = current {
-                    match record.outcome {
-                        Outcome::Succeeded => {
-                            if let Some(new) = &record.new_master {
-                                // The old master is expected back as a replica.
-                                group.known_replicas.retain(|r| r != new);
-                                if !group.known_replicas.contains(&record.old_master) {
-                                    group.known_replicas.push(record.old_master.clone());
-                                }
-                                group.master = new.clone();
-                                group.revision = revision;
-                                self.last_revision = revision;
-                            }
-                            group.failed = None;
-                        }
-                        Outcome::Failed => {
-                            group.failed = Some(record.reason.clone().unwrap_or_default());
-                        }
-                        Outcome::Aborted => {}
-                    }
-                }
-                self.push_history(record);
-            }
+            Action::FailoverBegin { .. } => self.begin_failover(action)?,
+            Action::FailoverEnd(record) => self.end_failover(record),
         }
         Ok(())
+    }
+
+    /// Records a failover-begin: one attempt at a time, and only of the master the
+    /// group has now (a late begin from a deposed leader must not replace the current
+    /// one).
+    fn begin_failover(&mut self, action: Action) -> Result<()> {
+        let Action::FailoverBegin {
+            group, old_master, ..
+        } = &action
+        else {
+            return Ok(());
+        };
+        let Some(current) = self.groups.get(group) else {
+            return Err(invalid_input!("failover of unknown group {group:?}"));
+        };
+        if self.in_progress.contains_key(group) {
+            return Err(invalid_input!(
+                "a failover of group {group:?} is already under way"
+            ));
+        }
+        if current.master != *old_master {
+            return Err(invalid_input!(
+                "group {group:?} has master {}, not {old_master}",
+                current.master
+            ));
+        }
+        self.in_progress.insert(group.clone(), action.clone());
+        Ok(())
+    }
+
+    /// Records the end of a failover attempt in the history and, when it is the attempt
+    /// under way, applies its outcome.
+    fn end_failover(&mut self, mut record: FailoverRecord) {
+        if let Some(why) = self.superseded(&record) {
+            // A late or duplicate result (e.g. from a leader deposed while it worked):
+            // kept in the history, never applied.
+            record.reason = Some(match record.reason.take() {
+                Some(reason) => format!("{reason}; not applied: {why}"),
+                None => format!("not applied: {why}"),
+            });
+            self.push_history(record);
+            return;
+        }
+        self.in_progress.remove(&record.group);
+        let revision = self.last_revision + 1;
+        // A late result must not undo a master a user set meanwhile.
+        let current = self
+            .groups
+            .get_mut(&record.group)
+            .filter(|g| g.master == record.old_master);
+        if let Some(group) = current {
+            match record.outcome {
+                Outcome::Succeeded => {
+                    if let Some(new) = &record.new_master {
+                        // The old master is expected back as a replica.
+                        group.known_replicas.retain(|r| r != new);
+                        if !group.known_replicas.contains(&record.old_master) {
+                            group.known_replicas.push(record.old_master.clone());
+                        }
+                        group.master = new.clone();
+                        group.revision = revision;
+                        self.last_revision = revision;
+                    }
+                    group.failed = None;
+                }
+                Outcome::Failed => {
+                    group.failed = Some(record.reason.clone().unwrap_or_default());
+                }
+                Outcome::Aborted => {}
+            }
+        }
+        self.push_history(record);
     }
 
     /// Why a failover result must not be applied, if it must not: another attempt of

@@ -1,10 +1,15 @@
-//! A minimal blocking RESP2 client: just what the failover path needs.
+//! RESP2 for the failover path: a reply parser ([`parse`]), a command encoder, and one
+//! connection to a server ([`Connection`]) with timeouts on every read and write, or a
+//! connect started without blocking ([`PendingConnect`]) for the checker's poll loop.
 //!
-//! Why not the `redis` crate: its per-connection parser keeps an 8 KiB buffer (about
-//! 80 MB when watching 10,000 masters, one kept-open connection each) and its reply
-//! parsing is a large share of a check's cost. Checks send a few tiny commands (`ROLE`,
-//! `INFO`, `SLAVEOF`, `AUTH`) and read small replies, so a small buffer that grows only
-//! for the rare large reply (INFO) is enough.
+//! Why not the `redis` crate (it stays a dev-dependency, and a property test checks that
+//! both parsers read the same bytes the same way): its per-connection parser keeps an
+//! 8 KiB buffer (about 80 MB when watching 10,000 masters, one kept-open connection
+//! each), and it cannot be handed a reply's bytes as they trickle in and resume where
+//! it stopped, which the checker's non-blocking loop needs: [`parse`] answers "need
+//! more" and is called again with the longer buffer. Checks send a few tiny commands
+//! (`ROLE`, `INFO`, `SLAVEOF`, `AUTH`) and read small replies, so a small buffer that
+//! grows only for the rare large reply (INFO) is enough.
 //!
 //! The parser is strict about limits (size, nesting): a server that answers garbage
 //! gets a [`Error::Server`] describing it, never a panic or an unbounded allocation.

@@ -10,6 +10,7 @@
 use super::switchover::PAUSE_BEYOND_CATCH_UP;
 use crate::address::Addr;
 use crate::broker::{Broker, FailoverRecord};
+use crate::redis::{ReplicaReport, ReplicationInfo, elect, is_same_server};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde::Serialize;
 use std::fmt;
@@ -178,5 +179,151 @@ impl Switchovers {
                 "the failover worker dropped the switchover (it stopped, or a bug); GET /api/v1/groups shows the group's state".into(),
             )),
         }
+    }
+}
+
+/// Chooses the replica to promote: the one named (listed by the master, link up), or
+/// the best one with its link up by the failover's rules.
+pub fn choose_target(
+    master: &Addr,
+    reports: &[ReplicaReport],
+    to: Option<&Addr>,
+    max_down_time: Duration,
+) -> std::result::Result<Addr, SwitchoverError> {
+    let linked = |info: &ReplicationInfo| {
+        info.link_up
+            && info
+                .master
+                .as_deref()
+                .is_some_and(|m| is_same_server(m, master))
+    };
+    let Some(to) = to else {
+        let candidates: Vec<ReplicaReport> = reports
+            .iter()
+            .filter(|r| r.info.as_ref().is_ok_and(linked))
+            .cloned()
+            .collect();
+        if candidates.is_empty() {
+            return Err(SwitchoverError::Conflict(format!(
+                "no replica of {master} has its link up: {}",
+                describe(reports)
+            )));
+        }
+        return elect(master, &candidates, Duration::ZERO, max_down_time)
+            .map_err(|why| SwitchoverError::Conflict(format!("no replica can take over: {why}")));
+    };
+    let report = reports
+        .iter()
+        .find(|r| r.addr == *to || is_same_server(&r.addr.to_string(), to))
+        .ok_or_else(|| {
+            SwitchoverError::Invalid(format!(
+                "to={to} is not a replica of {master} (its replicas: {})",
+                if reports.is_empty() {
+                    "none".to_string()
+                } else {
+                    reports
+                        .iter()
+                        .map(|r| r.addr.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ))
+        })?;
+    match &report.info {
+        Ok(info) if linked(info) => Ok(report.addr.clone()),
+        Ok(info) => Err(SwitchoverError::Conflict(format!(
+            "{} cannot take over now: its link to {master} is not up (role {}, master {}, link {})",
+            report.addr,
+            info.role,
+            info.master.as_deref().unwrap_or("none"),
+            if info.link_up { "up" } else { "down" }
+        ))),
+        Err(e) => Err(SwitchoverError::Conflict(format!(
+            "{} cannot take over now: it does not answer INFO ({e})",
+            report.addr
+        ))),
+    }
+}
+
+fn describe(reports: &[ReplicaReport]) -> String {
+    if reports.is_empty() {
+        return "it lists no replicas".into();
+    }
+    reports
+        .iter()
+        .map(|r| match &r.info {
+            Ok(i) => format!("{} link {}", r.addr, if i.link_up { "up" } else { "down" }),
+            Err(e) => format!("{} unreachable ({e})", r.addr),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MASTER: &str = "127.0.0.1:6379";
+
+    fn report(port: u16, priority: u32, offset: i64, link_up: bool) -> ReplicaReport {
+        ReplicaReport {
+            addr: Addr::parse(&format!("127.0.0.1:{port}")).unwrap(),
+            info: Ok(ReplicationInfo {
+                role: "slave".into(),
+                master: Some(MASTER.into()),
+                link_up,
+                link_down_secs: None,
+                priority,
+                offset,
+                run_id: None,
+            }),
+        }
+    }
+
+    fn choose(reports: &[ReplicaReport], to: Option<&str>) -> Result<u16, SwitchoverError> {
+        let to = to.map(|t| Addr::parse(t).unwrap());
+        choose_target(
+            &Addr::parse(MASTER).unwrap(),
+            reports,
+            to.as_ref(),
+            Duration::from_secs(1),
+        )
+        .map(|a| a.port)
+    }
+
+    #[test]
+    fn the_best_linked_replica_by_the_failover_rules() {
+        let reports = [
+            report(1, 10, 5, false),
+            report(2, 100, 9, true),
+            report(3, 50, 1, true),
+            report(4, 0, 99, true),
+        ];
+        assert_eq!(choose(&reports, None), Ok(3));
+        let down = [report(1, 10, 5, false)];
+        let err = choose(&down, None).unwrap_err();
+        assert_eq!(err.status(), 409, "{err}");
+        assert_eq!(choose(&[], None).unwrap_err().status(), 409);
+    }
+
+    #[test]
+    fn a_named_target_must_be_a_linked_replica() {
+        let reports = [report(1, 100, 5, true), report(2, 100, 9, false)];
+        assert_eq!(choose(&reports, Some("127.0.0.1:1")), Ok(1));
+        assert_eq!(choose(&reports, Some("localhost:1")), Ok(1));
+        let err = choose(&reports, Some("127.0.0.1:7")).unwrap_err();
+        assert_eq!(err.status(), 400, "{err}");
+        assert!(err.to_string().contains("not a replica"), "{err}");
+        let err = choose(&reports, Some("127.0.0.1:2")).unwrap_err();
+        assert_eq!(err.status(), 409, "{err}");
+    }
+
+    #[test]
+    fn a_follower_names_the_leader() {
+        let err = SwitchoverError::NotLeader {
+            leader: Some("10.0.0.2:11000".into()),
+        };
+        assert_eq!(err.status(), 503);
+        assert!(err.to_string().contains("http://10.0.0.2:11000"), "{err}");
     }
 }

@@ -58,78 +58,14 @@ pub fn sentinel(ctx: &Context, args: &[String], out: &mut Out) {
         out.error("ERR wrong number of arguments for 'sentinel' command");
         return;
     };
+    let sub = sub.to_ascii_lowercase();
     let name = args.get(1).map(String::as_str);
-    match (sub.to_ascii_lowercase().as_str(), name) {
-        ("get-master-addr-by-name", Some(name)) => match ctx.group(name) {
-            Some(g) => {
-                out.bulks(&[g.master.host.clone(), g.master.port.to_string()]);
-            }
-            None => {
-                out.null_array();
-            }
-        },
+    match (sub.as_str(), name) {
         ("masters", _) => {
             let groups = ctx.daemon.groups();
             out.array(groups.len());
             for g in &groups {
                 out.fields(&master_fields(ctx, g));
-            }
-        }
-        ("master", Some(name)) => match ctx.group(name) {
-            Some(g) => {
-                out.fields(&master_fields(ctx, &g));
-            }
-            None => no_such_master(out),
-        },
-        ("replicas" | "slaves", Some(name)) => match ctx.group(name) {
-            Some(g) => {
-                out.array(g.replicas.len());
-                for r in &g.replicas {
-                    out.fields(&replica_fields(ctx, &g, r));
-                }
-            }
-            None => no_such_master(out),
-        },
-        ("sentinels", Some(name)) => match ctx.group(name) {
-            Some(_) => {
-                let others = ctx.other_sentinels();
-                out.array(others.len());
-                for (id, ip, port) in others {
-                    out.fields(&[
-                        ("name", id.clone()),
-                        ("ip", ip),
-                        ("port", port),
-                        ("runid", id),
-                        ("flags", "sentinel".into()),
-                        ("link-pending-commands", "0".into()),
-                        ("link-refcount", "1".into()),
-                        ("last-ping-sent", "0".into()),
-                        ("last-ok-ping-reply", "0".into()),
-                        ("last-ping-reply", "0".into()),
-                        ("down-after-milliseconds", ctx.down_after_ms.to_string()),
-                        ("last-hello-message", "0".into()),
-                        ("voted-leader", "?".into()),
-                        ("voted-leader-epoch", "0".into()),
-                    ]);
-                }
-            }
-            None => no_such_master(out),
-        },
-        ("ckquorum", Some(name)) => {
-            if ctx.group(name).is_none() {
-                no_such_master(out);
-                return;
-            }
-            let cluster = ctx.daemon.broker.cluster();
-            let usable = cluster.peers.len().max(1);
-            if cluster.acting || cluster.leader.is_some() {
-                out.simple(&format!(
-                    "OK {usable} usable Sentinels. Quorum and failover authorization can be reached"
-                ));
-            } else {
-                out.error(&format!(
-                    "NOQUORUM {usable} usable Sentinels, but no daemon of the cluster leads: failover is not possible now"
-                ));
             }
         }
         ("myid", _) => {
@@ -146,11 +82,22 @@ pub fn sentinel(ctx: &Context, args: &[String], out: &mut Out) {
         }
         (
             "get-master-addr-by-name" | "master" | "replicas" | "slaves" | "sentinels" | "ckquorum",
+            Some(name),
+        ) => match ctx.group(name) {
+            Some(group) => about_group(ctx, &sub, &group, out),
+            None if sub == "get-master-addr-by-name" => {
+                out.null_array();
+            }
+            None => {
+                out.error("ERR No such master with that name");
+            }
+        },
+        (
+            "get-master-addr-by-name" | "master" | "replicas" | "slaves" | "sentinels" | "ckquorum",
             None,
         ) => {
             out.error(&format!(
-                "ERR wrong number of arguments for 'sentinel|{}' command",
-                sub.to_ascii_lowercase()
+                "ERR wrong number of arguments for 'sentinel|{sub}' command"
             ));
         }
         _ => {
@@ -161,8 +108,51 @@ pub fn sentinel(ctx: &Context, args: &[String], out: &mut Out) {
     }
 }
 
-fn no_such_master(out: &mut Out) {
-    out.error("ERR No such master with that name");
+/// The subcommands about one monitored group.
+fn about_group(ctx: &Context, sub: &str, g: &GroupStatus, out: &mut Out) {
+    match sub {
+        "get-master-addr-by-name" => {
+            out.bulks(&[g.master.host.clone(), g.master.port.to_string()]);
+        }
+        "master" => {
+            out.fields(&master_fields(ctx, g));
+        }
+        "replicas" | "slaves" => {
+            out.array(g.replicas.len());
+            for r in &g.replicas {
+                out.fields(&replica_fields(ctx, g, r));
+            }
+        }
+        "sentinels" => {
+            let others = ctx.other_sentinels();
+            out.array(others.len());
+            for (id, ip, port) in others {
+                let mut fields = instance_fields(ctx, &id, &ip, &port, &id, "sentinel");
+                fields.extend([
+                    ("last-hello-message", "0".into()),
+                    ("voted-leader", "?".into()),
+                    ("voted-leader-epoch", "0".into()),
+                ]);
+                out.fields(&fields);
+            }
+        }
+        _ => ckquorum(ctx, out),
+    }
+}
+
+/// `SENTINEL CKQUORUM`: whether the cluster can authorize a failover now.
+fn ckquorum(ctx: &Context, out: &mut Out) {
+    let cluster = ctx.daemon.broker.cluster();
+    let usable = cluster.peers.len().max(1);
+    if cluster.acting || cluster.leader.is_some() {
+        out.simple(&format!(
+            "OK {usable} usable Sentinels. Quorum and failover authorization can be reached"
+        ));
+    } else {
+        out.error(&format!(
+            "NOQUORUM {usable} usable Sentinels, but no daemon of the cluster leads: failover is not possible now"
+        ));
+    }
 }
 
 /// Sentinel's `flags` for a master as this daemon sees it.
@@ -181,25 +171,44 @@ fn ms_since(unix_ms: Option<u64>) -> String {
         .to_string()
 }
 
-fn master_fields(ctx: &Context, g: &GroupStatus) -> Vec<(&'static str, String)> {
-    let mut fields = vec![
-        ("name", g.name.clone()),
-        ("ip", g.master.host.clone()),
-        ("port", g.master.port.to_string()),
-        ("runid", String::new()),
-        ("flags", master_flags(g).to_string()),
+/// The fields every instance (master, replica, sentinel) starts with, in `sentinel.c`'s
+/// order, up to `down-after-milliseconds`.
+fn instance_fields(
+    ctx: &Context,
+    name: &str,
+    ip: &str,
+    port: &str,
+    run_id: &str,
+    flags: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("name", name.into()),
+        ("ip", ip.into()),
+        ("port", port.into()),
+        ("runid", run_id.into()),
+        ("flags", flags.into()),
         ("link-pending-commands", "0".into()),
         ("link-refcount", "1".into()),
         ("last-ping-sent", "0".into()),
-        ("last-ok-ping-reply", ms_since(g.down_since_ms)),
+        ("last-ok-ping-reply", "0".into()),
         ("last-ping-reply", "0".into()),
-    ];
+        ("down-after-milliseconds", ctx.down_after_ms.to_string()),
+    ]
+}
+
+fn master_fields(ctx: &Context, g: &GroupStatus) -> Vec<(&'static str, String)> {
+    let port = g.master.port.to_string();
+    let mut fields = instance_fields(ctx, &g.name, &g.master.host, &port, "", master_flags(g));
+    if let Some(ok) = fields.iter_mut().find(|(k, _)| *k == "last-ok-ping-reply") {
+        ok.1 = ms_since(g.down_since_ms);
+    }
     if matches!(g.state, WatchState::Down | WatchState::FailingOver) {
-        fields.push(("s-down-time", ms_since(g.down_since_ms)));
-        fields.push(("o-down-time", ms_since(g.down_since_ms)));
+        // Before down-after-milliseconds, as Sentinel orders them.
+        let at = fields.len() - 1;
+        fields.insert(at, ("o-down-time", ms_since(g.down_since_ms)));
+        fields.insert(at, ("s-down-time", ms_since(g.down_since_ms)));
     }
     fields.extend([
-        ("down-after-milliseconds", ctx.down_after_ms.to_string()),
         ("info-refresh", "0".into()),
         ("role-reported", "master".into()),
         ("role-reported-time", "0".into()),
@@ -226,18 +235,10 @@ fn replica_fields(
         "down" => ("slave", "err"),
         _ => ("s_down,slave", "err"),
     };
-    vec![
-        ("name", r.addr.to_string()),
-        ("ip", r.addr.host.clone()),
-        ("port", r.addr.port.to_string()),
-        ("runid", String::new()),
-        ("flags", flags.into()),
-        ("link-pending-commands", "0".into()),
-        ("link-refcount", "1".into()),
-        ("last-ping-sent", "0".into()),
-        ("last-ok-ping-reply", "0".into()),
-        ("last-ping-reply", "0".into()),
-        ("down-after-milliseconds", ctx.down_after_ms.to_string()),
+    let name = r.addr.to_string();
+    let port = r.addr.port.to_string();
+    let mut fields = instance_fields(ctx, &name, &r.addr.host, &port, "", flags);
+    fields.extend([
         ("info-refresh", "0".into()),
         ("role-reported", "slave".into()),
         ("role-reported-time", "0".into()),
@@ -248,7 +249,8 @@ fn replica_fields(
         ("slave-priority", r.priority.unwrap_or(100).to_string()),
         ("slave-repl-offset", r.offset.to_string()),
         ("replica-announced", "1".into()),
-    ]
+    ]);
+    fields
 }
 
 /// `INFO [section]`: the server and Sentinel sections.

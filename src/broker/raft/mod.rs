@@ -27,13 +27,14 @@ mod storage;
 mod transport;
 
 use crate::address::Addr;
+use crate::broker::PROPOSAL_TIMEOUT;
 use crate::broker::{Action, Broker, ClusterStatus, MemberChange, ReplicatedState, Subscribers};
 use crate::config::StartState;
 use crate::error::{Error, Result};
 use crate::invalid_input;
 use crate::sync::lock;
 use crossbeam_channel::Sender;
-use node::{Command, Node, PROPOSAL_TIMEOUT};
+use node::{Command, Node};
 use state_machine::StateMachine;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -70,9 +71,10 @@ pub fn peer_id(raft_addr: &str) -> u64 {
 /// What the raft thread publishes for the broker's callers.
 pub struct Shared {
     machine: Arc<Mutex<StateMachine>>,
-    /// Set while this node leads and has caught up; acting holds only until then: the raft thread extends it while a majority keeps
-    /// answering. A raft thread that stalls (a hung fsync) or a leader cut off from the
-    /// majority stops acting when it runs out, before the others can elect a new leader.
+    /// Until when this node may act: set while it leads and has caught up, and
+    /// extended by the raft thread while a majority keeps answering. A raft thread that
+    /// stalls (a hung fsync) or a leader cut off from the majority stops acting when it
+    /// runs out, before the others can elect a new leader.
     acting_until: Mutex<Option<Instant>>,
     status: Mutex<ClusterStatus>,
     subscribers: Subscribers,
@@ -126,35 +128,7 @@ impl RaftBroker {
         if cluster.is_empty() {
             cluster.push(options.raft_addr.clone());
         }
-        let mut to_join = Vec::new();
-        if storage.is_empty() {
-            if cluster.contains(&options.raft_addr) {
-                storage.bootstrap(founding_state(&cluster))?;
-                log::info!(
-                    "raft: new cluster of {} node(s): {}",
-                    cluster.len(),
-                    list(&cluster)
-                );
-            } else {
-                log::warn!(
-                    "raft: {raft_addr} is not in raft_cluster ({}); waiting to be added: run POST /api/v1/cluster/peers?addr={raft_addr} on a member",
-                    list(&cluster)
-                );
-            }
-        } else if options.cluster_state == StartState::New {
-            return Err(invalid_input!(
-                "raft_cluster_state ([raft] cluster_state): \"new\" but {} already holds a cluster's state; start with \"existing\" to keep it, or empty the directory to form a new cluster",
-                options.data_dir.display()
-            ));
-        } else {
-            let machine = storage.machine();
-            let members = &lock(&machine).data.members;
-            to_join = cluster
-                .iter()
-                .filter(|a| !members.contains_key(&peer_id(&a.to_string())))
-                .cloned()
-                .collect();
-        }
+        let to_join = prepare_storage(&mut storage, &options, &cluster)?;
         let machine = storage.machine();
         let (members, applied, voters) = {
             let m = lock(&machine);
@@ -183,23 +157,7 @@ impl RaftBroker {
         for addr in &cluster {
             transport.set_address(peer_id(&addr.to_string()), &addr.to_string());
         }
-        let config = raft::Config {
-            id,
-            election_tick: ELECTION_TICKS,
-            heartbeat_tick: HEARTBEAT_TICKS,
-            applied,
-            pre_vote: true,
-            check_quorum: true,
-            max_size_per_msg: 1024 * 1024,
-            max_inflight_msgs: 256,
-            ..raft::Config::default()
-        };
-        config
-            .validate()
-            .map_err(|e| Error::InvalidInput(format!("raft settings: {e}")))?;
-        let logger = slog::Logger::root(LogDrain, slog::o!());
-        let mut raw = raft::RawNode::new(&config, storage, &logger)
-            .map_err(|e| Error::Io(format!("raft: cannot start: {e}")))?;
+        let mut raw = raw_node(id, applied, storage)?;
         if voters == [id] {
             // Alone: no need to wait an election timeout.
             let _ = raw.campaign();
@@ -323,6 +281,68 @@ impl Drop for RaftBroker {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Founds a new cluster in an empty data directory (when this node is among the
+/// founders), or checks that a used one may be kept. Returns the configured addresses
+/// that are not members yet (to be added once a leader is known).
+fn prepare_storage(
+    storage: &mut DiskStorage,
+    options: &RaftOptions,
+    cluster: &[Addr],
+) -> Result<Vec<Addr>> {
+    let raft_addr = options.raft_addr.to_string();
+    if storage.is_empty() {
+        if cluster.contains(&options.raft_addr) {
+            storage.bootstrap(founding_state(cluster))?;
+            log::info!(
+                "raft: new cluster of {} node(s): {}",
+                cluster.len(),
+                list(cluster)
+            );
+        } else {
+            log::warn!(
+                "raft: {raft_addr} is not in raft_cluster ({}); waiting to be added: run POST /api/v1/cluster/peers?addr={raft_addr} on a member",
+                list(cluster)
+            );
+        }
+        return Ok(Vec::new());
+    }
+    if options.cluster_state == StartState::New {
+        return Err(invalid_input!(
+            "raft_cluster_state ([raft] cluster_state): \"new\" but {} already holds a cluster's state; start with \"existing\" to keep it, or empty the directory to form a new cluster",
+            options.data_dir.display()
+        ));
+    }
+    let machine = storage.machine();
+    let members = &lock(&machine).data.members;
+    Ok(cluster
+        .iter()
+        .filter(|a| !members.contains_key(&peer_id(&a.to_string())))
+        .cloned()
+        .collect())
+}
+
+/// raft-rs's node with this daemon's settings: pre-vote and check-quorum on, so a
+/// partitioned leader steps down.
+fn raw_node(id: u64, applied: u64, storage: DiskStorage) -> Result<raft::RawNode<DiskStorage>> {
+    let config = raft::Config {
+        id,
+        election_tick: ELECTION_TICKS,
+        heartbeat_tick: HEARTBEAT_TICKS,
+        applied,
+        pre_vote: true,
+        check_quorum: true,
+        max_size_per_msg: 1024 * 1024,
+        max_inflight_msgs: 256,
+        ..raft::Config::default()
+    };
+    config
+        .validate()
+        .map_err(|e| Error::InvalidInput(format!("raft settings: {e}")))?;
+    let logger = slog::Logger::root(LogDrain, slog::o!());
+    raft::RawNode::new(&config, storage, &logger)
+        .map_err(|e| Error::Io(format!("raft: cannot start: {e}")))
 }
 
 /// The state every founding node starts from: no groups, the configured members.

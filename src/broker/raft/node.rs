@@ -21,7 +21,9 @@ use super::transport::{Event, Hello, Transport};
 use super::{Shared, peer_id};
 use crate::address::Addr;
 use crate::broker::raft::state_machine::{StateMachine, from_bytes};
-use crate::broker::{Action, ClusterStatus, DaemonInfo, MemberChange, PeerStatus};
+use crate::broker::{
+    Action, ClusterStatus, DaemonInfo, MemberChange, PROPOSAL_TIMEOUT, PeerStatus,
+};
 use crate::error::{Error, Result};
 use crate::sync::lock;
 use crossbeam_channel::{Receiver, Sender, select};
@@ -30,9 +32,6 @@ use raft::{RawNode, SnapshotStatus, StateRole};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// How long a proposal may wait to be committed before the caller gets 503.
-pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Entries applied between two snapshots (after which the log before is dropped).
 pub const SNAPSHOT_EVERY: u64 = 1000;
@@ -591,31 +590,29 @@ impl Node {
         };
         let changed = (acting, leader) != self.published;
         if changed {
-            if acting {
-                log::warn!(
-                    "raft: this node is the leader (term {}); it checks and fails over",
-                    raft.term
-                );
-            } else if leader == self.id {
-                log::info!(
-                    "raft: elected leader (term {}); catching up before acting",
-                    raft.term
-                );
-            } else if let Some(l) = &status.leader {
-                log::info!(
-                    "raft: following leader {} (term {})",
-                    l.raft_addr.as_deref().unwrap_or("?"),
-                    raft.term
-                );
-            } else if leader == 0 {
-                log::warn!("raft: no leader (term {})", raft.term);
-            }
+            log_leadership(self.id, acting, leader, raft.term, &status);
             self.published = (acting, leader);
         }
         self.shared.set_status(status, acting_until);
         if changed {
             self.shared.notify();
         }
+    }
+}
+
+/// Logs a change of leadership as this node sees it.
+fn log_leadership(me: u64, acting: bool, leader: u64, term: u64, status: &ClusterStatus) {
+    if acting {
+        log::warn!("raft: this node is the leader (term {term}); it checks and fails over");
+    } else if leader == me {
+        log::info!("raft: elected leader (term {term}); catching up before acting");
+    } else if let Some(l) = &status.leader {
+        log::info!(
+            "raft: following leader {} (term {term})",
+            l.raft_addr.as_deref().unwrap_or("?")
+        );
+    } else if leader == 0 {
+        log::warn!("raft: no leader (term {term})");
     }
 }
 

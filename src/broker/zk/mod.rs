@@ -30,6 +30,7 @@ mod client;
 mod election;
 mod session;
 
+use crate::broker::PROPOSAL_TIMEOUT;
 use crate::broker::{Action, Broker, ClusterStatus, ReplicatedState, Subscribers};
 use crate::error::{Error, Result};
 use crate::shutdown::Shutdown;
@@ -43,8 +44,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use zookeeper::{Stat, ZkError};
 
-/// How long a write may take before the caller gets 503 (the Raft broker's limit too).
-pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// ZooKeeper refuses znodes larger than this (its default `jute.maxbuffer`).
 pub const MAX_STATE_BYTES: usize = 1024 * 1024 - 1024;
 /// Detached proposals (from the monitor) waiting for the writer thread.
@@ -283,7 +282,6 @@ fn write_detached(shared: &Shared, actions: Receiver<Action>) {
 fn propose(shared: &Shared, action: Action) -> Result<()> {
     let options = &shared.options;
     let deadline = Instant::now() + PROPOSAL_TIMEOUT;
-    let unavailable = |why: String| Error::Unavailable(format!("ZooKeeper: {why}"));
     let Some((client, own_node)) = shared.client() else {
         let why = lock(&shared.status).error.clone();
         return Err(unavailable(format!(
@@ -300,20 +298,68 @@ fn propose(shared: &Shared, action: Action) -> Result<()> {
             "this daemon no longer leads the cluster; failover-begin not recorded".into(),
         ));
     }
-    let state_path = options.state_path();
+    let write = Write {
+        shared,
+        client: &client,
+        own_node: &own_node,
+        action: &action,
+        fenced,
+        deadline,
+    };
     for attempt in 0u32.. {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        if deadline <= Instant::now() {
             return Err(unavailable(format!(
                 "the change was not written within {} s ({attempt} attempts met concurrent writes)",
                 PROPOSAL_TIMEOUT.as_secs()
             )));
         }
-        let limit = left.min(options.call_timeout());
+        if write.attempt()? {
+            return Ok(());
+        }
+        log::debug!(
+            "zk: concurrent write to {}; reading it again",
+            options.state_path()
+        );
+        std::thread::sleep(Duration::from_millis(u64::from(attempt.min(20)) * 2));
+    }
+    Err(unavailable("gave up writing".into()))
+}
+
+fn unavailable(why: String) -> Error {
+    Error::Unavailable(format!("ZooKeeper: {why}"))
+}
+
+/// One proposal being written to the state znode.
+struct Write<'a> {
+    shared: &'a Shared,
+    client: &'a Client,
+    own_node: &'a str,
+    action: &'a Action,
+    /// Failover-begin: written only while this daemon's election znode exists, and
+    /// only within its lease.
+    fenced: bool,
+    deadline: Instant,
+}
+
+impl Write<'_> {
+    /// The time left for one call.
+    fn limit(&self) -> Duration {
+        self.deadline
+            .saturating_duration_since(Instant::now())
+            .min(self.shared.options.call_timeout())
+    }
+
+    /// One read-apply-write; `Ok(false)` when another daemon wrote first.
+    fn attempt(&self) -> Result<bool> {
+        let options = &self.shared.options;
+        let state_path = options.state_path();
         let sent = Instant::now();
-        if fenced {
-            let node = own_node.clone();
-            match client.call(limit, move |zk| zk.exists(&node, false)) {
+        if self.fenced {
+            let node = self.own_node.to_string();
+            match self
+                .client
+                .call(self.limit(), move |zk| zk.exists(&node, false))
+            {
                 Ok(Some(_)) => {}
                 Ok(None) => {
                     return Err(unavailable(
@@ -324,19 +370,20 @@ fn propose(shared: &Shared, action: Action) -> Result<()> {
             }
         }
         let path = state_path.clone();
-        let (data, stat) = client
-            .call(limit, move |zk| zk.get_data(&path, false))
+        let (data, stat) = self
+            .client
+            .call(self.limit(), move |zk| zk.get_data(&path, false))
             .map_err(|e| unavailable(format!("cannot read {state_path}: {e}")))?;
         let current = parse_state(&data)
             .map_err(|e| Error::Io(format!("ZooKeeper: {state_path} holds {e}")))?;
         let mut next = current.clone();
-        next.apply(action.clone())?;
-        if next == current && !fenced {
+        next.apply(self.action.clone())?;
+        if next == current && !self.fenced {
             // Nothing to write (e.g. the configured masters are known already).
-            if shared.store(current, &stat) {
-                shared.subscribers.notify();
+            if self.shared.store(current, &stat) {
+                self.shared.subscribers.notify();
             }
-            return Ok(());
+            return Ok(true);
         }
         let bytes = serde_json::to_vec(&next)
             .map_err(|e| Error::Io(format!("cannot encode the state: {e}")))?;
@@ -348,30 +395,25 @@ fn propose(shared: &Shared, action: Action) -> Result<()> {
         }
         let path = state_path.clone();
         let version = stat.version;
-        let limit = deadline
-            .saturating_duration_since(Instant::now())
-            .min(options.call_timeout());
-        match client.call(limit, move |zk| zk.set_data(&path, bytes, Some(version))) {
+        match self.client.call(self.limit(), move |zk| {
+            zk.set_data(&path, bytes, Some(version))
+        }) {
             Ok(written) => {
-                if shared.store(next, &written) {
-                    shared.subscribers.notify();
+                if self.shared.store(next, &written) {
+                    self.shared.subscribers.notify();
                 }
-                if fenced && sent.elapsed() >= options.lease() {
+                if self.fenced && sent.elapsed() >= options.lease() {
                     return Err(unavailable(format!(
                         "failover-begin took {} ms to write, longer than the leader's lease; not promoting",
                         sent.elapsed().as_millis()
                     )));
                 }
-                return Ok(());
+                Ok(true)
             }
-            Err(CallError::Zk(ZkError::BadVersion)) => {
-                log::debug!("zk: concurrent write to {state_path}; reading it again");
-                std::thread::sleep(Duration::from_millis(u64::from(attempt.min(20)) * 2));
-            }
-            Err(e) => return Err(unavailable(format!("cannot write {state_path}: {e}"))),
+            Err(CallError::Zk(ZkError::BadVersion)) => Ok(false),
+            Err(e) => Err(unavailable(format!("cannot write {state_path}: {e}"))),
         }
     }
-    Err(unavailable("gave up writing".into()))
 }
 
 /// The state znode's data: JSON, or nothing for a znode created empty.

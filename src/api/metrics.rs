@@ -292,6 +292,22 @@ impl Page<'_> {
         );
         header(
             out,
+            "redis_failover_thread_heartbeat_age_seconds",
+            "gauge",
+            "Seconds since each thread whose loop must keep turning (monitor, checkers) last turned.",
+        );
+        for (thread, age) in metrics.heartbeat_ages() {
+            let labels = [("thread", thread.as_str())];
+            let age = age.as_secs_f64();
+            sample(
+                out,
+                "redis_failover_thread_heartbeat_age_seconds",
+                &labels,
+                age,
+            );
+        }
+        header(
+            out,
             "redis_failover_build_info",
             "gauge",
             "The version of this daemon; always 1.",

@@ -89,6 +89,19 @@ impl RedisNode {
         .map(|_| ())
     }
 
+    /// Makes the server a replica of `master` discarding what it holds: `SLAVEOF host
+    /// port RESTART` on LedisDB (plain `SLAVEOF` would resume from its own last log id,
+    /// keeping writes no replica saw and skipping the new master's entries with the same
+    /// ids), plain `SLAVEOF` on Redis (which always resynchronises what differs).
+    pub fn follow_afresh(&mut self, master: &Addr, ledisdb: bool) -> Result<()> {
+        let port = master.port.to_string();
+        let mut args = vec!["SLAVEOF", master.host.as_str(), port.as_str()];
+        if ledisdb {
+            args.push("RESTART");
+        }
+        self.call(&args).map(|_| ())
+    }
+
     /// `CONFIG REWRITE`, so a restarted server keeps its new role. Servers without a
     /// config file (or without the command, such as LedisDB) refuse it; that is reported
     /// to the caller, who treats it as a warning.

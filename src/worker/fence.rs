@@ -45,10 +45,16 @@ pub fn run(ctx: &WorkerContext, job: &FenceJob) -> Vec<(Addr, FenceResult)> {
             let mut node = RedisNode::new(addr.clone(), ctx.node_options.clone());
             let result = match node.role() {
                 Err(e) => FenceResult::Unreachable(e.to_string()),
-                Ok(Role::Master { .. }) => match node.slave_of(Some(&job.master)) {
-                    Ok(()) => FenceResult::Converted,
-                    Err(e) => FenceResult::Failed(e.to_string()),
-                },
+                Ok(Role::Master { .. }) => {
+                    // LedisDB must drop its own log to follow (see `follow_afresh`).
+                    let ledisdb = node
+                        .replication_info()
+                        .is_ok_and(|info| info.ledisdb_version.is_some());
+                    match node.follow_afresh(&job.master, ledisdb) {
+                        Ok(()) => FenceResult::Converted,
+                        Err(e) => FenceResult::Failed(e.to_string()),
+                    }
+                }
                 Ok(_) => FenceResult::NotMaster,
             };
             (addr.clone(), result)

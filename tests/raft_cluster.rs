@@ -1234,7 +1234,7 @@ fn leader_and_master_killed(master_after_ms: i64) {
     args.push(&masters);
     let mut cluster = RaftCluster::start(3, &args, &[]);
     let old = cluster.wait_for_leader(&[0, 1, 2], ELECTION);
-    known_replicas_raft(&mut cluster, old, "g", &master.addr());
+    known_replicas_raft(&mut cluster.nodes, old, "g", &master.addr());
     let round = kill_leader_and_master(
         &mut cluster.nodes,
         old,

@@ -65,8 +65,9 @@ pub struct Resume {
 pub(super) enum Stop {
     /// Recorded with this outcome and reason.
     End(Outcome, String),
-    /// Leadership was lost after failover-begin and before promotion: nothing is
-    /// recorded, so the new leader finishes the attempt.
+    /// Leadership was lost after failover-begin and before a promotion, or the move to
+    /// the next candidate could not be recorded: nothing is recorded, so whoever acts
+    /// next finishes the attempt from its replicated failover-begin.
     Abandon(String),
 }
 
@@ -431,4 +432,60 @@ fn list(addrs: &[Addr]) -> String {
         .map(|a| a.to_string())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use crate::redis::ReplicationInfo;
+
+    fn addr(port: u16) -> Addr {
+        Addr::parse(&format!("127.0.0.1:{port}")).unwrap()
+    }
+
+    fn report(port: u16, role: &str, master: Option<&str>) -> ReplicaReport {
+        ReplicaReport {
+            addr: addr(port),
+            info: Ok(ReplicationInfo {
+                role: role.into(),
+                master: master.map(String::from),
+                link_up: false,
+                link_down_secs: Some(1),
+                priority: 100,
+                offset: 0,
+                run_id: None,
+                replicas: Vec::new(),
+                ledisdb_version: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn replicas_moved_to_another_master_are_not_repointed() {
+        let req = FailoverRequest {
+            group: "g".into(),
+            master: addr(1),
+            replicas: (2..=6).map(addr).collect(),
+            last_success: Instant::now(),
+            master_offset: 0,
+            watch_id: 0,
+            resume: None,
+        };
+        let reports = [
+            report(2, "slave", Some("127.0.0.1:1")),
+            report(3, "slave", Some("localhost:1")),
+            report(4, "slave", Some("127.0.0.1:9")),
+            report(5, "master", None),
+            ReplicaReport {
+                addr: addr(6),
+                info: Err(Error::Server("refused".into())),
+            },
+        ];
+        let ports: Vec<u16> = repoint_targets(&req, &reports, &addr(2))
+            .iter()
+            .map(|a| a.port)
+            .collect();
+        assert_eq!(ports, vec![3, 5, 6]);
+    }
 }

@@ -5,10 +5,10 @@
 //! [`known_replicas_raft`] and [`known_replicas_zk`] wait until every daemon holds the
 //! group's replicas in its replicated state (so any of them can fail over a master it
 //! never saw alive); [`kill_leader_and_master`] kills both with `kill -9` and times the
-//! failover.
+//! failover; [`leader_and_master_round`] is one benchmark round of all that, on a fresh master.
 
 use super::groups::{LONG, try_group};
-use super::{Daemon, RaftCluster, RedisServer, cluster_status, redis_cmd, wait_until};
+use super::{Daemon, RedisServer, cluster_status, redis_cmd, wait_until};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -95,9 +95,9 @@ fn role_of(port: u16) -> String {
 /// queue) before its API shows them; a write sent to the leader afterwards goes through
 /// the same queue, so once every node has applied that write it has the replicas too.
 /// The write re-adds the group unchanged, which changes nothing.
-pub fn known_replicas_raft(cluster: &mut RaftCluster, leader: usize, name: &str, master: &str) {
+pub fn known_replicas_raft(nodes: &mut [Daemon], leader: usize, name: &str, master: &str) {
     wait_until(LONG, "the leader to see the group's replicas", || {
-        let g = try_group(&cluster.nodes[leader], name)?;
+        let g = try_group(&nodes[leader], name)?;
         if g["state"] == "ok" && g["replicas"].as_array().is_some_and(|r| r.len() >= 2) {
             Ok(())
         } else {
@@ -105,21 +105,23 @@ pub fn known_replicas_raft(cluster: &mut RaftCluster, leader: usize, name: &str,
         }
     });
     let path = format!("/master?masters={name}={master}");
-    match cluster.nodes[leader].http("POST", &path, "") {
+    match nodes[leader].http("POST", &path, "") {
         Ok((200, _)) => {}
         other => panic!("POST {path} on the leader: {other:?}"),
     }
-    let commit = cluster
-        .status(leader)
+    let commit = cluster_status(&nodes[leader])
         .ok()
         .and_then(|s| s["commit_index"].as_u64())
         .unwrap_or_else(|| panic!("no commit_index from the leader"));
-    for i in 0..cluster.nodes.len() {
+    for (i, node) in nodes.iter_mut().enumerate() {
+        if !node.is_running() {
+            continue;
+        }
         wait_until(
             LONG,
             &format!("node {i} to apply up to index {commit}"),
             || {
-                let s = cluster.status(i)?;
+                let s = cluster_status(node)?;
                 match s["applied_index"].as_u64() {
                     Some(applied) if applied >= commit => Ok(()),
                     _ => Err(s.to_string()),
@@ -162,5 +164,63 @@ pub fn known_replicas_zk(
             Ok((200, _)) => {}
             other => panic!("POST {path} on node {i}: {other:?}"),
         }
+    }
+}
+
+/// One benchmark round on a running cluster: a fresh master with two replicas becomes
+/// the cluster's only group (`bench`, with `PUT /master`), `known` waits until every
+/// daemon has its replicas (see [`known_replicas_raft`], [`known_replicas_zk`]), then
+/// the leader daemon and the master are killed together. The killed daemon is started
+/// again, and the round ends once the cluster agrees on a leader.
+pub fn leader_and_master_round(
+    nodes: &mut [Daemon],
+    known: &dyn Fn(&mut [Daemon], usize, &str),
+) -> Result<Round, String> {
+    let mut master = RedisServer::master();
+    let a = RedisServer::replica_of(master.port, 100);
+    let b = RedisServer::replica_of(master.port, 100);
+    master.wait_for_replicas(2);
+    let leader = one_leader(nodes)?;
+    let put = format!("/master?masters=bench={}", master.addr());
+    match nodes[leader].http("PUT", &put, "") {
+        Ok((200, _)) => {}
+        other => return Err(format!("PUT {put}: {other:?}")),
+    }
+    known(nodes, leader, &master.addr());
+    let round = kill_leader_and_master(nodes, leader, &mut master, &[a.port, b.port], 0, LONG);
+    nodes[leader].restart();
+    one_leader(nodes)?;
+    round
+}
+
+/// The one daemon that acts, once every running daemon names it as the leader.
+fn one_leader(nodes: &mut [Daemon]) -> Result<usize, String> {
+    let deadline = Instant::now() + LONG;
+    loop {
+        let running: Vec<usize> = (0..nodes.len())
+            .filter(|&i| nodes[i].is_running())
+            .collect();
+        let statuses: Vec<(usize, Value)> = running
+            .iter()
+            .map(|&i| (i, cluster_status(&nodes[i]).unwrap_or(Value::Null)))
+            .collect();
+        let acting: Vec<usize> = statuses
+            .iter()
+            .filter(|(_, s)| s["acting"] == true)
+            .map(|(i, _)| *i)
+            .collect();
+        if let [leader] = acting[..] {
+            let addr = format!("127.0.0.1:{}", nodes[leader].port);
+            if statuses
+                .iter()
+                .all(|(_, s)| s["leader"]["http_addr"] == addr.as_str())
+            {
+                return Ok(leader);
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("no one leader within {LONG:?}: {statuses:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -60,9 +60,8 @@ use std::time::{Duration, Instant};
 
 /// How much longer than `switchover_timeout` the pause is asked for: room for the
 /// promotion (at most [`PROMOTION_TIMEOUT`], the ceiling of `promotion_timeout`), the
-/// demotion and the record. The worker
-/// ends the pause itself as soon as it is done; this only bounds a pause whose daemon
-/// died mid-way.
+/// demotion and the record. The worker ends the pause itself as soon as it is done;
+/// this only bounds a pause whose daemon died mid-way.
 pub const PAUSE_BEYOND_CATCH_UP: Duration = Duration::from_secs(PROMOTION_TIMEOUT.as_secs() + 5);
 /// How often the target's offset is read while it catches up.
 const CATCH_UP_POLL: Duration = Duration::from_millis(1);

@@ -18,6 +18,13 @@
 //!   deleted (one request) before the next series, so the daemons always watch few.
 //! - **Memory and disk**: VmRSS (VmHWM) of each daemon and the size of its `raft.wal`
 //!   and `raft.snapshot`, with a few groups and again at the end.
+//! - **Failover when the leader daemon and the master die together**, `BENCH_ROUNDS`
+//!   rounds (at least 5) on a second cluster with `-check_interval=100
+//!   -max_down_time=1`: each round gives it a fresh master with two replicas, waits
+//!   until every daemon has the replicas in its replicated state, kills the leader
+//!   daemon and the master with `kill -9` back to back, and measures until a replica's
+//!   `ROLE` says master (`tests/support/liveness.rs`). The new leader never saw that
+//!   master alive.
 //!
 //! The groups point at addresses where nothing listens (127.1.x.y on a port probed
 //! closed: a master address must be unique to its group), and the daemons run with
@@ -36,6 +43,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use support::liveness::{Round, known_replicas_raft, leader_and_master_round};
 use support::{Daemon, RaftCluster, free_port, http_request, memory_kb};
 
 /// Pause between two polls of the survivors after a kill.
@@ -54,6 +62,8 @@ const FEW_GROUPS: usize = 3;
 const MEMORY_AFTER: Duration = Duration::from_secs(3);
 /// Daemon flags besides the raft ones: no group ever goes down (see the module doc).
 const DAEMON_ARGS: &[&str] = &["-max_down_time=86400"];
+/// Daemon flags of the cluster that fails masters over.
+const FAILOVER_ARGS: [&str; 2] = ["-check_interval=100", "-max_down_time=1"];
 /// The daemons' log level: the default one, not the tests' debug.
 const DAEMON_ENV: &[(&str, &str)] = &[("RUST_LOG", "info")];
 
@@ -742,6 +752,65 @@ fn main() {
             eprintln!("--- node {i} log ---\n{}\n---", node.log());
         }
     }
+    drop(cluster);
+    leader_and_master_rounds(rounds.max(5), verbose);
     println!();
     println!("whole bench: {:.0} s", began.elapsed().as_secs_f64());
+}
+
+// ---- leader and master killed together -------------------------------------------------
+
+/// A cluster that fails over: `kill -9` of the leader daemon and of the master, back to
+/// back, until a replica reports master.
+fn leader_and_master_rounds(rounds: usize, verbose: bool) {
+    support::require_redis();
+    let mut cluster = RaftCluster::start(3, &FAILOVER_ARGS, DAEMON_ENV);
+    leader(&mut cluster);
+    let known = |nodes: &mut [Daemon], leader: usize, master: &str| {
+        known_replicas_raft(nodes, leader, "bench", master)
+    };
+    let mut results: Vec<Result<Round, String>> = Vec::new();
+    for round in 1..=rounds {
+        let result = leader_and_master_round(&mut cluster.nodes, &known);
+        match &result {
+            Ok(r) => eprintln!(
+                "leader+master round {round}: a replica master after {:.0} ms (a survivor acting after {})",
+                ms(r.promoted_after),
+                r.acting_after
+                    .map_or("-".to_string(), |d| format!("{:.0} ms", ms(d)))
+            ),
+            Err(e) => eprintln!("leader+master round {round}: {e}"),
+        }
+        results.push(result);
+    }
+    let promoted: Vec<f64> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|r| ms(r.promoted_after))
+        .collect();
+    let acting: Vec<f64> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok()?.acting_after.map(ms))
+        .collect();
+    println!();
+    println!(
+        "Failover after kill -9 of the leader daemon and the master together ({rounds} rounds; {}):",
+        FAILOVER_ARGS.join(" ")
+    );
+    println!(
+        "  to a replica reporting master: {} ms",
+        median_min_max(&promoted)
+    );
+    println!(
+        "  to a surviving daemon acting:  {} ms",
+        median_min_max(&acting)
+    );
+    for e in results.iter().filter_map(|r| r.as_ref().err()) {
+        println!("  failed round: {e}");
+    }
+    if verbose {
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            eprintln!("--- failover cluster node {i} log ---\n{}\n---", node.log());
+        }
+    }
 }

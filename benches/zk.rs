@@ -17,6 +17,13 @@
 //!   replica's `ROLE` says master (polled every ms) and (b) a follower's `GET /master`
 //!   names it (the record went through the broker and back to another daemon).
 //!
+//! - **Failover when the leader daemon and the master die together**, `BENCH_ROUNDS`
+//!   rounds (at least 5) with the ZooKeeper cluster (2 s sessions): each round gives it
+//!   a fresh master with two replicas, waits until the state znode (and every daemon's
+//!   copy) holds the replicas, kills the leader daemon and the master with `kill -9`
+//!   back to back, and measures until a replica's `ROLE` says master. The killed
+//!   leader's session must expire before another daemon acts.
+//!
 //! - **ZooKeeper restart**, `BENCH_ROUNDS` rounds with the ZooKeeper cluster (2 s
 //!   sessions): `kill -9` of the ZooKeeper server, then (c) until no daemon acts, and,
 //!   once the server answers `ruok` again on the same data dir, (d) until one daemon acts.
@@ -29,6 +36,7 @@ mod support;
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
+use support::liveness::{Round, known_replicas_zk, leader_and_master_round};
 use support::{Daemon, RaftCluster, RedisServer, ZkCluster, ZooKeeper, wait_until};
 
 const FAST: [&str; 2] = ["-check_interval=100", "-max_down_time=1"];
@@ -280,6 +288,7 @@ fn main() {
     let mut args = FAST.to_vec();
     args.push(session);
     let mut cluster = ZkCluster::start(3, &zk.addr(), "/zk/bench/failover", &args);
+
     let zk_failovers: Vec<Result<FailoverTimes, String>> = (0..rounds)
         .map(|_| failover_round(&mut cluster.nodes))
         .collect();
@@ -305,6 +314,27 @@ fn main() {
         "raft: failover, (b) a follower shows it",
         &raft_failovers,
         |t| t.recorded_ms,
+    );
+    let path = "/zk/bench/failover";
+    let zk_addr = zk.addr();
+    let known = |nodes: &mut [Daemon], _leader: usize, master: &str| {
+        known_replicas_zk(nodes, &zk_addr, path, "bench", master, 2)
+    };
+    let together: Vec<Result<Round, String>> = (0..rounds.max(5))
+        .map(|_| leader_and_master_round(&mut cluster.nodes, &known))
+        .collect();
+    report(
+        "zk: leader daemon and master killed together, replica reports master",
+        &together,
+        |r| r.promoted_after.as_secs_f64() * 1000.0,
+    );
+    report(
+        "zk: leader daemon and master killed together, a daemon acts again",
+        &together,
+        |r| {
+            r.acting_after
+                .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+        },
     );
     let restarts: Vec<Result<ZkRestartTimes, String>> = (0..rounds)
         .map(|_| zk_restart_round(&mut zk, &mut cluster.nodes))

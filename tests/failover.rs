@@ -4,6 +4,7 @@ mod support;
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
+use support::fake_replica::{FakeReplica, Refusal};
 use support::{Daemon, RedisServer, wait_until};
 
 const FAST: [&str; 2] = ["-check_interval=100", "-max_down_time=1"];
@@ -463,4 +464,166 @@ fn hanging_masters_do_not_delay_the_failover_of_another() {
         took < Duration::from_secs(3),
         "failover took {took:?} with hung groups beside it"
     );
+}
+
+/// A master with one honest replica (priority 100) and a fake one that looks better
+/// (priority 1, a huge offset) but cannot be promoted; the daemon watches both.
+fn master_with_fake(refusal: Refusal) -> (RedisServer, RedisServer, FakeReplica, Daemon) {
+    let master = RedisServer::master();
+    let honest = RedisServer::replica_of(master.port, 100);
+    let fake = FakeReplica::start(master.port, refusal);
+    wait_until(
+        Duration::from_secs(20),
+        "the master to list both replicas",
+        || match master.cmd(&["ROLE"])? {
+            redis::Value::Array(items) => match items.get(2) {
+                Some(redis::Value::Array(list)) if list.len() == 2 => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+            other => Err(format!("{other:?}")),
+        },
+    );
+    let daemon = watch(&master, &[]);
+    wait_until(Duration::from_secs(20), "g watched with 2 replicas", || {
+        let g = daemon.group("g");
+        match g["replicas"].as_array() {
+            Some(r) if r.len() == 2 => Ok(()),
+            _ => Err(g.to_string()),
+        }
+    });
+    (master, honest, fake, daemon)
+}
+
+/// The failover promoted the honest replica in the attempt that first chose the fake,
+/// passing over the fake (for `why`), and told the fake to follow the winner.
+fn passed_over_the_fake(
+    daemon: &Daemon,
+    honest: &RedisServer,
+    fake: &FakeReplica,
+    why: &str,
+) -> Value {
+    let g = wait_for_failover(daemon);
+    let record = &g["last_failover"];
+    assert_eq!(record["outcome"], "succeeded", "{g}");
+    assert_eq!(record["new_master"], honest.addr().as_str(), "{g}");
+    assert_eq!(record["count"], 1, "one attempt: {g}");
+    let passed = record["passed_over"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(passed.len(), 1, "{g}");
+    assert_eq!(passed[0]["addr"], fake.addr().as_str(), "{g}");
+    let reason = passed[0]["reason"].as_str().unwrap_or("");
+    assert!(reason.contains(why), "{reason}: {g}");
+    let text = record["reason"].as_str().unwrap_or("");
+    assert!(
+        text.contains(&fake.addr()) && text.contains(&honest.addr()),
+        "the record names both candidates: {g}"
+    );
+    assert_eq!(honest.role().unwrap(), "master");
+    let repoint = format!("SLAVEOF 127.0.0.1 {}", honest.port);
+    wait_until(
+        Duration::from_secs(20),
+        "the fake replica to be re-pointed to the winner",
+        || {
+            let seen = fake.commands();
+            if seen.iter().any(|c| c.eq_ignore_ascii_case(&repoint)) {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        },
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains("passed over") && log.contains("moving on to"),
+        "{log}"
+    );
+    g
+}
+
+#[test]
+fn a_replica_that_refuses_promotion_is_passed_over_in_the_same_attempt() {
+    let (mut master, honest, fake, daemon) = master_with_fake(Refusal::Error);
+    let killed_at = Instant::now();
+    master.kill();
+    passed_over_the_fake(&daemon, &honest, &fake, "refused SLAVEOF NO ONE");
+    let took = killed_at.elapsed();
+    eprintln!("failover past a refusing replica: {} ms", took.as_millis());
+    assert!(
+        took < Duration::from_secs(10),
+        "a refusal costs no waiting, yet the failover took {took:?}"
+    );
+}
+
+#[test]
+fn a_replica_that_never_becomes_master_is_passed_over_after_the_promotion_timeout() {
+    let (mut master, honest, fake, daemon) = master_with_fake(Refusal::Stall);
+    master.kill();
+    // max_down_time is 1 s: the promotion timeout is its floor, 2 s.
+    let g = passed_over_the_fake(
+        &daemon,
+        &honest,
+        &fake,
+        "ROLE still not master after 2000 ms",
+    );
+    let duration = g["last_failover"]["duration_ms"].as_u64().unwrap_or(0);
+    assert!(
+        (2000..10_000).contains(&duration),
+        "the attempt waited one promotion timeout: {g}"
+    );
+}
+
+/// `redis_failover_failovers_total` for group g and `outcome`, from `GET /metrics`.
+fn failovers_total(daemon: &Daemon, outcome: &str) -> Result<u64, String> {
+    let (_, page) = daemon.http("GET", "/metrics", "")?;
+    let series = format!("redis_failover_failovers_total{{group=\"g\",outcome=\"{outcome}\"}} ");
+    page.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("no {series} in {page}"))
+}
+
+#[test]
+fn repeated_stopped_attempts_are_one_history_entry_with_a_count() {
+    let (master, _a, _b) = topology(100, 100);
+    let daemon = watch(&master, &[]);
+    // Stalled for 6 s: its replicas keep their link up, so every attempt (one per
+    // window) stops at the same reason.
+    let mut conn = redis_conn(master.port, None);
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let sleeper = std::thread::spawn(move || {
+        redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg(6)
+            .query::<redis::Value>(&mut conn)
+    });
+    let g = wait_until(Duration::from_secs(20), "3 stopped attempts", || {
+        let g = daemon.group("g");
+        if g["last_failover"]["count"].as_u64().unwrap_or(0) >= 3 {
+            Ok(g)
+        } else {
+            Err(g.to_string())
+        }
+    });
+    let record = &g["last_failover"];
+    assert_eq!(record["outcome"], "aborted", "{g}");
+    assert!(
+        record["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("master_link_status:up"),
+        "{g}"
+    );
+    let first = record["first_started_at_ms"].as_u64().unwrap_or(u64::MAX);
+    let last = record["started_at_ms"].as_u64().unwrap_or(0);
+    assert!(first + 1000 < last, "first and last attempt times: {g}");
+    sleeper.join().unwrap().unwrap();
+    wait_for_state(&daemon, "ok");
+    // Every attempt still counts in the metrics; the history holds them as one entry.
+    let g = daemon.group("g");
+    let count = g["last_failover"]["count"].as_u64().unwrap_or(0);
+    assert_eq!(failovers_total(&daemon, "aborted"), Ok(count), "{g}");
+    assert_eq!(port_of(&g["master"]), master.port);
 }

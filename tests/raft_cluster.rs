@@ -10,6 +10,7 @@
 mod support;
 
 use support::groups::*;
+use support::liveness::{kill_leader_and_master, known_replicas_raft};
 
 use serde_json::Value;
 use std::io::Write;
@@ -1221,4 +1222,70 @@ fn fnv1a(text: &str) -> u64 {
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
     hash.max(1)
+}
+
+/// kill -9 of the leader daemon and of the Redis master, the master `master_after_ms`
+/// after the daemon: the new leader, which never saw the master alive, fails it over
+/// with the replicas from the replicated state, and the other replica follows.
+fn leader_and_master_killed(master_after_ms: i64) {
+    let (mut master, a, b) = topology(100, 100);
+    let masters = format!("-masters=g={}", master.addr());
+    let mut args = FAST.to_vec();
+    args.push(&masters);
+    let mut cluster = RaftCluster::start(3, &args, &[]);
+    let old = cluster.wait_for_leader(&[0, 1, 2], ELECTION);
+    known_replicas_raft(&mut cluster.nodes, old, "g", &master.addr());
+    let round = kill_leader_and_master(
+        &mut cluster.nodes,
+        old,
+        &mut master,
+        &[a.port, b.port],
+        master_after_ms,
+        LONG,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "master killed {master_after_ms} ms after the leader: a replica is master {} ms after the later kill (a survivor acted {:?} after the leader's kill)",
+        round.promoted_after.as_millis(),
+        round.acting_after
+    );
+    // max_down_time (1 s) + an election (1-2 s at 100 ms ticks) + 1 s; generous here,
+    // for loaded machines.
+    let bound = Duration::from_secs(1) + Duration::from_secs(5) + Duration::from_secs(1);
+    assert!(
+        round.promoted_after <= bound,
+        "promoted {:?} after the kills, more than {bound:?}",
+        round.promoted_after
+    );
+    let (new, other) = if round.new_master == a.port {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    wait_replicating_from(
+        other,
+        new.port,
+        "the other replica to follow the new master",
+    );
+    let leader = cluster.wait_for_leader(&others(&cluster, old), ELECTION);
+    let g = wait_for_group(&cluster.nodes[leader], "g", "the failover's record", |g| {
+        failover_ended(g, "succeeded")
+    });
+    assert_eq!(g["master"], new.addr().as_str(), "{g}");
+    assert_eq!(g["last_failover"]["old_master"], master.addr(), "{g}");
+}
+
+#[test]
+fn leader_and_master_killed_together_a_replica_takes_over() {
+    leader_and_master_killed(0);
+}
+
+#[test]
+fn master_killed_just_before_the_leader_a_replica_takes_over() {
+    leader_and_master_killed(-500);
+}
+
+#[test]
+fn master_killed_just_after_the_leader_a_replica_takes_over() {
+    leader_and_master_killed(500);
 }

@@ -10,6 +10,7 @@
 mod support;
 
 use support::groups::*;
+use support::liveness::{kill_leader_and_master, known_replicas_zk};
 
 use serde_json::Value;
 use std::process::{Command, Stdio};
@@ -583,4 +584,75 @@ fn a_daemon_started_before_zookeeper_joins_once_it_is_up() {
     zk.restart();
     cluster.wait_for_leader(&[0], Duration::from_secs(30));
     write_ok(&cluster.nodes[0], "POST", "/master?masters=g=127.0.0.1:1");
+}
+
+/// kill -9 of the leader daemon and of the Redis master, the master `master_after_ms`
+/// after the daemon: once the killed leader's session expires, the new leader, which
+/// never saw the master alive, fails it over with the replicas from the state znode.
+fn leader_and_master_killed(tag: &str, master_after_ms: i64) {
+    let zk = ZooKeeper::start();
+    let (mut master, a, b) = topology(100, 100);
+    let masters = format!("-masters=g={}", master.addr());
+    let mut args = FAST.to_vec();
+    args.push(&masters);
+    let path = format!("/zk/tests/{tag}");
+    let mut cluster = ZkCluster::start(3, &zk.addr(), &path, &args);
+    let old = cluster.wait_for_leader(&[0, 1, 2], ELECTION);
+    wait_for_group(&cluster.nodes[old], "g", "g watched by the leader", |g| {
+        watched_with_replicas(g, 2)
+    });
+    known_replicas_zk(&cluster.nodes, &zk.addr(), &path, "g", &master.addr(), 2);
+    let round = kill_leader_and_master(
+        &mut cluster.nodes,
+        old,
+        &mut master,
+        &[a.port, b.port],
+        master_after_ms,
+        LONG,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "master killed {master_after_ms} ms after the leader: a replica is master {} ms after the later kill (a survivor acted {:?} after the leader's kill)",
+        round.promoted_after.as_millis(),
+        round.acting_after
+    );
+    // max_down_time (1 s) + the session timeout (2 s) + 1 s; generous here, for loaded
+    // machines.
+    let bound = Duration::from_secs(1) + Duration::from_secs(2 + 4) + Duration::from_secs(1);
+    assert!(
+        round.promoted_after <= bound,
+        "promoted {:?} after the kills, more than {bound:?}",
+        round.promoted_after
+    );
+    let (new, other) = if round.new_master == a.port {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    wait_replicating_from(
+        other,
+        new.port,
+        "the other replica to follow the new master",
+    );
+    let leader = cluster.wait_for_leader(&others(&cluster, old), ELECTION);
+    let g = wait_for_group(&cluster.nodes[leader], "g", "the failover's record", |g| {
+        failover_ended(g, "succeeded")
+    });
+    assert_eq!(g["master"], new.addr().as_str(), "{g}");
+    assert_eq!(g["last_failover"]["old_master"], master.addr(), "{g}");
+}
+
+#[test]
+fn leader_and_master_killed_together_a_replica_takes_over() {
+    leader_and_master_killed("together", 0);
+}
+
+#[test]
+fn master_killed_just_before_the_leader_a_replica_takes_over() {
+    leader_and_master_killed("master-first", -500);
+}
+
+#[test]
+fn master_killed_just_after_the_leader_a_replica_takes_over() {
+    leader_and_master_killed("leader-first", 500);
 }

@@ -456,6 +456,7 @@ mod tests {
             new_master: Addr::parse("h:2").unwrap(),
             replicas: vec![],
             started_at_ms: 1_500,
+            passed_over: vec![],
         })
         .unwrap();
         s.apply(Action::FailoverEnd(FailoverRecord {
@@ -468,6 +469,9 @@ mod tests {
             outcome: Outcome::Succeeded,
             reason: None,
             begun: true,
+            passed_over: vec![],
+            count: 1,
+            first_started_at_ms: None,
         }))
         .unwrap();
         let page = render_text(&m, &s, &Observations::default(), false, &[]);

@@ -14,7 +14,7 @@ mod state;
 pub mod zk;
 
 pub use state::{
-    Action, DaemonInfo, FAILOVER_HISTORY, FailoverRecord, Group, GroupSpec, Outcome,
+    Action, DaemonInfo, FAILOVER_HISTORY, FailoverRecord, Group, GroupSpec, Outcome, PassedOver,
     ReplicatedState,
 };
 

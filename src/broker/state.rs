@@ -31,6 +31,12 @@ pub enum Action {
     Seed(Vec<GroupSpec>),
     /// A failover of `group` from `old_master` to `new_master` is starting; `replicas`
     /// are the ones to re-point. A leader that finds a begin without an end finishes it.
+    ///
+    /// When the replica named could not be promoted, the same attempt (same
+    /// `started_at_ms`) moves on to the next candidate with another begin that names it
+    /// and lists the replicas passed over so far: the earlier list plus the replica the
+    /// attempt named until then. Only such a begin replaces the one under way, so a new
+    /// leader always resumes with the replica being promoted.
     FailoverBegin {
         group: String,
         old_master: Addr,
@@ -38,6 +44,8 @@ pub enum Action {
         #[serde(default)]
         replicas: Vec<Addr>,
         started_at_ms: u64,
+        #[serde(default)]
+        passed_over: Vec<PassedOver>,
     },
     /// A failover attempt has ended (whatever its outcome).
     FailoverEnd(FailoverRecord),
@@ -110,7 +118,18 @@ pub enum Outcome {
     Failed,
 }
 
+/// A candidate that a failover tried to promote and gave up on, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassedOver {
+    pub addr: Addr,
+    pub reason: String,
+}
+
 /// The story of one failover attempt, kept in the replicated history.
+///
+/// Consecutive stopped attempts of a group (aborted before any failover-begin) with the
+/// same reason share one record: `count` says how many, `first_started_at_ms` when the
+/// first began, and the other fields describe the last.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailoverRecord {
     pub group: String,
@@ -129,6 +148,49 @@ pub struct FailoverRecord {
     /// is still in progress.
     #[serde(default)]
     pub begun: bool,
+    /// Candidates tried before `new_master` (or, when none could be promoted, every
+    /// candidate tried), in election order, each with why it was passed over.
+    #[serde(default)]
+    pub passed_over: Vec<PassedOver>,
+    /// How many attempts this record stands for: more than 1 only for consecutive
+    /// stopped attempts with the same reason.
+    #[serde(default = "one_attempt")]
+    pub count: u64,
+    /// When the first of those attempts began (`started_at_ms` is the last one's); None
+    /// when the record stands for one attempt.
+    #[serde(default)]
+    pub first_started_at_ms: Option<u64>,
+}
+
+fn one_attempt() -> u64 {
+    1
+}
+
+impl FailoverRecord {
+    /// Stopped before anything was changed or begun: aborted with no failover-begin.
+    pub fn is_stopped(&self) -> bool {
+        self.outcome == Outcome::Aborted && !self.begun
+    }
+
+    /// Whether `next`, a later attempt, repeats this stopped one (same group, master and
+    /// reason), so that the two are one record.
+    fn repeated_by(&self, next: &FailoverRecord) -> bool {
+        self.is_stopped()
+            && next.is_stopped()
+            && self.group == next.group
+            && self.old_master == next.old_master
+            && self.reason == next.reason
+    }
+
+    /// Takes in a later repeat of this stopped attempt.
+    fn absorb(&mut self, next: FailoverRecord) {
+        let first = self.first_started_at_ms.unwrap_or(self.started_at_ms);
+        self.count = self.count.saturating_add(next.count.max(1));
+        self.first_started_at_ms = Some(first);
+        self.started_at_ms = next.started_at_ms;
+        self.down_for_ms = next.down_for_ms;
+        self.duration_ms = next.duration_ms;
+    }
 }
 
 /// The replicated state: groups plus a bounded failover history.
@@ -207,7 +269,8 @@ impl ReplicatedState {
 
     /// Records a failover-begin: one attempt at a time, and only of the master the
     /// group has now (a late begin from a deposed leader must not replace the current
-    /// one).
+    /// one). A begin that moves the attempt under way on to its next candidate replaces
+    /// it (see [`Action::FailoverBegin`]).
     fn begin_failover(&mut self, action: Action) -> Result<()> {
         let Action::FailoverBegin {
             group, old_master, ..
@@ -218,15 +281,17 @@ impl ReplicatedState {
         let Some(current) = self.groups.get(group) else {
             return Err(invalid_input!("failover of unknown group {group:?}"));
         };
-        if self.in_progress.contains_key(group) {
-            return Err(invalid_input!(
-                "a failover of group {group:?} is already under way"
-            ));
-        }
         if current.master != *old_master {
             return Err(invalid_input!(
                 "group {group:?} has master {}, not {old_master}",
                 current.master
+            ));
+        }
+        if let Some(under_way) = self.in_progress.get(group)
+            && !moves_on(under_way, &action)
+        {
+            return Err(invalid_input!(
+                "a failover of group {group:?} is already under way"
             ));
         }
         self.in_progress.insert(group.clone(), action.clone());
@@ -296,10 +361,31 @@ impl ReplicatedState {
         }
     }
 
+    /// Adds a record to the history. A stopped attempt that repeats the group's last
+    /// record joins it (moved to the end, as the latest). When the history is full, the
+    /// oldest stopped attempt goes first: real failovers are never pushed out by them.
     fn push_history(&mut self, record: FailoverRecord) {
-        self.history.push_back(record);
+        let repeat = self
+            .history
+            .iter()
+            .rposition(|r| r.group == record.group)
+            .filter(|&at| self.history[at].repeated_by(&record));
+        match repeat.and_then(|at| self.history.remove(at)) {
+            Some(mut last) => {
+                last.absorb(record);
+                self.history.push_back(last);
+            }
+            None => self.history.push_back(record),
+        }
         while self.history.len() > FAILOVER_HISTORY {
-            self.history.pop_front();
+            match self.history.iter().position(FailoverRecord::is_stopped) {
+                Some(at) => {
+                    self.history.remove(at);
+                }
+                None => {
+                    self.history.pop_front();
+                }
+            }
         }
     }
 
@@ -348,156 +434,36 @@ impl ReplicatedState {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(text: &str) -> GroupSpec {
-        MasterSpec::parse(text).unwrap().into()
-    }
-
-    fn record(group: &str, outcome: Outcome, new: Option<&str>) -> FailoverRecord {
-        FailoverRecord {
-            group: group.into(),
-            old_master: Addr::parse("h:1").unwrap(),
-            new_master: new.map(|n| Addr::parse(n).unwrap()),
-            started_at_ms: 0,
-            down_for_ms: 1000,
-            duration_ms: 1,
-            outcome,
-            reason: Some("why".into()),
-            begun: false,
-        }
-    }
-
-    fn begin(s: &mut ReplicatedState, group: &str, new: &str) {
-        s.apply(Action::FailoverBegin {
-            group: group.into(),
-            old_master: s.groups[group].master.clone(),
-            new_master: Addr::parse(new).unwrap(),
-            replicas: vec![],
-            started_at_ms: 0,
-        })
-        .unwrap();
-    }
-
-    #[test]
-    fn add_delete_set_keep_names() {
-        let mut s = ReplicatedState::default();
-        s.apply(Action::Add(vec![spec("cache=h:1"), spec("h:2")]))
-            .unwrap();
-        assert_eq!(s.groups.len(), 2);
-        s.apply(Action::Delete(vec!["h:1".into(), "unknown".into()]))
-            .unwrap();
-        assert!(!s.groups.contains_key("cache"), "delete by master address");
-        assert!(s.apply(Action::Delete(vec!["nope".into()])).is_err());
-        // Deleted and added again: a revision never seen before.
-        let old = s.groups["h:2"].revision;
-        s.apply(Action::Delete(vec!["h:2".into()])).unwrap();
-        s.apply(Action::Add(vec![spec("h:2")])).unwrap();
-        assert!(s.groups["h:2"].revision > old);
-        // Re-added unchanged: same revision (the down window goes on).
-        let now = s.groups["h:2"].revision;
-        s.apply(Action::Add(vec![spec("h:2")])).unwrap();
-        assert_eq!(s.groups["h:2"].revision, now);
-        s.apply(Action::Set(vec![spec("a=h:3")])).unwrap();
-        assert_eq!(s.groups.keys().collect::<Vec<_>>(), vec!["a"]);
-    }
-
-    #[test]
-    fn a_deposed_leaders_late_result_is_kept_but_not_applied() {
-        let mut s = ReplicatedState::default();
-        s.apply(Action::Add(vec![spec("g=h:1")])).unwrap();
-        begin(&mut s, "g", "h:2");
-        // The new leader finished the attempt (here: aborted, the old master is back).
-        s.apply(Action::FailoverEnd(record("g", Outcome::Aborted, None)))
-            .unwrap();
-        assert!(s.in_progress.is_empty());
-        // The deposed leader wakes and reports a promotion of the same attempt.
-        s.apply(Action::FailoverEnd(record(
-            "g",
-            Outcome::Succeeded,
-            Some("h:2"),
-        )))
-        .unwrap();
-        assert_eq!(
-            s.groups["g"].master.port, 1,
-            "the late promotion is not applied"
-        );
-        let last = s.last_failover("g").unwrap();
-        assert!(last.reason.as_deref().unwrap().contains("not applied"));
-        // Nor is a late failure of an attempt that had begun.
-        let mut late = record("g", Outcome::Failed, None);
-        late.begun = true;
-        s.apply(Action::FailoverEnd(late)).unwrap();
-        assert_eq!(s.groups["g"].failed, None, "a late failure is not applied");
-        // A result of another attempt while one is under way is not applied either, and
-        // a second begin while one is under way is refused.
-        begin(&mut s, "g", "h:3");
-        let again = Action::FailoverBegin {
-            group: "g".into(),
-            old_master: Addr::parse("h:1").unwrap(),
-            new_master: Addr::parse("h:4").unwrap(),
-            replicas: vec![],
-            started_at_ms: 7,
-        };
-        assert!(s.apply(again).is_err());
-        let mut other = record("g", Outcome::Failed, None);
-        other.started_at_ms = 99;
-        s.apply(Action::FailoverEnd(other)).unwrap();
-        assert_eq!(s.groups["g"].failed, None);
-        assert_eq!(s.in_progress.len(), 1);
-    }
-
-    #[test]
-    fn seed_never_undoes_a_failover() {
-        let mut s = ReplicatedState::default();
-        s.apply(Action::Seed(vec![spec("h:1"), spec("cache=h:5")]))
-            .unwrap();
-        begin(&mut s, "h:1", "h:2");
-        s.apply(Action::FailoverEnd(record(
-            "h:1",
-            Outcome::Succeeded,
-            Some("h:2"),
-        )))
-        .unwrap();
-        // A restart seeds the config masters again: the failed-over group keeps h:2.
-        s.apply(Action::Seed(vec![
-            spec("h:1"),
-            spec("cache=h:6"),
-            spec("h:7"),
-        ]))
-        .unwrap();
-        assert_eq!(s.groups["h:1"].master.port, 2);
-        assert_eq!(s.groups["cache"].master.port, 5);
-        assert!(s.groups.contains_key("h:7"));
-    }
-
-    #[test]
-    fn failover_end_moves_master_or_marks_failed() {
-        let mut s = ReplicatedState::default();
-        s.apply(Action::Add(vec![spec("g=h:1")])).unwrap();
-        begin(&mut s, "g", "h:2");
-        s.apply(Action::FailoverEnd(record(
-            "g",
-            Outcome::Succeeded,
-            Some("h:2"),
-        )))
-        .unwrap();
-        assert_eq!(s.groups["g"].master.port, 2);
-        // Adding the new master's bare address refers to the same group.
-        s.apply(Action::Add(vec![spec("h:2")])).unwrap();
-        assert_eq!(s.groups.len(), 1);
-        // A late record about the old master changes nothing but the history.
-        s.apply(Action::FailoverEnd(record("g", Outcome::Failed, None)))
-            .unwrap();
-        assert_eq!(s.groups["g"].failed, None);
-        let mut failed = record("g", Outcome::Failed, None);
-        failed.old_master = Addr::parse("h:2").unwrap();
-        s.apply(Action::FailoverEnd(failed)).unwrap();
-        assert_eq!(s.groups["g"].failed.as_deref(), Some("why"));
-        s.apply(Action::Add(vec![spec("g=h:2")])).unwrap();
-        assert_eq!(s.groups["g"].failed, None, "re-adding clears failed");
-        assert_eq!(s.last_failover("g").unwrap().outcome, Outcome::Failed);
-    }
+/// Whether `next` moves the failover-begin `under_way` on to its next candidate: the
+/// same attempt and master, and the replicas passed over are those of `under_way` plus
+/// the replica it named, which `next` does not name again.
+fn moves_on(under_way: &Action, next: &Action) -> bool {
+    let (
+        Action::FailoverBegin {
+            old_master,
+            new_master,
+            started_at_ms,
+            passed_over,
+            ..
+        },
+        Action::FailoverBegin {
+            old_master: next_old,
+            new_master: next_new,
+            started_at_ms: next_started,
+            passed_over: next_passed,
+            ..
+        },
+    ) = (under_way, next)
+    else {
+        return false;
+    };
+    started_at_ms == next_started
+        && old_master == next_old
+        && next_passed.len() == passed_over.len() + 1
+        && next_passed.starts_with(passed_over)
+        && next_passed.last().is_some_and(|p| p.addr == *new_master)
+        && !next_passed.iter().any(|p| p.addr == *next_new)
 }
+
+#[cfg(test)]
+mod tests;

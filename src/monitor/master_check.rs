@@ -189,7 +189,7 @@ impl Monitor {
         let request = FailoverRequest {
             group: group.to_string(),
             master: master.clone(),
-            replicas: watch.listed_addrs(),
+            replicas: watch.failover_replicas(),
             last_success: watch.detector.last_success(),
             master_offset: watch.master_offset,
             watch_id: watch.watch_id,

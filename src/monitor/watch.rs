@@ -73,6 +73,21 @@ impl Watch {
         self.listed.iter().map(|r| r.addr.clone()).collect()
     }
 
+    /// The replicas a failover of this master elects from and re-points: those it
+    /// listed last, then the known ones from the replicated state (listed earlier, or
+    /// added by fencing and failovers), each once and never the master itself. A daemon
+    /// that never saw the master alive (a new leader) knows them from the state alone.
+    pub fn failover_replicas(&self) -> Vec<Addr> {
+        let mut replicas: Vec<Addr> = Vec::new();
+        let listed = self.listed.iter().map(|r| &r.addr);
+        for addr in listed.chain(&self.known) {
+            if *addr != self.master && !replicas.contains(addr) {
+                replicas.push(addr.clone());
+            }
+        }
+        replicas
+    }
+
     /// Records the replicas the master listed now: whether the list changed, and the
     /// ones never known before (to record in the replicated state). Known replicas are
     /// never forgotten (as in Sentinel): one that is down now is fenced when it comes

@@ -8,6 +8,8 @@
 //! one), then the larger `slave_repl_offset`, then the smaller run id, then the smaller
 //! address. LedisDB sends no run id and no link-down time, and always priority 100, so
 //! its slaves are chosen by offset (its log id), then address (see `replies.rs`).
+//! [`elect`] returns every qualifying replica in that order, so a failover whose first
+//! choice cannot be promoted tries the next.
 
 use super::operations::ReplicaReport;
 use super::replies::ReplicationInfo;
@@ -57,13 +59,13 @@ pub fn master_seen_alive<'a>(master: &Addr, reports: &'a [ReplicaReport]) -> Opt
     })
 }
 
-/// Chooses the replica to promote, or says why none qualifies.
+/// The replicas that may be promoted, best first (never empty), or why none qualifies.
 pub fn elect(
     master: &Addr,
     reports: &[ReplicaReport],
     down_for: Duration,
     max_down_time: Duration,
-) -> std::result::Result<Addr, String> {
+) -> std::result::Result<Vec<Addr>, String> {
     let stale_after = down_for + max_down_time * STALE_FACTOR;
     let mut rejected = Vec::new();
     let mut eligible: Vec<(&Addr, &ReplicationInfo)> = Vec::new();
@@ -104,19 +106,17 @@ pub fn elect(
             rejected.push(format!("{} {why}", report.addr));
         }
     }
+    if eligible.is_empty() {
+        return Err(if rejected.is_empty() {
+            "no replicas".to_string()
+        } else {
+            rejected.join("; ")
+        });
+    }
     eligible.sort_by(|(addr_a, a), (addr_b, b)| {
         compare_for_promotion(a, b).then_with(|| addr_a.cmp(addr_b))
     });
-    eligible
-        .first()
-        .map(|(addr, _)| (*addr).clone())
-        .ok_or_else(|| {
-            if rejected.is_empty() {
-                "no replicas".to_string()
-            } else {
-                rejected.join("; ")
-            }
-        })
+    Ok(eligible.into_iter().map(|(addr, _)| addr.clone()).collect())
 }
 
 /// Sentinel's order: lower priority, larger offset, smaller run id (none sorts last).
@@ -158,14 +158,33 @@ mod tests {
         }
     }
 
-    fn elect_port(reports: &[ReplicaReport]) -> std::result::Result<u16, String> {
+    fn ranked_ports(reports: &[ReplicaReport]) -> std::result::Result<Vec<u16>, String> {
         elect(
             &Addr::parse(MASTER).unwrap(),
             reports,
             Duration::from_secs(1),
             Duration::from_secs(1),
         )
-        .map(|a| a.port)
+        .map(|ranked| ranked.iter().map(|a| a.port).collect())
+    }
+
+    fn elect_port(reports: &[ReplicaReport]) -> std::result::Result<u16, String> {
+        ranked_ports(reports).map(|ranked| ranked[0])
+    }
+
+    #[test]
+    fn every_qualifying_replica_is_ranked_by_the_same_rules() {
+        let mut unreachable = report(9, 1, 1_000_000, None);
+        unreachable.info = Err(crate::error::Error::Server("refused".into()));
+        let r = [
+            report(1, 100, 5, Some("b")),
+            report(2, 10, 1, None),
+            report(3, 0, 900, None),
+            report(4, 100, 9, None),
+            unreachable,
+            report(5, 100, 5, Some("a")),
+        ];
+        assert_eq!(ranked_ports(&r), Ok(vec![2, 4, 5, 1]));
     }
 
     #[test]
@@ -240,7 +259,7 @@ mod tests {
             Duration::from_secs(3600),
             Duration::from_secs(1),
         );
-        assert_eq!(chosen.map(|a| a.port), Ok(7821));
+        assert_eq!(chosen.map(|ranked| ranked[0].port), Ok(7821));
     }
 
     #[test]

@@ -6,11 +6,15 @@
 
 use super::node::{NodeOptions, RedisNode};
 use super::replies::{ReplicationInfo, Role};
+use super::resp::Reply;
 use crate::address::Addr;
 use crate::error::{Error, Result};
 use std::time::{Duration, Instant};
 
-/// How long a promoted replica may take before `ROLE` says master.
+/// The longest a promoted replica may take before `ROLE` says master. The worker waits
+/// less when the down window is short (`worker/promotion.rs` derives the timeout it
+/// passes to [`promote`] from `max_down_time`); this bounds it, and the write pause of a
+/// switchover counts on it.
 pub const PROMOTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// A replica's answer to `INFO`, or why there was none.
 #[derive(Debug, Clone)]
@@ -44,14 +48,27 @@ pub fn ask_replicas(replicas: &[Addr], options: &NodeOptions) -> Vec<ReplicaRepo
     })
 }
 
-/// `SLAVEOF NO ONE`, then poll `ROLE` until it says master.
-pub fn promote(addr: &Addr, options: &NodeOptions) -> Result<()> {
+/// `SLAVEOF NO ONE`, then poll `ROLE` until it says master, for at most `timeout`.
+///
+/// A server that answers `SLAVEOF NO ONE` with an error refused it: unless its `ROLE`
+/// says master all the same, that is an error at once, with no polling. A lost reply
+/// (timeout, closed connection) may hide a promotion that worked, so `ROLE` decides.
+pub fn promote(addr: &Addr, options: &NodeOptions, timeout: Duration) -> Result<()> {
     let mut node = RedisNode::new(addr.clone(), options.clone());
-    // A SLAVEOF whose reply was lost may still have worked: ROLE decides.
-    if let Err(e) = node.slave_of(None) {
-        log::warn!("{addr}: SLAVEOF NO ONE: {e}; checking ROLE before giving up");
+    let deadline = Instant::now() + timeout;
+    match node.pipeline_raw(&[&["SLAVEOF", "NO", "ONE"]]) {
+        Ok(replies) => {
+            if let Some(Reply::Error(refusal)) = replies.first() {
+                return match node.role() {
+                    Ok(Role::Master { .. }) => finish_promotion(&mut node, addr),
+                    _ => Err(Error::Server(format!(
+                        "{addr}: refused SLAVEOF NO ONE: {refusal}"
+                    ))),
+                };
+            }
+        }
+        Err(e) => log::warn!("{addr}: SLAVEOF NO ONE: {e}; checking ROLE before giving up"),
     }
-    let deadline = Instant::now() + PROMOTION_TIMEOUT;
     loop {
         let last = match node.role() {
             Ok(Role::Master { .. }) => break,
@@ -60,12 +77,17 @@ pub fn promote(addr: &Addr, options: &NodeOptions) -> Result<()> {
         };
         if Instant::now() >= deadline {
             return Err(Error::Server(format!(
-                "{addr}: ROLE still not master after {} s: {last}",
-                PROMOTION_TIMEOUT.as_secs()
+                "{addr}: ROLE still not master after {} ms: {last}",
+                timeout.as_millis()
             )));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    finish_promotion(&mut node, addr)
+}
+
+/// `CONFIG REWRITE` after a promotion, as best effort.
+fn finish_promotion(node: &mut RedisNode, addr: &Addr) -> Result<()> {
     if let Err(e) = node.config_rewrite() {
         log::debug!("{addr}: CONFIG REWRITE after promotion: {e}");
     }

@@ -58,6 +58,9 @@ impl Attempt {
                 outcome: Outcome::Aborted,
                 reason: None,
                 begun: false,
+                passed_over: Vec::new(),
+                count: 1,
+                first_started_at_ms: None,
             },
             started,
             step_started: started,
@@ -76,6 +79,13 @@ impl Attempt {
     /// Logs the end of a step with its duration.
     pub fn step(&mut self, name: &str, detail: &str) {
         log::info!("{}: {detail}", self.step_prefix(name));
+        self.step_started = Instant::now();
+    }
+
+    /// Logs a step that went wrong without ending the attempt (a candidate passed over),
+    /// with its duration.
+    pub fn setback(&mut self, name: &str, detail: &str) {
+        log::warn!("{}: {detail}", self.step_prefix(name));
         self.step_started = Instant::now();
     }
 

@@ -8,23 +8,29 @@
 //!    alive (stalled, or cut off only from us): abort. Else choose by Sentinel's rules
 //!    (`redis/election.rs`);
 //! 4. `begin`: record failover-begin through the broker, so a new leader knows;
-//! 5. `promote`: `SLAVEOF NO ONE` on the elected replica, then `ROLE` until it says master;
-//! 6. `repoint`: `SLAVEOF <new master>` on every other replica, in parallel;
+//! 5. `promote`: `SLAVEOF NO ONE` on the elected replica, then `ROLE` until it says
+//!    master. A replica that refuses, or is not master within the promotion timeout, is
+//!    passed over for the next in election order, recorded first with another `begin`
+//!    (`promotion.rs`);
+//! 6. `repoint`: `SLAVEOF <new master>` on every other replica (those passed over
+//!    included), in parallel;
 //! 7. `record`: failover-end (the group's master is now the new one), then the
 //!    after-failover hooks.
 //!
 //! Every attempt ends in a [`FailoverRecord`] that the API and the log show, with one
 //! log line per step (see `attempt.rs`). A new leader that finds a failover-begin with
-//! no end finishes that failover with the replica it names ([`Resume`]).
+//! no end finishes that failover with the replica it names ([`Resume`]), and moves on
+//! to the next candidates only if that one answers and cannot be promoted.
 
 use super::WorkerContext;
 use super::attempt::{Attempt, Kind};
 use super::fault;
+use super::promotion::{describe, promote_in_order, promoted, try_candidate};
 use crate::address::Addr;
-use crate::broker::{Action, FailoverRecord, Outcome};
+use crate::broker::{Action, FailoverRecord, Outcome, PassedOver};
 use crate::observe::status::WatchState;
 use crate::redis::{
-    RedisNode, ReplicaReport, Role, ask_replicas, elect, master_seen_alive, promote, repoint,
+    RedisNode, ReplicaReport, Role, ask_replicas, elect, is_same_server, master_seen_alive, repoint,
 };
 use std::time::Instant;
 
@@ -56,11 +62,12 @@ pub struct Resume {
 }
 
 /// How the steps ended when they did not run to the end.
-enum Stop {
+pub(super) enum Stop {
     /// Recorded with this outcome and reason.
     End(Outcome, String),
-    /// Leadership was lost after failover-begin and before promotion: nothing is
-    /// recorded, so the new leader finishes the attempt.
+    /// Leadership was lost after failover-begin and before a promotion, or the move to
+    /// the next candidate could not be recorded: nothing is recorded, so whoever acts
+    /// next finishes the attempt from its replicated failover-begin.
     Abandon(String),
 }
 
@@ -114,7 +121,8 @@ pub fn run(ctx: &WorkerContext, req: &FailoverRequest) -> FailoverRecord {
     at.record
 }
 
-/// A failover this daemon starts: elect, record the begin, promote, re-point.
+/// A failover this daemon starts: elect, record the begin, promote (in election order),
+/// re-point.
 fn fresh_steps(ctx: &WorkerContext, req: &FailoverRequest, at: &mut Attempt) -> Steps {
     ctx.hooks
         .run_before(&req.group, &req.master)
@@ -126,34 +134,6 @@ fn fresh_steps(ctx: &WorkerContext, req: &FailoverRequest, at: &mut Attempt) -> 
             )
         })?;
     at.step("hooks", "no veto");
-    let chosen = choose(ctx, req, at)?;
-    begin(ctx, req, &chosen, at)?;
-    promote(&chosen, &ctx.node_options).map_err(|e| {
-        at.fail(
-            "promote",
-            Outcome::Failed,
-            format!("promotion of {chosen} failed: {e}"),
-        )
-    })?;
-    at.record.new_master = Some(chosen.clone());
-    at.step("promote", &format!("{chosen} reports role master"));
-    let failures = repoint_others(ctx, req, &chosen);
-    let others = req.replicas.iter().filter(|a| **a != chosen).count();
-    let detail = if failures.is_empty() {
-        format!("{others} replica(s) now replicate from {chosen}")
-    } else {
-        failures.join("; ")
-    };
-    at.step("repoint", &detail);
-    at.record.outcome = Outcome::Succeeded;
-    if !failures.is_empty() {
-        at.note(format!("not re-pointed: {}", failures.join("; ")));
-    }
-    Ok(())
-}
-
-/// Asks the replicas and elects one (the `info` and `elect` steps).
-fn choose(ctx: &WorkerContext, req: &FailoverRequest, at: &mut Attempt) -> Result<Addr, Stop> {
     if req.replicas.is_empty() {
         // Perhaps this daemon started while the master was down: nothing is known yet,
         // so nothing is given up either; tried again after another window.
@@ -166,7 +146,40 @@ fn choose(ctx: &WorkerContext, req: &FailoverRequest, at: &mut Attempt) -> Resul
             )
             .into());
     }
-    let reports = ask_replicas(&req.replicas, &ctx.node_options);
+    let (order, reports) = rank(ctx, req, &req.replicas, at)?;
+    let Some(first) = order.first() else {
+        return Err(at
+            .fail("elect", Outcome::Failed, "no candidate".into())
+            .into());
+    };
+    begin(ctx, req, first, at)?;
+    let chosen = promote_in_order(ctx, req, at, &order, Vec::new(), true)?;
+    at.record.new_master = Some(chosen.clone());
+    note_lag(req, &reports, &chosen, at);
+    let others = repoint_targets(req, &reports, &chosen);
+    let failures = repoint(&others, &chosen, &ctx.node_options);
+    let detail = if failures.is_empty() {
+        format!("{} replica(s) now replicate from {chosen}", others.len())
+    } else {
+        failures.join("; ")
+    };
+    at.step("repoint", &detail);
+    at.record.outcome = Outcome::Succeeded;
+    if !failures.is_empty() {
+        at.note(format!("not re-pointed: {}", failures.join("; ")));
+    }
+    Ok(())
+}
+
+/// Asks `replicas` for `INFO` and ranks them by Sentinel's rules (the `info` and
+/// `elect` steps): the candidates, best first, with the reports.
+fn rank(
+    ctx: &WorkerContext,
+    req: &FailoverRequest,
+    replicas: &[Addr],
+    at: &mut Attempt,
+) -> Result<(Vec<Addr>, Vec<ReplicaReport>), Stop> {
+    let reports = ask_replicas(replicas, &ctx.node_options);
     at.step("info", &describe_reports(&reports));
     if let Some(witness) = master_seen_alive(&req.master, &reports) {
         let reason = format!(
@@ -176,16 +189,27 @@ fn choose(ctx: &WorkerContext, req: &FailoverRequest, at: &mut Attempt) -> Resul
         return Err(at.fail("elect", Outcome::Aborted, reason).into());
     }
     let down_for = req.last_success.elapsed();
-    let chosen = elect(&req.master, &reports, down_for, ctx.max_down_time).map_err(|why| {
+    let order = elect(&req.master, &reports, down_for, ctx.max_down_time).map_err(|why| {
         at.fail(
             "elect",
             Outcome::Failed,
             format!("no replica can be promoted: {why}"),
         )
     })?;
+    let chosen = order.first().map(Addr::to_string).unwrap_or_default();
+    at.step(
+        "elect",
+        &format!("candidates in order: {}; chose {chosen}", list(&order)),
+    );
+    Ok((order, reports))
+}
+
+/// Warns when the promoted replica had not received everything the master last
+/// reported.
+fn note_lag(req: &FailoverRequest, reports: &[ReplicaReport], chosen: &Addr, at: &mut Attempt) {
     let behind = reports
         .iter()
-        .find(|r| r.addr == chosen)
+        .find(|r| r.addr == *chosen)
         .and_then(|r| r.info.as_ref().ok())
         .map_or(0, |info| req.master_offset.saturating_sub(info.offset));
     if behind > 0 {
@@ -197,8 +221,6 @@ fn choose(ctx: &WorkerContext, req: &FailoverRequest, at: &mut Attempt) -> Resul
             "promoted replica was {behind} bytes behind the master's last known offset"
         ));
     }
-    at.step("elect", &format!("chose {chosen}"));
-    Ok(chosen)
 }
 
 /// Records failover-begin; afterwards only a daemon that still acts may promote.
@@ -210,6 +232,7 @@ fn begin(ctx: &WorkerContext, req: &FailoverRequest, chosen: &Addr, at: &mut Att
             new_master: chosen.clone(),
             replicas: req.replicas.clone(),
             started_at_ms: at.record.started_at_ms,
+            passed_over: Vec::new(),
         })
         .map_err(|e| {
             at.fail(
@@ -229,6 +252,31 @@ fn begin(ctx: &WorkerContext, req: &FailoverRequest, chosen: &Addr, at: &mut Att
     Ok(())
 }
 
+/// The replicas of the request to point at `chosen`: all but `chosen`, except those
+/// that reported replicating from a server other than the old master (the replicated
+/// state remembers every replica a master ever listed; one an operator has moved to
+/// another master since is not taken back). Replicas that could not be asked, or claim
+/// master (a candidate passed over), are re-pointed.
+fn repoint_targets(req: &FailoverRequest, reports: &[ReplicaReport], chosen: &Addr) -> Vec<Addr> {
+    let elsewhere = |addr: &Addr| {
+        reports.iter().any(|r| {
+            r.addr == *addr
+                && r.info.as_ref().is_ok_and(|info| {
+                    info.role != "master"
+                        && info
+                            .master
+                            .as_deref()
+                            .is_some_and(|m| !is_same_server(m, &req.master))
+                })
+        })
+    };
+    req.replicas
+        .iter()
+        .filter(|a| *a != chosen && !elsewhere(a))
+        .cloned()
+        .collect()
+}
+
 /// `SLAVEOF <chosen>` on every replica of the request but `chosen`; the failures.
 fn repoint_others(ctx: &WorkerContext, req: &FailoverRequest, chosen: &Addr) -> Vec<String> {
     let others: Vec<Addr> = req
@@ -241,10 +289,11 @@ fn repoint_others(ctx: &WorkerContext, req: &FailoverRequest, chosen: &Addr) -> 
 }
 
 /// Finishes a failover that an earlier leader began (its failover-begin is committed,
-/// its failover-end is not). The replica it chose is the only one that may become
-/// master: promoted already, it is kept; still a replica while the old master is down,
-/// it is promoted now; silent, nothing is promoted and the group is marked failed, since
-/// another replica could make two masters.
+/// its failover-end is not). The replica it names is the only one that may become
+/// master now: promoted already, it is kept; still a replica while the old master is
+/// down, it is promoted now; silent, nothing is promoted and the group is marked failed,
+/// since another replica could make two masters. Only when it answers and cannot be
+/// promoted does the attempt move on to the next candidates, as a fresh one would.
 fn resume_steps(
     ctx: &WorkerContext,
     req: &FailoverRequest,
@@ -255,9 +304,14 @@ fn resume_steps(
         "resume",
         &format!("an earlier leader began this failover to {chosen} and did not finish it"),
     );
+    let passed = passed_so_far(ctx, req, at.record.started_at_ms);
     let role = RedisNode::new(chosen.clone(), ctx.node_options.clone()).role();
-    match role {
-        Ok(Role::Master { .. }) => at.step("promote", &format!("{chosen} is master already")),
+    let winner = match role {
+        Ok(Role::Master { .. }) => {
+            at.step("promote", &format!("{chosen} is master already"));
+            at.record.passed_over = passed;
+            chosen.clone()
+        }
         Ok(_) => {
             let old = RedisNode::new(req.master.clone(), ctx.node_options.clone()).role();
             if let Ok(Role::Master { .. }) = old {
@@ -265,31 +319,26 @@ fn resume_steps(
                     "an earlier leader chose {chosen} but never promoted it, and the old master {} is up again",
                     req.master
                 );
+                at.record.passed_over = passed;
                 return Err(at.fail("promote", Outcome::Aborted, reason).into());
             }
-            promote(chosen, &ctx.node_options).map_err(|e| {
-                at.fail(
-                    "promote",
-                    Outcome::Failed,
-                    format!("promotion of {chosen} (chosen by an earlier leader) failed: {e}"),
-                )
-            })?;
-            at.step("promote", &format!("{chosen} reports role master"));
+            resume_promotion(ctx, req, chosen, passed, at)?
         }
         Err(e) => {
             let reason = format!(
                 "an earlier leader chose {chosen}, which does not answer ({e}): it may or may not be master, so no other replica is promoted"
             );
+            at.record.passed_over = passed;
             return Err(at.fail("promote", Outcome::Failed, reason).into());
         }
-    }
-    at.record.new_master = Some(chosen.clone());
-    let failures = repoint_others(ctx, req, chosen);
+    };
+    at.record.new_master = Some(winner.clone());
+    let failures = repoint_others(ctx, req, &winner);
     at.step(
         "repoint",
         &format!(
             "{} other replica(s), {} failed",
-            req.replicas.iter().filter(|a| *a != chosen).count(),
+            req.replicas.iter().filter(|a| **a != winner).count(),
             failures.len()
         ),
     );
@@ -299,6 +348,62 @@ fn resume_steps(
         at.note(format!("not re-pointed: {}", failures.join("; ")));
     }
     Ok(())
+}
+
+/// Promotes the replica an earlier leader named; should it refuse (or stay a replica),
+/// ranks the replicas not tried yet and goes on with them.
+fn resume_promotion(
+    ctx: &WorkerContext,
+    req: &FailoverRequest,
+    chosen: &Addr,
+    mut passed: Vec<PassedOver>,
+    at: &mut Attempt,
+) -> Result<Addr, Stop> {
+    match try_candidate(ctx, at, chosen, true) {
+        Ok(()) => return Ok(promoted(at, chosen, passed)),
+        Err(passed_over) => passed.push(passed_over),
+    }
+    let rest: Vec<Addr> = req
+        .replicas
+        .iter()
+        .filter(|a| !passed.iter().any(|p| p.addr == **a))
+        .cloned()
+        .collect();
+    let ranked = rank(ctx, req, &rest, at).map_err(|stop| match stop {
+        Stop::End(outcome, reason) => Stop::End(
+            outcome,
+            format!(
+                "{chosen}, chosen by an earlier leader, could not be promoted, and {reason}; passed over: {}",
+                describe(&passed)
+            ),
+        ),
+        abandon => abandon,
+    });
+    let order = match ranked {
+        Ok((order, _)) => order,
+        Err(stop) => {
+            at.record.passed_over = passed;
+            return Err(stop);
+        }
+    };
+    promote_in_order(ctx, req, at, &order, passed, false)
+}
+
+/// The candidates this attempt passed over before this daemon took it up, as its
+/// replicated failover-begin lists them.
+fn passed_so_far(
+    ctx: &WorkerContext,
+    req: &FailoverRequest,
+    started_at_ms: u64,
+) -> Vec<PassedOver> {
+    match ctx.broker.state().in_progress.get(&req.group) {
+        Some(Action::FailoverBegin {
+            started_at_ms: at,
+            passed_over,
+            ..
+        }) if *at == started_at_ms => passed_over.clone(),
+        _ => Vec::new(),
+    }
 }
 
 fn describe_reports(reports: &[ReplicaReport]) -> String {
@@ -327,4 +432,60 @@ fn list(addrs: &[Addr]) -> String {
         .map(|a| a.to_string())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use crate::redis::ReplicationInfo;
+
+    fn addr(port: u16) -> Addr {
+        Addr::parse(&format!("127.0.0.1:{port}")).unwrap()
+    }
+
+    fn report(port: u16, role: &str, master: Option<&str>) -> ReplicaReport {
+        ReplicaReport {
+            addr: addr(port),
+            info: Ok(ReplicationInfo {
+                role: role.into(),
+                master: master.map(String::from),
+                link_up: false,
+                link_down_secs: Some(1),
+                priority: 100,
+                offset: 0,
+                run_id: None,
+                replicas: Vec::new(),
+                ledisdb_version: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn replicas_moved_to_another_master_are_not_repointed() {
+        let req = FailoverRequest {
+            group: "g".into(),
+            master: addr(1),
+            replicas: (2..=6).map(addr).collect(),
+            last_success: Instant::now(),
+            master_offset: 0,
+            watch_id: 0,
+            resume: None,
+        };
+        let reports = [
+            report(2, "slave", Some("127.0.0.1:1")),
+            report(3, "slave", Some("localhost:1")),
+            report(4, "slave", Some("127.0.0.1:9")),
+            report(5, "master", None),
+            ReplicaReport {
+                addr: addr(6),
+                info: Err(Error::Server("refused".into())),
+            },
+        ];
+        let ports: Vec<u16> = repoint_targets(&req, &reports, &addr(2))
+            .iter()
+            .map(|a| a.port)
+            .collect();
+        assert_eq!(ports, vec![3, 5, 6]);
+    }
 }

@@ -5,14 +5,16 @@
 //! that claim to be master when they should not (`fence.rs`). One thread for all three,
 //! so two changes of a group can never interleave and the log reads in order. Each job
 //! answers the monitor with a [`WorkerReport`]. Attempts share their record and step log
-//! (`attempt.rs`); the before- and after-failover hooks of an embedding program live in
-//! `hooks.rs`.
+//! (`attempt.rs`); a failover promotes its candidates in election order
+//! (`promotion.rs`, which also sets the promotion timeout); the before- and
+//! after-failover hooks of an embedding program live in `hooks.rs`.
 
 mod attempt;
 pub mod failover;
 pub mod fault;
 pub mod fence;
 pub mod hooks;
+pub mod promotion;
 pub mod switchover;
 pub mod switchover_request;
 

@@ -23,7 +23,9 @@
 //!    offset read after the pause: every acknowledged write is then on the target. At
 //!    `switchover_timeout` the writes resume on the old master, and the attempt is
 //!    recorded as aborted.
-//! 5. `promote`: `SLAVEOF NO ONE` on the target, then `ROLE` until it says master.
+//! 5. `promote`: `SLAVEOF NO ONE` on the target, then `ROLE` until it says master, for
+//!    at most the promotion timeout the failover uses (`promotion.rs`). A switchover
+//!    tries no other replica: the old master is alive and takes its writes back.
 //! 6. `demote`: `SLAVEOF <target>` on the old master, and the other replicas re-pointed,
 //!    in parallel. Writes that were waiting in the pause now get `READONLY`, which tells
 //!    clients to look for the new master; none of them was acknowledged.
@@ -43,6 +45,7 @@
 use super::WorkerContext;
 use super::attempt::{Attempt, Kind};
 use super::fault;
+use super::promotion::promotion_timeout;
 use super::switchover_request::{
     SwitchoverCommand, SwitchoverError, SwitchoverReport, SwitchoverRequest, SwitchoverResult,
     choose_target, ledisdb_refusal,
@@ -56,9 +59,9 @@ use crate::redis::{
 use std::time::{Duration, Instant};
 
 /// How much longer than `switchover_timeout` the pause is asked for: room for the
-/// promotion (at most [`PROMOTION_TIMEOUT`]), the demotion and the record. The worker
-/// ends the pause itself as soon as it is done; this only bounds a pause whose daemon
-/// died mid-way.
+/// promotion (at most [`PROMOTION_TIMEOUT`], the ceiling of `promotion_timeout`), the
+/// demotion and the record. The worker ends the pause itself as soon as it is done;
+/// this only bounds a pause whose daemon died mid-way.
 pub const PAUSE_BEYOND_CATCH_UP: Duration = Duration::from_secs(PROMOTION_TIMEOUT.as_secs() + 5);
 /// How often the target's offset is read while it catches up.
 const CATCH_UP_POLL: Duration = Duration::from_millis(1);
@@ -223,6 +226,7 @@ impl Switch<'_> {
             new_master: target.clone(),
             replicas: to_repoint,
             started_at_ms: self.at.record.started_at_ms,
+            passed_over: Vec::new(),
         });
         if let Err(e) = begun {
             return Err(self.refuse(
@@ -326,7 +330,11 @@ impl Switch<'_> {
     /// Step 5, `promote`: the target becomes master; should that fail, it is put back under
     /// the old master, which never stopped being master.
     fn promote(&mut self, target: &Addr) -> Result<(), SwitchoverError> {
-        if let Err(e) = promote(target, self.options()) {
+        if let Err(e) = promote(
+            target,
+            self.options(),
+            promotion_timeout(self.ctx.max_down_time),
+        ) {
             let back = RedisNode::new(target.clone(), self.options().clone())
                 .slave_of(Some(&self.master))
                 .map(|()| format!("{target} is a replica of {} again", self.master))

@@ -223,6 +223,12 @@ pub fn choose_target(
             )));
         }
         return elect(master, &candidates, Duration::ZERO, max_down_time)
+            .and_then(|ranked| {
+                ranked
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| "no replicas".to_string())
+            })
             .map_err(|why| SwitchoverError::Conflict(format!("no replica can take over: {why}")));
     };
     let report = reports

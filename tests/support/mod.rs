@@ -1,10 +1,15 @@
 //! Real servers for tests and benchmarks: `redis-server` (also as a Sentinel) and the
 //! `redis-failover` binary, each on a free loopback port in its own temp dir, stopped by
-//! PID when dropped. Plus a deadline-based `wait_until` and a tiny HTTP client.
+//! PID when dropped. Plus a deadline-based `wait_until` and a tiny HTTP client. The
+//! submodules hold the cluster tests' helpers (`groups`), a fake replica that cannot be
+//! promoted (`fake_replica`), LedisDB servers (`ledis`), and the kill of a leader daemon
+//! with its master (`liveness`).
 #![allow(dead_code)]
 
+pub mod fake_replica;
 pub mod groups;
 pub mod ledis;
+pub mod liveness;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -245,8 +245,8 @@ struct Link {
     reported_down: bool,
 }
 
-/// Whether the peer has closed (or reset) a link. Links carry data one way only, so
-/// anything readable on our end means the peer is gone.
+/// Whether the peer has closed (or reset) a link. After the handshake, links carry data
+/// one way only, so anything readable on our end means the peer is gone.
 fn peer_closed(stream: &TcpStream) -> bool {
     if stream.set_nonblocking(true).is_err() {
         return true;
@@ -398,22 +398,20 @@ impl PeerSender {
         let _ = stream.set_nodelay(true);
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
         let session = match &self.key {
-            None => {
-                let mut writer = &stream;
-                writer
-                    .write_all(&frame::encode(wire::KIND_HELLO, &self.hello))
-                    .map_err(|e| format!("{addr}: {e}"))?;
-                None
-            }
+            None => None,
             Some(key) => Some(
                 handshake::dial(&stream, key, self.id, &self.hello, CHALLENGE_TIMEOUT)
                     .map_err(|e| format!("{addr}: {e}"))?,
             ),
         };
-        Ok(Conn {
-            writer: BufWriter::with_capacity(64 * 1024, stream),
-            session,
-        })
+        let mut writer = BufWriter::with_capacity(64 * 1024, stream);
+        if session.is_none() {
+            // Without a secret the hello goes out with the first messages.
+            writer
+                .write_all(&frame::encode(wire::KIND_HELLO, &self.hello))
+                .map_err(|e| format!("{addr}: {e}"))?;
+        }
+        Ok(Conn { writer, session })
     }
 }
 

@@ -114,7 +114,8 @@ impl Node {
             last_join_attempt: None,
             last_announce: None,
             published: (false, 0),
-            admission: Admission::default(),
+            // As long as a removed leader may take to hand over (see hand_over_if_removed).
+            admission: Admission::new(tick * (2 * super::ELECTION_TICKS) as u32),
         }
     }
 
@@ -500,6 +501,7 @@ impl Node {
                 ConfChangeType::RemoveNode => {
                     log::info!("raft: peer {id:x} left the cluster");
                     machine.data.members.remove(&id);
+                    self.admission.removed(id);
                     if id == self.id {
                         log::warn!(
                             "raft: this node was removed from the cluster; it no longer takes part"

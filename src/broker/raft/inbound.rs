@@ -31,7 +31,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Inbound connections open at once (and so reader threads). A cluster of N nodes needs
-/// N - 1; the rest is room for restarts and for the test tools.
+/// N - 1; the rest is room for links being made again while old ones time out.
 pub const MAX_INBOUND: usize = 64;
 /// Inbound connections that have not finished their handshake yet.
 pub const MAX_HANDSHAKING: usize = 16;

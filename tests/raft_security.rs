@@ -5,7 +5,8 @@
 //!   injected into an authenticated connection are refused and logged, and change
 //!   nothing; without one, messages from a non-member are dropped;
 //! - a daemon with the wrong secret cannot take part; the others elect and replicate;
-//! - the connection cap holds, and the cluster still elects and commits;
+//! - the connection cap holds, and the cluster still elects and commits; the listener
+//!   outlives running out of file descriptors;
 //! - a snapshot without its WAL, and a damaged last WAL record, stop the start naming
 //!   the file.
 //!
@@ -508,4 +509,71 @@ fn a_snapshot_without_its_wal_or_a_damaged_last_record_stops_the_start() {
         &format!("one={}", m1.addr()),
         "a start on the intact directory",
     );
+}
+
+/// Sets the soft open-file limit of process `pid` (the hard one stays, so it can be
+/// raised again without privileges); returns the old soft limit.
+fn set_open_file_limit(pid: u32, soft: libc::rlim_t) -> libc::rlim_t {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit with no new limit only writes `old`, a plain struct on this stack.
+    let read = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            std::ptr::null(),
+            &mut old,
+        )
+    };
+    assert_eq!(read, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: as above; `new` is read, nothing is written.
+    let set = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &new,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+    old.rlim_cur
+}
+
+#[test]
+fn the_raft_port_outlives_running_out_of_file_descriptors() {
+    let mut cluster = RaftCluster::start(1, &FAST, &[]);
+    cluster.wait_for_leader(&[0], ELECTION);
+    let pid = cluster.nodes[0].pid().expect("a running daemon");
+    let open_now = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the daemon's descriptors")
+        .count() as libc::rlim_t;
+    let old = set_open_file_limit(pid, open_now + 6);
+    // Each accepted connection takes two descriptors: a few in, accept fails (EMFILE).
+    let held: Vec<TcpStream> = (0..12)
+        .map(|_| raft_wire::connect(cluster.raft_ports[0]))
+        .collect();
+    wait_for_log(
+        &cluster.nodes[0],
+        "the failed accepts to be logged",
+        &["raft: accept failed: Too many open files"],
+    );
+    drop(held);
+    set_open_file_limit(pid, old);
+    // The listener lives on: a new connection is read, and its bad record refused.
+    send_raw(
+        cluster.raft_ports[0],
+        &frame(9, b"after the descriptors came back"),
+    );
+    wait_for_log(
+        &cluster.nodes[0],
+        "a connection after the descriptors came back",
+        &["expected a hello, got a record of kind 9"],
+    );
+    assert!(cluster.nodes[0].is_running(), "the daemon exited");
 }

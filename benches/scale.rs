@@ -85,9 +85,33 @@ struct Row {
     note: String,
 }
 
-/// Samples a process for the window; `during` runs once a second (e.g. to read lag).
+/// CPU ticks per thread name (threads of one name added up).
+fn thread_ticks(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let tid = entry.file_name().to_string_lossy().to_string();
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (text.find('('), text.rfind(')')) else {
+            continue;
+        };
+        let name = text[open + 1..close].to_string();
+        let fields: Vec<&str> = text[close + 1..].split_whitespace().collect();
+        let ticks = fields.get(11).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0)
+            + fields.get(12).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        *out.entry(name).or_default() += ticks;
+    }
+    out
+}
+
+/// Samples a process for the window: CPU (% of one core), peak RSS (MB), threads.
 fn sample(pid: u32, seconds: u64) -> Result<(f64, f64, u64), String> {
     let start = Instant::now();
+    let threads0 = thread_ticks(pid);
     let ticks0 = cpu_ticks(pid)?;
     let mut rss = 0;
     let mut threads = 0;
@@ -98,7 +122,16 @@ fn sample(pid: u32, seconds: u64) -> Result<(f64, f64, u64), String> {
         threads = threads.max(status_kb(pid, "Threads")?);
     }
     let ticks = cpu_ticks(pid)? - ticks0;
-    let cpu = ticks as f64 / clk_tck() / start.elapsed().as_secs_f64() * 100.0;
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = ticks as f64 / clk_tck() / elapsed * 100.0;
+    let by_thread: Vec<String> = thread_ticks(pid)
+        .into_iter()
+        .filter_map(|(name, t)| {
+            let used = t.saturating_sub(threads0.get(&name).copied().unwrap_or(0));
+            (used > 0).then(|| format!("{name} {:.2}%", used as f64 / clk_tck() / elapsed * 100.0))
+        })
+        .collect();
+    eprintln!("    CPU by thread: {}", by_thread.join(", "));
     Ok((cpu, rss as f64 / 1024.0, threads))
 }
 
@@ -325,7 +358,9 @@ fn main() {
     let seconds: u64 = env_or("SCALE_SECONDS", 20);
     let go = std::env::var("GO_FAILOVER")
         .unwrap_or_else(|_| "../shared/anchors/go-redis-failover/redis-failover".into());
-    let go = std::path::Path::new(&go).exists().then_some(go);
+    let go = std::fs::canonicalize(&go)
+        .ok()
+        .map(|p| p.to_string_lossy().to_string());
     // Inside the namespace the servers listen on every address (only loopback exists).
     let bind: Vec<String> = if inside {
         vec!["--bind".into(), "0.0.0.0".into()]

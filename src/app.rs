@@ -272,6 +272,7 @@ fn start_broker(config: &Config, http_addr: String) -> Result<Arc<dyn Broker>> {
             cluster: config.raft.cluster.clone(),
             cluster_state: config.raft.cluster_state,
             tick: config.raft.tick_interval,
+            secret: config.raft.secret.clone(),
         })?),
         BrokerKind::Zk => Arc::new(ZkBroker::start(ZkOptions {
             servers: config.zk.addr.iter().map(|a| a.to_string()).collect(),

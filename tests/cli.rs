@@ -128,3 +128,40 @@ fn log_level_sets_the_level_and_rust_log_wins_over_it() {
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("log_level"), "{text}");
 }
+
+#[test]
+fn oversized_config_files_and_too_short_intervals_are_refused() {
+    let dir = TempDir::new("cli");
+    // 17 MB of comments: valid TOML, but more than the daemon reads.
+    let big = dir.path().join("big.toml");
+    let line = format!("# {}\n", "x".repeat(1021));
+    std::fs::write(&big, line.repeat(17 * 1024)).unwrap();
+    let (code, text) = run(&[&format!("-config={}", big.display())]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains(&big.display().to_string()) && text.contains("larger than 16 MB"),
+        "{text}"
+    );
+    // Not a file at all: read up to the limit, never unbounded.
+    let (code, text) = run(&["-config=/dev/zero"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("/dev/zero"), "{text}");
+    for (args, key) in [
+        (&["-check_interval=5"][..], "check_interval"),
+        (
+            &["-check_interval=100", "-max_down_time=0.05"],
+            "max_down_time",
+        ),
+        (
+            &["-raft_secret_file=/nonexistent/secret"],
+            "raft_secret_file",
+        ),
+    ] {
+        let (code, text) = run(args);
+        assert_eq!(code, 2, "{args:?}: {text}");
+        assert!(
+            text.contains(&format!("redis-failover: {key}")),
+            "{args:?}: {text}"
+        );
+    }
+}

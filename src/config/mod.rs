@@ -9,7 +9,7 @@
 pub mod cli;
 mod settings;
 
-pub use settings::{List, SECTION_KEYS, Settings};
+pub use settings::{List, MAX_CONFIG_FILE, SECTION_KEYS, Settings};
 
 use crate::address::{Addr, MasterSpec};
 use crate::error::{Error, Result};
@@ -22,12 +22,18 @@ use std::time::Duration;
 pub const DEFAULT_ADDR: &str = "127.0.0.1:11000";
 /// Default time between two checks of a master, in milliseconds.
 pub const DEFAULT_CHECK_INTERVAL_MS: u64 = 1000;
+/// The shortest time between two checks of a master, in milliseconds: below it the
+/// checks of many groups would only burn CPU (a check takes a round trip anyway).
+pub const MIN_CHECK_INTERVAL_MS: i64 = 10;
 /// Default time without a successful check before a master is down, in seconds.
 pub const DEFAULT_MAX_DOWN_TIME_SECS: f64 = 3.0;
 /// Default time a notification script may run before it is killed (Sentinel's).
 pub const DEFAULT_NOTIFY_SCRIPT_TIMEOUT_SECS: f64 = 60.0;
 /// Default time a switchover waits for the chosen replica to catch up, writes paused.
 pub const DEFAULT_SWITCHOVER_TIMEOUT_SECS: f64 = 5.0;
+
+/// The largest `raft_secret_file` read (a secret is a line of text).
+pub const MAX_SECRET_FILE: u64 = 4096;
 
 /// Default ZooKeeper session timeout, in milliseconds: within ZooKeeper's default
 /// bounds (2 to 20 ticks of 2 s, so 4 s to 40 s).
@@ -85,6 +91,8 @@ pub struct RaftConfig {
     pub cluster: Vec<Addr>,
     pub cluster_state: StartState,
     pub tick_interval: Duration,
+    /// `raft_secret` (or the content of `raft_secret_file`): peers prove they know it.
+    pub secret: Option<Secret>,
 }
 
 /// ZooKeeper broker settings after validation.
@@ -143,6 +151,7 @@ impl Settings {
     pub fn resolve(self) -> Result<Config> {
         let broker = BrokerKind::parse(self.broker.as_deref().unwrap_or(""))?;
         let (redis_password, redis_username) = self.credentials()?;
+        let check_interval = self.check_interval()?;
         Ok(Config {
             addr: listen_addr(self.addr.as_deref())?,
             sentinel_addr: optional_addr("sentinel_addr", self.sentinel_addr.as_deref())?,
@@ -156,8 +165,8 @@ impl Settings {
                 "masters_state",
                 self.masters_state.as_deref().unwrap_or(""),
             )?,
-            check_interval: self.check_interval()?,
-            max_down_time: self.max_down_time()?,
+            check_interval,
+            max_down_time: self.max_down_time(check_interval)?,
             notify_script: match self.notify_script.as_deref() {
                 None | Some("") => None,
                 Some(path) => Some(executable("notify_script", path)?),
@@ -182,22 +191,50 @@ impl Settings {
         let check_ms = self
             .check_interval
             .unwrap_or(DEFAULT_CHECK_INTERVAL_MS as i64);
-        if !(1..=3_600_000).contains(&check_ms) {
+        if !(MIN_CHECK_INTERVAL_MS..=3_600_000).contains(&check_ms) {
             return Err(invalid_input!(
-                "check_interval: {check_ms} is out of range (1 to 3600000 milliseconds)"
+                "check_interval: {check_ms} is out of range ({MIN_CHECK_INTERVAL_MS} to 3600000 milliseconds)"
             ));
         }
         Ok(Duration::from_millis(check_ms as u64))
     }
 
-    fn max_down_time(&self) -> Result<Duration> {
+    /// At least one check interval: a master is down only once a check had the time to
+    /// fail.
+    fn max_down_time(&self, check_interval: Duration) -> Result<Duration> {
         let down_secs = self.max_down_time.unwrap_or(DEFAULT_MAX_DOWN_TIME_SECS);
         if !(down_secs.is_finite() && down_secs > 0.0 && down_secs <= 86_400.0) {
             return Err(invalid_input!(
                 "max_down_time: {down_secs} is out of range (more than 0, at most 86400 seconds)"
             ));
         }
-        Ok(Duration::from_secs_f64(down_secs))
+        let down = Duration::from_secs_f64(down_secs);
+        if down < check_interval {
+            let given = if self.max_down_time.is_some() {
+                ""
+            } else {
+                " (the default)"
+            };
+            return Err(invalid_input!(
+                "max_down_time: {down_secs} s{given} is shorter than check_interval ({} ms); it must be at least one check interval",
+                check_interval.as_millis()
+            ));
+        }
+        Ok(down)
+    }
+
+    /// `raft_secret`, or the content of `raft_secret_file` (one of them, or neither).
+    fn raft_secret(&self) -> Result<Option<Secret>> {
+        let file = self.raft_secret_file.as_deref().filter(|f| !f.is_empty());
+        let given = self.raft_secret.clone().filter(|s| !s.is_empty());
+        match (given, file) {
+            (Some(_), Some(_)) => Err(invalid_input!(
+                "raft_secret ([raft] secret): give raft_secret or raft_secret_file, not both"
+            )),
+            (Some(secret), None) => Ok(Some(secret)),
+            (None, Some(path)) => read_secret_file(path).map(Some),
+            (None, None) => Ok(None),
+        }
     }
 
     /// `redis_password` (or its Go alias `password`) and `redis_username`.
@@ -255,6 +292,7 @@ impl Settings {
                 self.raft_cluster_state.as_deref().unwrap_or(""),
             )?,
             tick_interval: Duration::from_millis(tick_ms as u64),
+            secret: self.raft_secret()?,
         })
     }
 
@@ -367,6 +405,19 @@ fn check_zk_path(path: &str) -> Result<()> {
     Ok(())
 }
 
+/// The secret in `raft_secret_file`: read once, at most [`MAX_SECRET_FILE`] bytes,
+/// without the whitespace around it (a trailing newline), and not empty.
+fn read_secret_file(path: &str) -> Result<Secret> {
+    let key = "raft_secret_file ([raft] secret_file)";
+    let text = settings::read_bounded(std::path::Path::new(path), MAX_SECRET_FILE)
+        .map_err(|e| invalid_input!("{key}: {path}: {e}"))?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        return Err(invalid_input!("{key}: {path} is empty"));
+    }
+    Ok(Secret::new(secret))
+}
+
 /// A duration in seconds (fractions allowed) between a millisecond and a day.
 fn seconds(key: &str, value: Option<f64>, default: f64) -> Result<Duration> {
     let secs = value.unwrap_or(default);
@@ -454,10 +505,13 @@ mod tests {
 
     #[test]
     fn fractional_down_time_and_string_lists() {
-        let c = Settings::from_toml("max_down_time = 0.5\nmasters = \"a:1, b=c:2\"")
-            .unwrap()
-            .resolve()
-            .unwrap();
+        // (With checks every 100 ms: max_down_time is at least one check interval.)
+        let c = Settings::from_toml(
+            "max_down_time = 0.5\ncheck_interval = 100\nmasters = \"a:1, b=c:2\"",
+        )
+        .unwrap()
+        .resolve()
+        .unwrap();
         assert_eq!(c.max_down_time, Duration::from_millis(500));
         assert_eq!(c.masters.len(), 2);
         let any = Settings::from_toml("addr = \":11000\"")
@@ -510,3 +564,6 @@ mod tests {
         assert!(c.api_token_reads);
     }
 }
+
+#[cfg(test)]
+mod limit_tests;

@@ -12,6 +12,7 @@ use crate::invalid_input;
 use crate::secret::Secret;
 use argh::FromArgs;
 use serde::Deserialize;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// A list that may be written as a TOML array or as one comma-separated string.
@@ -74,6 +75,11 @@ macro_rules! settings {
                     self.password = None;
                     self.redis_password = None;
                 }
+                // So are `raft_secret` and `raft_secret_file`.
+                if over.raft_secret.is_some() || over.raft_secret_file.is_some() {
+                    self.raft_secret = None;
+                    self.raft_secret_file = None;
+                }
                 Settings {
                     config: over.config.or(self.config),
                     $($name: over.$name.or(self.$name),)*
@@ -114,6 +120,10 @@ settings! {
     raft_cluster_state: String,
     /// milliseconds between raft ticks (default 100; elections after 10 to 20 ticks)
     raft_tick_interval: i64,
+    /// secret every raft daemon of the cluster shares and proves to the others (HMAC-SHA256)
+    raft_secret: Secret,
+    /// file holding raft_secret, read at start (surrounding whitespace is trimmed)
+    raft_secret_file: String,
     /// zooKeeper addresses, comma-separated
     zk_addr: List,
     /// zooKeeper base path, must start with /zk
@@ -136,6 +146,26 @@ settings! {
     sentinel_addr: String,
 }
 
+/// The largest config file read: far above any real one (10,000 groups take about
+/// 400 KB), and a bound on what a wrong path (`-config=/dev/zero`) can cost.
+pub const MAX_CONFIG_FILE: u64 = 16 * 1024 * 1024;
+
+/// Reads a text file of at most `limit` bytes, without ever holding more than that.
+pub fn read_bounded(path: &Path, limit: u64) -> std::result::Result<String, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    if bytes.len() as u64 > limit {
+        return Err(format!(
+            "larger than {} MB ({limit} bytes); refusing to read more",
+            limit / (1024 * 1024)
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| format!("not UTF-8 text: {e}"))
+}
+
 /// The config file's sections: `[section] key` is the setting named here.
 pub const SECTION_KEYS: &[(&str, &str, &str)] = &[
     ("raft", "addr", "raft_addr"),
@@ -144,17 +174,19 @@ pub const SECTION_KEYS: &[(&str, &str, &str)] = &[
     ("raft", "cluster", "raft_cluster"),
     ("raft", "cluster_state", "raft_cluster_state"),
     ("raft", "tick_interval", "raft_tick_interval"),
+    ("raft", "secret", "raft_secret"),
+    ("raft", "secret_file", "raft_secret_file"),
     ("zk", "addr", "zk_addr"),
     ("zk", "base_dir", "zk_path"),
     ("zk", "session_timeout", "zk_session_timeout"),
 ];
 
 impl Settings {
-    /// Reads a TOML config file; errors name the file and the key.
+    /// Reads a TOML config file of at most [`MAX_CONFIG_FILE`] bytes; errors name the
+    /// file and the key.
     pub fn from_file(path: &Path) -> Result<Settings> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            crate::error::Error::Io(format!("cannot read config file {}: {e}", path.display()))
-        })?;
+        let text = read_bounded(path, MAX_CONFIG_FILE)
+            .map_err(|e| invalid_input!("config file {}: {e}", path.display()))?;
         Settings::from_toml(&text)
             .map_err(|e| invalid_input!("config file {}: {e}", path.display()))
     }

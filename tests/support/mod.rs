@@ -3,13 +3,15 @@
 //! PID when dropped. Plus a deadline-based `wait_until` and a tiny HTTP client. The
 //! submodules hold the cluster tests' helpers (`groups`), a fake replica that cannot be
 //! promoted (`fake_replica`), LedisDB servers (`ledis`), and the kill of a leader daemon
-//! with its master (`liveness`).
+//! with its master (`liveness`), and raw Raft-port records for the security tests
+//! (`raft_wire`).
 #![allow(dead_code)]
 
 pub mod fake_replica;
 pub mod groups;
 pub mod ledis;
 pub mod liveness;
+pub mod raft_wire;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -760,6 +762,37 @@ impl RaftCluster {
                 s["raft_addr"], s["role"], s["acting"], s["term"], s["leader"]["raft_addr"]
             )
         })
+    }
+}
+
+/// Runs the daemon with `-addr=<free port>` plus `args`, expecting it to refuse to start;
+/// returns its exit code and what it wrote to stderr. Panics if it is still running
+/// after 10 s.
+pub fn run_until_exit(args: &[String]) -> (Option<i32>, String) {
+    let out = TempDir::new("refused");
+    let log = out.path().join("stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_redis-failover"))
+        .arg(format!("-addr=127.0.0.1:{}", free_port()))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("stderr file"))
+        .spawn()
+        .expect("start redis-failover");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return (status.code(), read());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the daemon kept running when it should refuse to start:\n{}",
+                read()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -20,11 +20,18 @@
 //!
 //! [`Action`]: crate::broker::Action
 
+mod admission;
+mod auth;
 mod frame;
+mod handshake;
+mod inbound;
+mod log_limit;
 mod node;
+mod replay;
 mod state_machine;
 mod storage;
 mod transport;
+mod wire;
 
 use crate::address::Addr;
 use crate::broker::PROPOSAL_TIMEOUT;
@@ -32,6 +39,7 @@ use crate::broker::{Action, Broker, ClusterStatus, MemberChange, ReplicatedState
 use crate::config::StartState;
 use crate::error::{Error, Result};
 use crate::invalid_input;
+use crate::secret::Secret;
 use crate::sync::lock;
 use crossbeam_channel::Sender;
 use node::{Command, Node};
@@ -48,6 +56,9 @@ use transport::{Hello, Transport};
 pub const ELECTION_TICKS: usize = 10;
 pub const HEARTBEAT_TICKS: usize = 2;
 
+/// A `raft_secret` shorter than this draws a warning at start.
+const MIN_SECRET_LEN: usize = 16;
+
 /// What the Raft broker needs from the configuration.
 #[derive(Debug, Clone)]
 pub struct RaftOptions {
@@ -61,6 +72,8 @@ pub struct RaftOptions {
     pub cluster: Vec<Addr>,
     pub cluster_state: StartState,
     pub tick: Duration,
+    /// `raft_secret`: when set, peers must prove they know it (see `auth.rs`).
+    pub secret: Option<Secret>,
 }
 
 /// The stable peer id of a raft address: FNV-1a of its text, never 0.
@@ -150,7 +163,9 @@ impl RaftBroker {
             http_addr: options.http_addr.clone(),
             sentinel_addr: options.sentinel_addr.clone(),
         };
-        let transport = Transport::start(me.clone(), &raft_addr, events_tx)?;
+        let transport =
+            Transport::start(me.clone(), &raft_addr, options.secret.as_ref(), events_tx)?;
+        warn_about_the_secret(options.secret.as_ref(), &transport);
         for addr in members.values() {
             transport.set_address(peer_id(addr), addr);
         }
@@ -321,6 +336,21 @@ fn prepare_storage(
         .filter(|a| !members.contains_key(&peer_id(&a.to_string())))
         .cloned()
         .collect())
+}
+
+/// A raft port that strangers can reach needs `raft_secret`; a short one can be guessed
+/// offline from one recorded handshake.
+fn warn_about_the_secret(secret: Option<&Secret>, transport: &Transport) {
+    let addr = transport.local_addr();
+    match secret {
+        None if !addr.ip().is_loopback() => log::warn!(
+            "raft: raft_addr {addr} accepts connections beyond loopback and no raft_secret is set: anyone who can reach it can pose as a member, change the monitored masters and disrupt elections; set raft_secret (the same on every daemon, see docs/raft.md)"
+        ),
+        Some(secret) if secret.expose().len() < MIN_SECRET_LEN => log::warn!(
+            "raft: raft_secret is shorter than {MIN_SECRET_LEN} bytes; anyone who records one handshake can try guesses offline; use a long random one (openssl rand -hex 32)"
+        ),
+        _ => {}
+    }
 }
 
 /// raft-rs's node with this daemon's settings: pre-vote and check-quorum on, so a

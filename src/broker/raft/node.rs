@@ -16,6 +16,7 @@
 //! the result of applying it: so a write on a follower (which raft-rs forwards to the
 //! leader) answers only once it is committed and applied here.
 
+use super::admission::Admission;
 use super::storage::DiskStorage;
 use super::transport::{Event, Hello, Transport};
 use super::{Shared, peer_id};
@@ -82,6 +83,8 @@ pub struct Node {
     last_announce: Option<Instant>,
     /// (acting, leader id) as last published, to log and notify on change.
     published: (bool, u64),
+    /// Drops peer messages from non-members or not for this node.
+    admission: Admission,
 }
 
 impl Node {
@@ -111,6 +114,8 @@ impl Node {
             last_join_attempt: None,
             last_announce: None,
             published: (false, 0),
+            // As long as a removed leader may take to hand over (see hand_over_if_removed).
+            admission: Admission::new(tick * (2 * super::ELECTION_TICKS) as u32),
         }
     }
 
@@ -266,7 +271,10 @@ impl Node {
 
     fn on_event(&mut self, event: Event) {
         match event {
-            Event::Message(message) => {
+            Event::Message(message, origin) => {
+                if !self.admission.admits(&self.raw.raft, &message, &origin) {
+                    return;
+                }
                 let from = message.from;
                 let term = message.term;
                 if let Err(e) = self.raw.step(*message) {
@@ -493,6 +501,7 @@ impl Node {
                 ConfChangeType::RemoveNode => {
                     log::info!("raft: peer {id:x} left the cluster");
                     machine.data.members.remove(&id);
+                    self.admission.removed(id);
                     if id == self.id {
                         log::warn!(
                             "raft: this node was removed from the cluster; it no longer takes part"

@@ -12,14 +12,24 @@
 //!   replaced atomically (write a temporary file, fsync, rename, fsync the directory).
 //!   After a snapshot the log before it is dropped and the WAL is rewritten the same way.
 //!
-//! On start the snapshot is read, then the WAL replayed. A record cut short at the very
-//! end of the WAL (a crash mid-write) is dropped with a warning, because nothing after
-//! it was ever acknowledged. A damaged record followed by more data is corruption: the
-//! daemon refuses to start and names the file, rather than silently forget state.
+//! On start the snapshot is read, then the WAL replayed. State is never silently lost:
+//!
+//! - A record cut short at the very end of the WAL (fewer bytes than its length field
+//!   declares, or a zero-filled tail: a crash mid-write) is dropped with a warning,
+//!   because nothing in it was ever acknowledged.
+//! - A record whose bytes are all there but whose checksum fails is damage, not a torn
+//!   write, wherever it is (the last record included): the daemon refuses to start and
+//!   names the file. So is a record cut short with more records after it.
+//! - A snapshot without a WAL beside it (missing, empty, or without a single whole
+//!   record) means the log and the votes that go with the snapshot are gone: refused,
+//!   with how to recover. Writes are ordered so that no crash leaves that state: before
+//!   the first snapshot of a directory, the WAL gets a hard-state record (synced); after
+//!   a snapshot the WAL is replaced atomically, never emptied.
 //!
 //! [`sync`]: DiskStorage::sync
 
 use super::frame::{self, Decoded};
+use super::replay::{lost_wal, replay_wal};
 use super::state_machine::{StateMachine, from_bytes, to_bytes};
 use crate::error::{Error, Result};
 use crate::sync::lock;
@@ -35,8 +45,8 @@ const WAL_FILE: &str = "raft.wal";
 const SNAPSHOT_FILE: &str = "raft.snapshot";
 const LOCK_FILE: &str = "LOCK";
 
-const KIND_ENTRY: u8 = 1;
-const KIND_HARD_STATE: u8 = 2;
+pub(super) const KIND_ENTRY: u8 = 1;
+pub(super) const KIND_HARD_STATE: u8 = 2;
 const KIND_SNAPSHOT: u8 = 3;
 
 /// The log, hard state and snapshot of one node, kept on disk.
@@ -54,6 +64,8 @@ pub struct DiskStorage {
     conf_state: ConfState,
     machine: Arc<Mutex<StateMachine>>,
     unsynced: bool,
+    /// Whether the WAL holds at least one record (a snapshot may be written beside it).
+    wal_has_records: bool,
 }
 
 impl DiskStorage {
@@ -74,8 +86,9 @@ impl DiskStorage {
         let lock = lock_dir(data_dir)?;
         let snapshot_path = data_dir.join(SNAPSHOT_FILE);
         let wal_path = log_dir.join(WAL_FILE);
-        let machine = match read_snapshot(&snapshot_path)? {
-            Some(snapshot) => StateMachine::from_snapshot(&snapshot)
+        let snapshot = read_snapshot(&snapshot_path)?;
+        let machine = match &snapshot {
+            Some(snapshot) => StateMachine::from_snapshot(snapshot)
                 .map_err(|e| Error::Io(format!("{}: {e}", snapshot_path.display())))?,
             None => StateMachine::default(),
         };
@@ -85,8 +98,12 @@ impl DiskStorage {
             ..SnapshotMetadata::default()
         };
         snapshot_meta.set_conf_state(machine.conf_state.clone());
-        let (entries, hard_state) = replay_wal(&wal_path, snapshot_meta.index)?;
-        let mut hard_state = hard_state.unwrap_or_default();
+        let replayed = replay_wal(&wal_path, snapshot_meta.index)?;
+        if snapshot.is_some() && replayed.records == 0 {
+            return Err(lost_wal(&wal_path, &snapshot_path));
+        }
+        let entries = replayed.entries;
+        let mut hard_state = replayed.hard_state.unwrap_or_default();
         hard_state.commit = hard_state.commit.max(snapshot_meta.index);
         hard_state.term = hard_state.term.max(snapshot_meta.term);
         let wal = OpenOptions::new()
@@ -105,6 +122,7 @@ impl DiskStorage {
             hard_state,
             machine: Arc::new(Mutex::new(machine)),
             unsynced: false,
+            wal_has_records: replayed.records > 0,
         })
     }
 
@@ -221,6 +239,16 @@ impl DiskStorage {
 
     fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<()> {
         let meta = snapshot.get_metadata().clone();
+        if !self.wal_has_records {
+            // The first snapshot of this directory: the WAL gets a record first, so a
+            // crash right after the snapshot is written never leaves it beside an empty
+            // WAL (which a start refuses as a lost log).
+            self.write_wal(&frame::encode(
+                KIND_HARD_STATE,
+                &to_bytes(&self.hard_state)?,
+            ))?;
+            self.sync()?;
+        }
         write_atomically(
             &self.snapshot_path,
             &frame::encode(KIND_SNAPSHOT, &to_bytes(snapshot)?),
@@ -252,6 +280,7 @@ impl DiskStorage {
             .open(&self.wal_path)
             .map_err(|e| Error::Io(format!("cannot open {}: {e}", self.wal_path.display())))?;
         self.unsynced = false;
+        self.wal_has_records = true;
         Ok(())
     }
 
@@ -260,6 +289,7 @@ impl DiskStorage {
             .write_all(bytes)
             .map_err(|e| Error::Io(format!("cannot write {}: {e}", self.wal_path.display())))?;
         self.unsynced = true;
+        self.wal_has_records = true;
         Ok(())
     }
 
@@ -386,95 +416,6 @@ fn read_snapshot(path: &Path) -> Result<Option<Snapshot>> {
             path.display()
         ))),
     }
-}
-
-/// Replays the WAL: the entries after `snapshot_index` and the last hard state.
-fn replay_wal(path: &Path, snapshot_index: u64) -> Result<(Vec<Entry>, Option<HardState>)> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), None)),
-        Err(e) => return Err(Error::Io(format!("cannot read {}: {e}", path.display()))),
-    };
-    let mut entries: Vec<Entry> = Vec::new();
-    let mut hard_state = None;
-    let mut at = 0;
-    while at < bytes.len() {
-        let damaged = match frame::decode(&bytes[at..]) {
-            Decoded::Record {
-                kind,
-                payload,
-                size,
-            } => {
-                let what = format!("{} at byte {at}", path.display());
-                match kind {
-                    KIND_ENTRY => {
-                        let entry: Entry = from_bytes(payload, &what)?;
-                        push_entry(&mut entries, entry, snapshot_index, &what)?;
-                    }
-                    KIND_HARD_STATE => hard_state = Some(from_bytes(payload, &what)?),
-                    other => {
-                        return Err(Error::Io(format!("{what}: unknown record kind {other}")));
-                    }
-                }
-                at += size;
-                continue;
-            }
-            Decoded::Incomplete => "cut short".to_string(),
-            Decoded::Corrupt(why) => why,
-        };
-        // Damage in the last record is a torn write; anywhere else it is corruption.
-        if !more_records_after(&bytes[at..]) {
-            log::warn!(
-                "raft: dropping the torn last record of {} at byte {at} ({damaged}); it was never acknowledged",
-                path.display()
-            );
-            truncate(path, at as u64)?;
-            break;
-        }
-        return Err(Error::Io(format!(
-            "{} is corrupt at byte {at} of {} ({damaged}) with records after it; refusing to start rather than lose state (restore the file, or remove the data directory to rejoin as a new node)",
-            path.display(),
-            bytes.len()
-        )));
-    }
-    Ok((entries, hard_state))
-}
-
-/// Adds a replayed entry, truncating any conflicting suffix as Raft did when it wrote it.
-fn push_entry(
-    entries: &mut Vec<Entry>,
-    entry: Entry,
-    snapshot_index: u64,
-    what: &str,
-) -> Result<()> {
-    if entry.index <= snapshot_index {
-        return Ok(());
-    }
-    let last = entries.last().map_or(snapshot_index, |e| e.index);
-    if entry.index > last + 1 {
-        return Err(Error::Io(format!(
-            "{what}: entry {} follows entry {last}: the log has a gap",
-            entry.index
-        )));
-    }
-    entries.truncate((entry.index - snapshot_index - 1) as usize);
-    entries.push(entry);
-    Ok(())
-}
-
-/// Whether a damaged record is followed by what looks like more data: a length field
-/// that ends before the file does, followed by a decodable record.
-fn more_records_after(rest: &[u8]) -> bool {
-    (1..rest.len()).any(|skip| matches!(frame::decode(&rest[skip..]), Decoded::Record { .. }))
-}
-
-fn truncate(path: &Path, len: u64) -> Result<()> {
-    let file = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .and_then(|f| f.set_len(len).and(f.sync_all()).map(|_| f));
-    file.map(|_| ())
-        .map_err(|e| Error::Io(format!("cannot truncate {}: {e}", path.display())))
 }
 
 /// Replaces `path` with `bytes` so that a crash leaves either the old or the new file.

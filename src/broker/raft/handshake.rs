@@ -1,0 +1,104 @@
+//! The `raft_secret` handshake on a socket, from both ends: the records of the wire
+//! format in `transport.rs`, carrying the nonces and proofs of `auth.rs`.
+//!
+//! The dialer sends its opening, reads the acceptor's challenge, sends its own proof,
+//! and only then checks the acceptor's: so when two daemons have different secrets, both
+//! log it. The acceptor answers the opening and checks the dialer's proof before it
+//! reads a single raft message. Each side ends with the [`Session`] that MACs the
+//! records after the handshake.
+
+use super::auth::{self, ClusterKey, Handshake, Opening, Session};
+use super::frame;
+use super::wire::{self, Hello, RecordReader};
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// The dialer's side: proves this node to the peer `to` and checks the peer's proof.
+pub fn dial(
+    stream: &TcpStream,
+    key: &ClusterKey,
+    to: u64,
+    hello: &[u8],
+    timeout: Duration,
+) -> Result<Session, String> {
+    let opening = Opening {
+        nonce: auth::nonce()?,
+        to,
+        hello: hello.to_vec(),
+    };
+    let mut writer = stream;
+    writer
+        .write_all(&frame::encode(wire::KIND_AUTH_OPEN, &opening.encode()))
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + timeout;
+    let mut reader = wire::reader(stream);
+    let Some((kind, payload)) = wire::read_record(&mut reader, wire::MAX_HANDSHAKE, Some(deadline))
+        .map_err(|e| format!("no challenge from the peer: {e}"))?
+    else {
+        return Err("the peer closed the connection during the handshake (does it have the same raft_secret?)".into());
+    };
+    if kind != wire::KIND_AUTH_CHALLENGE {
+        return Err(format!("expected a challenge, got a record of kind {kind}"));
+    }
+    let (nonce, proof) = auth::decode_challenge(&payload)?;
+    let handshake = Handshake::new(&opening, &nonce);
+    writer
+        .write_all(&frame::encode(
+            wire::KIND_AUTH_PROOF,
+            &handshake.dialer_proof(key),
+        ))
+        .map_err(|e| e.to_string())?;
+    if !auth::proof_matches(&handshake.acceptor_proof(key), proof) {
+        return Err(format!(
+            "peer {to:x} did not prove it knows raft_secret: its raft_secret differs, or it is not the peer"
+        ));
+    }
+    handshake.session(key)
+}
+
+/// The acceptor's side: answers the dialer's `opening` (the payload of its first
+/// record) with this node's nonce and proof, then checks the dialer's proof, all by
+/// `deadline`. Returns who the dialer is.
+pub fn answer(
+    stream: &TcpStream,
+    reader: &mut RecordReader<'_>,
+    key: &ClusterKey,
+    self_id: u64,
+    opening: &[u8],
+    deadline: Instant,
+) -> Result<(Hello, Session), String> {
+    let opening = Opening::decode(opening)?;
+    if opening.to != self_id {
+        return Err(format!(
+            "it dialed peer {:x}, but this node is {self_id:x} (write each raft address the same way everywhere)",
+            opening.to
+        ));
+    }
+    let hello = Hello::parse(&opening.hello)?;
+    let nonce = auth::nonce()?;
+    let handshake = Handshake::new(&opening, &nonce);
+    let challenge = auth::encode_challenge(&nonce, &handshake.acceptor_proof(key));
+    let left = deadline.saturating_duration_since(Instant::now());
+    let _ = stream.set_write_timeout(Some(left.max(Duration::from_millis(1))));
+    let mut writer = stream;
+    writer
+        .write_all(&frame::encode(wire::KIND_AUTH_CHALLENGE, &challenge))
+        .map_err(|e| format!("cannot send the challenge: {e}"))?;
+    let Some((kind, proof)) = wire::read_record(reader, wire::MAX_HANDSHAKE, Some(deadline))?
+    else {
+        return Err(
+            "closed during the handshake (is its raft_secret the same as this node's?)".into(),
+        );
+    };
+    if kind != wire::KIND_AUTH_PROOF {
+        return Err(format!("expected a proof, got a record of kind {kind}"));
+    }
+    if !auth::proof_matches(&handshake.dialer_proof(key), &proof) {
+        return Err(format!(
+            "wrong proof of raft_secret from {} (peer {:x}): its raft_secret differs, or it is not a peer",
+            hello.raft_addr, hello.id
+        ));
+    }
+    Ok((hello, handshake.session(key)?))
+}

@@ -1,0 +1,579 @@
+//! The Raft port against strangers, and the Raft data directory against damage, with
+//! real `redis-failover` processes (`-broker=raft`):
+//!
+//! - with `raft_secret`, forged hellos, forged messages, a wrong secret and records
+//!   injected into an authenticated connection are refused and logged, and change
+//!   nothing; without one, messages from a non-member are dropped;
+//! - a daemon with the wrong secret cannot take part; the others elect and replicate;
+//! - the connection cap holds, and the cluster still elects and commits; the listener
+//!   outlives running out of file descriptors;
+//! - a snapshot without its WAL, and a damaged last WAL record, stop the start naming
+//!   the file.
+//!
+//! The forging is done with `support/raft_wire.rs`, written from the wire format in
+//! `src/broker/raft/transport.rs`.
+
+mod support;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+use support::groups::*;
+use support::raft_wire::{self, Dialer, frame};
+use support::{Daemon, RaftCluster, RedisServer, free_port, run_until_exit, wait_until};
+
+const FAST: [&str; 2] = ["-check_interval=100", "-max_down_time=1"];
+const ELECTION: Duration = Duration::from_secs(15);
+const SECRET: &str = "a-test-cluster-secret-0f3c9a7e51b2";
+/// `MAX_HANDSHAKING` in `src/broker/raft/inbound.rs`.
+const MAX_HANDSHAKING: usize = 16;
+
+fn with_secret(secret: &str) -> Vec<String> {
+    let mut args: Vec<String> = FAST.iter().map(|a| a.to_string()).collect();
+    args.push(format!("-raft_secret={secret}"));
+    args
+}
+
+fn refs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// The peer id of node `i`.
+fn id(cluster: &RaftCluster, i: usize) -> u64 {
+    raft_wire::peer_id(&cluster.raft_addr(i))
+}
+
+/// Sends `bytes` on a new connection and closes it.
+fn send_raw(port: u16, bytes: &[u8]) {
+    let mut stream = raft_wire::connect(port);
+    let _ = stream.write_all(bytes);
+}
+
+/// (leader's raft address, term) as node `i` sees them.
+fn leader_and_term(cluster: &RaftCluster, i: usize) -> (String, u64) {
+    let status = cluster.status(i).expect("cluster status");
+    (
+        str_of(&status["leader"]["raft_addr"]),
+        status["term"].as_u64().unwrap_or(0),
+    )
+}
+
+/// Waits until the log of the current run of `node` holds every one of `needles`.
+fn wait_for_log(node: &Daemon, what: &str, needles: &[&str]) {
+    wait_until(LONG, what, || {
+        let log = node.log_of_this_run();
+        let missing: Vec<&&str> = needles.iter().filter(|n| !log.contains(**n)).collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            let tail: Vec<&str> = log.lines().rev().take(8).collect();
+            Err(format!("missing {missing:?}; last lines: {tail:?}"))
+        }
+    });
+}
+
+/// The attacks of a stranger who does not know the secret, on the raft port of node
+/// `i`: posing as the member `member` with a plain hello, as a non-member, with a wrong
+/// secret, and with sealed records but no handshake. Each proposes group `evil` and
+/// sends a heartbeat 1000 terms ahead.
+fn attack_without_the_secret(cluster: &RaftCluster, i: usize, member: usize, term: u64) {
+    let (port, to) = (cluster.raft_ports[i], id(cluster, i));
+    let member_addr = cluster.raft_addr(member);
+    let member_id = id(cluster, member);
+    let stranger = "127.0.0.1:1";
+    let stranger_id = raft_wire::peer_id(stranger);
+    let evil = raft_wire::propose_add(member_id, to, "evil", "127.0.0.1:9");
+    let future = raft_wire::heartbeat(member_id, to, term + 1000);
+    let mut plain = frame(raft_wire::KIND_HELLO, &raft_wire::hello(&member_addr));
+    plain.extend(frame(raft_wire::KIND_MESSAGE, &evil));
+    plain.extend(frame(raft_wire::KIND_MESSAGE, &future));
+    send_raw(port, &plain);
+    let mut stranger_hello = frame(raft_wire::KIND_HELLO, &raft_wire::hello(stranger));
+    let stranger_beat = raft_wire::heartbeat(stranger_id, to, term + 1000);
+    stranger_hello.extend(frame(raft_wire::KIND_MESSAGE, &stranger_beat));
+    send_raw(port, &stranger_hello);
+    let mut wrong = Dialer::handshake(port, to, &member_addr, "not-the-secret")
+        .expect("a challenge to an opening");
+    assert!(
+        !wrong.acceptor_proved,
+        "node {i} proved a secret it has not"
+    );
+    let sealed = wrong.sealed(&evil);
+    let _ = wrong.send(&sealed);
+    send_raw(
+        port,
+        &frame(raft_wire::KIND_SEALED, &[&evil[..], &[0u8; 32]].concat()),
+    );
+}
+
+/// A peer that knows the secret, posing as `member`, proposes group `control` to the
+/// leader, and the cluster takes it: the control that shows the proposals refused
+/// elsewhere would have changed the groups. Then records injected into such an
+/// authenticated connection (a replay, a bad MAC) are refused.
+fn injected_records_are_refused(cluster: &RaftCluster, leader: usize, member: usize, master: &str) {
+    let (leader_port, leader_id) = (cluster.raft_ports[leader], id(cluster, leader));
+    // The control: a peer that knows the secret, posing as a member, proposes a group,
+    // and the cluster takes it. So the proposals refused below would change the groups.
+    let mut peer = Dialer::handshake(leader_port, leader_id, &cluster.raft_addr(member), SECRET)
+        .expect("the handshake with the right secret");
+    assert!(peer.acceptor_proved, "the leader did not prove the secret");
+    let member_id = id(cluster, member);
+    let control = raft_wire::propose_add(member_id, leader_id, "control", master);
+    let record = peer.sealed(&control);
+    assert!(peer.send(&record));
+    let expected = format!("control={master}");
+    wait_for_groups(
+        &cluster.nodes,
+        &[0, 1, 2],
+        &expected,
+        "the control proposal",
+    );
+
+    // Injected into that authenticated connection: a replay of the record, then a
+    // record whose MAC was not made with the connection's key.
+    assert!(peer.send(&record), "a replay");
+    wait_for_log(
+        &cluster.nodes[leader],
+        "the leader to refuse a replayed record",
+        &["record 1 fails its MAC"],
+    );
+    let mut peer = Dialer::handshake(leader_port, leader_id, &cluster.raft_addr(member), SECRET)
+        .expect("a second handshake");
+    // A well-framed record (its checksum is right) whose MAC is off by one bit.
+    let mut sealed = peer.sealed(&control)[9..].to_vec();
+    let last = sealed.len() - 1;
+    sealed[last] ^= 1;
+    let _ = peer.send(&frame(raft_wire::KIND_SEALED, &sealed));
+    wait_for_log(
+        &cluster.nodes[leader],
+        "the leader to refuse a record with a bad MAC",
+        &["record 0 fails its MAC"],
+    );
+}
+
+#[test]
+fn with_a_secret_forged_hellos_and_messages_are_refused_and_change_nothing() {
+    let m1 = RedisServer::master();
+    let args = with_secret(SECRET);
+    let mut cluster = RaftCluster::start(3, &refs(&args), &[]);
+    let leader = cluster.wait_for_leader(&[0, 1, 2], ELECTION);
+    let member = others_of(3, leader)[0];
+    injected_records_are_refused(&cluster, leader, member, &m1.addr());
+    let (leader_addr, term) = leader_and_term(&cluster, leader);
+    for i in 0..3 {
+        attack_without_the_secret(&cluster, i, if i == member { leader } else { member }, term);
+    }
+    for i in 0..3 {
+        wait_for_log(
+            &cluster.nodes[i],
+            &format!("node {i} to log the refusals"),
+            &[
+                "it sent a plain hello without proving it knows raft_secret",
+                "wrong proof of raft_secret",
+                "expected a hello, got a record of kind 6",
+            ],
+        );
+    }
+    // A write through the API still commits; nothing forged got in, and the leader and
+    // term are what they were.
+    let follower = others_of(3, leader)[1];
+    write_ok(
+        &cluster.nodes[follower],
+        "POST",
+        &format!("/master?masters=after={}", m1.addr()),
+    );
+    let expected = format!("after={},control={}", m1.addr(), m1.addr());
+    wait_for_groups(
+        &cluster.nodes,
+        &[0, 1, 2],
+        &expected,
+        "a write after the attacks",
+    );
+    for i in 0..3 {
+        assert_eq!(
+            leader_and_term(&cluster, i),
+            (leader_addr.clone(), term),
+            "node {i} changed leader or term"
+        );
+    }
+
+    // Links re-made with the handshake after a kill -9 of the leader.
+    let killed_at = Instant::now();
+    cluster.nodes[leader].kill9();
+    let survivors = others_of(3, leader);
+    let now = cluster.wait_for_leader(&survivors, ELECTION);
+    eprintln!(
+        "with raft_secret: new acting leader {} after {:?}",
+        cluster.raft_addr(now),
+        killed_at.elapsed()
+    );
+    write_ok(&cluster.nodes[now], "DELETE", "/master?masters=after");
+    wait_for_groups(
+        &cluster.nodes,
+        &survivors,
+        &format!("control={}", m1.addr()),
+        "a write after the new election",
+    );
+}
+
+#[test]
+fn without_a_secret_forged_messages_from_a_non_member_change_nothing() {
+    let m1 = RedisServer::master();
+    let mut cluster = RaftCluster::start(3, &FAST, &[]);
+    let leader = cluster.wait_for_leader(&[0, 1, 2], ELECTION);
+    write_ok(
+        &cluster.nodes[leader],
+        "POST",
+        &format!("/master?masters=g={}", m1.addr()),
+    );
+    wait_for_groups(
+        &cluster.nodes,
+        &[0, 1, 2],
+        &format!("g={}", m1.addr()),
+        "the first write",
+    );
+    let (leader_addr, term) = leader_and_term(&cluster, leader);
+    let stranger = "127.0.0.1:1";
+    let stranger_id = raft_wire::peer_id(stranger);
+    for i in 0..3 {
+        let to = id(&cluster, i);
+        let mut bytes = frame(raft_wire::KIND_HELLO, &raft_wire::hello(stranger));
+        let evil = raft_wire::propose_add(stranger_id, to, "evil", "127.0.0.1:9");
+        bytes.extend(frame(raft_wire::KIND_MESSAGE, &evil));
+        let future = raft_wire::heartbeat(stranger_id, to, term + 1000);
+        bytes.extend(frame(raft_wire::KIND_MESSAGE, &future));
+        send_raw(cluster.raft_ports[i], &bytes);
+    }
+    let not_a_member = "the sender is not a member of this node's configuration";
+    for i in 0..3 {
+        let mut needles = vec!["dropped a MsgHeartbeat (term", not_a_member];
+        if i == leader {
+            needles.push("dropped a MsgPropose");
+        }
+        wait_for_log(
+            &cluster.nodes[i],
+            &format!("node {i} to drop the stranger's messages"),
+            &needles,
+        );
+        assert!(
+            !cluster.nodes[i].log().contains("no raft_secret is set"),
+            "a loopback raft port drew the warning meant for others"
+        );
+    }
+    let follower = others_of(3, leader)[0];
+    write_ok(
+        &cluster.nodes[follower],
+        "POST",
+        &format!("/master?masters=h={}", m1.addr()),
+    );
+    let expected = format!("g={},h={}", m1.addr(), m1.addr());
+    wait_for_groups(
+        &cluster.nodes,
+        &[0, 1, 2],
+        &expected,
+        "a write after the forgeries",
+    );
+    for i in 0..3 {
+        assert_eq!(
+            leader_and_term(&cluster, i),
+            (leader_addr.clone(), term),
+            "node {i} changed leader or term"
+        );
+    }
+}
+
+#[test]
+fn a_raft_port_beyond_loopback_without_a_secret_draws_a_warning() {
+    let port = free_port();
+    let addr = format!("0.0.0.0:{port}");
+    let data = support::TempDir::new("open");
+    let open = Daemon::start(&[
+        "-broker=raft",
+        &format!("-raft_addr={addr}"),
+        &format!("-raft_cluster={addr}"),
+        &format!("-raft_data_dir={}", data.path().display()),
+    ]);
+    wait_for_log(
+        &open,
+        "the warning about the open raft port",
+        &["accepts connections beyond loopback and no raft_secret is set"],
+    );
+}
+
+#[test]
+fn a_daemon_with_the_wrong_secret_cannot_take_part() {
+    let m1 = RedisServer::master();
+    let raft_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let members = raft_ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let (right, wrong) = (with_secret(SECRET), with_secret("another-secret-7d1e0b"));
+    let nodes = raft_ports
+        .iter()
+        .enumerate()
+        .map(|(i, &port)| {
+            let args = if i == 2 { &wrong } else { &right };
+            RaftCluster::start_node(port, &members, &refs(args), &[])
+        })
+        .collect();
+    let mut cluster = RaftCluster { nodes, raft_ports };
+    let leader = cluster.wait_for_leader(&[0, 1], ELECTION);
+    let follower = 1 - leader;
+    write_ok(
+        &cluster.nodes[follower],
+        "POST",
+        &format!("/master?masters=g={}", m1.addr()),
+    );
+    wait_for_groups(
+        &cluster.nodes,
+        &[0, 1],
+        &format!("g={}", m1.addr()),
+        "a write with one node of three shut out",
+    );
+    // The leader's links to node 2 fail the handshake at both ends.
+    wait_for_log(
+        &cluster.nodes[2],
+        "node 2 to refuse the leader's proof",
+        &["wrong proof of raft_secret"],
+    );
+    wait_for_log(
+        &cluster.nodes[leader],
+        "the leader to refuse node 2's proof",
+        &["did not prove it knows raft_secret"],
+    );
+    assert_eq!(
+        group_list(&cluster.nodes[2]).unwrap(),
+        "",
+        "node 2 learned the groups"
+    );
+    let status = cluster.status(2).unwrap();
+    assert!(
+        status["leader"].is_null(),
+        "node 2 follows someone: {status}"
+    );
+}
+
+/// Whether the server side of a connection has closed it (without blocking).
+fn closed(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    match stream.peek(&mut byte) {
+        Ok(_) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+#[test]
+fn the_raft_port_caps_its_connections_and_the_cluster_still_elects_and_commits() {
+    let m1 = RedisServer::master();
+    let args = with_secret(SECRET);
+    let mut cluster = RaftCluster::start(3, &refs(&args), &[]);
+    let leader = cluster.wait_for_leader(&[0, 1, 2], ELECTION);
+    // Silent connections, more than a node lets wait in their handshake.
+    const JUNK: usize = 3 * MAX_HANDSHAKING;
+    let mut junk: Vec<Vec<TcpStream>> = Vec::new();
+    for &port in &cluster.raft_ports {
+        let streams: Vec<TcpStream> = (0..JUNK)
+            .map(|_| {
+                let s = raft_wire::connect(port);
+                s.set_nonblocking(true).expect("non-blocking");
+                s
+            })
+            .collect();
+        junk.push(streams);
+    }
+    for (i, streams) in junk.iter().enumerate() {
+        wait_until(
+            Duration::from_secs(4),
+            &format!("node {i} to close the connections beyond its cap at once"),
+            || {
+                let shut = streams.iter().filter(|s| closed(s)).count();
+                if shut >= JUNK - MAX_HANDSHAKING {
+                    Ok(())
+                } else {
+                    Err(format!("{shut} of {JUNK} closed"))
+                }
+            },
+        );
+        assert!(
+            cluster.nodes[i]
+                .log()
+                .contains("refused a connection from 127.0.0.1:"),
+            "node {i} did not log the refusals"
+        );
+    }
+    // The established links carry on: a write commits everywhere.
+    let follower = others_of(3, leader)[0];
+    write_ok(
+        &cluster.nodes[follower],
+        "POST",
+        &format!("/master?masters=g={}", m1.addr()),
+    );
+    wait_for_groups(
+        &cluster.nodes,
+        &[0, 1, 2],
+        &format!("g={}", m1.addr()),
+        "a write with the port full",
+    );
+    // A new election needs new links: they get in once the silent connections time out.
+    let killed_at = Instant::now();
+    cluster.nodes[leader].kill9();
+    let survivors = others_of(3, leader);
+    let now = cluster.wait_for_leader(&survivors, ELECTION);
+    eprintln!(
+        "new leader after {:?} with the port full",
+        killed_at.elapsed()
+    );
+    write_ok(&cluster.nodes[now], "DELETE", "/master?masters=g");
+    wait_for_groups(&cluster.nodes, &survivors, "", "a write after the election");
+    for (i, streams) in junk.iter().enumerate().filter(|(i, _)| *i != leader) {
+        wait_until(
+            LONG,
+            &format!("node {i} to drop the silent connections it held"),
+            || {
+                let open = streams.iter().filter(|s| !closed(s)).count();
+                if open == 0 {
+                    Ok(())
+                } else {
+                    Err(format!("{open} still open"))
+                }
+            },
+        );
+    }
+}
+
+/// The start of every record of a WAL, in order.
+fn record_starts(wal: &[u8]) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut at = 0;
+    while at + 8 <= wal.len() {
+        starts.push(at);
+        let length = u32::from_be_bytes([wal[at], wal[at + 1], wal[at + 2], wal[at + 3]]);
+        at += 8 + length as usize;
+    }
+    assert_eq!(at, wal.len(), "the WAL does not end on a record boundary");
+    starts
+}
+
+#[test]
+fn a_snapshot_without_its_wal_or_a_damaged_last_record_stops_the_start() {
+    let m1 = RedisServer::master();
+    let mut cluster = RaftCluster::start(1, &FAST, &[]);
+    cluster.wait_for_leader(&[0], ELECTION);
+    write_ok(
+        &cluster.nodes[0],
+        "POST",
+        &format!("/master?masters=one={}", m1.addr()),
+    );
+    cluster.nodes[0].kill9();
+    let data = cluster.data_dir(0);
+    let (wal, snapshot) = (data.join("raft.wal"), data.join("raft.snapshot"));
+    assert!(snapshot.exists(), "no snapshot in {}", data.display());
+    let original = std::fs::read(&wal).expect("the WAL");
+    let args = cluster.nodes[0].args().to_vec();
+    let refused = |what: &str, says: &str| {
+        let (code, stderr) = run_until_exit(&args);
+        assert_eq!(code, Some(1), "{what}: {stderr}");
+        assert!(
+            stderr.contains(&wal.display().to_string()) && stderr.contains(says),
+            "{what}: {stderr}"
+        );
+    };
+
+    std::fs::remove_file(&wal).unwrap();
+    refused("a missing WAL", "missing or empty");
+    assert!(!wal.exists(), "the refused start created a WAL");
+    std::fs::write(&wal, b"").unwrap();
+    refused("an empty WAL", "cluster/peers");
+
+    let last = *record_starts(&original).last().unwrap();
+    let mut flipped = original.clone();
+    let byte = last + 8 + (original.len() - last - 8) / 2;
+    flipped[byte] ^= 0x04;
+    std::fs::write(&wal, &flipped).unwrap();
+    refused("a bit flip in the last whole record", "corrupt");
+    assert_eq!(
+        std::fs::read(&wal).unwrap(),
+        flipped,
+        "the refused start changed the WAL"
+    );
+
+    // Put back, the same directory starts with everything it held.
+    std::fs::write(&wal, &original).unwrap();
+    cluster.nodes[0].restart();
+    cluster.wait_for_leader(&[0], ELECTION);
+    wait_for_groups(
+        &cluster.nodes,
+        &[0],
+        &format!("one={}", m1.addr()),
+        "a start on the intact directory",
+    );
+}
+
+/// Sets the soft open-file limit of process `pid` (the hard one stays, so it can be
+/// raised again without privileges); returns the old soft limit.
+fn set_open_file_limit(pid: u32, soft: libc::rlim_t) -> libc::rlim_t {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit with no new limit only writes `old`, a plain struct on this stack.
+    let read = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            std::ptr::null(),
+            &mut old,
+        )
+    };
+    assert_eq!(read, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: as above; `new` is read, nothing is written.
+    let set = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &new,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+    old.rlim_cur
+}
+
+#[test]
+fn the_raft_port_outlives_running_out_of_file_descriptors() {
+    let mut cluster = RaftCluster::start(1, &FAST, &[]);
+    cluster.wait_for_leader(&[0], ELECTION);
+    let pid = cluster.nodes[0].pid().expect("a running daemon");
+    let open_now = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the daemon's descriptors")
+        .count() as libc::rlim_t;
+    let old = set_open_file_limit(pid, open_now + 6);
+    // Each accepted connection takes two descriptors: a few in, accept fails (EMFILE).
+    let held: Vec<TcpStream> = (0..12)
+        .map(|_| raft_wire::connect(cluster.raft_ports[0]))
+        .collect();
+    wait_for_log(
+        &cluster.nodes[0],
+        "the failed accepts to be logged",
+        &["raft: accept failed: Too many open files"],
+    );
+    drop(held);
+    set_open_file_limit(pid, old);
+    // The listener lives on: a new connection is read, and its bad record refused.
+    send_raw(
+        cluster.raft_ports[0],
+        &frame(9, b"after the descriptors came back"),
+    );
+    wait_for_log(
+        &cluster.nodes[0],
+        "a connection after the descriptors came back",
+        &["expected a hello, got a record of kind 9"],
+    );
+    assert!(cluster.nodes[0].is_running(), "the daemon exited");
+}

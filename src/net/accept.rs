@@ -68,15 +68,16 @@ impl Spare {
             }
         }
         self.0 = None;
-        let accepted = listener.accept();
-        self.0 = File::open("/dev/null").ok();
-        match accepted {
+        let refused = match listener.accept() {
             Ok((stream, _)) => {
+                // Closes the connection, which frees the descriptor for the spare.
                 refuse(stream, answer);
                 true
             }
             Err(_) => false,
-        }
+        };
+        self.0 = File::open("/dev/null").ok();
+        refused
     }
 }
 

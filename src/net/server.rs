@@ -33,8 +33,9 @@ use super::transport::{self, Wrap};
 use crate::shutdown::Shutdown;
 use crossbeam_channel::{Receiver, Sender};
 use polling::{Event, Events, PollMode, Poller};
+use socket2::{Domain, Socket, Type};
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -51,6 +52,10 @@ const ACCEPT_BATCH: usize = 64;
 const OUTPUT_HIGH: usize = 64 * 1024;
 /// How often repeated warnings (refusals, accept errors) are logged.
 const WARN_EVERY: Duration = Duration::from_secs(10);
+/// The listen queue: connections the kernel has completed and the loop has not taken
+/// yet. The loop drains it continuously (refusing at the cap), so it only absorbs
+/// bursts; std's 128 made a burst of connects wait a second for a SYN retransmit.
+const BACKLOG: i32 = 1024;
 
 /// The bounds of one port.
 #[derive(Debug, Clone, Copy)]
@@ -139,7 +144,7 @@ pub struct Bound<M> {
 
 impl<M: Send + 'static> Bound<M> {
     pub fn bind(addr: &str) -> io::Result<Bound<M>> {
-        let listener = TcpListener::bind(addr)?;
+        let listener = listen(addr)?;
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
         let poller = Arc::new(Poller::new()?);
@@ -219,6 +224,25 @@ impl<M: Send + 'static> Bound<M> {
             thread: Some(thread),
         })
     }
+}
+
+/// Binds and listens on the first of `addr`'s addresses that works, as
+/// `TcpListener::bind` does, with a longer listen queue.
+fn listen(addr: &str) -> io::Result<TcpListener> {
+    let mut last = None;
+    for addr in addr.to_socket_addrs()? {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        let bound = socket
+            .set_reuse_address(true)
+            .and_then(|()| socket.bind(&addr.into()))
+            .and_then(|()| socket.listen(BACKLOG));
+        match bound {
+            Ok(()) => return Ok(socket.into()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last
+        .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on")))
 }
 
 /// A running loop.

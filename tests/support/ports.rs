@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 impl Daemon {
     /// Like [`Daemon::start`], with the daemon's open-file limit (soft and hard) set to
     /// `nofile` before it starts.
-    pub fn start_limited(args: &[&str], nofile: u64) -> Daemon {
+    pub fn start_limited(args: &[&str], nofile: libc::rlim_t) -> Daemon {
         let port = free_port();
         let dir = TempDir::new("daemon");
         let mut log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
@@ -47,13 +47,13 @@ impl Daemon {
 }
 
 /// Makes `command`'s process start with RLIMIT_NOFILE `nofile` (soft and hard).
-pub fn set_nofile_in_child(command: &mut Command, nofile: u64) {
+pub fn set_nofile_in_child(command: &mut Command, nofile: libc::rlim_t) {
     // SAFETY: setrlimit is async-signal-safe, and the closure touches nothing else.
     unsafe {
         command.pre_exec(move || {
             let limit = libc::rlimit {
-                rlim_cur: nofile as libc::rlim_t,
-                rlim_max: nofile as libc::rlim_t,
+                rlim_cur: nofile,
+                rlim_max: nofile,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
                 return Err(std::io::Error::last_os_error());
@@ -65,7 +65,7 @@ pub fn set_nofile_in_child(command: &mut Command, nofile: u64) {
 
 /// Raises this process's soft open-file limit to its hard limit (tests open thousands
 /// of connections); returns the soft limit now in force.
-pub fn raise_own_nofile() -> u64 {
+pub fn raise_own_nofile() -> libc::rlim_t {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -79,7 +79,7 @@ pub fn raise_own_nofile() -> u64 {
         libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
     }
-    limit.rlim_cur as u64
+    limit.rlim_cur
 }
 
 /// Open file descriptors of a process.

@@ -7,6 +7,7 @@
 //!   connection, idle / request / write timeouts, and a listener that survives
 //!   descriptor exhaustion (`accept.rs`). A protocol plugs in through
 //!   [`server::Protocol`].
+//! - `event_loop.rs`: the loop itself.
 //! - `conn.rs`: one connection's buffers, timers and lingering close.
 //! - `transport.rs`: the byte transport of a connection (plain TCP now; the seam where a
 //!   TLS session would go).
@@ -17,6 +18,7 @@
 
 pub mod accept;
 pub mod conn;
+mod event_loop;
 pub mod http;
 pub mod server;
 pub mod transport;

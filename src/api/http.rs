@@ -38,6 +38,8 @@ pub const MAX_HEAD: usize = 16 * 1024;
 /// Threads answering requests. Requests are read whole on the port's event loop
 /// first, so a client that sends its body slowly ties up none of them.
 pub const HANDLER_THREADS: usize = 4;
+/// Whole requests waiting for a handler thread; beyond, 503 at once.
+pub const QUEUED_REQUESTS: usize = 64;
 /// Connections open at once; see `net/server.rs` for what happens beyond.
 pub const MAX_CONNECTIONS: usize = 512;
 /// A keep-alive connection with no request is closed after this long.
@@ -67,6 +69,7 @@ pub fn settings() -> Settings {
             evict_after: EVICT_AFTER,
         },
         threads: HANDLER_THREADS,
+        queue: QUEUED_REQUESTS,
     }
 }
 

@@ -21,6 +21,8 @@ pub mod conn;
 mod event_loop;
 pub mod http;
 pub mod server;
+#[cfg(test)]
+mod tests;
 pub mod transport;
 
 use std::net::TcpStream;

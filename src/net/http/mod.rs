@@ -34,6 +34,9 @@ pub struct Settings {
     pub limits: Limits,
     /// Handler threads.
     pub threads: usize,
+    /// Whole requests waiting for a handler; beyond, a request gets 503 at once (a
+    /// waiting request's connection can be neither evicted nor timed out).
+    pub queue: usize,
 }
 
 /// An HTTP port: bound first, served later (so the daemon can fail to start before it
@@ -87,6 +90,7 @@ impl HttpServer {
         }
         let protocol = Http {
             caps: settings.caps,
+            queue: settings.queue,
             request_timeout: settings.limits.request_timeout,
             jobs: jobs_tx,
         };
@@ -142,6 +146,7 @@ impl Worker {
 /// The protocol on the loop.
 struct Http {
     caps: Caps,
+    queue: usize,
     request_timeout: std::time::Duration,
     jobs: Sender<Job>,
 }
@@ -187,6 +192,22 @@ impl Http {
             request,
         };
         io.completed();
+        if self.jobs.len() >= self.queue {
+            log::debug!(
+                "HTTP {} {} from {}: refused, {} requests wait for a handler already",
+                job.request.method,
+                job.request.target,
+                conn.peer,
+                self.jobs.len()
+            );
+            let reply = Response::text(503, "the API is busy; try again later\n")
+                .with_header("Retry-After", "1");
+            io.write(&reply.encode(conn.keep_alive, conn.head_only));
+            if !conn.keep_alive {
+                io.close();
+            }
+            return io.set_phase(Phase::Idle);
+        }
         if self.jobs.send(job).is_err() {
             let reply = Response::text(503, "the daemon is shutting down\n");
             io.write(&reply.encode(false, false));

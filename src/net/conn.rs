@@ -419,10 +419,6 @@ impl<C> Table<C> {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// A fresh id for the connection about to be inserted.
     pub fn next_id(&mut self) -> ConnId {
         self.serial += 1;

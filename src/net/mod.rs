@@ -16,8 +16,8 @@
 //!
 //! Nothing here knows the daemon: routes and commands live in `api/`.
 
-pub mod accept;
-pub mod conn;
+mod accept;
+mod conn;
 mod event_loop;
 pub mod http;
 pub mod server;

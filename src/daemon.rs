@@ -94,6 +94,7 @@ pub fn group_statuses(state: &ReplicatedState, observed: &Observations) -> Vec<G
                 name: group.name.clone(),
                 master: group.master.clone(),
                 state: watch,
+                disconnected: seen.disconnected,
                 down_since_ms: seen.failing_since_ms,
                 reason,
                 last_error: seen.last_error,

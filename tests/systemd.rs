@@ -124,3 +124,66 @@ fn without_notify_socket_nothing_is_sent_and_the_daemon_runs() {
     assert!(exit.success(), "{exit:?}");
     assert!(!daemon.log().contains("systemd"), "{}", daemon.log());
 }
+
+#[test]
+fn a_stalled_checker_stops_the_watchdog_pings() {
+    let master = RedisServer::master();
+    let dir = TempDir::new("systemd-stall");
+    let path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    let received = collect(socket.try_clone().unwrap());
+    let masters = format!("-masters=g={}", master.addr());
+    let notify = path.to_str().unwrap();
+    // checker-0 stops turning 2 s after it starts (the test hook in worker/fault.rs).
+    let daemon = Daemon::start_with_env(
+        &[&masters, "-check_interval=100"],
+        &[
+            ("NOTIFY_SOCKET", Some(notify)),
+            ("WATCHDOG_USEC", Some("1000000")),
+            ("REDIS_FAILOVER_STALL_CHECKER_AFTER_MS", Some("2000")),
+        ],
+    );
+    wait_for_line(&received, "a first WATCHDOG=1", |l| l == "WATCHDOG=1");
+    let log = wait_until(
+        Duration::from_secs(15),
+        "the stalled checker to be noticed",
+        || {
+            let log = daemon.log();
+            if log.contains("the checker-0 loop has not turned") {
+                Ok(log)
+            } else {
+                Err(log)
+            }
+        },
+    );
+    assert!(log.contains("checker-0: stalling"), "{log}");
+    let noticed = Instant::now();
+    // The monitor itself keeps turning, yet no ping goes out while a checker is stuck.
+    std::thread::sleep(Duration::from_millis(1500));
+    let late: Vec<String> = received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(at, m)| *at > noticed && m.lines().any(|l| l == "WATCHDOG=1"))
+        .map(|(_, m)| m.clone())
+        .collect();
+    assert!(
+        late.is_empty(),
+        "pinged while checker-0 was stalled: {late:?}"
+    );
+    let (status, metrics) = daemon.http("GET", "/metrics", "").unwrap();
+    assert_eq!(status, 200);
+    let checker_age = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("redis_failover_thread_heartbeat_age_seconds{thread=\"checker-0\"}")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(
+        checker_age > 1.0,
+        "checker-0 heartbeat age {checker_age}: {metrics}"
+    );
+    let _ = socket.shutdown(std::net::Shutdown::Both);
+}

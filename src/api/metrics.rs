@@ -12,11 +12,13 @@
 //! | `redis_failover_checks_total` | counter | group |
 //! | `redis_failover_check_failures_total` | counter | group |
 //! | `redis_failover_check_duration_seconds` | histogram | none |
+//! | `redis_failover_check_lag_seconds` | histogram | none (from due to sent) |
 //! | `redis_failover_failovers_total` | counter | group, outcome |
 //! | `redis_failover_last_failover_duration_seconds` | gauge | group |
 //! | `redis_failover_last_failover_timestamp_seconds` | gauge | group |
 //! | `redis_failover_is_leader` | gauge | none |
 //! | `redis_failover_monitor_heartbeat_age_seconds` | gauge | none |
+//! | `redis_failover_thread_heartbeat_age_seconds` | gauge | thread (monitor, checker-N) |
 //! | `redis_failover_build_info` | gauge, always 1 | version |
 //!
 //! The check latency histogram has no group label on purpose: at 10,000 groups, eleven
@@ -26,7 +28,9 @@
 
 use crate::broker::{Broker, FailoverRecord, ReplicatedState};
 use crate::daemon::Daemon;
-use crate::observe::metrics::{CHECK_DURATION_BUCKETS, GroupCounters, Metrics, OUTCOMES};
+use crate::observe::metrics::{
+    CHECK_DURATION_BUCKETS, CheckHistogram, GroupCounters, Metrics, OUTCOMES,
+};
 use crate::observe::status::{Observations, WatchState};
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -213,7 +217,18 @@ impl Page<'_> {
             "Master checks that failed: no connection, a timeout, garbage, or a role other than master.",
             |name| Some(of(name).check_failures),
         );
-        histogram(&mut self.out, metrics);
+        histogram(
+            &mut self.out,
+            "redis_failover_check_duration_seconds",
+            "Time from sending ROLE (or starting to connect) to the reply or the timeout.",
+            metrics.check_histogram(),
+        );
+        histogram(
+            &mut self.out,
+            "redis_failover_check_lag_seconds",
+            "Time from when a check was due to when it was sent: how far checks run late.",
+            metrics.lag_histogram(),
+        );
         header(
             &mut self.out,
             "redis_failover_failovers_total",
@@ -277,6 +292,22 @@ impl Page<'_> {
         );
         header(
             out,
+            "redis_failover_thread_heartbeat_age_seconds",
+            "gauge",
+            "Seconds since each thread whose loop must keep turning (monitor, checkers) last turned.",
+        );
+        for (thread, age) in metrics.heartbeat_ages() {
+            let labels = [("thread", thread.as_str())];
+            let age = age.as_secs_f64();
+            sample(
+                out,
+                "redis_failover_thread_heartbeat_age_seconds",
+                &labels,
+                age,
+            );
+        }
+        header(
+            out,
             "redis_failover_build_info",
             "gauge",
             "The version of this daemon; always 1.",
@@ -300,15 +331,8 @@ impl Page<'_> {
     }
 }
 
-fn histogram(out: &mut String, metrics: &Metrics) {
-    let name = "redis_failover_check_duration_seconds";
-    header(
-        out,
-        name,
-        "histogram",
-        "Time from sending ROLE (or starting to connect) to the reply or the timeout.",
-    );
-    let histogram = metrics.check_histogram();
+fn histogram(out: &mut String, name: &str, help: &str, histogram: CheckHistogram) {
+    header(out, name, "histogram", help);
     let mut cumulative = 0;
     for (bound, count) in CHECK_DURATION_BUCKETS.iter().zip(&histogram.counts) {
         cumulative += count;

@@ -6,10 +6,11 @@
 //!   the broker, monitor and failover worker run.
 //! - `STATUS=...` whenever the summary changes: groups watched, leader or follower,
 //!   the last failover (see [`status_line`]).
-//! - `WATCHDOG=1` every half of `$WATCHDOG_USEC`, but only while the monitor's
-//!   heartbeat is fresh (it beats on every turn of its loop, at least every
-//!   [`crate::monitor::HEARTBEAT_PERIOD`]). A monitor that hangs stops the pings, and
-//!   systemd restarts the daemon; a free-running timer would ping on regardless.
+//! - `WATCHDOG=1` every half of `$WATCHDOG_USEC`, but only while the heartbeats of the
+//!   monitor and of every checker thread are fresh (each beats on every turn of its
+//!   loop, at least every [`crate::monitor::HEARTBEAT_PERIOD`]). A monitor or checker
+//!   that hangs stops the pings, and systemd restarts the daemon; a free-running timer
+//!   would ping on regardless.
 //! - `STOPPING=1` when SIGTERM or SIGINT arrives, before shutting down.
 //!
 //! Without `$NOTIFY_SOCKET` (not under systemd) none of this runs.
@@ -179,13 +180,13 @@ fn notify_until(
     while !stop.wait(period) {
         let mut ping = false;
         if let Some(timeout) = watchdog {
-            let age = daemon.metrics.monitor_heartbeat().age();
+            let (thread, age) = daemon.metrics.stalest_heartbeat();
             if heartbeat_is_fresh(age, timeout) {
                 ping = true;
                 withheld = false;
             } else if !withheld {
                 log::error!(
-                    "systemd: the monitor loop has not turned for {} ms; the watchdog is no longer pinged, so systemd will restart the daemon",
+                    "systemd: the {thread} loop has not turned for {} ms; the watchdog is no longer pinged, so systemd will restart the daemon",
                     age.as_millis()
                 );
                 withheld = true;

@@ -3,7 +3,7 @@
 //! watched, and failures feed the down detector until it calls the master down and the
 //! failover worker gets the group.
 
-use super::checker::CheckJob;
+use super::checker::Probe;
 use super::detector::Verdict;
 use super::watch::Phase;
 use super::{Monitor, Timer};
@@ -21,12 +21,13 @@ impl Monitor {
     pub(super) fn on_master_checked(
         &mut self,
         group: &str,
-        watch_id: u64,
+        probe: &Probe,
         started: Instant,
         finished: Instant,
         role: Result<Role>,
     ) {
-        let Some(watch) = self.current(group, watch_id) else {
+        let due = probe.due;
+        let Some(watch) = self.current(group, probe.watch_id) else {
             return;
         };
         watch.check_in_flight = false;
@@ -35,12 +36,13 @@ impl Monitor {
         self.ctx
             .metrics
             .on_check(group, finished.saturating_duration_since(started), ok);
+        self.mark_link(group, ok, None);
         if phase != Phase::Watching {
             return;
         }
         let failure = match role {
             Ok(Role::Master { replicas, offset }) => {
-                return self.master_answered(group, started, finished, offset, replicas);
+                return self.master_answered(group, due, finished, offset, replicas);
             }
             Ok(Role::Replica { master, state }) => {
                 return self.master_is_replica(group, master, state);
@@ -54,7 +56,7 @@ impl Monitor {
             }
             Err(e) => e.to_string(),
         };
-        self.check_failed(group, started, finished, failure);
+        self.check_failed(group, due, finished, failure);
     }
 
     /// The master answered as master: the window restarts, its replicas are recorded,
@@ -62,7 +64,7 @@ impl Monitor {
     fn master_answered(
         &mut self,
         group: &str,
-        started: Instant,
+        due: Instant,
         finished: Instant,
         offset: i64,
         replicas: Vec<ListedReplica>,
@@ -98,18 +100,6 @@ impl Monitor {
             });
         }
         let fence = watch.unlisted_known();
-        // Fencing changes a server's role without the cluster's say: only while this
-        // daemon still acts (its lease may have run out since the check).
-        if !fence.is_empty() && !watch.fence_pending && acting {
-            watch.fence_pending = true;
-            self.pool.submit(CheckJob::Roles {
-                group: group.to_string(),
-                watch_id,
-                master: watch.master.clone(),
-                targets: fence,
-                options: self.ctx.node_options.clone(),
-            });
-        }
         let refresh = changed && !watch.refresh_pending;
         if refresh {
             watch.refresh_pending = true;
@@ -119,11 +109,16 @@ impl Monitor {
             o.failing_since_ms = None;
             o.last_error = None;
         });
+        // Fencing changes a server's role without the cluster's say: only while this
+        // daemon still acts (its lease may have run out since the check).
+        if !fence.is_empty() && acting {
+            self.fence_probes(group, watch_id, fence);
+        }
         if refresh {
-            self.schedule(Instant::now(), Timer::RefreshReplicas, group, watch_id);
+            self.schedule(Instant::now(), Timer::RefreshReplicas, watch_id);
         }
         self.publish_replicas(group);
-        self.schedule(started + interval, Timer::Check, group, watch_id);
+        self.schedule(due + interval, Timer::Check, watch_id);
     }
 
     /// The configured master says it replicates from another server: the group is no
@@ -144,7 +139,7 @@ impl Monitor {
     }
 
     /// A failed check: suspect until the detector calls the master down.
-    fn check_failed(&mut self, group: &str, started: Instant, finished: Instant, failure: String) {
+    fn check_failed(&mut self, group: &str, due: Instant, finished: Instant, failure: String) {
         let interval = self.ctx.check_interval;
         let Some(watch) = self.watches.get_mut(group) else {
             return;
@@ -170,8 +165,8 @@ impl Monitor {
         });
         match verdict {
             Verdict::Suspect { recheck_at } => {
-                let at = (started + interval).min(recheck_at);
-                self.schedule(at, Timer::Check, group, watch_id);
+                let at = (due + interval).min(recheck_at);
+                self.schedule(at, Timer::Check, watch_id);
             }
             Verdict::Down => self.declare_down(group),
         }

@@ -2,15 +2,21 @@
 //! down detector, and hands work to the failover worker.
 //!
 //! It owns all per-group watch state ([`Watch`]), so there are no locks on the check
-//! path: the checker pool (`checker.rs`) sends outcomes back on a channel, the broker
-//! signals changes to the groups on another, the failover worker reports finished jobs
-//! on a third, and the API sends switchover requests on a fourth. Timers live in one
-//! binary heap: watching 10,000 groups costs no thread per group. What a master check's
-//! outcome leads to is `master_check.rs`; the rule for "down" is `detector.rs`.
+//! path: the checker threads (`checker/`) send their reports back on a channel, the
+//! broker signals changes to the groups on another, the failover worker reports
+//! finished jobs on a third, and the API sends switchover requests on a fourth. Timers
+//! live in one binary heap: watching 10,000 groups costs no thread per group.
+//!
+//! Timers fall on a grid of slots (a tenth of the check interval, at most 100 ms): every
+//! check due in a slot is due at the same instant and goes to the checkers as one batch,
+//! so 10,000 groups checked every second cost ten wake-ups a second, not 10,000, and no
+//! check runs later than it is due. What a master check's outcome leads to is
+//! `master_check.rs`; the rule for "down" is `detector.rs`.
 
 mod checker;
 mod detector;
 mod master_check;
+mod probes;
 mod watch;
 
 use crate::address::Addr;
@@ -18,19 +24,19 @@ use crate::broker::{Action, Broker, Group, Outcome, ReplicatedState};
 use crate::observe::events::{Event, Events};
 use crate::observe::metrics::Metrics;
 use crate::observe::status::{Observations, WatchState};
-use crate::redis::{ListedReplica, NodeOptions, RedisNode, Role};
+use crate::redis::{ListedReplica, NodeOptions};
 use crate::shutdown::Shutdown;
 use crate::worker::failover::{FailoverRequest, Resume};
 use crate::worker::fence::{FenceJob, FenceResult};
 use crate::worker::switchover::SwitchoverJob;
 use crate::worker::switchover_request::{SwitchoverCommand, SwitchoverError};
 use crate::worker::{WorkerJob, WorkerReport};
-use checker::{CheckJob, CheckOutcome, CheckerPool};
+use checker::{CheckerReport, Checkers, Probe, ProbeKind};
 use crossbeam_channel::{Receiver, Sender, select};
 use detector::DownDetector;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use watch::{Phase, Watch};
@@ -39,10 +45,8 @@ pub use detector::{MIN_FAILED_CHECKS, Verdict};
 
 /// How often the replicas' own `INFO` is read for the API (Sentinel reads it every 10 s).
 pub const REPLICA_REFRESH: Duration = Duration::from_secs(10);
-/// Timers due within this much of each other fire together: with thousands of groups
-/// spread over the interval, the monitor then wakes a few hundred times a second rather
-/// than once per check.
-pub const TIMER_SLACK: Duration = Duration::from_millis(2);
+/// The longest slot of the timer grid (see the module docs).
+pub const MAX_SLOT: Duration = Duration::from_millis(100);
 /// The monitor loop turns at least this often, beating its heartbeat (which the systemd
 /// watchdog and `/metrics` read) even when no check is due.
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_millis(500);
@@ -53,7 +57,7 @@ pub struct MonitorContext {
     pub observed: Arc<Observations>,
     pub metrics: Arc<Metrics>,
     pub events: Arc<Events>,
-    /// Timeouts and credentials for checks.
+    /// Credentials for checks; `io_timeout` is a whole check's deadline.
     pub node_options: NodeOptions,
     pub check_interval: Duration,
     pub max_down_time: Duration,
@@ -79,7 +83,10 @@ pub fn spawn(ctx: MonitorContext, channels: MonitorChannels) -> std::io::Result<
                 switchovers,
                 shutdown,
             } = channels;
-            Monitor::new(ctx, worker_jobs).run(worker_reports, switchovers, shutdown)
+            match Monitor::new(ctx, worker_jobs) {
+                Ok(monitor) => monitor.run(worker_reports, switchovers, shutdown),
+                Err(e) => log::error!("cannot start the checker threads: {e}; nothing is checked"),
+            }
         })
 }
 
@@ -92,28 +99,43 @@ enum Timer {
 struct Monitor {
     ctx: MonitorContext,
     watches: HashMap<String, Watch>,
-    timers: BinaryHeap<Reverse<(Instant, Timer, String, u64)>>,
-    pool: CheckerPool,
-    results: Receiver<CheckOutcome>,
+    /// The group of each current watch id.
+    by_id: HashMap<u64, String>,
+    timers: BinaryHeap<Reverse<(Instant, Timer, u64)>>,
+    /// The timer grid: its origin and its step.
+    epoch: Instant,
+    slot: Duration,
+    /// Probes of the timers fired in this turn, sent as one batch.
+    batch: Vec<Probe>,
+    checkers: Checkers,
+    reports: Receiver<CheckerReport>,
     changes: Receiver<()>,
     next_watch_id: u64,
     worker: Sender<WorkerJob>,
 }
 
 impl Monitor {
-    fn new(ctx: MonitorContext, worker: Sender<WorkerJob>) -> Monitor {
-        let (results_tx, results) = crossbeam_channel::unbounded();
+    fn new(ctx: MonitorContext, worker: Sender<WorkerJob>) -> std::io::Result<Monitor> {
+        let (reports_tx, reports) = checker::report_channel();
+        let timeout = ctx.node_options.io_timeout;
+        let checkers =
+            Checkers::start(ctx.node_options.clone(), timeout, reports_tx, &ctx.metrics)?;
         let changes = ctx.broker.subscribe();
-        Monitor {
+        let slot = (ctx.check_interval / 10).clamp(Duration::from_millis(1), MAX_SLOT);
+        Ok(Monitor {
             watches: HashMap::new(),
+            by_id: HashMap::new(),
             timers: BinaryHeap::new(),
-            pool: CheckerPool::start(results_tx),
-            results,
+            epoch: Instant::now(),
+            slot,
+            batch: Vec::new(),
+            checkers,
+            reports,
             changes,
             next_watch_id: 0,
             worker,
             ctx,
-        }
+        })
     }
 
     fn run(
@@ -135,13 +157,13 @@ impl Monitor {
                 .unwrap_or(HEARTBEAT_PERIOD)
                 .min(HEARTBEAT_PERIOD);
             select! {
-                recv(self.results) -> outcome => {
-                    if let Ok(outcome) = outcome {
-                        self.on_outcome(outcome);
+                recv(self.reports) -> report => {
+                    if let Ok(report) = report {
+                        self.on_report(report);
                     }
-                    // Take every outcome already waiting before sleeping again.
-                    while let Ok(outcome) = self.results.try_recv() {
-                        self.on_outcome(outcome);
+                    // Take every report already waiting before sleeping again.
+                    while let Ok(report) = self.reports.try_recv() {
+                        self.on_report(report);
                     }
                 }
                 recv(reports) -> report => match report {
@@ -161,7 +183,7 @@ impl Monitor {
                 default(wait) => {}
             }
         }
-        self.pool.shutdown();
+        self.checkers.shutdown();
     }
 
     /// Hands a job to the failover worker.
@@ -171,29 +193,46 @@ impl Monitor {
         }
     }
 
-    fn schedule(&mut self, at: Instant, timer: Timer, group: &str, watch_id: u64) {
-        self.timers
-            .push(Reverse((at, timer, group.to_string(), watch_id)));
+    /// Sets a timer for the first grid instant at or after `at`.
+    fn schedule(&mut self, at: Instant, timer: Timer, watch_id: u64) {
+        let at = self.on_grid(at);
+        self.timers.push(Reverse((at, timer, watch_id)));
     }
 
+    /// The first instant of the timer grid at or after `at`.
+    fn on_grid(&self, at: Instant) -> Instant {
+        let since = at.saturating_duration_since(self.epoch).as_nanos();
+        let step = self.slot.as_nanos().max(1);
+        let slots = since.div_ceil(step);
+        self.epoch + Duration::from_nanos((slots * step).min(u64::MAX as u128) as u64)
+    }
+
+    /// Fires every timer due by `now`; their probes go to the checkers as one batch.
     fn fire_due_timers(&mut self, now: Instant) {
         while let Some(Reverse((at, ..))) = self.timers.peek() {
-            if *at > now + TIMER_SLACK {
+            if *at > now {
                 break;
             }
-            let Some(Reverse((_, timer, group, watch_id))) = self.timers.pop() else {
+            let Some(Reverse((at, timer, watch_id))) = self.timers.pop() else {
                 break;
             };
-            self.fire(timer, &group, watch_id, now);
+            self.fire(timer, watch_id, at, now);
+        }
+        if !self.batch.is_empty() {
+            self.checkers.submit(std::mem::take(&mut self.batch));
         }
     }
 
-    fn fire(&mut self, timer: Timer, group: &str, watch_id: u64, now: Instant) {
+    fn fire(&mut self, timer: Timer, watch_id: u64, due: Instant, now: Instant) {
         let acting = self.ctx.broker.is_acting();
-        let Some(watch) = self.watches.get_mut(group) else {
+        let interval = self.ctx.check_interval;
+        let Some(group) = self.by_id.get(&watch_id).cloned() else {
             return;
         };
-        if watch.watch_id != watch_id || watch.phase != Phase::Watching {
+        let Some(watch) = self.watches.get_mut(&group) else {
+            return;
+        };
+        if watch.phase != Phase::Watching {
             return;
         }
         if !acting {
@@ -201,30 +240,36 @@ impl Monitor {
             watch.detector.restart(now);
             self.ctx
                 .observed
-                .update(group, |o| o.state = WatchState::Follower);
-            let interval = self.ctx.check_interval;
-            self.schedule(now + interval, timer, group, watch_id);
+                .update(&group, |o| o.state = WatchState::Follower);
+            self.schedule(now + interval, timer, watch_id);
             return;
         }
         match timer {
             Timer::Check if !watch.check_in_flight => {
                 watch.check_in_flight = true;
-                let job = CheckJob::Master {
-                    group: group.to_string(),
+                let probe = Probe {
                     watch_id,
-                    node: watch.master_node.clone(),
+                    addr: watch.master.clone(),
+                    kind: ProbeKind::Role,
+                    due,
                 };
-                self.pool.submit(job);
+                self.batch.push(probe);
             }
             Timer::RefreshReplicas => {
-                let job = CheckJob::Replicas {
-                    group: group.to_string(),
-                    watch_id,
-                    replicas: watch.listed_addrs(),
-                    nodes: watch.replica_nodes.clone(),
-                    options: self.ctx.node_options.clone(),
-                };
-                self.pool.submit(job);
+                let replicas = watch.listed_addrs();
+                watch.refresh_outstanding = replicas.len();
+                if replicas.is_empty() {
+                    self.schedule(now + REPLICA_REFRESH, Timer::RefreshReplicas, watch_id);
+                }
+                for addr in replicas {
+                    let kind = ProbeKind::Info;
+                    self.batch.push(Probe {
+                        watch_id,
+                        addr,
+                        kind,
+                        due,
+                    });
+                }
             }
             _ => {}
         }
@@ -235,83 +280,6 @@ impl Monitor {
         self.watches
             .get_mut(group)
             .filter(|w| w.watch_id == watch_id)
-    }
-
-    fn on_outcome(&mut self, outcome: CheckOutcome) {
-        match outcome {
-            CheckOutcome::Master {
-                group,
-                watch_id,
-                started,
-                finished,
-                role,
-            } => self.on_master_checked(&group, watch_id, started, finished, role),
-            CheckOutcome::Roles {
-                group,
-                watch_id,
-                master,
-                roles,
-            } => self.on_fence_probed(&group, watch_id, master, roles),
-            CheckOutcome::Replicas {
-                group,
-                watch_id,
-                infos,
-            } => {
-                let Some(watch) = self.current(&group, watch_id) else {
-                    return;
-                };
-                // The chain goes on: refresh_pending stays set until the next one runs.
-                for (addr, info) in infos {
-                    if let Err(e) = &info {
-                        log::debug!("group {group}: replica INFO failed: {e}");
-                    }
-                    watch.infos.insert(addr, info.ok());
-                }
-                self.publish_replicas(&group);
-                self.schedule(
-                    Instant::now() + REPLICA_REFRESH,
-                    Timer::RefreshReplicas,
-                    &group,
-                    watch_id,
-                );
-            }
-        }
-    }
-
-    /// Known replicas that the master does not list were asked for their role; those
-    /// that claim master go to the worker to be made replicas.
-    fn on_fence_probed(
-        &mut self,
-        group: &str,
-        watch_id: u64,
-        master: Addr,
-        roles: Vec<(Addr, crate::error::Result<Role>)>,
-    ) {
-        let acting = self.ctx.broker.is_acting();
-        let Some(watch) = self.current(group, watch_id) else {
-            return;
-        };
-        let mut claimants = Vec::new();
-        for (addr, role) in roles {
-            match role {
-                Ok(Role::Master { .. }) => claimants.push(addr),
-                Ok(_) => {}
-                Err(e) => log::debug!("group {group}: known replica {addr} does not answer: {e}"),
-            }
-        }
-        // Fencing changes a server's role without the cluster's say: only while this
-        // daemon still acts (its lease may have run out since the check).
-        if claimants.is_empty() || !acting {
-            watch.fence_pending = false;
-            return;
-        }
-        let job = FenceJob {
-            group: group.to_string(),
-            watch_id,
-            master,
-            targets: claimants,
-        };
-        self.send_to_worker(group, WorkerJob::Fence(job));
     }
 
     fn on_worker_report(&mut self, report: WorkerReport) {
@@ -337,7 +305,7 @@ impl Monitor {
             if outcome != Outcome::Succeeded {
                 log::info!("group {group}: watching master {} again", watch.master);
             }
-            self.schedule(now, Timer::Check, group, watch_id);
+            self.schedule(now, Timer::Check, watch_id);
         }
         self.sync();
     }
@@ -351,7 +319,9 @@ impl Monitor {
             ..
         } = job;
         if let Some(watch) = self.current(&group, watch_id) {
-            watch.fence_pending = false;
+            for (addr, _) in &results {
+                watch.fence_pending.remove(addr);
+            }
         }
         for (addr, result) in results {
             match result {
@@ -419,7 +389,9 @@ impl Monitor {
             .collect();
         for name in removed {
             log::info!("group {name}: no longer monitored");
-            self.watches.remove(&name);
+            if let Some(watch) = self.watches.remove(&name) {
+                self.forget(watch.watch_id);
+            }
             self.ctx.observed.lock().remove(&name);
         }
         for group in state.groups.values() {
@@ -534,6 +506,10 @@ impl Monitor {
             });
         let watch_id = self.next_watch_id;
         self.next_watch_id += 1;
+        if let Some(old) = self.watches.get(&group.name).map(|w| w.watch_id) {
+            self.forget(old);
+        }
+        self.by_id.insert(watch_id, group.name.clone());
         let phase = if group.failed.is_some() {
             Phase::Stopped
         } else {
@@ -548,17 +524,14 @@ impl Monitor {
                 watch_id,
                 phase,
                 detector: DownDetector::new(self.ctx.max_down_time, now),
-                master_node: Arc::new(Mutex::new(RedisNode::new(
-                    group.master.clone(),
-                    self.ctx.node_options.clone(),
-                ))),
-                replica_nodes: Arc::new(Mutex::new(HashMap::new())),
                 check_in_flight: false,
+                link_down: false,
                 refresh_pending: false,
+                refresh_outstanding: 0,
                 listed,
                 known: group.known_replicas.clone(),
                 reported_down: false,
-                fence_pending: false,
+                fence_pending: HashSet::new(),
                 master_offset: 0,
                 infos: HashMap::new(),
             },
@@ -568,8 +541,14 @@ impl Monitor {
         });
         if phase == Phase::Watching {
             let first = now + self.spread(watch_id);
-            self.schedule(first, Timer::Check, &group.name, watch_id);
+            self.schedule(first, Timer::Check, watch_id);
         }
+    }
+
+    /// A watch ended: its id no longer names a group, and its connections close.
+    fn forget(&mut self, watch_id: u64) {
+        self.by_id.remove(&watch_id);
+        self.checkers.forget(watch_id);
     }
 
     /// Where in the interval a new watch's checks fall. Groups added together (at start,

@@ -1,13 +1,11 @@
 //! [`Watch`]: everything the monitor knows about one group, and the small rules that
 //! need nothing but that knowledge.
 
-use super::checker::ReplicaConnections;
 use super::detector::DownDetector;
 use crate::address::Addr;
 use crate::observe::status::ReplicaStatus;
-use crate::redis::{ListedReplica, RedisNode, ReplicationInfo};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use crate::redis::{ListedReplica, ReplicationInfo};
+use std::collections::{HashMap, HashSet};
 
 /// Where a watch stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,19 +27,21 @@ pub struct Watch {
     pub watch_id: u64,
     pub phase: Phase,
     pub detector: DownDetector,
-    pub master_node: Arc<Mutex<RedisNode>>,
-    pub replica_nodes: Arc<Mutex<ReplicaConnections>>,
     pub check_in_flight: bool,
-    /// A replica refresh is queued or running (one chain per watch, never more).
+    /// The link to the master is down (closed by the server, or the last check failed).
+    pub link_down: bool,
+    /// A replica refresh is scheduled or running (one chain per watch, never more).
     pub refresh_pending: bool,
+    /// Replica `INFO` probes of the current refresh still out.
+    pub refresh_outstanding: usize,
     /// The replicas the master listed in its last `ROLE` reply.
     pub listed: Vec<ListedReplica>,
     /// The replicas as recorded in the replicated state.
     pub known: Vec<Addr>,
     /// `+sdown` was published and `-sdown` not yet.
     pub reported_down: bool,
-    /// A fencing probe or job for this watch is under way.
-    pub fence_pending: bool,
+    /// Servers being probed or fenced now (one probe or job per server at a time).
+    pub fence_pending: HashSet<Addr>,
     /// The master's replication offset in its last `ROLE` reply.
     pub master_offset: i64,
     pub infos: HashMap<Addr, Option<ReplicationInfo>>,
@@ -90,11 +90,13 @@ impl Watch {
         (changed, new)
     }
 
-    /// Known replicas the master does not list (nor is): they may claim master.
+    /// Known replicas the master does not list (nor is) and that are not being looked
+    /// at already: they may claim master.
     pub fn unlisted_known(&self) -> Vec<Addr> {
         self.known
             .iter()
             .filter(|a| !self.listed.iter().any(|l| l.addr == **a) && **a != self.master)
+            .filter(|a| !self.fence_pending.contains(*a))
             .cloned()
             .collect()
     }

@@ -10,8 +10,8 @@
 use crate::broker::{Outcome, ReplicatedState};
 use crate::sync::lock;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Upper bounds, in seconds, of the check latency histogram's buckets (`+Inf` follows).
@@ -69,20 +69,60 @@ impl Default for Heartbeat {
     }
 }
 
-/// The check latency histogram as the page shows it.
+/// A histogram as the page shows it.
 pub struct CheckHistogram {
-    /// Checks per bucket of [`CHECK_DURATION_BUCKETS`] (not cumulative), then above all.
+    /// Counts per bucket of [`CHECK_DURATION_BUCKETS`] (not cumulative), then above all.
     pub counts: Vec<u64>,
     pub sum_secs: f64,
 }
 
-/// The registry shared by the monitor, the failover worker and the HTTP API.
+/// Durations counted into the buckets of [`CHECK_DURATION_BUCKETS`], lock-free.
+struct Histogram {
+    /// Counts per bucket (not cumulative); the last slot is above every bound.
+    buckets: [AtomicU64; CHECK_DURATION_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn new() -> Histogram {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let slot = CHECK_DURATION_BUCKETS
+            .iter()
+            .position(|bound| secs <= *bound)
+            .unwrap_or(CHECK_DURATION_BUCKETS.len());
+        self.buckets[slot].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> CheckHistogram {
+        CheckHistogram {
+            counts: self
+                .buckets
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
+            sum_secs: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        }
+    }
+}
+
+/// The registry shared by the monitor, the checkers, the failover worker and the API.
 pub struct Metrics {
     groups: Mutex<HashMap<String, GroupCounters>>,
-    /// Checks per bucket (not cumulative); the last slot is above every bound.
-    check_buckets: [AtomicU64; CHECK_DURATION_BUCKETS.len() + 1],
-    check_sum_micros: AtomicU64,
+    check_durations: Histogram,
+    /// From when a check was due to when it was sent.
+    check_lags: Histogram,
     monitor_heartbeat: Heartbeat,
+    /// The heartbeats of the checker threads, by thread name.
+    heartbeats: Mutex<Vec<(String, Arc<Heartbeat>)>>,
 }
 
 impl Default for Metrics {
@@ -95,22 +135,16 @@ impl Metrics {
     pub fn new() -> Metrics {
         Metrics {
             groups: Mutex::new(HashMap::new()),
-            check_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            check_sum_micros: AtomicU64::new(0),
+            check_durations: Histogram::new(),
+            check_lags: Histogram::new(),
             monitor_heartbeat: Heartbeat::new(),
+            heartbeats: Mutex::new(Vec::new()),
         }
     }
 
     /// A master check of `group` completed after `took`, successfully or not.
     pub fn on_check(&self, group: &str, took: Duration, ok: bool) {
-        let secs = took.as_secs_f64();
-        let slot = CHECK_DURATION_BUCKETS
-            .iter()
-            .position(|bound| secs <= *bound)
-            .unwrap_or(CHECK_DURATION_BUCKETS.len());
-        self.check_buckets[slot].fetch_add(1, Ordering::Relaxed);
-        self.check_sum_micros
-            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.check_durations.observe(took);
         self.update(group, |c| {
             c.checks += 1;
             if !ok {
@@ -128,9 +162,40 @@ impl Metrics {
         self.update(group, |c| c.failovers[slot] += 1);
     }
 
+    /// A check was sent `lag` after it was due.
+    pub fn on_check_lag(&self, lag: Duration) {
+        self.check_lags.observe(lag);
+    }
+
     /// The monitor loop's heartbeat (see [`Heartbeat`]).
     pub fn monitor_heartbeat(&self) -> &Heartbeat {
         &self.monitor_heartbeat
+    }
+
+    /// A heartbeat for another thread whose loop must keep turning (a checker).
+    pub fn register_heartbeat(&self, thread: &str) -> Arc<Heartbeat> {
+        let heartbeat = Arc::new(Heartbeat::new());
+        lock(&self.heartbeats).push((thread.to_string(), heartbeat.clone()));
+        heartbeat
+    }
+
+    /// Every thread's heartbeat age, the monitor's first.
+    pub fn heartbeat_ages(&self) -> Vec<(String, Duration)> {
+        let mut ages = vec![("monitor".to_string(), self.monitor_heartbeat.age())];
+        ages.extend(
+            lock(&self.heartbeats)
+                .iter()
+                .map(|(name, h)| (name.clone(), h.age())),
+        );
+        ages
+    }
+
+    /// The thread whose heartbeat is the oldest, and its age.
+    pub fn stalest_heartbeat(&self) -> (String, Duration) {
+        self.heartbeat_ages()
+            .into_iter()
+            .max_by_key(|(_, age)| *age)
+            .unwrap_or_default()
     }
 
     fn update(&self, group: &str, change: impl FnOnce(&mut GroupCounters)) {
@@ -153,14 +218,12 @@ impl Metrics {
 
     /// The check latency histogram so far.
     pub fn check_histogram(&self) -> CheckHistogram {
-        CheckHistogram {
-            counts: self
-                .check_buckets
-                .iter()
-                .map(|c| c.load(Ordering::Relaxed))
-                .collect(),
-            sum_secs: self.check_sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
-        }
+        self.check_durations.snapshot()
+    }
+
+    /// The check lag histogram so far.
+    pub fn lag_histogram(&self) -> CheckHistogram {
+        self.check_lags.snapshot()
     }
 }
 

@@ -53,6 +53,9 @@ pub struct ReplicaStatus {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Observation {
     pub state: WatchState,
+    /// The daemon's link to the master is down: the server closed it, or the last
+    /// check could not connect or get an answer (Sentinel's `disconnected` flag).
+    pub disconnected: bool,
     /// When the current run of failed checks began (Unix ms).
     pub failing_since_ms: Option<u64>,
     pub last_error: Option<String>,
@@ -90,6 +93,8 @@ pub struct GroupStatus {
     pub name: String,
     pub master: Addr,
     pub state: WatchState,
+    /// This daemon's link to the master is down (see [`Observation::disconnected`]).
+    pub disconnected: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub down_since_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]

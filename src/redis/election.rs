@@ -5,7 +5,9 @@
 //! Skipped: unreachable replicas, `slave_priority:0`, and replicas whose link has been
 //! down much longer than the master's outage (their data is too old). Among the rest:
 //! the LOWER non-zero priority wins (Redis's rule; the Go original picked the higher
-//! one), then the larger `slave_repl_offset`, then the smaller run id.
+//! one), then the larger `slave_repl_offset`, then the smaller run id, then the smaller
+//! address. LedisDB sends no run id and no link-down time, and always priority 100, so
+//! its slaves are chosen by offset (its log id), then address (see `replies.rs`).
 
 use super::operations::ReplicaReport;
 use super::replies::ReplicationInfo;
@@ -102,7 +104,9 @@ pub fn elect(
             rejected.push(format!("{} {why}", report.addr));
         }
     }
-    eligible.sort_by(|(_, a), (_, b)| compare_for_promotion(a, b));
+    eligible.sort_by(|(addr_a, a), (addr_b, b)| {
+        compare_for_promotion(a, b).then_with(|| addr_a.cmp(addr_b))
+    });
     eligible
         .first()
         .map(|(addr, _)| (*addr).clone())
@@ -116,6 +120,8 @@ pub fn elect(
 }
 
 /// Sentinel's order: lower priority, larger offset, smaller run id (none sorts last).
+/// Ties left (LedisDB has no run id) go to the smaller address, so the choice does not
+/// depend on the order replicas were listed in (LedisDB lists them in random order).
 fn compare_for_promotion(a: &ReplicationInfo, b: &ReplicationInfo) -> Ordering {
     a.priority
         .cmp(&b.priority)
@@ -146,6 +152,8 @@ mod tests {
                 priority,
                 offset,
                 run_id: run_id.map(String::from),
+                replicas: Vec::new(),
+                ledisdb_version: None,
             }),
         }
     }
@@ -199,6 +207,40 @@ mod tests {
                 && err.contains("unreachable"),
             "{err}"
         );
+    }
+
+    /// LedisDB's `INFO server` + `INFO replication` of a slave after its master was
+    /// killed, in the shape captured from LedisDB at commit d35789e (see `replies.rs`),
+    /// with the offset (log id) and priority varied.
+    fn ledis_report(port: u16, priority: u32, offset: i64) -> ReplicaReport {
+        let text = format!(
+            "# Server\r\nos:linux\r\naddr:127.0.0.1:{port}\r\nreadonly:true\r\nledisdb_version:0.5\r\n\r\n\n# Replication\r\nrole:slave\r\npub_log_num:0\r\npub_log_ack_per_time:0\r\nslaveof:{MASTER}\r\nlast_log_id:{offset}\r\nfirst_log_id:1\r\ncommit_log_id:{offset}\r\nmaster_last_log_id:{offset}\r\nmaster_link_status:down\r\nslave_priority:{priority}\r\nslave_repl_offset:{offset}\r\n\r\n"
+        );
+        ReplicaReport {
+            addr: Addr::parse(&format!("127.0.0.1:{port}")).unwrap(),
+            info: crate::redis::parse_replication_info(&text).map_err(crate::error::Error::Server),
+        }
+    }
+
+    #[test]
+    fn ledisdb_slaves_by_offset_then_priority_then_address() {
+        // LedisDB's own shape (priority always 100): the larger log id wins.
+        let r = [ledis_report(7821, 100, 6), ledis_report(7822, 100, 9)];
+        assert_eq!(elect_port(&r), Ok(7822));
+        // Priority, were it ever other than 100, decides before the offset.
+        let r = [ledis_report(7821, 10, 6), ledis_report(7822, 100, 9)];
+        assert_eq!(elect_port(&r), Ok(7821));
+        // No run id and equal offsets: the smaller address, whatever the order.
+        let r = [ledis_report(7822, 100, 6), ledis_report(7821, 100, 6)];
+        assert_eq!(elect_port(&r), Ok(7821));
+        // No link-down time: not stale however long the master has been down.
+        let chosen = elect(
+            &Addr::parse(MASTER).unwrap(),
+            &[ledis_report(7821, 100, 6)],
+            Duration::from_secs(3600),
+            Duration::from_secs(1),
+        );
+        assert_eq!(chosen.map(|a| a.port), Ok(7821));
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub mod replies;
 pub mod resp;
 
 pub use election::{STALE_FACTOR, elect, is_same_server, master_seen_alive};
-pub use node::{NodeOptions, RedisNode, Waiting};
+pub use node::{INFO_COMMANDS, NodeOptions, RedisNode, read_replication_info};
 pub use operations::{PROMOTION_TIMEOUT, ReplicaReport, ask_replicas, promote, repoint};
 pub use replies::{ListedReplica, ReplicationInfo, Role, parse_replication_info, parse_role};
 pub use resp::Reply;

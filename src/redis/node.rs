@@ -4,9 +4,13 @@
 //! A [`RedisNode`] keeps one connection open and reuses it for every check, reconnecting
 //! after any error: a reply that timed out may still arrive later and would otherwise be
 //! read as the answer to the next command. What the replies mean is `replies.rs`.
+//!
+//! This is the blocking path, for the failover worker (a few commands per failover). The
+//! monitor's checks run on the checker's own non-blocking connections
+//! (`monitor/checker/`), which share [`INFO_COMMANDS`] and [`read_replication_info`].
 
 use super::replies::{ReplicationInfo, Role, parse_replication_info, parse_role};
-use super::resp::{Connection, PendingConnect, Reply};
+use super::resp::{Connection, Reply};
 use crate::address::Addr;
 use crate::error::{Error, Result};
 use crate::secret::Secret;
@@ -21,6 +25,17 @@ pub struct NodeOptions {
     /// ACL user: `AUTH <username> <password>`; without one, `AUTH <password>`.
     pub username: Option<String>,
     pub password: Option<Secret>,
+}
+
+impl NodeOptions {
+    /// The `AUTH` command a new connection starts with, when a password is set.
+    pub fn auth_command(&self) -> Option<Vec<&str>> {
+        let password = self.password.as_ref()?.expose();
+        Some(match &self.username {
+            Some(user) => vec!["AUTH", user, password],
+            None => vec!["AUTH", password],
+        })
+    }
 }
 
 impl Default for NodeOptions {
@@ -39,17 +54,6 @@ pub struct RedisNode {
     addr: Addr,
     options: NodeOptions,
     conn: Option<Connection>,
-    /// A connect started by [`RedisNode::start_check`] and not finished yet.
-    connecting: Option<PendingConnect>,
-}
-
-/// What a check started with [`RedisNode::start_check`] waits for on its socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Waiting {
-    /// The connect to finish (socket writable): then call [`RedisNode::connected`].
-    Connect(std::os::fd::RawFd),
-    /// The `ROLE` reply (socket readable): then call [`RedisNode::receive_role`].
-    Reply(std::os::fd::RawFd),
 }
 
 impl RedisNode {
@@ -58,7 +62,6 @@ impl RedisNode {
             addr,
             options,
             conn: None,
-            connecting: None,
         }
     }
 
@@ -73,20 +76,8 @@ impl RedisNode {
     /// Only the replication section is required: a server that refuses `INFO server`
     /// (the run id is only a tie-break) is still usable.
     pub fn replication_info(&mut self) -> Result<ReplicationInfo> {
-        let replies = self.pipeline_raw(&[&["INFO", "server"], &["INFO", "replication"]])?;
-        let (server, replication) = match replies.as_slice() {
-            [server, replication] => (server, replication),
-            _ => return Err(self.error("INFO: wrong number of replies")),
-        };
-        if let Reply::Error(e) = replication {
-            return Err(self.error(&format!("INFO replication: {e}")));
-        }
-        let text = format!(
-            "{}\n{}",
-            server.text().unwrap_or_default(),
-            replication.text().unwrap_or_default()
-        );
-        parse_replication_info(&text).map_err(|e| self.error(&e))
+        let replies = self.pipeline_raw(INFO_COMMANDS)?;
+        read_replication_info(&replies).map_err(|e| self.error(&e))
     }
 
     /// `SLAVEOF host port`, or `SLAVEOF NO ONE` when `master` is None.
@@ -153,13 +144,10 @@ impl RedisNode {
     /// server's refusal (`WRONGPASS ...`) never echoes the credentials, and neither do
     /// the errors made here.
     fn authenticate(&self, conn: &mut Connection) -> Result<()> {
-        let Some(password) = &self.options.password else {
+        let Some(auth) = self.options.auth_command() else {
             return Ok(());
         };
-        let reply = match &self.options.username {
-            Some(user) => conn.command(&["AUTH", user, password.expose()]),
-            None => conn.command(&["AUTH", password.expose()]),
-        };
+        let reply = conn.command(&auth);
         match reply {
             Ok(Reply::Error(e)) => Err(self.error(&format!("AUTH: {e}"))),
             Err(e) => Err(self.error(&format!("AUTH: {e}"))),
@@ -167,76 +155,29 @@ impl RedisNode {
         }
     }
 
-    /// Starts a check without blocking: sends `ROLE` on the open connection, or starts
-    /// connecting. Says which socket to wait on, and for what.
-    pub fn start_check(&mut self) -> Result<Waiting> {
-        if self.conn.is_some() {
-            return self.send_role().map(Waiting::Reply);
-        }
-        let pending = PendingConnect::start(&self.addr)?;
-        let fd = pending.raw_fd();
-        self.connecting = Some(pending);
-        Ok(Waiting::Connect(fd))
-    }
-
-    /// Finishes the connect started by [`RedisNode::start_check`], authenticates and
-    /// sends `ROLE`; returns the socket to wait on for the reply.
-    pub fn connected(&mut self) -> Result<std::os::fd::RawFd> {
-        let Some(pending) = self.connecting.take() else {
-            return Err(self.error("no connect under way"));
-        };
-        let mut conn = pending.finish(self.options.io_timeout)?;
-        self.authenticate(&mut conn)?;
-        self.conn = Some(conn);
-        self.send_role()
-    }
-
-    pub fn connect_timeout(&self) -> Duration {
-        self.options.connect_timeout
-    }
-
-    /// Sends `ROLE` on the open connection without waiting for the reply; returns the
-    /// socket to wait on. [`RedisNode::receive_role`] then reads the reply.
-    fn send_role(&mut self) -> Result<std::os::fd::RawFd> {
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(self.error("no connection"));
-        };
-        match conn.send(&[&["ROLE"]]) {
-            Ok(()) => Ok(conn.raw_fd()),
-            Err(e) => {
-                self.conn = None;
-                Err(self.error(&e.to_string()))
-            }
-        }
-    }
-
-    /// Reads the reply to [`RedisNode::send_role`].
-    pub fn receive_role(&mut self) -> Result<Role> {
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(self.error("no connection"));
-        };
-        match conn.receive() {
-            Ok(Reply::Error(e)) => Err(self.error(&e)),
-            Ok(reply) => parse_role(&reply).map_err(|e| self.error(&e)),
-            Err(e) => {
-                self.conn = None;
-                Err(self.error(&e.to_string()))
-            }
-        }
-    }
-
-    /// Gives up on a reply that did not come in time: the connection is out of step.
-    pub fn abandon(&mut self, why: &str) -> Error {
-        self.conn = None;
-        self.connecting = None;
-        self.error(why)
-    }
-
-    pub fn io_timeout(&self) -> Duration {
-        self.options.io_timeout
-    }
-
     fn error(&self, msg: &str) -> Error {
         Error::Server(format!("{}: {msg}", self.addr))
     }
+}
+
+/// The commands that read a server's replication state: the run id is in `INFO
+/// server`, the rest in `INFO replication`.
+pub const INFO_COMMANDS: &[&[&str]] = &[&["INFO", "server"], &["INFO", "replication"]];
+
+/// What the replies to [`INFO_COMMANDS`] say. Only the replication section is
+/// required: a server that refuses `INFO server` (the run id is only a tie-break) is
+/// still usable.
+pub fn read_replication_info(replies: &[Reply]) -> std::result::Result<ReplicationInfo, String> {
+    let [server, replication] = replies else {
+        return Err("INFO: wrong number of replies".into());
+    };
+    if let Reply::Error(e) = replication {
+        return Err(format!("INFO replication: {e}"));
+    }
+    let text = format!(
+        "{}\n{}",
+        server.text().unwrap_or_default(),
+        replication.text().unwrap_or_default()
+    );
+    parse_replication_info(&text)
 }

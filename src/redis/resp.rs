@@ -1,6 +1,6 @@
 //! RESP2 for the failover path: a reply parser ([`parse`]), a command encoder, and one
-//! connection to a server ([`Connection`]) with timeouts on every read and write, or a
-//! connect started without blocking ([`PendingConnect`]) for the checker's poll loop.
+//! connection to a server ([`Connection`]) with timeouts on every read and write (the
+//! checker's non-blocking connections are in `monitor/checker/conn.rs`).
 //!
 //! Why not the `redis` crate (it stays a dev-dependency, and a property test checks that
 //! both parsers read the same bytes the same way): its per-connection parser keeps an
@@ -193,57 +193,6 @@ fn resolve(addr: &Addr) -> Result<Vec<std::net::SocketAddr>> {
         .to_socket_addrs()
         .map(|targets| targets.collect())
         .map_err(|e| Error::Server(format!("{addr}: cannot resolve: {e}")))
-}
-
-/// A TCP connect started without blocking, so one thread can open many connections at
-/// once and wait for them with `poll` (writable = finished, one way or the other).
-pub struct PendingConnect {
-    socket: socket2::Socket,
-    addr: Addr,
-}
-
-impl PendingConnect {
-    /// Starts connecting to the first address `addr` resolves to.
-    pub fn start(addr: &Addr) -> Result<PendingConnect> {
-        let target = resolve(addr)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::Server(format!("{addr}: resolves to no address")))?;
-        let connect = || -> std::io::Result<socket2::Socket> {
-            let socket = socket2::Socket::new(
-                socket2::Domain::for_address(target),
-                socket2::Type::STREAM,
-                Some(socket2::Protocol::TCP),
-            )?;
-            socket.set_nonblocking(true)?;
-            match socket.connect(&target.into()) {
-                Ok(()) => Ok(socket),
-                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(socket),
-                Err(e) => Err(e),
-            }
-        };
-        let socket = connect().map_err(|e| Error::Server(format!("{addr}: connect: {e}")))?;
-        Ok(PendingConnect {
-            socket,
-            addr: addr.clone(),
-        })
-    }
-
-    pub fn raw_fd(&self) -> std::os::fd::RawFd {
-        std::os::fd::AsRawFd::as_raw_fd(&self.socket)
-    }
-
-    /// Finishes the connect once the socket is writable.
-    pub fn finish(self, io_timeout: Duration) -> Result<Connection> {
-        let addr = self.addr;
-        let failed = |e: std::io::Error| Error::Server(format!("{addr}: connect: {e}"));
-        if let Some(e) = self.socket.take_error().map_err(failed)? {
-            return Err(failed(e));
-        }
-        // Writable but not connected would mean an error take_error did not report.
-        self.socket.peer_addr().map_err(failed)?;
-        Connection::ready(self.socket.into(), &addr, io_timeout)
-    }
 }
 
 /// Appends a command as a RESP array of bulk strings.

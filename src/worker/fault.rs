@@ -1,7 +1,8 @@
 //! Fault injection for tests that need the daemon stopped at a precise moment (a leader
 //! killed between failover-begin and promotion, a replica stopped while writes are
-//! paused). Each point is named by an environment variable holding milliseconds; unset,
-//! it costs one `getenv` on a path that runs once per failover.
+//! paused, a checker thread that stalls). Each point is named by an environment
+//! variable holding milliseconds; unset, it costs one `getenv` on a path that runs once
+//! per failover (or once per checker thread).
 
 use std::time::Duration;
 
@@ -15,6 +16,18 @@ pub const PAUSE_AFTER_BEGIN: Point = (
 );
 /// After a switchover paused the writes (`switchover.rs`).
 pub const HOLD_AFTER_PAUSE: Point = ("REDIS_FAILOVER_SWITCHOVER_HOLD_MS", "after the pause");
+
+/// Once the checker thread `checker-0` has run this long, it stops turning for a minute:
+/// a stalled checker pool, which must stop the systemd watchdog's pings.
+pub const STALL_CHECKER_AFTER: &str = "REDIS_FAILOVER_STALL_CHECKER_AFTER_MS";
+
+/// The milliseconds in `variable`, if it is set.
+pub fn duration(variable: &str) -> Option<Duration> {
+    std::env::var(variable)
+        .ok()
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .map(Duration::from_millis)
+}
 
 /// Sleeps for the milliseconds in the point's variable, if it is set, logging why.
 pub fn pause_if_set((variable, place): Point) {

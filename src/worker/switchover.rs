@@ -6,7 +6,9 @@
 //! stops the writes, lets the replica catch up, and only then swaps the roles. The
 //! steps, each logged on one line with its duration:
 //!
-//! 1. `role`, `elect`: the master must answer `ROLE` master. The target is the replica
+//! 1. `role`, `elect`: the master must answer `ROLE` master and must not be LedisDB,
+//!    which has no `CLIENT PAUSE` (refused with 409, even with `force=true`: see
+//!    [`ledisdb_refusal`]). The target is the replica
 //!    named by `to=` (it must be listed by the master, with its link up), else the best
 //!    replica with its link up by the failover's own rules (`failover::elect`).
 //! 2. `begin`: failover-begin is recorded through the broker, as for a failover, so a
@@ -43,7 +45,7 @@ use super::attempt::{Attempt, Kind};
 use super::fault;
 use super::switchover_request::{
     SwitchoverCommand, SwitchoverError, SwitchoverReport, SwitchoverRequest, SwitchoverResult,
-    choose_target,
+    choose_target, ledisdb_refusal,
 };
 use crate::address::Addr;
 use crate::broker::{Action, Outcome};
@@ -129,6 +131,7 @@ fn switch_over(
     ctx.observed
         .update(&request.group, |o| o.state = WatchState::SwitchingOver);
     let replicas = sw.master_replicas()?;
+    sw.refuse_ledisdb()?;
     let target = sw.choose(&replicas, request)?;
     let others: Vec<Addr> = replicas.iter().filter(|a| **a != target).cloned().collect();
     sw.begin(&others, &target)?;
@@ -173,6 +176,22 @@ impl Switch<'_> {
             &format!("{master} is master with {} replica(s)", replicas.len()),
         );
         Ok(replicas)
+    }
+
+    /// Step 1, `role`: a LedisDB master (its `INFO server` has `ledisdb_version`) is
+    /// refused before anything changes. A master whose `INFO` fails goes on: the `pause`
+    /// step still refuses a server without `CLIENT PAUSE`.
+    fn refuse_ledisdb(&mut self) -> Result<(), SwitchoverError> {
+        match self.old.replication_info() {
+            Ok(info) => match info.ledisdb_version {
+                Some(version) => Err(self.refuse("role", ledisdb_refusal(&self.master, &version))),
+                None => Ok(()),
+            },
+            Err(e) => {
+                log::debug!("{}: INFO before the switchover: {e}", self.master);
+                Ok(())
+            }
+        }
     }
 
     /// Step 1, `elect`: the target is one of the master's linked replicas.

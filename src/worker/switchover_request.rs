@@ -182,6 +182,19 @@ impl Switchovers {
     }
 }
 
+/// Why a LedisDB master cannot be switched over (409), whatever `force` says.
+///
+/// LedisDB has no `CLIENT PAUSE` (it answers `-command not found`), so writes cannot be
+/// held while the target catches up. `force=true` does not help as it does for an old
+/// Redis: the old master would keep the writes it took after the catch-up, and
+/// LedisDB's plain `SLAVEOF` resumes from the demoted server's own log instead of
+/// resynchronising, so it would keep them and silently differ from the new master.
+pub fn ledisdb_refusal(master: &Addr, version: &str) -> SwitchoverError {
+    SwitchoverError::Conflict(format!(
+        "{master} is LedisDB (ledisdb_version {version}), which has no CLIENT PAUSE: writes cannot be held while a replica catches up, so a planned switchover is refused before anything changes (force=true does not override this on LedisDB: the demoted master would keep writes the new one never got). A failover of a dead LedisDB master works"
+    ))
+}
+
 /// Chooses the replica to promote: the one named (listed by the master, link up), or
 /// the best one with its link up by the failover's rules.
 pub fn choose_target(
@@ -276,6 +289,8 @@ mod tests {
                 priority,
                 offset,
                 run_id: None,
+                replicas: Vec::new(),
+                ledisdb_version: None,
             }),
         }
     }
@@ -316,6 +331,16 @@ mod tests {
         assert!(err.to_string().contains("not a replica"), "{err}");
         let err = choose(&reports, Some("127.0.0.1:2")).unwrap_err();
         assert_eq!(err.status(), 409, "{err}");
+    }
+
+    #[test]
+    fn ledisdb_is_refused_with_409_naming_what_it_lacks() {
+        let err = ledisdb_refusal(&Addr::parse(MASTER).unwrap(), "0.5");
+        assert_eq!(err.status(), 409);
+        let text = err.to_string();
+        for needle in ["LedisDB", "0.5", "CLIENT PAUSE", "force=true", MASTER] {
+            assert!(text.contains(needle), "{needle} not in {text}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod groups;
+pub mod ledis;
 pub mod ports;
 
 use std::io::{Read, Write};

@@ -156,12 +156,17 @@ fn ckquorum(ctx: &Context, out: &mut Out) {
 }
 
 /// Sentinel's `flags` for a master as this daemon sees it.
-fn master_flags(g: &GroupStatus) -> &'static str {
-    match g.state {
+fn master_flags(g: &GroupStatus) -> String {
+    let mut flags = match g.state {
         WatchState::Down | WatchState::FailingOver => "s_down,o_down,master",
         WatchState::NotMaster => "s_down,master",
         _ => "master",
     }
+    .to_string();
+    if g.disconnected {
+        flags.push_str(",disconnected");
+    }
+    flags
 }
 
 fn ms_since(unix_ms: Option<u64>) -> String {
@@ -198,7 +203,8 @@ fn instance_fields(
 
 fn master_fields(ctx: &Context, g: &GroupStatus) -> Vec<(&'static str, String)> {
     let port = g.master.port.to_string();
-    let mut fields = instance_fields(ctx, &g.name, &g.master.host, &port, "", master_flags(g));
+    let flags = master_flags(g);
+    let mut fields = instance_fields(ctx, &g.name, &g.master.host, &port, "", &flags);
     if let Some(ok) = fields.iter_mut().find(|(k, _)| *k == "last-ok-ping-reply") {
         ok.1 = ms_since(g.down_since_ms);
     }

@@ -1,0 +1,485 @@
+//! [`Conn`]: one kept, non-blocking connection from a checker thread to one server, and
+//! the probes that run on it one after the other.
+//!
+//! A probe's life: connect (unless the connection is open), send `AUTH` (on a new
+//! connection) and the probe's commands in one write, read the replies from whatever the
+//! socket has when `epoll` says it is readable, and finish when every reply is in. Reads
+//! never wait: a reply cut into pieces is kept in the connection's buffer until the rest
+//! arrives. Whatever happens, the probe ends by its deadline; the shard fails it then
+//! ([`Conn::expire`]) and the connection, out of step, is closed.
+//!
+//! Between probes the connection stays registered for readiness: if the server closes it
+//! (EOF, a reset) or sends something unasked, the connection is closed at once and the
+//! shard reports the closed link.
+
+use super::shard::Io;
+use super::{Answer, Probe, ProbeKind, ProbeResult};
+use crate::address::Addr;
+use crate::error::Error;
+use crate::redis::resp::{self, Reply};
+use crate::redis::{parse_role, read_replication_info};
+use polling::{Event, PollMode};
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Instant;
+
+/// The largest reply accepted: a bulk string at the parser's limit, and some room.
+pub const MAX_REPLY: usize = resp::MAX_BULK + 64 * 1024;
+/// A buffer grown past this for a large reply (INFO) is released once it is read.
+const KEEP_BUFFER: usize = 512;
+
+/// A probe on its way, with its own deadline.
+#[derive(Debug)]
+pub struct Pending {
+    pub probe: Probe,
+    pub started: Instant,
+    pub deadline: Instant,
+}
+
+/// Where the connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// No socket.
+    Closed,
+    /// Waiting for the resolver to name the address.
+    Resolving,
+    /// A non-blocking connect under way (registered writable).
+    Connecting,
+    /// Connected (registered readable); a probe is running when `current` is set.
+    Open,
+}
+
+/// One server, seen from one checker thread for one watch.
+pub struct Conn {
+    pub watch_id: u64,
+    pub addr: Addr,
+    /// The shard's key for this connection (its slot).
+    slot: usize,
+    socket: Option<TcpStream>,
+    state: State,
+    current: Option<Pending>,
+    queue: VecDeque<Pending>,
+    /// Bytes of replies read and not yet parsed.
+    input: Vec<u8>,
+    /// Bytes to send that the socket did not take yet.
+    output: Vec<u8>,
+    /// Replies expected for the current probe, `AUTH`'s first when it was sent.
+    expected: usize,
+    auth_sent: bool,
+    replies: Vec<Reply>,
+    /// The current probe runs on a connection opened for an earlier one.
+    reused: bool,
+    /// Bumped whenever a probe starts, so a stale deadline is recognised.
+    pub generation: u64,
+    pub last_used: Instant,
+}
+
+/// How a failure leaves the connection.
+enum Failure {
+    /// The probe failed; the connection is out of step and is closed.
+    Probe(String),
+    /// A kept connection turned out closed before any reply byte came: the probe is
+    /// tried once more on a fresh connection, within its deadline.
+    Stale(String),
+}
+
+impl Conn {
+    pub fn new(watch_id: u64, addr: Addr, slot: usize, now: Instant) -> Conn {
+        Conn {
+            watch_id,
+            addr,
+            slot,
+            socket: None,
+            state: State::Closed,
+            current: None,
+            queue: VecDeque::new(),
+            input: Vec::new(),
+            output: Vec::new(),
+            expected: 0,
+            auth_sent: false,
+            replies: Vec::new(),
+            reused: false,
+            generation: 0,
+            last_used: now,
+        }
+    }
+
+    /// Whether nothing is running or waiting on this connection.
+    pub fn is_idle(&self) -> bool {
+        self.current.is_none() && self.queue.is_empty()
+    }
+
+    pub fn is_resolving(&self) -> bool {
+        self.state == State::Resolving
+    }
+
+    /// Queues a probe and starts it if the connection is free.
+    pub fn submit(&mut self, pending: Pending, io: &mut Io) {
+        self.last_used = pending.started;
+        self.queue.push_back(pending);
+        self.start_next(io);
+    }
+
+    /// Starts the next queued probe, if none is running.
+    fn start_next(&mut self, io: &mut Io) {
+        while self.current.is_none() {
+            let Some(next) = self.queue.pop_front() else {
+                return;
+            };
+            if next.deadline <= Instant::now() {
+                self.finish(
+                    next,
+                    Err("timed out waiting for the probe before it".into()),
+                    io,
+                );
+                continue;
+            }
+            self.generation += 1;
+            io.deadlines.push(next.deadline, self.slot, self.generation);
+            self.current = Some(next);
+            match self.state {
+                State::Open => {
+                    self.reused = true;
+                    self.send(io);
+                }
+                State::Closed => self.connect(io),
+                State::Resolving | State::Connecting => {}
+            }
+        }
+    }
+
+    /// Starts connecting (after resolving the address if it is a name).
+    fn connect(&mut self, io: &mut Io) {
+        self.reused = false;
+        match io.resolver.lookup(&self.addr) {
+            None => self.state = State::Resolving,
+            Some(Err(e)) => self.fail(Failure::Probe(e), io),
+            Some(Ok(target)) => self.connect_to(target, io),
+        }
+    }
+
+    /// The resolver answered for this connection's address.
+    pub fn resolved(&mut self, io: &mut Io) {
+        if self.state == State::Resolving {
+            self.state = State::Closed;
+            if self.current.is_some() {
+                self.connect(io);
+            }
+        }
+    }
+
+    fn connect_to(&mut self, target: SocketAddr, io: &mut Io) {
+        let started = (|| {
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(target),
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            socket.set_nonblocking(true)?;
+            socket.set_nodelay(true)?;
+            match socket.connect(&target.into()) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+                Err(e) => return Err(e),
+            }
+            let stream: TcpStream = socket.into();
+            // SAFETY: the socket is removed from the poller in `close` before it drops.
+            unsafe {
+                io.poller
+                    .add_with_mode(&stream, Event::writable(self.slot), PollMode::Level)?;
+            }
+            Ok(stream)
+        })();
+        match started {
+            Ok(stream) => {
+                self.socket = Some(stream);
+                self.state = State::Connecting;
+            }
+            Err(e) => self.fail(Failure::Probe(format!("connect: {e}")), io),
+        }
+    }
+
+    /// Readiness reported by the poller.
+    pub fn on_event(&mut self, event: Event, io: &mut Io) {
+        match self.state {
+            State::Connecting if event.writable || event.readable => self.connected(io),
+            State::Open => {
+                if event.writable && !self.output.is_empty() {
+                    self.flush(io);
+                }
+                if event.readable && self.state == State::Open {
+                    self.receive(io);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The connect finished, one way or the other.
+    fn connected(&mut self, io: &mut Io) {
+        let error = match &self.socket {
+            Some(stream) => match stream.take_error() {
+                Ok(None) => stream.peer_addr().err(),
+                Ok(Some(e)) | Err(e) => Some(e),
+            },
+            None => return,
+        };
+        if let Some(e) = error {
+            return self.fail(Failure::Probe(format!("connect: {e}")), io);
+        }
+        self.state = State::Open;
+        if let Some(stream) = &self.socket
+            && let Err(e) =
+                io.poller
+                    .modify_with_mode(stream, Event::readable(self.slot), PollMode::Level)
+        {
+            return self.fail(Failure::Probe(format!("poller: {e}")), io);
+        }
+        self.auth_sent = false;
+        if self.current.is_some() {
+            self.send(io);
+        }
+    }
+
+    /// Sends the current probe's commands (after `AUTH` on a new connection).
+    fn send(&mut self, io: &mut Io) {
+        let Some(current) = &self.current else {
+            return;
+        };
+        self.output.clear();
+        self.expected = 0;
+        self.replies.clear();
+        self.input.clear();
+        if !self.reused
+            && let Some(auth) = &io.scripts.auth
+        {
+            self.output.extend_from_slice(auth);
+            self.expected += 1;
+            self.auth_sent = true;
+        } else {
+            self.auth_sent = false;
+        }
+        let (bytes, replies) = match current.probe.kind {
+            ProbeKind::Role => (&io.scripts.role, 1),
+            ProbeKind::Info => (&io.scripts.info, 2),
+        };
+        self.output.extend_from_slice(bytes);
+        self.expected += replies;
+        self.flush(io);
+    }
+
+    /// Writes what the socket takes; the rest waits for it to be writable.
+    fn flush(&mut self, io: &mut Io) {
+        let Some(stream) = self.socket.as_mut() else {
+            return;
+        };
+        let written = loop {
+            match stream.write(&self.output) {
+                Ok(n) => break Ok(n),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break Ok(0),
+                Err(e) => break Err(e),
+            }
+        };
+        match written {
+            Ok(n) => {
+                self.output.drain(..n);
+                let interest = if self.output.is_empty() {
+                    Event::readable(self.slot)
+                } else {
+                    Event::all(self.slot)
+                };
+                if let Err(e) = io
+                    .poller
+                    .modify_with_mode(&*stream, interest, PollMode::Level)
+                {
+                    self.fail(Failure::Probe(format!("poller: {e}")), io);
+                }
+            }
+            Err(e) => {
+                let failure = self.stale_or(format!("send: {e}"));
+                self.fail(failure, io);
+            }
+        }
+    }
+
+    /// Reads what is there and parses whole replies; never waits for more.
+    fn receive(&mut self, io: &mut Io) {
+        let Some(stream) = self.socket.as_mut() else {
+            return;
+        };
+        let read = loop {
+            match stream.read(io.scratch) {
+                Ok(n) => break Ok(n),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => break Err(e),
+            }
+        };
+        let n = match read {
+            Ok(0) => return self.closed_by_server("connection closed by the server".into(), io),
+            Ok(n) => n,
+            Err(e) => return self.closed_by_server(format!("connection lost: {e}"), io),
+        };
+        if self.current.is_none() {
+            // Nothing was asked: a server that talks unasked is out of step.
+            return self.closed_by_server(format!("{n} unexpected byte(s) from the server"), io);
+        }
+        if self.input.len() + n > MAX_REPLY {
+            return self.fail(
+                Failure::Probe(format!("reply larger than {MAX_REPLY} bytes")),
+                io,
+            );
+        }
+        self.input.extend_from_slice(&io.scratch[..n]);
+        self.parse_replies(io);
+    }
+
+    /// Takes every whole reply from the buffer; finishes the probe once all are in.
+    fn parse_replies(&mut self, io: &mut Io) {
+        let mut used = 0;
+        while self.replies.len() < self.expected {
+            match resp::parse(&self.input[used..]) {
+                Ok(Some((reply, n))) => {
+                    used += n;
+                    self.replies.push(reply);
+                }
+                Ok(None) => break,
+                Err(garbage) => {
+                    return self.fail(Failure::Probe(format!("garbage reply: {garbage}")), io);
+                }
+            }
+        }
+        self.input.drain(..used);
+        if self.replies.len() < self.expected {
+            return;
+        }
+        if !self.input.is_empty() {
+            let extra = self.input.len();
+            return self.fail(
+                Failure::Probe(format!("{extra} byte(s) after the reply")),
+                io,
+            );
+        }
+        if self.input.capacity() > KEEP_BUFFER {
+            self.input = Vec::new();
+        }
+        let answer = self.answer();
+        if let Some(done) = self.current.take() {
+            self.finish(done, answer, io);
+        }
+        self.start_next(io);
+    }
+
+    /// The current probe's answer from its replies.
+    fn answer(&mut self) -> Result<Answer, String> {
+        let mut replies = std::mem::take(&mut self.replies);
+        if self.auth_sent {
+            let auth = replies.remove(0);
+            if let Reply::Error(e) = auth {
+                return Err(format!("AUTH: {e}"));
+            }
+        }
+        let kind = self.current.as_ref().map(|c| c.probe.kind);
+        match (kind, replies.as_slice()) {
+            (Some(ProbeKind::Role), [Reply::Error(e)]) => Err(e.clone()),
+            (Some(ProbeKind::Role), [role]) => parse_role(role).map(Answer::Role),
+            (Some(ProbeKind::Info), replies) => read_replication_info(replies).map(Answer::Info),
+            _ => Err("unexpected replies".into()),
+        }
+    }
+
+    /// The server closed the connection, or it broke.
+    fn closed_by_server(&mut self, why: String, io: &mut Io) {
+        if self.current.is_some() {
+            let failure = self.stale_or(why);
+            return self.fail(failure, io);
+        }
+        self.close(io);
+        io.closed(self.watch_id, &self.addr, why);
+    }
+
+    /// A probe that failed on a reused connection before any reply byte came is tried
+    /// again on a fresh one: the server may have closed the idle connection meanwhile.
+    fn stale_or(&self, why: String) -> Failure {
+        if self.reused && self.input.is_empty() && self.replies.is_empty() {
+            Failure::Stale(why)
+        } else {
+            Failure::Probe(why)
+        }
+    }
+
+    fn fail(&mut self, failure: Failure, io: &mut Io) {
+        self.close(io);
+        match failure {
+            Failure::Stale(why) => {
+                io.closed(self.watch_id, &self.addr, why);
+                // The same probe, the same deadline, a new connection.
+                if self.current.is_some() {
+                    self.connect(io);
+                }
+            }
+            Failure::Probe(why) => {
+                if let Some(done) = self.current.take() {
+                    self.finish(done, Err(why), io);
+                }
+                self.start_next(io);
+            }
+        }
+    }
+
+    /// The deadline of the probe started as `generation` passed.
+    pub fn expire(&mut self, generation: u64, io: &mut Io) {
+        if generation != self.generation || self.current.is_none() {
+            return;
+        }
+        let command = match self.current.as_ref().map(|c| c.probe.kind) {
+            Some(ProbeKind::Info) => "INFO",
+            _ => "ROLE",
+        };
+        let why = match self.state {
+            State::Resolving => "timed out resolving the address".to_string(),
+            State::Connecting => "connect timed out".to_string(),
+            _ if self.input.is_empty() && self.replies.is_empty() => {
+                format!("{command}: read timed out (no reply)")
+            }
+            _ => format!("{command}: read timed out (the reply did not end in time)"),
+        };
+        self.fail(Failure::Probe(why), io);
+    }
+
+    fn finish(&self, done: Pending, answer: Result<Answer, String>, io: &mut Io) {
+        io.report.results.push(ProbeResult {
+            probe: done.probe,
+            started: done.started,
+            finished: Instant::now(),
+            answer: answer.map_err(|e| Error::Server(format!("{}: {e}", self.addr))),
+        });
+    }
+
+    /// Closes the socket (removing it from the poller first); queued probes stay.
+    pub fn close(&mut self, io: &mut Io) {
+        if let Some(stream) = self.socket.take() {
+            let _ = io.poller.delete(&stream);
+        }
+        self.state = State::Closed;
+        self.input = Vec::new();
+        self.output = Vec::new();
+        self.replies.clear();
+    }
+
+    /// Fails everything running or queued (the connection is being dropped).
+    pub fn abandon(&mut self, why: &str, io: &mut Io) {
+        self.close(io);
+        let pending: Vec<Pending> = self
+            .current
+            .take()
+            .into_iter()
+            .chain(self.queue.drain(..))
+            .collect();
+        for done in pending {
+            self.finish(done, Err(why.into()), io);
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The checker pool: a few threads that run every check of a master (`ROLE`) and every
+//! refresh of a replica (`INFO`) on kept, non-blocking connections, so that no server,
+//! however slow or hostile, can delay another's check.
+//!
+//! - The monitor hands over all the checks due in one time slot as one batch
+//!   ([`Checkers::submit`]); each thread ([`shard.rs`]) owns the connections of the
+//!   groups whose watch id falls to it, and answers with one [`CheckerReport`] per turn
+//!   of its loop, not one message per check.
+//! - A check (connect, send, the whole reply) ends by its deadline, whatever the server
+//!   does: a reply is read from whatever `epoll` says is ready and never blocks once it
+//!   has started, so a server that trickles, never ends a reply, or accepts and never
+//!   answers costs only its own check (`conn.rs`).
+//! - Kept connections stay registered for readiness between checks, so a server that
+//!   closes one (EOF, RST, as after `kill -9`) is seen within milliseconds and reported
+//!   as a [`LinkClosed`].
+//! - Host names are resolved on a helper thread with a cache (`resolve.rs`): a slow DNS
+//!   server delays only the checks of the names it serves.
+//!
+//! [`shard.rs`]: shard
+
+mod conn;
+mod resolve;
+mod shard;
+
+use crate::address::Addr;
+use crate::error::Result;
+use crate::observe::metrics::Metrics;
+use crate::redis::{NodeOptions, ReplicationInfo, Role};
+use crossbeam_channel::{Receiver, Sender};
+use shard::Shard;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Checker threads. Each check costs a few microseconds of CPU, so two threads carry
+/// tens of thousands of checks a second; more would only add wake-ups.
+pub const SHARDS: usize = 2;
+/// A connection that no check has used for this long is closed (a replica that left
+/// the master's list, an address fencing no longer looks at).
+pub const UNUSED_CONNECTION: Duration = Duration::from_secs(60);
+/// A checker thread's loop turns at least this often, beating its heartbeat.
+pub const TURN: Duration = Duration::from_millis(250);
+
+/// What a probe asks a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// `ROLE`: a master check, or a look at a server fencing may have to convert.
+    Role,
+    /// `INFO server` and `INFO replication`: a replica's view of its replication.
+    Info,
+}
+
+/// One check of one server, due at `due`.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub watch_id: u64,
+    pub addr: Addr,
+    pub kind: ProbeKind,
+    /// When the monitor wanted it to run (for the check-lag histogram).
+    pub due: Instant,
+}
+
+/// What a server answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Role(Role),
+    Info(ReplicationInfo),
+}
+
+/// The outcome of one probe.
+#[derive(Debug)]
+pub struct ProbeResult {
+    pub probe: Probe,
+    /// When the probe was sent (or its connect started).
+    pub started: Instant,
+    pub finished: Instant,
+    pub answer: Result<Answer>,
+}
+
+/// A kept connection that the server closed (or broke) between two probes.
+#[derive(Debug, Clone)]
+pub struct LinkClosed {
+    pub watch_id: u64,
+    pub addr: Addr,
+    pub why: String,
+}
+
+/// What one turn of a checker thread's loop produced.
+#[derive(Debug, Default)]
+pub struct CheckerReport {
+    pub results: Vec<ProbeResult>,
+    pub closed: Vec<LinkClosed>,
+}
+
+impl CheckerReport {
+    fn is_empty(&self) -> bool {
+        self.results.is_empty() && self.closed.is_empty()
+    }
+}
+
+/// What the monitor asks of a checker thread.
+enum Command {
+    Probes(Vec<Probe>),
+    /// Close every connection of this watch (the group was removed or re-created).
+    Forget(u64),
+}
+
+/// The monitor's handle on the checker threads.
+pub struct Checkers {
+    shards: Vec<(Sender<Command>, Arc<polling::Poller>)>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Checkers {
+    /// Starts [`SHARDS`] threads; their reports arrive on `reports`.
+    pub fn start(
+        options: NodeOptions,
+        timeout: Duration,
+        reports: Sender<CheckerReport>,
+        metrics: &Metrics,
+    ) -> std::io::Result<Checkers> {
+        let mut checkers = Checkers {
+            shards: Vec::new(),
+            threads: Vec::new(),
+        };
+        for index in 0..SHARDS {
+            let poller = Arc::new(polling::Poller::new()?);
+            let (commands, receiver) = crossbeam_channel::unbounded();
+            let heartbeat = metrics.register_heartbeat(&format!("checker-{index}"));
+            let shard = Shard::new(
+                index,
+                poller.clone(),
+                receiver,
+                reports.clone(),
+                options.clone(),
+                timeout,
+                heartbeat,
+            )?;
+            let thread = std::thread::Builder::new()
+                .name(format!("checker-{index}"))
+                .spawn(move || shard.run())?;
+            checkers.shards.push((commands, poller));
+            checkers.threads.push(thread);
+        }
+        Ok(checkers)
+    }
+
+    /// Hands a batch of probes to the threads that own their watches.
+    pub fn submit(&self, probes: Vec<Probe>) {
+        if probes.is_empty() {
+            return;
+        }
+        let mut split: Vec<Vec<Probe>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
+        for probe in probes {
+            let shard = self.shard_of(probe.watch_id);
+            split[shard].push(probe);
+        }
+        for (shard, probes) in split.into_iter().enumerate() {
+            if !probes.is_empty() {
+                self.send(shard, Command::Probes(probes));
+            }
+        }
+    }
+
+    /// Closes the connections of a watch that ended.
+    pub fn forget(&self, watch_id: u64) {
+        self.send(self.shard_of(watch_id), Command::Forget(watch_id));
+    }
+
+    fn shard_of(&self, watch_id: u64) -> usize {
+        (watch_id % self.shards.len().max(1) as u64) as usize
+    }
+
+    fn send(&self, shard: usize, command: Command) {
+        let Some((commands, poller)) = self.shards.get(shard) else {
+            return;
+        };
+        if commands.send(command).is_ok()
+            && let Err(e) = poller.notify()
+        {
+            log::error!("checker-{shard}: cannot wake the thread: {e}");
+        }
+    }
+
+    /// Stops the threads (closing every connection) and joins them.
+    pub fn shutdown(&mut self) {
+        // Dropping the command senders is the stop signal; the notify wakes each thread
+        // to see it.
+        let pollers: Vec<Arc<polling::Poller>> =
+            self.shards.drain(..).map(|(_, poller)| poller).collect();
+        for poller in pollers {
+            let _ = poller.notify();
+        }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Checkers {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A receiver the monitor can `select!` on, with the senders the threads use.
+pub fn report_channel() -> (Sender<CheckerReport>, Receiver<CheckerReport>) {
+    crossbeam_channel::unbounded()
+}

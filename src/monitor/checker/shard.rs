@@ -1,0 +1,324 @@
+//! [`Shard`]: one checker thread. It owns the connections of the watches that fall to
+//! it, waits on all of them at once with one `epoll` poller, and runs the probes the
+//! monitor hands it in batches.
+//!
+//! One turn of the loop: wait for readiness (at most until the nearest deadline, and at
+//! most [`TURN`]); read and answer what is ready; take new batches from the monitor;
+//! carry on after DNS answers; fail the probes whose deadline passed; send everything
+//! that finished as one report.
+
+use super::conn::{Conn, Pending};
+use super::resolve::Resolver;
+use super::{CheckerReport, Command, LinkClosed, Probe, TURN, UNUSED_CONNECTION};
+use crate::address::Addr;
+use crate::observe::metrics::Heartbeat;
+use crate::redis::{INFO_COMMANDS, NodeOptions, resp};
+use crate::worker::fault;
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use polling::{Events, Poller};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Bytes read from a socket at once.
+const READ_CHUNK: usize = 16 * 1024;
+/// How often unused connections are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// The commands each probe sends, encoded once.
+pub struct Scripts {
+    pub auth: Option<Vec<u8>>,
+    pub role: Vec<u8>,
+    pub info: Vec<u8>,
+}
+
+impl Scripts {
+    fn new(options: &NodeOptions) -> Scripts {
+        let encode = |commands: &[&[&str]]| {
+            let mut out = Vec::new();
+            for command in commands {
+                resp::encode(command, &mut out);
+            }
+            out
+        };
+        Scripts {
+            auth: options.auth_command().map(|auth| encode(&[&auth])),
+            role: encode(&[&["ROLE"]]),
+            info: encode(INFO_COMMANDS),
+        }
+    }
+}
+
+/// Probe deadlines, nearest first; entries of probes that ended are skipped.
+#[derive(Default)]
+pub struct Deadlines(BinaryHeap<Reverse<(Instant, usize, u64)>>);
+
+impl Deadlines {
+    pub fn push(&mut self, at: Instant, slot: usize, generation: u64) {
+        self.0.push(Reverse((at, slot, generation)));
+    }
+
+    fn next(&self) -> Option<Instant> {
+        self.0.peek().map(|Reverse((at, ..))| *at)
+    }
+
+    fn pop_due(&mut self, now: Instant) -> Option<(usize, u64)> {
+        match self.0.peek() {
+            Some(Reverse((at, ..))) if *at <= now => self
+                .0
+                .pop()
+                .map(|Reverse((_, slot, generation))| (slot, generation)),
+            _ => None,
+        }
+    }
+}
+
+/// What a connection needs from its thread while it works.
+pub struct Io<'a> {
+    pub poller: &'a Poller,
+    pub scripts: &'a Scripts,
+    pub resolver: &'a mut Resolver,
+    pub deadlines: &'a mut Deadlines,
+    pub report: &'a mut CheckerReport,
+    pub scratch: &'a mut [u8],
+}
+
+impl Io<'_> {
+    /// Reports a kept connection the server closed.
+    pub fn closed(&mut self, watch_id: u64, addr: &Addr, why: String) {
+        self.report.closed.push(LinkClosed {
+            watch_id,
+            addr: addr.clone(),
+            why,
+        });
+    }
+}
+
+/// One checker thread and its connections.
+pub struct Shard {
+    index: usize,
+    poller: Arc<Poller>,
+    commands: Receiver<Command>,
+    reports: Sender<CheckerReport>,
+    /// The whole-probe deadline: connect, send and the whole reply.
+    timeout: Duration,
+    scripts: Scripts,
+    resolver: Resolver,
+    /// Connections by slot (the poller's key); `None` slots are free.
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    by_key: HashMap<(u64, Addr), usize>,
+    deadlines: Deadlines,
+    report: CheckerReport,
+    scratch: Vec<u8>,
+    heartbeat: Arc<Heartbeat>,
+    last_sweep: Instant,
+    /// Test hook: stall this thread once it has run this long (see `worker/fault.rs`).
+    stall_after: Option<Instant>,
+}
+
+impl Shard {
+    pub fn new(
+        index: usize,
+        poller: Arc<Poller>,
+        commands: Receiver<Command>,
+        reports: Sender<CheckerReport>,
+        options: NodeOptions,
+        timeout: Duration,
+        heartbeat: Arc<Heartbeat>,
+    ) -> std::io::Result<Shard> {
+        let resolver = Resolver::start(format!("resolve-{index}"), poller.clone())?;
+        Ok(Shard {
+            index,
+            poller,
+            commands,
+            reports,
+            timeout,
+            scripts: Scripts::new(&options),
+            resolver,
+            conns: Vec::new(),
+            free: Vec::new(),
+            by_key: HashMap::new(),
+            deadlines: Deadlines::default(),
+            report: CheckerReport::default(),
+            scratch: vec![0; READ_CHUNK],
+            heartbeat,
+            last_sweep: Instant::now(),
+            stall_after: (index == 0)
+                .then(|| fault::duration(fault::STALL_CHECKER_AFTER))
+                .flatten()
+                .map(|after| Instant::now() + after),
+        })
+    }
+
+    /// Runs until the monitor drops its handle.
+    pub fn run(mut self) {
+        let mut events = Events::new();
+        loop {
+            self.heartbeat.beat();
+            if self.stall_after.is_some_and(|at| Instant::now() >= at) {
+                self.stall_after = None;
+                log::warn!(
+                    "checker-{}: stalling for 60 s ({})",
+                    self.index,
+                    fault::STALL_CHECKER_AFTER
+                );
+                std::thread::sleep(Duration::from_secs(60));
+            }
+            let now = Instant::now();
+            let wait = self
+                .deadlines
+                .next()
+                .map_or(TURN, |at| at.saturating_duration_since(now).min(TURN));
+            events.clear();
+            if let Err(e) = self.poller.wait(&mut events, Some(wait))
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
+                log::error!("checker-{}: cannot wait for sockets: {e}", self.index);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // Readiness first: a link closed since the last turn is seen before a new
+            // probe would be sent on it.
+            for event in events.iter() {
+                self.with_conn(event.key, |conn, io| conn.on_event(event, io));
+            }
+            if !self.take_commands() {
+                break;
+            }
+            if self.resolver.take_answers() {
+                self.resume_resolving();
+            }
+            self.expire(Instant::now());
+            self.sweep();
+            if !self.report.is_empty() {
+                let report = std::mem::take(&mut self.report);
+                if self.reports.send(report).is_err() {
+                    break;
+                }
+            }
+        }
+        self.close_all();
+    }
+
+    /// Runs `f` on the connection in `slot` with the thread's I/O context.
+    fn with_conn(&mut self, slot: usize, f: impl FnOnce(&mut Conn, &mut Io)) {
+        let Some(Some(conn)) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let mut io = Io {
+            poller: &self.poller,
+            scripts: &self.scripts,
+            resolver: &mut self.resolver,
+            deadlines: &mut self.deadlines,
+            report: &mut self.report,
+            scratch: &mut self.scratch,
+        };
+        f(conn, &mut io);
+    }
+
+    /// Takes the monitor's commands; false once the monitor is gone.
+    fn take_commands(&mut self) -> bool {
+        loop {
+            match self.commands.try_recv() {
+                Ok(Command::Probes(probes)) => self.start(probes),
+                Ok(Command::Forget(watch_id)) => self.forget(watch_id),
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    fn start(&mut self, probes: Vec<Probe>) {
+        let now = Instant::now();
+        for probe in probes {
+            let slot = self.slot_for(probe.watch_id, &probe.addr, now);
+            let pending = Pending {
+                probe,
+                started: now,
+                deadline: now + self.timeout,
+            };
+            self.with_conn(slot, |conn, io| conn.submit(pending, io));
+        }
+    }
+
+    /// The slot of the connection for a watch's server, made when missing.
+    fn slot_for(&mut self, watch_id: u64, addr: &Addr, now: Instant) -> usize {
+        if let Some(slot) = self.by_key.get(&(watch_id, addr.clone())) {
+            return *slot;
+        }
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        });
+        self.conns[slot] = Some(Conn::new(watch_id, addr.clone(), slot, now));
+        self.by_key.insert((watch_id, addr.clone()), slot);
+        slot
+    }
+
+    fn drop_slot(&mut self, slot: usize, why: &str) {
+        self.with_conn(slot, |conn, io| conn.abandon(why, io));
+        if let Some(conn) = self.conns.get_mut(slot).and_then(Option::take) {
+            self.by_key.remove(&(conn.watch_id, conn.addr));
+            self.free.push(slot);
+        }
+    }
+
+    /// Closes a watch's connections; its probes still running are failed.
+    fn forget(&mut self, watch_id: u64) {
+        let slots: Vec<usize> = self
+            .by_key
+            .iter()
+            .filter(|((id, _), _)| *id == watch_id)
+            .map(|(_, slot)| *slot)
+            .collect();
+        for slot in slots {
+            self.drop_slot(slot, "the group is no longer watched");
+        }
+    }
+
+    fn resume_resolving(&mut self) {
+        let waiting: Vec<usize> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.as_ref().is_some_and(Conn::is_resolving))
+            .map(|(slot, _)| slot)
+            .collect();
+        for slot in waiting {
+            self.with_conn(slot, |conn, io| conn.resolved(io));
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some((slot, generation)) = self.deadlines.pop_due(now) {
+            self.with_conn(slot, |conn, io| conn.expire(generation, io));
+        }
+    }
+
+    /// Closes connections no probe has used for a while.
+    fn sweep(&mut self) {
+        if self.last_sweep.elapsed() < SWEEP_EVERY {
+            return;
+        }
+        self.last_sweep = Instant::now();
+        let unused: Vec<usize> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, c)| {
+                let c = c.as_ref()?;
+                (c.is_idle() && c.last_used.elapsed() > UNUSED_CONNECTION).then_some(slot)
+            })
+            .collect();
+        for slot in unused {
+            self.drop_slot(slot, "unused");
+        }
+    }
+
+    fn close_all(&mut self) {
+        for slot in 0..self.conns.len() {
+            self.drop_slot(slot, "the daemon is stopping");
+        }
+    }
+}

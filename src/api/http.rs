@@ -1,4 +1,5 @@
-//! The HTTP API (tiny_http), compatible with the Go original and extended.
+//! The HTTP API, compatible with the Go original and extended: routes and answers.
+//! The transport (connections, caps, timeouts, the handler pool) is `net/http`.
 //!
 //! - `GET /master`: the current master addresses, comma-separated.
 //! - `POST /master?masters=a,b`: watch these masters (`host:port` or `name=host:port`).
@@ -22,86 +23,94 @@ use crate::address::{Addr, MasterSpec};
 use crate::broker::MemberChange;
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
+use crate::net::http::{Caps, HttpServer, Request, Response, Settings};
+use crate::net::server::Limits;
 use crate::shutdown::Shutdown;
 use crate::worker::switchover_request::SwitchoverRequest;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use tiny_http::{Header, Method, Request, Response, Server};
+use std::time::Duration;
 
 /// Largest request body read; larger ones get 413.
 pub const MAX_BODY: usize = 64 * 1024;
-
-/// Threads answering requests: one client that sends its body slowly ties up one.
+/// Largest request line and header fields; larger ones get 431.
+pub const MAX_HEAD: usize = 16 * 1024;
+/// Threads answering requests. Requests are read whole on the port's event loop
+/// first, so a client that sends its body slowly ties up none of them.
 pub const HANDLER_THREADS: usize = 4;
+/// Whole requests waiting for a handler thread; beyond, 503 at once.
+pub const QUEUED_REQUESTS: usize = 64;
+/// Connections open at once; see `net/server.rs` for what happens beyond.
+pub const MAX_CONNECTIONS: usize = 512;
+/// A keep-alive connection with no request is closed after this long.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A request must arrive whole (head and body) within this long, else 408.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A reply the client does not read closes its connection after this long.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// At the connection cap, a connection that made no progress for this long may be
+/// closed to let a new one in.
+pub const EVICT_AFTER: Duration = Duration::from_secs(2);
 
-/// The running HTTP listener and its handler threads.
+/// The bounds of the HTTP port.
+pub fn settings() -> Settings {
+    Settings {
+        caps: Caps {
+            max_head: MAX_HEAD,
+            max_body: MAX_BODY,
+        },
+        limits: Limits {
+            max_connections: MAX_CONNECTIONS,
+            // The head must fit, and body bytes pass through on their way to the body.
+            max_input: 2 * MAX_HEAD,
+            idle_timeout: Some(IDLE_TIMEOUT),
+            request_timeout: REQUEST_TIMEOUT,
+            write_timeout: WRITE_TIMEOUT,
+            evict_after: EVICT_AFTER,
+        },
+        threads: HANDLER_THREADS,
+        queue: QUEUED_REQUESTS,
+    }
+}
+
+/// The HTTP listener, bound and then served.
 pub struct HttpApi {
-    server: Arc<Server>,
-    threads: Vec<JoinHandle<()>>,
-    local_addr: SocketAddr,
+    server: HttpServer,
 }
 
 impl HttpApi {
     /// Binds the listener; requests wait until [`HttpApi::serve`].
     pub fn bind(addr: &Addr) -> Result<HttpApi> {
-        let server = Server::http(addr.to_string())
+        let server = HttpServer::bind(&addr.to_string())
             .map_err(|e| Error::Io(format!("addr: cannot listen on {addr}: {e}")))?;
-        let local_addr = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| Error::Io(format!("addr: {addr} is not an IP listener")))?;
-        Ok(HttpApi {
-            server: Arc::new(server),
-            threads: Vec::new(),
-            local_addr,
-        })
+        Ok(HttpApi { server })
     }
 
-    /// Starts the handler threads; they stop when `shutdown` is triggered.
+    /// Starts the event loop and the handler threads; they stop when `shutdown` is
+    /// triggered.
     pub fn serve(
         &mut self,
         daemon: Arc<Daemon>,
         access: ApiAccess,
         shutdown: &Shutdown,
     ) -> Result<()> {
-        access.warn_if_exposed(self.local_addr);
-        let api = Arc::new(Api { daemon, access });
-        for index in 0..HANDLER_THREADS {
-            let serving = self.server.clone();
-            let api = api.clone();
-            let thread = std::thread::Builder::new()
-                .name(format!("http-{index}"))
-                .spawn(move || {
-                    for request in serving.incoming_requests() {
-                        handle(&api, request);
-                    }
-                })
-                .map_err(|e| Error::Io(format!("cannot start an HTTP thread: {e}")))?;
-            self.threads.push(thread);
-        }
-        // Each unblock wakes one waiting handler.
-        let server = self.server.clone();
-        let handlers = self.threads.len();
-        shutdown.on_trigger(move || {
-            for _ in 0..handlers {
-                server.unblock();
-            }
-        });
-        Ok(())
+        access.warn_if_exposed(self.local_addr());
+        let api = Api { daemon, access };
+        let handler = Arc::new(move |request: &Request| handle(&api, request));
+        self.server
+            .serve("http", settings(), handler, shutdown)
+            .map_err(|e| Error::Io(format!("cannot start the HTTP API: {e}")))
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.server.local_addr()
     }
 
-    /// Joins the handler threads once the shutdown given to [`HttpApi::serve`] is
-    /// triggered (each finishes the request it is answering).
+    /// Joins the loop and the handler threads once the shutdown given to
+    /// [`HttpApi::serve`] is triggered (each handler finishes the request it is
+    /// answering).
     pub fn join(&mut self) {
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
+        self.server.join();
     }
 }
 
@@ -128,58 +137,50 @@ struct Api {
     access: ApiAccess,
 }
 
-fn handle(api: &Api, mut request: Request) {
-    let reply = route(api, &mut request);
+/// Answers one request (on a handler thread). Bodies over [`MAX_BODY`] never get here:
+/// the transport refused them with 413.
+fn handle(api: &Api, request: &Request) -> Response {
+    let reply = route(api, request);
     if reply.status >= 400 {
         log::info!(
             "HTTP {} {} -> {}: {}",
-            request.method(),
-            request.url(),
+            request.method,
+            request.target,
             reply.status,
             reply.body.trim_end()
         );
     }
-    let mut response = Response::from_string(reply.body).with_status_code(reply.status);
-    if let Ok(header) = Header::from_bytes("Content-Type", reply.content_type) {
-        response.add_header(header);
+    let response = Response::new(reply.status, reply.content_type, reply.body);
+    if reply.status == 401 {
+        return response.with_header("WWW-Authenticate", "Bearer");
     }
-    if reply.status == 401
-        && let Ok(header) = Header::from_bytes("WWW-Authenticate", "Bearer")
-    {
-        response.add_header(header);
-    }
-    if let Err(e) = request.respond(response) {
-        log::debug!("HTTP: cannot send a reply: {e}");
-    }
+    response
 }
 
-fn route(api: &Api, request: &mut Request) -> Answer {
+fn route(api: &Api, request: &Request) -> Answer {
     let daemon = &api.daemon;
-    let read = matches!(request.method(), Method::Get | Method::Head);
+    let read = matches!(request.method.as_str(), "GET" | "HEAD");
     if let Err(Refused(reason)) = api.access.check(read, authorization(request)) {
         return Answer::text(401, format!("{reason}\n"));
     }
-    if request.body_length().is_some_and(|n| n > MAX_BODY) {
-        return Answer::text(413, format!("request body over {MAX_BODY} bytes\n"));
-    }
-    let url = request.url().to_string();
-    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    let url = request.target.as_str();
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
     if let Some(name) = switchover_group(path) {
         return switchover(daemon, request, name, query);
     }
     match path {
         "/master" => master(daemon, request, query),
-        "/api/v1/groups" => match request.method() {
-            Method::Get => json(&daemon.groups()),
+        "/api/v1/groups" => match request.method.as_str() {
+            "GET" => json(&daemon.groups()),
             _ => Answer::text(405, "only GET is allowed on /api/v1/groups\n"),
         },
-        "/api/v1/cluster" => match request.method() {
-            Method::Get => json(&daemon.broker.cluster()),
+        "/api/v1/cluster" => match request.method.as_str() {
+            "GET" => json(&daemon.broker.cluster()),
             _ => Answer::text(405, "only GET is allowed on /api/v1/cluster\n"),
         },
         "/api/v1/cluster/peers" => peers(daemon, request, query),
-        "/metrics" => match request.method() {
-            Method::Get => Answer {
+        "/metrics" => match request.method.as_str() {
+            "GET" => Answer {
                 status: 200,
                 body: super::metrics::render(daemon),
                 content_type: super::metrics::CONTENT_TYPE,
@@ -202,10 +203,10 @@ fn json(value: &impl serde::Serialize) -> Answer {
 }
 
 /// `POST`/`DELETE /api/v1/cluster/peers?addr=host:port`.
-fn peers(daemon: &Daemon, request: &mut Request, query: &str) -> Answer {
-    let change = match request.method() {
-        Method::Post => MemberChange::Add,
-        Method::Delete => MemberChange::Remove,
+fn peers(daemon: &Daemon, request: &Request, query: &str) -> Answer {
+    let change = match request.method.as_str() {
+        "POST" => MemberChange::Add,
+        "DELETE" => MemberChange::Remove,
         _ => return Answer::text(405, "use POST or DELETE on /api/v1/cluster/peers\n"),
     };
     let addr = match param(request, query, "addr") {
@@ -231,13 +232,13 @@ fn failure(e: Error) -> Answer {
     }
 }
 
-fn master(daemon: &Daemon, request: &mut Request, query: &str) -> Answer {
-    let method = request.method().clone();
-    if method == Method::Get {
+fn master(daemon: &Daemon, request: &Request, query: &str) -> Answer {
+    let method = request.method.as_str();
+    if method == "GET" {
         let masters: Vec<String> = daemon.masters().iter().map(|a| a.to_string()).collect();
         return Answer::text(200, masters.join(","));
     }
-    if !matches!(method, Method::Post | Method::Put | Method::Delete) {
+    if !matches!(method, "POST" | "PUT" | "DELETE") {
         return Answer::text(405, format!("method {method} is not allowed on /master\n"));
     }
     let masters = match param(request, query, "masters") {
@@ -246,9 +247,9 @@ fn master(daemon: &Daemon, request: &mut Request, query: &str) -> Answer {
         Err(reply) => return reply,
     };
     let result = match method {
-        Method::Put if masters.trim().is_empty() => daemon.set(Vec::new()),
-        Method::Put => MasterSpec::parse_list(&masters).and_then(|specs| daemon.set(specs)),
-        Method::Post => MasterSpec::parse_list(&masters).and_then(|specs| daemon.add(specs)),
+        "PUT" if masters.trim().is_empty() => daemon.set(Vec::new()),
+        "PUT" => MasterSpec::parse_list(&masters).and_then(|specs| daemon.set(specs)),
+        "POST" => MasterSpec::parse_list(&masters).and_then(|specs| daemon.add(specs)),
         _ => group_keys(&masters).and_then(|keys| daemon.remove(keys)),
     };
     match result {
@@ -265,8 +266,8 @@ fn switchover_group(path: &str) -> Option<&str> {
 
 /// `POST /api/v1/groups/<name>/switchover`, with `to` and `force` from the query string
 /// or a form body. Answers the switchover's record as JSON, or an error with its reason.
-fn switchover(daemon: &Daemon, request: &mut Request, name: &str, query: &str) -> Answer {
-    if request.method() != &Method::Post {
+fn switchover(daemon: &Daemon, request: &Request, name: &str, query: &str) -> Answer {
+    if request.method != "POST" {
         return Answer::text(
             405,
             "only POST is allowed on /api/v1/groups/<name>/switchover\n",
@@ -283,13 +284,9 @@ fn switchover(daemon: &Daemon, request: &mut Request, name: &str, query: &str) -
         }
         Err(reason) => return bad(reason),
     };
-    let body = match read_body(request) {
-        Ok(body) => body,
-        Err(reply) => return reply,
-    };
     let value = |key: &str| match form_value(query.as_bytes(), key)? {
         Some(value) => Ok(Some(value)),
-        None => form_value(&body, key),
+        None => form_value(&request.body, key),
     };
     let to = match value("to") {
         Ok(None) => None,
@@ -317,46 +314,15 @@ fn switchover(daemon: &Daemon, request: &mut Request, name: &str, query: &str) -
 }
 
 /// A parameter from the query string, or else from an urlencoded body.
-fn param(
-    request: &mut Request,
-    query: &str,
-    key: &str,
-) -> std::result::Result<Option<String>, Answer> {
+fn param(request: &Request, query: &str, key: &str) -> std::result::Result<Option<String>, Answer> {
     let bad = |reason: String| Answer::text(400, format!("{reason}\n"));
     if let Some(value) = form_value(query.as_bytes(), key).map_err(bad)? {
         return Ok(Some(value));
     }
-    let body = read_body(request)?;
-    form_value(&body, key).map_err(bad)
-}
-
-/// The request body, at most [`MAX_BODY`] bytes.
-fn read_body(request: &mut Request) -> std::result::Result<Vec<u8>, Answer> {
-    let mut body = Vec::new();
-    let read = request
-        .as_reader()
-        .take(MAX_BODY as u64 + 1)
-        .read_to_end(&mut body);
-    if let Err(e) = read {
-        return Err(Answer::text(
-            400,
-            format!("cannot read the request body: {e}\n"),
-        ));
-    }
-    if body.len() > MAX_BODY {
-        return Err(Answer::text(
-            413,
-            format!("request body over {MAX_BODY} bytes\n"),
-        ));
-    }
-    Ok(body)
+    form_value(&request.body, key).map_err(bad)
 }
 
 /// The `Authorization` header's value, if there is one and it is text.
 fn authorization(request: &Request) -> Option<&str> {
-    request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Authorization"))
-        .map(|h| h.value.as_str())
+    request.header("Authorization")
 }

@@ -9,7 +9,7 @@
 use crate::address::Addr;
 use crate::sync::lock;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Events a subscriber may hold before it starts losing them.
 pub const SUBSCRIBER_BACKLOG: usize = 1024;
@@ -109,25 +109,49 @@ impl Event {
     }
 }
 
+/// Tells a subscriber's thread that an event is waiting (an event loop's wake-up).
+type Waker = Arc<dyn Fn() + Send + Sync>;
+
+/// One subscription.
+struct Subscriber {
+    tx: Sender<Event>,
+    wake: Option<Waker>,
+}
+
 /// Fan-out of events to every subscriber.
 #[derive(Default)]
 pub struct Events {
-    subscribers: Mutex<Vec<Sender<Event>>>,
+    subscribers: Mutex<Vec<Subscriber>>,
 }
 
 impl Events {
     /// A new subscription; dropping the receiver ends it.
     pub fn subscribe(&self) -> Receiver<Event> {
+        self.add(None)
+    }
+
+    /// A new subscription whose holder waits for more than this channel (an event
+    /// loop): `wake` runs, without blocking, each time an event is queued for it.
+    pub fn subscribe_with_waker(&self, wake: impl Fn() + Send + Sync + 'static) -> Receiver<Event> {
+        self.add(Some(Arc::new(wake)))
+    }
+
+    fn add(&self, wake: Option<Waker>) -> Receiver<Event> {
         let (tx, rx) = crossbeam_channel::bounded(SUBSCRIBER_BACKLOG);
-        lock(&self.subscribers).push(tx);
+        lock(&self.subscribers).push(Subscriber { tx, wake });
         rx
     }
 
     /// Delivers an event to every subscriber without waiting on any of them.
     pub fn publish(&self, event: Event) {
         log::debug!("event {} {}", event.channel(), event.message());
-        lock(&self.subscribers).retain(|tx| match tx.try_send(event.clone()) {
-            Ok(()) => true,
+        lock(&self.subscribers).retain(|s| match s.tx.try_send(event.clone()) {
+            Ok(()) => {
+                if let Some(wake) = &s.wake {
+                    wake();
+                }
+                true
+            }
             Err(TrySendError::Full(_)) => {
                 log::warn!(
                     "an event subscriber is not keeping up; it lost {}",
@@ -171,6 +195,33 @@ mod tests {
         assert_eq!(
             converted.message(),
             "slave 10.0.0.1:6379 10.0.0.1 6379 @ cache 10.0.0.2 6380"
+        );
+    }
+
+    #[test]
+    fn a_waker_runs_for_each_event_queued() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let events = Events::default();
+        let woken = Arc::new(AtomicUsize::new(0));
+        let counter = woken.clone();
+        let rx = events.subscribe_with_waker(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        events.publish(Event::MasterUp {
+            group: "g".into(),
+            master: addr("h:1"),
+        });
+        assert_eq!(woken.load(Ordering::SeqCst), 1);
+        assert!(rx.try_recv().is_ok());
+        drop(rx);
+        events.publish(Event::MasterUp {
+            group: "g".into(),
+            master: addr("h:1"),
+        });
+        assert_eq!(
+            woken.load(Ordering::SeqCst),
+            1,
+            "a closed subscription is not woken"
         );
     }
 

@@ -11,6 +11,7 @@ pub mod fake_replica;
 pub mod groups;
 pub mod ledis;
 pub mod liveness;
+pub mod ports;
 pub mod raft_wire;
 
 use std::io::{Read, Write};

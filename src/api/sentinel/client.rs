@@ -1,25 +1,70 @@
-//! One client connection to the Sentinel port: reads commands, answers them, and
-//! delivers events to a subscribed client.
+//! One client connection to the Sentinel port, and the port's protocol on the event
+//! loop ([`Sentinel`]): reads commands, answers them, and delivers events to a
+//! subscribed client as soon as its subscription wakes the loop.
 
-use super::Connections;
 use super::commands::{self, Context};
 use super::protocol::{Out, Request, glob_match, read_request};
+use crate::net::server::{ConnId, Io, Phase, Protocol, Refusal, Remote};
 use crate::observe::events::Event;
-use crate::sync::lock;
 use crossbeam_channel::Receiver;
-use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-/// How often a subscribed connection looks for events while its client is quiet.
-const EVENT_POLL: Duration = Duration::from_millis(50);
+/// Commands are not answered while this much output waits for the client (it reads
+/// slowly, or pipelines more than it reads).
+const OUTPUT_HIGH: usize = 64 * 1024;
+/// A subscriber with this much undelivered output is not keeping up, and is closed
+/// (like Redis's pub/sub output buffer limit).
+pub const MAX_SUBSCRIBER_BACKLOG: usize = 1024 * 1024;
+
+/// A subscription's wake-up: events are waiting for the connection.
+pub struct Wake;
+
+/// The port's protocol: answers commands on the loop thread.
+pub struct Sentinel {
+    ctx: Arc<Context>,
+    remote: Remote<Wake>,
+}
+
+impl Sentinel {
+    pub fn new(ctx: Arc<Context>, remote: Remote<Wake>) -> Sentinel {
+        Sentinel { ctx, remote }
+    }
+}
+
+impl Protocol for Sentinel {
+    type Conn = Client;
+    type Message = Wake;
+
+    fn open(&mut self, id: ConnId, _peer: SocketAddr) -> Client {
+        Client::new(self.ctx.clone(), id, self.remote.clone())
+    }
+
+    fn input(&mut self, client: &mut Client, io: &mut Io<'_>) {
+        client.input(io);
+    }
+
+    fn message(&mut self, client: &mut Client, _wake: Wake, io: &mut Io<'_>) {
+        client.deliver_events(io);
+        if io.pending_output() > MAX_SUBSCRIBER_BACKLOG {
+            log::warn!(
+                "sentinel: closing subscriber {}: over {MAX_SUBSCRIBER_BACKLOG} bytes of events unread",
+                client.id.serial()
+            );
+            io.abort();
+        }
+    }
+
+    fn refusal(&self, _why: Refusal) -> Vec<u8> {
+        b"-ERR max number of clients reached\r\n".to_vec()
+    }
+}
 
 /// One client connection.
 pub struct Client {
     ctx: Arc<Context>,
-    serial: u64,
-    connections: Connections,
+    id: ConnId,
+    remote: Remote<Wake>,
     authenticated: bool,
     channels: Vec<String>,
     patterns: Vec<String>,
@@ -36,12 +81,12 @@ enum Next {
 
 impl Client {
     /// A new connection's state; it needs `AUTH` first when a token is set.
-    pub fn new(ctx: Arc<Context>, serial: u64, connections: Connections) -> Client {
+    fn new(ctx: Arc<Context>, id: ConnId, remote: Remote<Wake>) -> Client {
         Client {
             authenticated: !ctx.access.has_token(),
             ctx,
-            serial,
-            connections,
+            id,
+            remote,
             channels: Vec::new(),
             patterns: Vec::new(),
             events: None,
@@ -49,58 +94,43 @@ impl Client {
         }
     }
 
-    /// Serves the connection until it closes.
-    pub fn serve(mut self, mut stream: TcpStream) {
-        let peer = stream
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|_| "?".into());
-        if let Err(e) = self.run(&mut stream) {
-            log::debug!("sentinel: connection from {peer} ended: {e}");
-        }
-        lock(&self.connections).remove(&self.serial);
-    }
-
-    fn run(&mut self, stream: &mut TcpStream) -> std::io::Result<()> {
-        let mut buf: Vec<u8> = Vec::with_capacity(1024);
-        let mut chunk = [0u8; 4096];
-        loop {
-            // Answer every whole command already received.
-            loop {
-                match read_request(&buf) {
-                    Request::Incomplete => break,
-                    Request::Malformed(why) => {
-                        let mut out = Out::new(self.resp3);
-                        out.error(&format!("ERR Protocol error: {why}"));
-                        stream.write_all(&out.bytes)?;
-                        return Ok(());
-                    }
-                    Request::Command(words, used) => {
-                        buf.drain(..used);
-                        let mut out = Out::new(self.resp3);
-                        let next = self.command(&words, &mut out);
-                        stream.write_all(&out.bytes)?;
-                        if let Next::Close = next {
-                            return Ok(());
-                        }
+    /// Answers every whole command received, while the client reads its replies.
+    fn input(&mut self, io: &mut Io<'_>) {
+        while io.pending_output() < OUTPUT_HIGH {
+            match read_request(io.input()) {
+                Request::Incomplete => break,
+                Request::Malformed(why) => {
+                    let mut out = Out::new(self.resp3);
+                    out.error(&format!("ERR Protocol error: {why}"));
+                    io.write(&out.bytes);
+                    io.close();
+                    return;
+                }
+                Request::Command(words, used) => {
+                    io.consume(used);
+                    io.completed();
+                    let mut out = Out::new(self.resp3);
+                    let next = self.command(&words, &mut out);
+                    io.write(&out.bytes);
+                    if let Next::Close = next {
+                        io.close();
+                        return;
                     }
                 }
             }
-            let subscribed = self.events.is_some();
-            stream.set_read_timeout(subscribed.then_some(EVENT_POLL))?;
-            match stream.read(&mut chunk) {
-                Ok(0) => return Ok(()),
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) => return Err(e),
-            }
-            self.deliver_events(stream)?;
         }
+        let phase = if io.input().is_empty() {
+            Phase::Idle
+        } else {
+            Phase::Reading
+        };
+        io.set_phase(phase);
+        io.set_long_lived(self.events.is_some());
     }
 
-    fn deliver_events(&mut self, stream: &mut TcpStream) -> std::io::Result<()> {
+    fn deliver_events(&mut self, io: &mut Io<'_>) {
         let Some(events) = &self.events else {
-            return Ok(());
+            return;
         };
         let mut out = Out::new(self.resp3);
         while let Ok(event) = events.try_recv() {
@@ -119,10 +149,7 @@ impl Client {
                 }
             }
         }
-        if !out.bytes.is_empty() {
-            stream.write_all(&out.bytes)?;
-        }
-        Ok(())
+        io.write(&out.bytes);
     }
 
     fn command(&mut self, words: &[String], out: &mut Out) -> Next {
@@ -156,7 +183,7 @@ impl Client {
             "sentinel" => commands::sentinel(&self.ctx, args, out),
             "info" => commands::info(&self.ctx, args, out),
             "role" => commands::role(&self.ctx, out),
-            "client" => client(args, self.serial, out),
+            "client" => client(args, self.id.serial(), out),
             "command" => {
                 out.array(0);
             }
@@ -260,7 +287,7 @@ impl Client {
             .bulk("proto")
             .int(if resp3 { 3 } else { 2 })
             .bulk("id")
-            .int(self.serial as i64)
+            .int(self.id.serial() as i64)
             .bulk("mode")
             .bulk("sentinel")
             .bulk("role")
@@ -277,7 +304,11 @@ impl Client {
             return;
         }
         if self.events.is_none() {
-            self.events = Some(self.ctx.daemon.events.subscribe());
+            let (remote, id) = (self.remote.clone(), self.id);
+            let wake = move || {
+                remote.send(id, Wake);
+            };
+            self.events = Some(self.ctx.daemon.events.subscribe_with_waker(wake));
         }
         let pattern = name == "psubscribe";
         for target in args {

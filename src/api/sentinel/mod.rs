@@ -8,9 +8,20 @@
 //! sentinels / ckquorum / myid`, `PING`, `INFO`, `ROLE`, `HELLO`, `AUTH`, `CLIENT ...`,
 //! `COMMAND`, and `SUBSCRIBE`/`PSUBSCRIBE` to events such as `+switch-master`.
 //!
-//! One thread per connection, like the HTTP API: Sentinel clients keep a few long-lived
-//! connections. A malformed request closes that connection only; an unknown command gets
-//! an error reply, as Redis does.
+//! The port runs on the connection server (`net/server.rs`): one event-loop thread
+//! answers every connection (the commands are cheap reads of the daemon's state) and
+//! pushes pub/sub events to subscribers as soon as they are published (each
+//! subscription wakes the loop). A malformed request closes that connection only; an
+//! unknown command gets an error reply, as Redis does.
+//!
+//! Bounds: at most [`MAX_CONNECTIONS`] connections. A connection beyond evicts the one
+//! idle (or stuck mid-command) the longest, if that is at least [`EVICT_AFTER`], with
+//! subscribers evicted last; else it is told `-ERR max number of clients reached` and
+//! closed. So idle connections can never lock real clients out. A connection that is
+//! neither subscribed nor mid-command is closed after [`IDLE_TIMEOUT`] (five minutes:
+//! client libraries that keep a connection open reconnect when they find it closed,
+//! as they do with Redis's `timeout`); subscribers are kept, with TCP keepalive to find
+//! vanished peers. A command sent halfway must be whole within [`REQUEST_TIMEOUT`].
 
 mod client;
 mod commands;
@@ -21,26 +32,42 @@ use crate::address::Addr;
 use crate::clock::fnv1a;
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
+use crate::net::server::{Bound, Limits, Running};
 use crate::shutdown::Shutdown;
-use crate::sync::lock;
-use client::Client;
+use client::{Sentinel, Wake};
 use commands::Context;
-use std::collections::HashMap;
-use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Connections served at once; more are refused with an error reply.
+/// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 1024;
-/// Open connections by serial number, so a shutdown can close them all.
-type Connections = Arc<Mutex<HashMap<u64, TcpStream>>>;
+/// A connection neither subscribed nor mid-command is closed after this long.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// A command begun must be whole within this long.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Replies (or events) the client does not read close its connection after this long.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// At the connection cap, a connection that made no progress for this long may be
+/// closed to let a new one in.
+pub const EVICT_AFTER: Duration = Duration::from_secs(2);
+
+/// The bounds of the Sentinel port.
+pub fn limits() -> Limits {
+    Limits {
+        max_connections: MAX_CONNECTIONS,
+        max_input: protocol::MAX_REQUEST + 1,
+        idle_timeout: Some(IDLE_TIMEOUT),
+        request_timeout: REQUEST_TIMEOUT,
+        write_timeout: WRITE_TIMEOUT,
+        evict_after: EVICT_AFTER,
+    }
+}
 
 /// The running Sentinel listener.
 pub struct SentinelPort {
     local_addr: SocketAddr,
-    acceptor: Option<JoinHandle<()>>,
+    running: Running,
 }
 
 impl SentinelPort {
@@ -52,11 +79,9 @@ impl SentinelPort {
         down_after_ms: u64,
         shutdown: &Shutdown,
     ) -> Result<SentinelPort> {
-        let listener = TcpListener::bind(addr.to_string())
+        let bound = Bound::<Wake>::bind(&addr.to_string())
             .map_err(|e| Error::Io(format!("sentinel_addr: cannot listen on {addr}: {e}")))?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| Error::Io(format!("sentinel_addr: {e}")))?;
+        let local_addr = bound.local_addr();
         let ctx = Arc::new(Context {
             daemon,
             access,
@@ -65,27 +90,14 @@ impl SentinelPort {
             started: Instant::now(),
             down_after_ms,
         });
-        let connections: Connections = Arc::default();
-        // A shutdown wakes the acceptor with a connection of its own and closes every
-        // client's connection, which ends its thread.
-        let open = connections.clone();
-        shutdown.on_trigger(move || {
-            let _ = TcpStream::connect_timeout(&local_addr, Duration::from_millis(500));
-            for (_, stream) in lock(&open).drain() {
-                let _ = stream.shutdown(std::net::Shutdown::Both);
-            }
-        });
-        let acceptor = {
-            let shutdown = shutdown.clone();
-            std::thread::Builder::new()
-                .name("sentinel-accept".into())
-                .spawn(move || accept(listener, ctx, shutdown, connections))
-                .map_err(|e| Error::Io(format!("cannot start the sentinel listener: {e}")))?
-        };
+        let protocol = Sentinel::new(ctx, bound.remote());
+        let running = bound
+            .start("sentinel", limits(), protocol, shutdown)
+            .map_err(|e| Error::Io(format!("cannot start the sentinel port: {e}")))?;
         log::info!("Sentinel-compatible port listening on {local_addr}");
         Ok(SentinelPort {
             local_addr,
-            acceptor: Some(acceptor),
+            running,
         })
     }
 
@@ -93,11 +105,9 @@ impl SentinelPort {
         self.local_addr
     }
 
-    /// Joins the listener and the connection threads once the shutdown is triggered.
+    /// Joins the port's loop once the shutdown is triggered.
     pub fn join(&mut self) {
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
-        }
+        self.running.join();
     }
 }
 
@@ -109,42 +119,4 @@ fn run_id(addr: SocketAddr) -> String {
         seed.rotate_left(17) ^ 0x5a5a,
         seed as u32
     )
-}
-
-fn accept(listener: TcpListener, ctx: Arc<Context>, shutdown: Shutdown, connections: Connections) {
-    let mut threads: Vec<JoinHandle<()>> = Vec::new();
-    let mut serial = 0u64;
-    for stream in listener.incoming() {
-        if shutdown.is_triggered() {
-            break;
-        }
-        let Ok(mut stream) = stream else {
-            std::thread::sleep(Duration::from_millis(20));
-            continue;
-        };
-        threads.retain(|t| !t.is_finished());
-        if threads.len() >= MAX_CONNECTIONS {
-            let _ = stream.write_all(b"-ERR max number of clients reached\r\n");
-            continue;
-        }
-        serial += 1;
-        crate::net::keep_alive(&stream);
-        if let Ok(clone) = stream.try_clone() {
-            lock(&connections).insert(serial, clone);
-        }
-        let client = Client::new(ctx.clone(), serial, connections.clone());
-        match std::thread::Builder::new()
-            .name("sentinel-conn".into())
-            .spawn(move || client.serve(stream))
-        {
-            Ok(thread) => threads.push(thread),
-            Err(e) => log::error!("sentinel: cannot start a connection thread: {e}"),
-        }
-    }
-    for (_, stream) in lock(&connections).drain() {
-        let _ = stream.shutdown(std::net::Shutdown::Both);
-    }
-    for thread in threads {
-        let _ = thread.join();
-    }
 }

@@ -1,0 +1,41 @@
+//! The daemon's network plumbing, below the API: socket options for long-lived inbound
+//! connections ([`keep_alive`], also used by the Raft port), and the bounded,
+//! non-blocking connection server that the HTTP API and the Sentinel port run on.
+//!
+//! - `server.rs`: one event-loop thread per port (epoll through `polling`): accepting,
+//!   bounded per-connection buffers, a connection cap with eviction of the longest-idle
+//!   connection, idle / request / write timeouts, and a listener that survives
+//!   descriptor exhaustion (`accept.rs`). A protocol plugs in through
+//!   [`server::Protocol`].
+//! - `event_loop.rs`: the loop itself.
+//! - `conn.rs`: one connection's buffers, timers and lingering close.
+//! - `transport.rs`: the byte transport of a connection (plain TCP now; the seam where a
+//!   TLS session would go).
+//! - `http/`: HTTP/1.1 on that server (`httparse`, Content-Length and chunked bodies,
+//!   keep-alive) with a fixed pool of handler threads.
+//!
+//! Nothing here knows the daemon: routes and commands live in `api/`.
+
+mod accept;
+mod conn;
+mod event_loop;
+pub mod http;
+pub mod server;
+#[cfg(test)]
+mod tests;
+pub mod transport;
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// TCP keepalive on an inbound connection, so one whose peer vanished (host crash, NAT
+/// drop) fails within about two minutes instead of holding its slot (or, on the Raft
+/// port, its thread) forever.
+pub fn keep_alive(stream: &TcpStream) {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10));
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+        log::debug!("cannot set TCP keepalive: {e}");
+    }
+}

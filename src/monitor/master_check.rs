@@ -118,7 +118,8 @@ impl Monitor {
             self.schedule(Instant::now(), Timer::RefreshReplicas, watch_id);
         }
         self.publish_replicas(group);
-        self.schedule(due + interval, Timer::Check, watch_id);
+        let next = self.next_check(watch_id, due + interval / 2);
+        self.schedule(next, Timer::Check, watch_id);
     }
 
     /// The configured master says it replicates from another server: the group is no
@@ -165,7 +166,9 @@ impl Monitor {
         });
         match verdict {
             Verdict::Suspect { recheck_at } => {
-                let at = (due + interval).min(recheck_at);
+                let at = self
+                    .next_check(watch_id, due + interval / 2)
+                    .min(recheck_at);
                 self.schedule(at, Timer::Check, watch_id);
             }
             Verdict::Down => self.declare_down(group),

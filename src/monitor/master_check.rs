@@ -27,15 +27,18 @@ impl Monitor {
         role: Result<Role>,
     ) {
         let due = probe.due;
-        let Some(watch) = self.current(group, probe.watch_id) else {
+        let Some(watch) = self
+            .watches
+            .get_mut(group)
+            .filter(|w| w.watch_id == probe.watch_id)
+        else {
             return;
         };
         watch.check_in_flight = false;
         let ok = matches!(role, Ok(Role::Master { .. }));
         let phase = watch.phase;
-        self.ctx
-            .metrics
-            .on_check(group, finished.saturating_duration_since(started), ok);
+        let took = finished.saturating_duration_since(started);
+        self.ctx.metrics.on_check_counted(&watch.counts, took, ok);
         self.mark_link(group, ok, None);
         if phase != Phase::Watching {
             return;
@@ -104,11 +107,14 @@ impl Monitor {
         if refresh {
             watch.refresh_pending = true;
         }
-        self.ctx.observed.update(group, |o| {
-            o.state = WatchState::Ok;
-            o.failing_since_ms = None;
-            o.last_error = None;
-        });
+        if !watch.observed_ok {
+            watch.observed_ok = true;
+            self.ctx.observed.update(group, |o| {
+                o.state = WatchState::Ok;
+                o.failing_since_ms = None;
+                o.last_error = None;
+            });
+        }
         // Fencing changes a server's role without the cluster's say: only while this
         // daemon still acts (its lease may have run out since the check).
         if !fence.is_empty() && acting {
@@ -133,6 +139,7 @@ impl Monitor {
             watch.master
         );
         watch.phase = Phase::Stopped;
+        watch.observed_ok = false;
         self.ctx.observed.update(group, |o| {
             o.state = WatchState::NotMaster;
             o.replicating_from = Some(master);
@@ -154,6 +161,7 @@ impl Monitor {
             log::debug!("group {group}: check {failures} of master failed: {failure}");
         }
         let failing_since = watch.detector.first_failure().map(instant_to_unix_ms);
+        watch.observed_ok = false;
         let state = if verdict == Verdict::Down {
             WatchState::Down
         } else {

@@ -98,10 +98,10 @@ pub fn spawn(ctx: MonitorContext, channels: MonitorChannels) -> std::io::Result<
 /// A map by watch id. Ids are handed out in sequence and never chosen by anyone
 /// outside the daemon, so a multiplication spreads them well enough; the default
 /// SipHash, made to resist chosen keys, costs more on the check path than it buys.
-type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+pub(crate) type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 #[derive(Default)]
-struct IdHasher(u64);
+pub(crate) struct IdHasher(u64);
 
 impl std::hash::Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -264,6 +264,7 @@ impl Monitor {
         if !acting {
             // Followers do not check; look again in one interval.
             watch.detector.restart(now);
+            watch.observed_ok = false;
             self.ctx
                 .observed
                 .update(&group, |o| o.state = WatchState::Follower);
@@ -328,6 +329,8 @@ impl Monitor {
             // outcome not have reached the broker, the group is still watched.
             watch.phase = Phase::Watching;
             watch.detector.restart(now);
+            // The worker wrote the observation meanwhile (failing over, switching over).
+            watch.observed_ok = false;
             if outcome != Outcome::Succeeded {
                 log::info!("group {group}: watching master {} again", watch.master);
             }
@@ -560,6 +563,9 @@ impl Monitor {
                 fence_pending: HashSet::new(),
                 master_offset: 0,
                 infos: HashMap::new(),
+                counts: self.ctx.metrics.check_counts(&group.name),
+                observed_ok: false,
+                published_replicas: Vec::new(),
             },
         );
         self.ctx.observed.update(&group.name, |o| {
@@ -601,15 +607,15 @@ impl Monitor {
     }
 
     /// Publishes the replicas of a group, merging `ROLE` offsets with `INFO` details.
-    fn publish_replicas(&self, group: &str) {
-        let Some(watch) = self.watches.get(group) else {
+    fn publish_replicas(&mut self, group: &str) {
+        let Some(watch) = self.watches.get_mut(group) else {
             return;
         };
         let replicas = watch.replica_statuses();
-        self.ctx.observed.update(group, |o| {
-            if o.replicas != replicas {
-                o.replicas = replicas;
-            }
-        });
+        if replicas == watch.published_replicas {
+            return;
+        }
+        watch.published_replicas = replicas.clone();
+        self.ctx.observed.update(group, |o| o.replicas = replicas);
     }
 }

@@ -3,9 +3,11 @@
 
 use super::detector::DownDetector;
 use crate::address::Addr;
+use crate::observe::metrics::CheckCounts;
 use crate::observe::status::ReplicaStatus;
 use crate::redis::{ListedReplica, ReplicationInfo};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// Where a watch stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +47,12 @@ pub struct Watch {
     /// The master's replication offset in its last `ROLE` reply.
     pub master_offset: i64,
     pub infos: HashMap<Addr, Option<ReplicationInfo>>,
+    /// This group's check counters in the metrics.
+    pub counts: Arc<CheckCounts>,
+    /// The observation already says "ok, no error": a healthy check needs not write it.
+    pub observed_ok: bool,
+    /// The replica list as last published in the observation.
+    pub published_replicas: Vec<ReplicaStatus>,
 }
 
 impl Watch {

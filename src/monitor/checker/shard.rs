@@ -7,6 +7,7 @@
 //! carry on after DNS answers; fail the probes whose deadline passed; send everything
 //! that finished as one report.
 
+use super::super::IdMap;
 use super::super::timers::Timers;
 use super::conn::{Conn, Pending};
 use super::resolve::Resolver;
@@ -17,7 +18,6 @@ use crate::redis::{INFO_COMMANDS, NodeOptions, resp};
 use crate::worker::fault;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use polling::{Events, Poller};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -113,7 +113,7 @@ pub struct Shard {
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     /// The slots of each watch's connections, by server (a watch has a few).
-    by_watch: HashMap<u64, Vec<(Addr, usize)>>,
+    by_watch: IdMap<Vec<(Addr, usize)>>,
     deadlines: Deadlines,
     report: CheckerReport,
     scratch: Vec<u8>,
@@ -144,7 +144,7 @@ impl Shard {
             resolver,
             conns: Vec::new(),
             free: Vec::new(),
-            by_watch: HashMap::new(),
+            by_watch: IdMap::default(),
             deadlines: Deadlines::default(),
             report: CheckerReport::default(),
             scratch: vec![0; READ_CHUNK],

@@ -87,15 +87,13 @@ impl Monitor {
             );
         }
         watch.detector.on_success(finished);
-        if watch.reported_down {
-            watch.reported_down = false;
-            self.ctx.events.publish(Event::MasterUp {
-                group: group.to_string(),
-                master: watch.master.clone(),
-            });
-        }
+        self.up_again(group);
+        let Some(watch) = self.watches.get_mut(group) else {
+            return;
+        };
         let (changed, new) = watch.take_listed(replicas);
-        if !new.is_empty() {
+        // Only the acting daemon records what it sees in the replicated state.
+        if !new.is_empty() && acting {
             self.ctx.broker.propose_detached(Action::KnownReplicas {
                 group: group.to_string(),
                 master: watch.master.clone(),
@@ -179,12 +177,12 @@ impl Monitor {
                     .min(recheck_at);
                 self.schedule(at, Timer::Check, watch_id);
             }
-            Verdict::Down => self.declare_down(group),
+            Verdict::Down => self.on_down(group, due),
         }
     }
 
-    /// The window has passed: tell subscribers and hand the group to the worker.
-    fn declare_down(&mut self, group: &str) {
+    /// Enough daemons find the master down: hand the group to the worker.
+    pub(super) fn declare_down(&mut self, group: &str) {
         let Some(watch) = self.watches.get_mut(group) else {
             return;
         };
@@ -195,7 +193,6 @@ impl Monitor {
             watch.detector.failures_in_a_row()
         );
         watch.phase = Phase::FailingOver;
-        watch.reported_down = true;
         let master = watch.master.clone();
         let request = FailoverRequest {
             group: group.to_string(),
@@ -206,18 +203,10 @@ impl Monitor {
             watch_id: watch.watch_id,
             resume: None,
         };
-        for event in [
-            Event::MasterDown {
-                group: group.to_string(),
-                master: master.clone(),
-            },
-            Event::FailoverNeeded {
-                group: group.to_string(),
-                master,
-            },
-        ] {
-            self.ctx.events.publish(event);
-        }
+        self.ctx.events.publish(Event::FailoverNeeded {
+            group: group.to_string(),
+            master,
+        });
         self.send_to_worker(group, WorkerJob::Failover(request));
     }
 }

@@ -19,6 +19,7 @@ mod checker;
 mod detector;
 mod master_check;
 mod probes;
+mod quorum;
 pub mod timers;
 mod watch;
 
@@ -26,7 +27,7 @@ use crate::address::Addr;
 use crate::broker::{Action, Broker, Group, Outcome, ReplicatedState};
 use crate::observe::events::{Event, Events};
 use crate::observe::metrics::Metrics;
-use crate::observe::status::{Observations, WatchState};
+use crate::observe::status::Observations;
 use crate::redis::{ListedReplica, NodeOptions};
 use crate::shutdown::Shutdown;
 use crate::worker::failover::{FailoverRequest, Resume};
@@ -66,6 +67,8 @@ pub struct MonitorContext {
     pub node_options: NodeOptions,
     pub check_interval: Duration,
     pub max_down_time: Duration,
+    /// Daemons that must find a master down before it is failed over; 0: a majority.
+    pub quorum: usize,
 }
 
 /// The channels the monitor listens and talks on.
@@ -141,6 +144,9 @@ struct Monitor {
     changes: Receiver<()>,
     next_watch_id: u64,
     worker: Sender<WorkerJob>,
+    /// The number of the last view shared, and when the next is due.
+    view_seq: u64,
+    next_exchange: Instant,
 }
 
 impl Monitor {
@@ -163,6 +169,8 @@ impl Monitor {
             changes,
             next_watch_id: 0,
             worker,
+            view_seq: 0,
+            next_exchange: Instant::now(),
             ctx,
         })
     }
@@ -179,11 +187,16 @@ impl Monitor {
             self.ctx.metrics.monitor_heartbeat().beat();
             let now = Instant::now();
             self.fire_due_timers(now);
+            if now >= self.next_exchange {
+                self.exchange_views();
+                self.next_exchange = now + self.ctx.check_interval;
+            }
             let wait = self
                 .timers
                 .next()
-                .map(|at| at.saturating_duration_since(now))
-                .unwrap_or(HEARTBEAT_PERIOD)
+                .unwrap_or(now + HEARTBEAT_PERIOD)
+                .min(self.next_exchange)
+                .saturating_duration_since(now)
                 .min(HEARTBEAT_PERIOD);
             select! {
                 recv(self.reports) -> report => {
@@ -238,11 +251,9 @@ impl Monitor {
 
     /// Fires every timer due by `now`; their probes go to the checkers as one batch.
     fn fire_due_timers(&mut self, now: Instant) {
-        // One acting check for the whole pass: it takes a lock.
-        let acting = self.ctx.broker.is_acting();
         while let Some((at, due)) = self.timers.pop_due(now) {
             for (timer, watch_id) in due {
-                self.fire(timer, watch_id, at, now, acting);
+                self.fire(timer, watch_id, at, now);
             }
         }
         if !self.batch.is_empty() {
@@ -250,8 +261,9 @@ impl Monitor {
         }
     }
 
-    fn fire(&mut self, timer: Timer, watch_id: u64, due: Instant, now: Instant, acting: bool) {
-        let interval = self.ctx.check_interval;
+    /// Every daemon checks every master (followers too: their views count towards the
+    /// quorum); only the acting one fails over and fences.
+    fn fire(&mut self, timer: Timer, watch_id: u64, due: Instant, now: Instant) {
         let Some(group) = self.by_id.get(&watch_id).cloned() else {
             return;
         };
@@ -259,16 +271,6 @@ impl Monitor {
             return;
         };
         if watch.phase != Phase::Watching {
-            return;
-        }
-        if !acting {
-            // Followers do not check; look again in one interval.
-            watch.detector.restart(now);
-            watch.observed_ok = false;
-            self.ctx
-                .observed
-                .update(&group, |o| o.state = WatchState::Follower);
-            self.schedule(now + interval, timer, watch_id);
             return;
         }
         match timer {
@@ -560,6 +562,8 @@ impl Monitor {
                 listed,
                 known: group.known_replicas.clone(),
                 reported_down: false,
+                down_votes: 0,
+                waiting_for_quorum: None,
                 fence_pending: HashSet::new(),
                 master_offset: 0,
                 infos: HashMap::new(),

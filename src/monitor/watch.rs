@@ -40,8 +40,13 @@ pub struct Watch {
     pub listed: Vec<ListedReplica>,
     /// The replicas as recorded in the replicated state.
     pub known: Vec<Addr>,
-    /// `+sdown` was published and `-sdown` not yet.
+    /// This daemon finds the master down (`s_down`): `+sdown` was published and
+    /// `-sdown` not yet.
     pub reported_down: bool,
+    /// Daemons (this one included) that find the master down, as last counted.
+    pub down_votes: usize,
+    /// The vote count last logged while waiting for a quorum.
+    pub waiting_for_quorum: Option<usize>,
     /// Servers being probed or fenced now (one probe or job per server at a time).
     pub fence_pending: HashSet<Addr>,
     /// The master's replication offset in its last `ROLE` reply.

@@ -20,6 +20,7 @@ use super::handshake;
 use super::log_limit::{LogLimiter, host_of, suppressed_note};
 use super::state_machine::from_bytes;
 use super::wire::{self, Hello};
+use crate::broker::views::MastersView;
 use crate::shutdown::Shutdown;
 use crate::sync::lock;
 use crossbeam_channel::Sender;
@@ -52,6 +53,8 @@ pub enum Event {
     Unreachable(u64),
     /// A snapshot message to this peer was sent (true) or could not be (false).
     SnapshotSent(u64, bool),
+    /// A peer's view of the masters (`broker/views.rs`), with the peer's id.
+    View(u64, MastersView),
 }
 
 /// Where a peer can be reached.
@@ -297,11 +300,25 @@ impl Reader {
         self.slot.authenticated();
         self.inbound.record_hello(&hello);
         while let Some((kind, payload)) = wire::read_record(&mut reader, frame::MAX_RECORD, None)? {
-            let bytes = match (&mut session, kind) {
-                (None, wire::KIND_MESSAGE) => &payload[..],
-                (Some(session), wire::KIND_SEALED) => session.open(kind, &payload)?,
+            let (bytes, view) = match (&mut session, kind) {
+                (None, wire::KIND_MESSAGE) => (&payload[..], false),
+                (None, wire::KIND_VIEW) => (&payload[..], true),
+                (Some(session), wire::KIND_SEALED) => (session.open(kind, &payload)?, false),
+                (Some(session), wire::KIND_SEALED_VIEW) => (session.open(kind, &payload)?, true),
                 (_, other) => return Err(format!("unexpected record of kind {other}")),
             };
+            if view {
+                let view = MastersView::from_bytes(bytes)?;
+                if self
+                    .inbound
+                    .events
+                    .send(Event::View(hello.id, view))
+                    .is_err()
+                {
+                    return Ok(());
+                }
+                continue;
+            }
             let message: Message = from_bytes(bytes, "raft message").map_err(|e| e.to_string())?;
             if message.to != self.inbound.self_id || message.from != hello.id {
                 return Err(format!(

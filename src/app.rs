@@ -131,6 +131,7 @@ impl App {
             events: daemon.events.clone(),
             node_options: worker_options(&node_options),
             max_down_time: config.max_down_time,
+            fresh_io: config.check_interval.max(Duration::from_secs(1)),
         };
         let monitor_context = MonitorContext {
             broker: daemon.broker.clone(),

@@ -153,8 +153,13 @@ impl Monitor {
     fn new(ctx: MonitorContext, worker: Sender<WorkerJob>) -> std::io::Result<Monitor> {
         let (reports_tx, reports) = checker::report_channel();
         let timeout = ctx.node_options.io_timeout;
-        let checkers =
-            Checkers::start(ctx.node_options.clone(), timeout, reports_tx, &ctx.metrics)?;
+        let checkers = Checkers::start(
+            ctx.node_options.clone(),
+            timeout,
+            reports_tx,
+            &ctx.metrics,
+            &ctx.broker.cluster().http_addr,
+        )?;
         let changes = ctx.broker.subscribe();
         let slot = (ctx.check_interval / 10).clamp(Duration::from_millis(1), MAX_SLOT);
         Ok(Monitor {
@@ -279,7 +284,7 @@ impl Monitor {
                 let probe = Probe {
                     watch_id,
                     addr: watch.master.clone(),
-                    kind: ProbeKind::Role,
+                    kind: ProbeKind::Master,
                     due,
                 };
                 self.batch.push(probe);

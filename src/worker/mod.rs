@@ -43,6 +43,9 @@ pub struct WorkerContext {
     /// Timeouts and credentials for the worker's connections (longer than a check's).
     pub node_options: NodeOptions,
     pub max_down_time: Duration,
+    /// A replica whose last I/O from its master is at most this old still hears it
+    /// (see `redis::master_seen_alive`): the beacon period, at least a second.
+    pub fresh_io: Duration,
 }
 
 /// What the worker is asked to do.

@@ -262,6 +262,8 @@ struct Link {
     backoff: Duration,
     retry_at: Instant,
     reported_down: bool,
+    /// Why the last connect failed, as logged.
+    last_error: Option<String>,
 }
 
 /// Whether the peer has closed (or reset) a link. After the handshake, links carry data
@@ -331,6 +333,7 @@ impl PeerSender {
             backoff: BACKOFF_MIN,
             retry_at: Instant::now(),
             reported_down: false,
+            last_error: None,
         };
         while let Ok(first) = queue.recv() {
             if self.stop.is_triggered() {
@@ -383,13 +386,17 @@ impl PeerSender {
                         log::info!("raft: peer {:x} is reachable again", self.id);
                     }
                     link.reported_down = false;
+                    link.last_error = None;
                     link.backoff = BACKOFF_MIN;
                     link.conn = Some(stream);
                 }
                 Err(e) => {
-                    if !link.reported_down {
+                    // Logged once per reason: a peer still starting (refused) and then
+                    // one with another raft_secret are two different problems.
+                    if !link.reported_down || link.last_error.as_deref() != Some(e.as_str()) {
                         log::warn!("raft: peer {:x} unreachable: {e}", self.id);
                         link.reported_down = true;
+                        link.last_error = Some(e);
                     }
                     link.retry_at = Instant::now() + link.backoff;
                     link.backoff = (link.backoff * 2).min(BACKOFF_MAX);
@@ -563,7 +570,8 @@ mod tests {
             for n in 0..LINKS {
                 let started = Instant::now();
                 let mut conn = sender.connect().unwrap_or_else(|e| panic!("link {n}: {e}"));
-                conn.write_message(&heartbeat(me.id, b.self_id)).unwrap();
+                conn.write(&Outgoing::Raft(heartbeat(me.id, b.self_id)))
+                    .unwrap();
                 conn.writer.flush().unwrap();
                 match events.recv_timeout(Duration::from_secs(5)) {
                     Ok(Event::Message(..)) => took.push(started.elapsed().as_secs_f64() * 1e6),

@@ -142,6 +142,7 @@ impl App {
             check_interval: config.check_interval,
             max_down_time: config.max_down_time,
             quorum: config.quorum,
+            min_replicas: config.min_replicas,
         };
         let channels = MonitorChannels {
             worker_jobs: jobs_tx,

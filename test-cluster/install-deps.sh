@@ -3,13 +3,15 @@
 # redis-cli (Debian's redis-server and redis-tools packages), redis-py for the tests
 # of the Sentinel-compatible port (pip, or Debian's python3-redis), and ZooKeeper for the
 # -broker=zk tests and test-cluster/zk-cluster.sh (Debian's zookeeper package; it pulls
-# in a Java runtime).
+# in a Java runtime), and iptables for the partition tests (they run only as root).
 set -euo pipefail
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 [ -f /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
+# The partition tests cut links with iptables inside a network namespace of their own.
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing ${need[*]} with apt-get" >&2
     sudo=""

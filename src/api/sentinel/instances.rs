@@ -111,6 +111,19 @@ impl View {
         failover.unwrap_or(0).max(self.started_ms)
     }
 
+    /// Whether this daemon's observation of the group is still about the master before
+    /// the current one: its checks began to fail before the failover that installed the
+    /// current master (for the moment between that failover's record and the monitor
+    /// watching the new master).
+    fn observed_old_master(&self, g: &GroupStatus) -> bool {
+        let installed = self
+            .state
+            .last_failover(&g.name)
+            .filter(|r| r.outcome == Outcome::Succeeded && r.new_master.as_ref() == Some(&g.master))
+            .map(|r| r.started_at_ms);
+        matches!((g.down_since_ms, installed), (Some(failing), Some(at)) if failing <= at)
+    }
+
     /// The replica a failover (or switchover) of the group under way promotes.
     fn promoting(&self, group: &str) -> Option<&Addr> {
         match self.state.in_progress.get(group) {
@@ -233,6 +246,17 @@ impl Instance<'_> {
 
 /// `SENTINEL master <group>`: the group's master.
 pub fn master_fields(view: &View, g: &GroupStatus) -> Fields {
+    if view.observed_old_master(g) {
+        // Nothing is known of the new master yet: not its predecessor's down state.
+        let fresh = GroupStatus {
+            state: WatchState::Starting,
+            disconnected: false,
+            down_since_ms: None,
+            last_ok_ms: None,
+            ..g.clone()
+        };
+        return master_fields(view, &fresh);
+    }
     // The detector calls a master down `down_after` after its failures began.
     let down_since = g
         .down_since_ms

@@ -183,3 +183,36 @@ fn replicas_include_known_ones_the_master_does_not_list_as_down() {
     let v = view(&follower, vec![addr(6381)]);
     assert_eq!(replica_list(&v, &follower).len(), 1);
 }
+
+#[test]
+fn the_old_masters_down_state_is_not_shown_for_the_new_master() {
+    // The failover is recorded (the group names the new master) before the monitor
+    // watches it: the observation still describes the old master's failing checks.
+    let mut g = group(WatchState::FailingOver);
+    g.disconnected = true;
+    g.down_since_ms = Some(NOW - 1500);
+    let mut v = view(&g, vec![]);
+    v.state.history.push_back(crate::broker::FailoverRecord {
+        group: "cache".into(),
+        old_master: addr(6378),
+        new_master: Some(addr(6379)),
+        started_at_ms: NOW - 400,
+        down_for_ms: 1100,
+        duration_ms: 20,
+        outcome: Outcome::Succeeded,
+        reason: None,
+        begun: true,
+        passed_over: vec![],
+        count: 1,
+        first_started_at_ms: None,
+    });
+    let fields = master_fields(&v, &g);
+    assert_eq!(get(&fields, "flags"), Some("master"));
+    // A new run of failures of the new master counts.
+    g.down_since_ms = Some(NOW - 100);
+    let fields = master_fields(&v, &g);
+    assert_eq!(
+        get(&fields, "flags"),
+        Some("s_down,o_down,master,disconnected,failover_in_progress")
+    );
+}

@@ -12,7 +12,8 @@
 //!   detector saw no successful check for `max_down_time` (state `down` or
 //!   `failing_over`), or the master says it is a replica (state `not_master`), which is
 //!   also Sentinel's SDOWN.
-//! - `o_down`: the cluster agrees the master is down ([`objectively_down`]).
+//! - `o_down`: the cluster agrees the master is down ([`objectively_down`]): enough
+//!   daemons find it down, or the failover has begun.
 //! - `failover_in_progress`: a failover or a planned switchover of the group is under
 //!   way; a switchover, which a user asked for as with `SENTINEL FAILOVER`, adds
 //!   `force_failover`. The replica being promoted is `promoted`.
@@ -90,7 +91,9 @@ impl View {
             .collect()
     }
 
-    /// The daemons that must agree: a majority of the cluster (1 when standalone).
+    /// The daemons that must agree: a majority of the cluster (1 when standalone), the
+    /// default of the `quorum` setting. The port is not given that setting, so a
+    /// cluster configured with another quorum shows the majority here.
     pub fn quorum(&self) -> usize {
         self.cluster.peers.len().max(1) / 2 + 1
     }
@@ -146,14 +149,26 @@ pub fn subjectively_down(g: &GroupStatus) -> bool {
 
 /// Sentinel's `o_down`: enough daemons agree that the master is down to fail it over.
 ///
-/// For now this is the acting daemon's own detector verdict: a standalone daemon is its
-/// own quorum, and in a cluster only the acting daemon checks masters, and its verdict
-/// is what starts the failover. A master that says it is a replica is `s_down` only: no
-/// failover follows. A parallel change will feed this function with the quorum of
-/// daemons (how many daemons see the master down, against [`View::quorum`]); `view`
-/// is there for it.
-pub fn objectively_down(_view: &View, g: &GroupStatus) -> bool {
-    detector_down(g)
+/// Every daemon checks every master and the daemons share which masters they find
+/// down (`monitor/quorum.rs`); `down_votes` counts those that do, this one included.
+/// As in Sentinel, it takes this daemon's own `s_down` verdict and [`View::quorum`]
+/// votes, or a failover under way, which the acting daemon starts only once the
+/// quorum agrees. A master that says it is a replica is `s_down` only: no failover
+/// follows.
+pub fn objectively_down(view: &View, g: &GroupStatus) -> bool {
+    g.state == WatchState::FailingOver
+        || (detector_down(g) && g.down_votes as usize >= view.quorum())
+}
+
+/// When the master last answered a check (Unix ms), as Sentinel's
+/// `last-ok-ping-reply` counts it. While the group is `ok` its latest check succeeded:
+/// now, within one check interval (healthy checks are not recorded one by one).
+fn last_ok(view: &View, g: &GroupStatus) -> Option<u64> {
+    if g.state == WatchState::Ok {
+        Some(view.now_ms)
+    } else {
+        g.last_ok_ms
+    }
 }
 
 /// What kind of instance, for the `flags` word and the fields that follow.
@@ -279,7 +294,7 @@ pub fn master_fields(view: &View, g: &GroupStatus) -> Fields {
         failover,
         promoted: false,
         unanswered_since: g.down_since_ms,
-        last_ok: g.last_ok_ms,
+        last_ok: last_ok(view, g),
     };
     let mut fields = master.fields(view);
     let role = if g.state == WatchState::NotMaster {
@@ -291,7 +306,7 @@ pub fn master_fields(view: &View, g: &GroupStatus) -> Fields {
     fields.extend([
         (
             "info-refresh",
-            g.last_ok_ms.map_or("0".into(), |at| view.since(at)),
+            last_ok(view, g).map_or("0".into(), |at| view.since(at)),
         ),
         ("role-reported", role.into()),
         ("role-reported-time", view.since(view.master_since(g))),
@@ -392,7 +407,7 @@ fn replica_fields(view: &View, g: &GroupStatus, entry: &ReplicaEntry<'_>) -> Fie
         promoted: view.promoting(&g.name) == Some(entry.addr),
         unanswered_since: entry.listed.is_none().then_some(gone_since),
         // A listed replica was seen through its master's last answer.
-        last_ok: entry.listed.and(g.last_ok_ms),
+        last_ok: entry.listed.and(last_ok(view, g)),
     };
     let mut fields = replica.fields(view);
     let (link, master_host, master_port, priority, offset) = match entry.listed {

@@ -97,7 +97,8 @@ fn a_healthy_master_has_sentinels_fields_in_order() {
     );
     assert_eq!(get(&fields, "flags"), Some("master"));
     assert_eq!(get(&fields, "last-ping-sent"), Some("0"));
-    assert_eq!(get(&fields, "last-ok-ping-reply"), Some("40"));
+    // The latest check of an `ok` group succeeded.
+    assert_eq!(get(&fields, "last-ok-ping-reply"), Some("0"));
     assert_eq!(get(&fields, "config-epoch"), Some("7"));
     assert_eq!(get(&fields, "num-slaves"), Some("1"));
     assert_eq!(get(&fields, "quorum"), Some("1"));
@@ -112,10 +113,17 @@ fn flags_follow_the_link_the_detector_and_the_failover() {
     let fields = flags(&g);
     assert_eq!(get(&fields, "flags"), Some("master,disconnected"));
     assert_eq!(get(&fields, "last-ping-sent"), Some("300"));
+    assert_eq!(get(&fields, "last-ok-ping-reply"), Some("40"));
     assert_eq!(get(&fields, "s-down-time"), None);
 
     g.down_since_ms = Some(NOW - 1500);
     g.state = WatchState::Down;
+    // Down here, before the daemons' views are counted: s_down only.
+    let fields = flags(&g);
+    assert_eq!(get(&fields, "flags"), Some("s_down,master,disconnected"));
+    assert_eq!(get(&fields, "o-down-time"), None);
+    // Enough daemons (a quorum of one) find it down.
+    g.down_votes = 1;
     let fields = flags(&g);
     assert_eq!(
         get(&fields, "flags"),

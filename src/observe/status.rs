@@ -61,9 +61,9 @@ pub struct Observation {
     /// Daemons of the cluster (this one included) that find the master down now.
     pub down_votes: u32,
     /// When the master last answered a check as master (Unix ms), for Sentinel's
-    /// `last-ok-ping-reply`: set when a run of successful checks begins, and with each
-    /// failed check to the last success. A healthy check writes no observation, so
-    /// while the master answers this stays at the run's first success.
+    /// `last-ok-ping-reply`: set when a run of successful checks begins, and when a run
+    /// of failed checks begins to the last success. A healthy check writes no
+    /// observation, so while the master answers this stays at the run's first success.
     pub last_ok_ms: Option<u64>,
     pub last_error: Option<String>,
     /// For `NotMaster`: the address the configured master replicates from.

@@ -98,6 +98,7 @@ impl App {
                 app.daemon.clone(),
                 access,
                 down_after_ms,
+                config.quorum,
                 &app.shutdown,
             )?;
             app.sentinel = Some(port);

@@ -217,6 +217,7 @@ impl LabDaemon {
         let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_redis-failover"))
             .arg(format!("-addr={http}"))
+            .arg(format!("-sentinel_addr=127.0.2.{index}:26379"))
             .args(["-broker=raft", &format!("-raft_addr={raft_addr}")])
             .arg(format!("-raft_cluster={}", cluster.join(",")))
             .arg(format!(
@@ -283,6 +284,33 @@ impl LabDaemon {
             .ok()
             .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
             .is_some_and(|status| status["acting"] == true)
+    }
+
+    /// A command on this daemon's Sentinel-compatible port (127.0.2.<index>:26379).
+    pub fn sentinel(&self, args: &[&str]) -> Result<redis::Value, String> {
+        super::redis_cmd_url(&format!("redis://127.0.2.{}:26379/", self.index), args)
+    }
+
+    /// The `flags` field of `SENTINEL MASTER <group>` on this daemon's Sentinel port.
+    pub fn sentinel_flags(&self, group: &str) -> Result<String, String> {
+        let reply = self.sentinel(&["SENTINEL", "MASTER", group])?;
+        let redis::Value::Array(items) = reply else {
+            return Err(format!("SENTINEL MASTER answered {reply:?}"));
+        };
+        let text: Vec<String> = items
+            .iter()
+            .map(|v| match v {
+                redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        let at = text
+            .iter()
+            .position(|f| f == "flags")
+            .ok_or("no flags field")?;
+        text.get(at + 1)
+            .cloned()
+            .ok_or_else(|| "flags without a value".to_string())
     }
 
     pub fn log(&self) -> String {

@@ -30,6 +30,8 @@ pub struct Context {
     pub port: u16,
     pub started: Instant,
     pub down_after_ms: u64,
+    /// The `quorum` setting (0: a majority of the cluster).
+    pub quorum: usize,
 }
 
 /// The subcommands about one group: `SENTINEL <sub> <group>`.
@@ -132,18 +134,34 @@ fn about_group(view: &View, sub: &str, g: &GroupStatus, out: &mut Out) {
     }
 }
 
-/// `SENTINEL CKQUORUM`: whether the cluster can authorize a failover now.
+/// `SENTINEL CKQUORUM`: whether enough daemons report fresh views to reach the
+/// quorum, and whether a daemon leads (may authorize a failover), with Sentinel's
+/// texts. Usable daemons are those whose view of the masters is fresh.
 fn ckquorum(view: &View, out: &mut Out) {
-    let usable = view.cluster.peers.len().max(1);
-    if view.cluster.acting || view.cluster.leader.is_some() {
+    let usable = view.daemons_reporting;
+    let quorum = usable >= view.quorum();
+    let leads = view.cluster.acting || view.cluster.leader.is_some();
+    if quorum && leads {
         out.simple(&format!(
             "OK {usable} usable Sentinels. Quorum and failover authorization can be reached"
         ));
-    } else {
-        out.error(&format!(
-            "NOQUORUM {usable} usable Sentinels, but no daemon of the cluster leads: failover is not possible now"
-        ));
+        return;
     }
+    let mut reason = format!("NOQUORUM {usable} usable Sentinels. ");
+    if !quorum {
+        reason.push_str(
+            "Not enough available Sentinels to reach the specified quorum for this master",
+        );
+    }
+    if !leads {
+        if !quorum {
+            reason.push_str(". ");
+        }
+        reason.push_str(
+            "Not enough available Sentinels to reach the majority and authorize a failover",
+        );
+    }
+    out.error(&reason);
 }
 
 /// `SENTINEL IS-MASTER-DOWN-BY-ADDR <ip> <port> <epoch> <runid>`: whether this daemon

@@ -48,6 +48,9 @@ pub struct View {
     /// When the Sentinel port started (Unix ms).
     started_ms: u64,
     down_after_ms: u64,
+    quorum: usize,
+    /// Daemons, this one included, whose view of the masters is fresh.
+    pub daemons_reporting: usize,
 }
 
 /// Another daemon of the cluster, as `SENTINEL sentinels` lists it.
@@ -60,10 +63,13 @@ pub struct OtherSentinel {
 impl View {
     pub fn new(ctx: &Context) -> View {
         let state = ctx.daemon.broker.state();
+        let cluster = ctx.daemon.broker.cluster();
         View {
             groups: group_statuses(&state, &ctx.daemon.observed),
             state,
-            cluster: ctx.daemon.broker.cluster(),
+            quorum: cluster.quorum(ctx.quorum),
+            daemons_reporting: ctx.daemon.metrics.daemons_reporting(),
+            cluster,
             now_ms: now_ms(),
             started_ms: instant_to_unix_ms(ctx.started),
             down_after_ms: ctx.down_after_ms,
@@ -91,11 +97,10 @@ impl View {
             .collect()
     }
 
-    /// The daemons that must agree: a majority of the cluster (1 when standalone), the
-    /// default of the `quorum` setting. The port is not given that setting, so a
-    /// cluster configured with another quorum shows the majority here.
+    /// The daemons that must agree: the `quorum` setting, by default a majority of
+    /// the cluster (1 when standalone).
     pub fn quorum(&self) -> usize {
-        self.cluster.peers.len().max(1) / 2 + 1
+        self.quorum
     }
 
     /// Milliseconds from `at` (Unix ms) to now; 0 for the future.

@@ -52,6 +52,8 @@ fn view(g: &GroupStatus, known: Vec<Addr>) -> View {
         now_ms: NOW,
         started_ms: NOW - 60_000,
         down_after_ms: 1000,
+        quorum: 1,
+        daemons_reporting: 1,
     }
 }
 

@@ -82,6 +82,7 @@ impl SentinelPort {
         daemon: Arc<Daemon>,
         access: ApiAccess,
         down_after_ms: u64,
+        quorum: usize,
         shutdown: &Shutdown,
     ) -> Result<SentinelPort> {
         let bound = Bound::<Wake>::bind(&addr.to_string())
@@ -94,6 +95,7 @@ impl SentinelPort {
             port: local_addr.port(),
             started: Instant::now(),
             down_after_ms,
+            quorum,
         });
         let protocol = Sentinel::new(ctx, bound.remote());
         let running = bound

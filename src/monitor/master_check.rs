@@ -119,11 +119,10 @@ impl Monitor {
         if configure {
             watch.configured = true;
         }
-        let master = watch.master.clone();
         if let (true, Some(settings)) = (configure, self.ctx.min_replicas) {
             let job = ConfigureJob {
                 group: group.to_string(),
-                master,
+                master: watch.master.clone(),
                 settings,
             };
             self.send_to_worker(group, WorkerJob::Configure(job));

@@ -120,10 +120,15 @@ impl Conn {
         self.state == State::Resolving
     }
 
-    /// Queues a probe and starts it if the connection is free.
+    /// Starts a probe if the connection is free, or queues it. A free connection never
+    /// touches its queue, so the queue of most connections stays unallocated.
     pub fn submit(&mut self, pending: Pending, io: &mut Io) {
         self.last_used = pending.started;
-        self.queue.push_back(pending);
+        if self.current.is_none() && self.queue.is_empty() {
+            self.begin(pending, io);
+        } else {
+            self.queue.push_back(pending);
+        }
         self.start_next(io);
     }
 
@@ -133,25 +138,30 @@ impl Conn {
             let Some(next) = self.queue.pop_front() else {
                 return;
             };
-            if next.deadline <= Instant::now() {
-                self.finish(
-                    next,
-                    Err("timed out waiting for the probe before it".into()),
-                    io,
-                );
-                continue;
+            self.begin(next, io);
+        }
+    }
+
+    /// Starts `next` on this free connection (or fails it when its deadline passed).
+    fn begin(&mut self, next: Pending, io: &mut Io) {
+        if next.deadline <= Instant::now() {
+            self.finish(
+                next,
+                Err("timed out waiting for the probe before it".into()),
+                io,
+            );
+            return;
+        }
+        self.generation += 1;
+        io.deadlines.push(next.deadline, self.slot, self.generation);
+        self.current = Some(next);
+        match self.state {
+            State::Open => {
+                self.reused = true;
+                self.send(io);
             }
-            self.generation += 1;
-            io.deadlines.push(next.deadline, self.slot, self.generation);
-            self.current = Some(next);
-            match self.state {
-                State::Open => {
-                    self.reused = true;
-                    self.send(io);
-                }
-                State::Closed => self.connect(io),
-                State::Resolving | State::Connecting => {}
-            }
+            State::Closed => self.connect(io),
+            State::Resolving | State::Connecting => {}
         }
     }
 

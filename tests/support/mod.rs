@@ -3,8 +3,8 @@
 //! PID when dropped. Plus a deadline-based `wait_until` and a tiny HTTP client. The
 //! submodules hold the cluster tests' helpers (`groups`), a fake replica that cannot be
 //! promoted (`fake_replica`), LedisDB servers (`ledis`), and the kill of a leader daemon
-//! with its master (`liveness`), and raw Raft-port records for the security tests
-//! (`raft_wire`).
+//! with its master (`liveness`), raw Raft-port records for the security tests
+//! (`raft_wire`), and certificates, TLS-only servers and TLS clients (`tls`).
 #![allow(dead_code)]
 
 pub mod fake_replica;
@@ -13,6 +13,7 @@ pub mod ledis;
 pub mod liveness;
 pub mod ports;
 pub mod raft_wire;
+pub mod tls;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -10,13 +10,13 @@
 use super::auth::{self, ClusterKey, Handshake, Opening, Session};
 use super::frame;
 use super::wire::{self, Hello, RecordReader};
+use crate::net::tls::Stream;
 use std::io::Write;
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 /// The dialer's side: proves this node to the peer `to` and checks the peer's proof.
 pub fn dial(
-    stream: &TcpStream,
+    stream: &Stream,
     key: &ClusterKey,
     to: u64,
     hello: &[u8],
@@ -61,7 +61,7 @@ pub fn dial(
 /// record) with this node's nonce and proof, then checks the dialer's proof, all by
 /// `deadline`. Returns who the dialer is.
 pub fn answer(
-    stream: &TcpStream,
+    stream: &Stream,
     reader: &mut RecordReader<'_>,
     key: &ClusterKey,
     self_id: u64,
@@ -80,7 +80,9 @@ pub fn answer(
     let handshake = Handshake::new(&opening, &nonce);
     let challenge = auth::encode_challenge(&nonce, &handshake.acceptor_proof(key));
     let left = deadline.saturating_duration_since(Instant::now());
-    let _ = stream.set_write_timeout(Some(left.max(Duration::from_millis(1))));
+    let _ = stream
+        .socket()
+        .set_write_timeout(Some(left.max(Duration::from_millis(1))));
     let mut writer = stream;
     writer
         .write_all(&frame::encode(wire::KIND_AUTH_CHALLENGE, &challenge))

@@ -210,13 +210,12 @@ impl App {
     /// Reads the TLS certificates, keys and CA from disk again (SIGHUP, `POST
     /// /api/v1/reload`). Connections opened from now on use them; open ones keep their
     /// session, so nothing is dropped. On error the old material stays in use. Returns
-    /// what is loaded.
-    pub fn reload_tls(&self) -> Result<String> {
-        let tls = self
-            .tls
-            .as_ref()
-            .ok_or_else(|| Error::InvalidInput("TLS is off: there is nothing to reload".into()))?;
-        tls.reload().map_err(|e| {
+    /// what is loaded, or None when TLS is off.
+    pub fn reload_tls(&self) -> Result<Option<String>> {
+        let Some(tls) = &self.tls else {
+            return Ok(None);
+        };
+        tls.reload().map(Some).map_err(|e| {
             Error::InvalidInput(format!(
                 "TLS reload failed, the previous certificates stay in use: {e}"
             ))

@@ -59,7 +59,8 @@ fn main() -> ExitCode {
 /// and the old ones stay in use. The watch goes on either way.
 fn reload(app: &App) {
     match app.reload_tls() {
-        Ok(summary) => log::info!("SIGHUP: TLS reloaded: {summary}"),
+        Ok(Some(summary)) => log::info!("SIGHUP: TLS reloaded: {summary}"),
+        Ok(None) => log::info!("SIGHUP: TLS is off, there is nothing to reload"),
         Err(e) => log::error!("SIGHUP: {e}"),
     }
 }

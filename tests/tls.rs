@@ -6,7 +6,7 @@
 //!   fencing) over TLS, through the library's blocking connections;
 //! - TLS errors that say what failed and name the server;
 //! - the HTTP API over HTTPS, the Sentinel port over TLS (redis-py, redis-cli);
-//! - a Raft cluster over mutual TLS (with `raft_secret` on too), refusing a stranger;
+//! - a Raft cluster over mutual TLS (alone, and with `raft_secret`), refusing strangers;
 //! - certificate reload on SIGHUP and `POST /api/v1/reload`;
 //! - bad settings refused at start, naming the key.
 //!
@@ -341,6 +341,24 @@ fn sighup_reloads_the_served_certificate_and_a_broken_file_keeps_the_old_one() {
     assert_eq!(post(&["Authorization: Bearer s3cret"]).0, 200);
 }
 
+#[test]
+fn sighup_without_tls_is_logged_and_the_daemon_goes_on() {
+    let mut daemon = Daemon::start(&[]);
+    daemon.signal("HUP");
+    wait_until(Duration::from_secs(10), "the SIGHUP logged", || {
+        let log = daemon.log();
+        if log.contains("SIGHUP: TLS is off") {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    });
+    assert!(daemon.is_running());
+    assert_eq!(daemon.http("GET", "/master", "").unwrap().0, 200);
+    let (status, body) = daemon.http("POST", "/api/v1/reload", "").unwrap();
+    assert_eq!(status, 400, "{body}");
+}
+
 /// redis-py's Sentinel client over TLS, finding the master by the group's name.
 const REDIS_PY_TLS: &str = r#"
 import sys
@@ -405,13 +423,24 @@ fn the_sentinel_port_speaks_tls_to_redis_py_and_redis_cli() {
 
 #[test]
 fn a_raft_cluster_over_mutual_tls_elects_replicates_and_refuses_strangers() {
+    raft_over_tls(None);
+}
+
+#[test]
+fn mutual_tls_and_raft_secret_combine() {
+    raft_over_tls(Some("-raft_secret=a shared secret of some length"));
+}
+
+/// Three members over mutual TLS (and `raft_secret`, when given) elect a leader and
+/// replicate a change; a TLS client without a certificate, and a daemon whose
+/// certificate comes from another CA, are refused and logged, and the cluster carries
+/// on undisturbed.
+fn raft_over_tls(secret: Option<&str>) {
     let pki = Pki::new("raft");
     let own = pki.loopback("member");
     let mut extra = support::tls::material_flags(&pki.ca, &own);
-    extra.extend([
-        "-tls_raft".to_string(),
-        "-raft_secret=a shared secret of some length".into(),
-    ]);
+    extra.push("-tls_raft".to_string());
+    extra.extend(secret.map(String::from));
     extra.extend(["-check_interval=100".into(), "-max_down_time=1".into()]);
     let refs: Vec<&str> = extra.iter().map(String::as_str).collect();
     let master = RedisServer::master();
@@ -444,7 +473,7 @@ fn a_raft_cluster_over_mutual_tls_elects_replicates_and_refuses_strangers() {
     let other = Pki::new("stranger");
     let mut stranger_args = support::tls::material_flags(&pki.ca, &other.loopback("s"));
     stranger_args.push("-tls_raft".into());
-    stranger_args.push("-raft_secret=a shared secret of some length".into());
+    stranger_args.extend(secret.map(String::from));
     let stranger_port = support::free_port();
     let members = format!("{},127.0.0.1:{stranger_port}", cluster.members());
     let refs: Vec<&str> = stranger_args.iter().map(String::as_str).collect();

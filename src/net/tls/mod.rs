@@ -47,6 +47,8 @@
 mod material;
 mod session;
 mod stream;
+#[cfg(test)]
+mod tests;
 mod verify;
 
 pub use material::{LoadError, MAX_PEM_FILE};

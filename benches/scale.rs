@@ -101,8 +101,14 @@ fn thread_ticks(pid: u32) -> std::collections::BTreeMap<String, u64> {
         };
         let name = text[open + 1..close].to_string();
         let fields: Vec<&str> = text[close + 1..].split_whitespace().collect();
-        let ticks = fields.get(11).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0)
-            + fields.get(12).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        let ticks = fields
+            .get(11)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+            + fields
+                .get(12)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0);
         *out.entry(name).or_default() += ticks;
     }
     out
@@ -274,7 +280,7 @@ fn run_sentinel(masters: &[String], settle: u64, seconds: u64) -> Result<Row, St
     let port = support::free_port();
     let conf = dir.path().join("sentinel.conf");
     let mut text = format!(
-        "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {}\nmaxclients 1000\n",
+        "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {}\n",
         dir.path().display()
     );
     for (i, addr) in masters.iter().enumerate() {
@@ -387,12 +393,19 @@ fn main() {
     let mut rows: Vec<Row> = Vec::new();
     for &n in &groups {
         let masters = master_addrs(n, &ports, inside);
-        let mut runs: Vec<(&str, Result<Row, String>)> =
-            vec![("ours", run_ours(&masters, settle, seconds))];
-        if inside {
-            if let Some(go) = &go {
-                runs.push(("go", run_go(go, &masters, settle, seconds)));
-            }
+        let wanted = std::env::var("SCALE_WATCHERS").unwrap_or_else(|_| "ours,go,sentinel".into());
+        let wants = |w: &str| wanted.split(',').any(|x| x.trim() == w);
+        let mut runs: Vec<(&str, Result<Row, String>)> = Vec::new();
+        if wants("ours") {
+            runs.push(("ours", run_ours(&masters, settle, seconds)));
+        }
+        if inside
+            && wants("go")
+            && let Some(go) = &go
+        {
+            runs.push(("go", run_go(go, &masters, settle, seconds)));
+        }
+        if inside && wants("sentinel") {
             runs.push(("sentinel", run_sentinel(&masters, settle, seconds)));
         }
         for (watcher, run) in runs {

@@ -154,6 +154,7 @@ impl App {
             node_options,
             check_interval: config.check_interval,
             max_down_time: config.max_down_time,
+            quorum: config.quorum,
         };
         let channels = MonitorChannels {
             worker_jobs: jobs_tx,

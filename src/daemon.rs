@@ -95,6 +95,7 @@ pub fn group_statuses(state: &ReplicatedState, observed: &Observations) -> Vec<G
                 master: group.master.clone(),
                 state: watch,
                 disconnected: seen.disconnected,
+                down_votes: seen.down_votes,
                 down_since_ms: seen.failing_since_ms,
                 reason,
                 last_error: seen.last_error,

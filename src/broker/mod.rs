@@ -11,6 +11,7 @@
 pub mod raft;
 pub mod standalone;
 mod state;
+pub mod views;
 pub mod zk;
 
 pub use state::{
@@ -26,6 +27,7 @@ use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
 use std::sync::Mutex;
 use std::time::Duration;
+use views::MastersView;
 
 /// How long a change may wait to become part of the replicated state before the caller
 /// gets 503 (no leader, no quorum, ZooKeeper unreachable).
@@ -56,6 +58,16 @@ pub trait Broker: Send + Sync {
         Err(invalid_input!(
             "cluster membership can only change with -broker=raft"
         ))
+    }
+    /// Shares this daemon's view of the masters with the other daemons; best effort,
+    /// never blocks (see `views.rs`). A standalone daemon has nobody to tell.
+    fn share_view(&self, view: MastersView) {
+        let _ = view;
+    }
+    /// The views of the other daemons renewed within `max_age`.
+    fn peer_views(&self, max_age: Duration) -> Vec<MastersView> {
+        let _ = max_age;
+        Vec::new()
     }
     /// Stops the broker's threads (the raft thread flushes its log first).
     fn shutdown(&self) {}

@@ -123,6 +123,9 @@ pub struct Config {
     pub log_level: log::LevelFilter,
     /// Where the Sentinel-compatible port listens, if it is on.
     pub sentinel_addr: Option<Addr>,
+    /// Daemons that must find a master down before it is failed over; 0: a majority of
+    /// the cluster (Sentinel's `quorum`).
+    pub quorum: usize,
     /// Groups to monitor from the start.
     pub masters: Vec<MasterSpec>,
     pub masters_state: StartState,
@@ -161,6 +164,14 @@ impl Settings {
             addr: listen_addr(self.addr.as_deref())?,
             tls: self.tls(broker, sentinel_addr.is_some())?,
             sentinel_addr,
+            quorum: match self.quorum.unwrap_or(0) {
+                q @ 0..=100 => q as usize,
+                q => {
+                    return Err(invalid_input!(
+                        "quorum: {q} is out of range (0 for a majority of the cluster, or 1 to 100 daemons)"
+                    ));
+                }
+            },
             redis_password,
             redis_username,
             api_token: self.api_token.clone().filter(|t| !t.is_empty()),

@@ -144,6 +144,8 @@ settings! {
     log_level: String,
     /// listen address of the Sentinel-compatible port for client discovery (off by default)
     sentinel_addr: String,
+    /// daemons that must find a master down before it is failed over (default: a majority of the cluster)
+    quorum: i64,
     /// true: every connection to the monitored servers uses TLS (default false)
     tls: bool,
     /// CA certificates (PEM) that data nodes' and raft peers' certificates must be signed by

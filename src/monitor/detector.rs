@@ -61,6 +61,11 @@ impl DownDetector {
         }
     }
 
+    /// Whether the master is down by now: the verdict a failed check would get.
+    pub fn is_down(&self, now: Instant) -> bool {
+        now >= self.deadline() && self.failures_in_a_row >= MIN_FAILED_CHECKS
+    }
+
     /// Restarts the window (after an aborted failover, the master gets a full new one).
     pub fn restart(&mut self, now: Instant) {
         *self = DownDetector::new(self.max_down_time, now);

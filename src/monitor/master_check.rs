@@ -27,15 +27,18 @@ impl Monitor {
         role: Result<Role>,
     ) {
         let due = probe.due;
-        let Some(watch) = self.current(group, probe.watch_id) else {
+        let Some(watch) = self
+            .watches
+            .get_mut(group)
+            .filter(|w| w.watch_id == probe.watch_id)
+        else {
             return;
         };
         watch.check_in_flight = false;
         let ok = matches!(role, Ok(Role::Master { .. }));
         let phase = watch.phase;
-        self.ctx
-            .metrics
-            .on_check(group, finished.saturating_duration_since(started), ok);
+        let took = finished.saturating_duration_since(started);
+        self.ctx.metrics.on_check_counted(&watch.counts, took, ok);
         self.mark_link(group, ok, None);
         if phase != Phase::Watching {
             return;
@@ -84,15 +87,13 @@ impl Monitor {
             );
         }
         watch.detector.on_success(finished);
-        if watch.reported_down {
-            watch.reported_down = false;
-            self.ctx.events.publish(Event::MasterUp {
-                group: group.to_string(),
-                master: watch.master.clone(),
-            });
-        }
+        self.up_again(group);
+        let Some(watch) = self.watches.get_mut(group) else {
+            return;
+        };
         let (changed, new) = watch.take_listed(replicas);
-        if !new.is_empty() {
+        // Only the acting daemon records what it sees in the replicated state.
+        if !new.is_empty() && acting {
             self.ctx.broker.propose_detached(Action::KnownReplicas {
                 group: group.to_string(),
                 master: watch.master.clone(),
@@ -104,11 +105,14 @@ impl Monitor {
         if refresh {
             watch.refresh_pending = true;
         }
-        self.ctx.observed.update(group, |o| {
-            o.state = WatchState::Ok;
-            o.failing_since_ms = None;
-            o.last_error = None;
-        });
+        if !watch.observed_ok {
+            watch.observed_ok = true;
+            self.ctx.observed.update(group, |o| {
+                o.state = WatchState::Ok;
+                o.failing_since_ms = None;
+                o.last_error = None;
+            });
+        }
         // Fencing changes a server's role without the cluster's say: only while this
         // daemon still acts (its lease may have run out since the check).
         if !fence.is_empty() && acting {
@@ -118,7 +122,8 @@ impl Monitor {
             self.schedule(Instant::now(), Timer::RefreshReplicas, watch_id);
         }
         self.publish_replicas(group);
-        self.schedule(due + interval, Timer::Check, watch_id);
+        let next = self.next_check(watch_id, due + interval / 2);
+        self.schedule(next, Timer::Check, watch_id);
     }
 
     /// The configured master says it replicates from another server: the group is no
@@ -132,6 +137,7 @@ impl Monitor {
             watch.master
         );
         watch.phase = Phase::Stopped;
+        watch.observed_ok = false;
         self.ctx.observed.update(group, |o| {
             o.state = WatchState::NotMaster;
             o.replicating_from = Some(master);
@@ -153,6 +159,7 @@ impl Monitor {
             log::debug!("group {group}: check {failures} of master failed: {failure}");
         }
         let failing_since = watch.detector.first_failure().map(instant_to_unix_ms);
+        watch.observed_ok = false;
         let state = if verdict == Verdict::Down {
             WatchState::Down
         } else {
@@ -165,15 +172,17 @@ impl Monitor {
         });
         match verdict {
             Verdict::Suspect { recheck_at } => {
-                let at = (due + interval).min(recheck_at);
+                let at = self
+                    .next_check(watch_id, due + interval / 2)
+                    .min(recheck_at);
                 self.schedule(at, Timer::Check, watch_id);
             }
-            Verdict::Down => self.declare_down(group),
+            Verdict::Down => self.on_down(group, due),
         }
     }
 
-    /// The window has passed: tell subscribers and hand the group to the worker.
-    fn declare_down(&mut self, group: &str) {
+    /// Enough daemons find the master down: hand the group to the worker.
+    pub(super) fn declare_down(&mut self, group: &str) {
         let Some(watch) = self.watches.get_mut(group) else {
             return;
         };
@@ -184,7 +193,6 @@ impl Monitor {
             watch.detector.failures_in_a_row()
         );
         watch.phase = Phase::FailingOver;
-        watch.reported_down = true;
         let master = watch.master.clone();
         let request = FailoverRequest {
             group: group.to_string(),
@@ -195,18 +203,10 @@ impl Monitor {
             watch_id: watch.watch_id,
             resume: None,
         };
-        for event in [
-            Event::MasterDown {
-                group: group.to_string(),
-                master: master.clone(),
-            },
-            Event::FailoverNeeded {
-                group: group.to_string(),
-                master,
-            },
-        ] {
-            self.ctx.events.publish(event);
-        }
+        self.ctx.events.publish(Event::FailoverNeeded {
+            group: group.to_string(),
+            master,
+        });
         self.send_to_worker(group, WorkerJob::Failover(request));
     }
 }

@@ -7,23 +7,27 @@
 //! finished jobs on a third, and the API sends switchover requests on a fourth. Timers
 //! live in one binary heap: watching 10,000 groups costs no thread per group.
 //!
-//! Timers fall on a grid of slots (a tenth of the check interval, at most 100 ms): every
-//! check due in a slot is due at the same instant and goes to the checkers as one batch,
-//! so 10,000 groups checked every second cost ten wake-ups a second, not 10,000, and no
-//! check runs later than it is due. What a master check's outcome leads to is
+//! Regular checks fall on a few phases of the interval (one for up to 1,000 groups, ten
+//! for 10,000): every check of a phase is due at the same instant and goes to the
+//! checkers as one batch, so 10,000 groups checked every second cost ten wake-ups a
+//! second, not 10,000, and no check runs later than it is due. Other timers (the
+//! re-check of a failing master at the end of its window) fall on a finer grid of slots
+//! (a tenth of the check interval, at most 100 ms), so detection stays as precise. What a master check's outcome leads to is
 //! `master_check.rs`; the rule for "down" is `detector.rs`.
 
 mod checker;
 mod detector;
 mod master_check;
 mod probes;
+mod quorum;
+pub mod timers;
 mod watch;
 
 use crate::address::Addr;
 use crate::broker::{Action, Broker, Group, Outcome, ReplicatedState};
 use crate::observe::events::{Event, Events};
 use crate::observe::metrics::Metrics;
-use crate::observe::status::{Observations, WatchState};
+use crate::observe::status::Observations;
 use crate::redis::{ListedReplica, NodeOptions};
 use crate::shutdown::Shutdown;
 use crate::worker::failover::{FailoverRequest, Resume};
@@ -34,11 +38,11 @@ use crate::worker::{WorkerJob, WorkerReport};
 use checker::{CheckerReport, Checkers, Probe, ProbeKind};
 use crossbeam_channel::{Receiver, Sender, select};
 use detector::DownDetector;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use timers::Timers;
 use watch::{Phase, Watch};
 
 pub use detector::{MIN_FAILED_CHECKS, Verdict};
@@ -47,6 +51,8 @@ pub use detector::{MIN_FAILED_CHECKS, Verdict};
 pub const REPLICA_REFRESH: Duration = Duration::from_secs(10);
 /// The longest slot of the timer grid (see the module docs).
 pub const MAX_SLOT: Duration = Duration::from_millis(100);
+/// About how many checks go out together (see `Monitor::phase_of`).
+pub const BATCH_TARGET: usize = 1000;
 /// The monitor loop turns at least this often, beating its heartbeat (which the systemd
 /// watchdog and `/metrics` read) even when no check is due.
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_millis(500);
@@ -61,6 +67,8 @@ pub struct MonitorContext {
     pub node_options: NodeOptions,
     pub check_interval: Duration,
     pub max_down_time: Duration,
+    /// Daemons that must find a master down before it is failed over; 0: a majority.
+    pub quorum: usize,
 }
 
 /// The channels the monitor listens and talks on.
@@ -90,6 +98,30 @@ pub fn spawn(ctx: MonitorContext, channels: MonitorChannels) -> std::io::Result<
         })
 }
 
+/// A map by watch id. Ids are handed out in sequence and never chosen by anyone
+/// outside the daemon, so a multiplication spreads them well enough; the default
+/// SipHash, made to resist chosen keys, costs more on the check path than it buys.
+pub(crate) type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Check,
@@ -99,9 +131,9 @@ enum Timer {
 struct Monitor {
     ctx: MonitorContext,
     watches: HashMap<String, Watch>,
-    /// The group of each current watch id.
-    by_id: HashMap<u64, String>,
-    timers: BinaryHeap<Reverse<(Instant, Timer, u64)>>,
+    /// The group of each current watch id (shared, so the hot path clones no string).
+    by_id: IdMap<Arc<str>>,
+    timers: Timers<(Timer, u64)>,
     /// The timer grid: its origin and its step.
     epoch: Instant,
     slot: Duration,
@@ -112,6 +144,9 @@ struct Monitor {
     changes: Receiver<()>,
     next_watch_id: u64,
     worker: Sender<WorkerJob>,
+    /// The number of the last view shared, and when the next is due.
+    view_seq: u64,
+    next_exchange: Instant,
 }
 
 impl Monitor {
@@ -124,8 +159,8 @@ impl Monitor {
         let slot = (ctx.check_interval / 10).clamp(Duration::from_millis(1), MAX_SLOT);
         Ok(Monitor {
             watches: HashMap::new(),
-            by_id: HashMap::new(),
-            timers: BinaryHeap::new(),
+            by_id: IdMap::default(),
+            timers: Timers::default(),
             epoch: Instant::now(),
             slot,
             batch: Vec::new(),
@@ -134,6 +169,8 @@ impl Monitor {
             changes,
             next_watch_id: 0,
             worker,
+            view_seq: 0,
+            next_exchange: Instant::now(),
             ctx,
         })
     }
@@ -150,11 +187,16 @@ impl Monitor {
             self.ctx.metrics.monitor_heartbeat().beat();
             let now = Instant::now();
             self.fire_due_timers(now);
+            if now >= self.next_exchange {
+                self.exchange_views();
+                self.next_exchange = now + self.ctx.check_interval;
+            }
             let wait = self
                 .timers
-                .peek()
-                .map(|Reverse((at, ..))| at.saturating_duration_since(now))
-                .unwrap_or(HEARTBEAT_PERIOD)
+                .next()
+                .unwrap_or(now + HEARTBEAT_PERIOD)
+                .min(self.next_exchange)
+                .saturating_duration_since(now)
                 .min(HEARTBEAT_PERIOD);
             select! {
                 recv(self.reports) -> report => {
@@ -196,7 +238,7 @@ impl Monitor {
     /// Sets a timer for the first grid instant at or after `at`.
     fn schedule(&mut self, at: Instant, timer: Timer, watch_id: u64) {
         let at = self.on_grid(at);
-        self.timers.push(Reverse((at, timer, watch_id)));
+        self.timers.push(at, (timer, watch_id));
     }
 
     /// The first instant of the timer grid at or after `at`.
@@ -209,39 +251,26 @@ impl Monitor {
 
     /// Fires every timer due by `now`; their probes go to the checkers as one batch.
     fn fire_due_timers(&mut self, now: Instant) {
-        while let Some(Reverse((at, ..))) = self.timers.peek() {
-            if *at > now {
-                break;
+        while let Some((at, due)) = self.timers.pop_due(now) {
+            for (timer, watch_id) in due {
+                self.fire(timer, watch_id, at, now);
             }
-            let Some(Reverse((at, timer, watch_id))) = self.timers.pop() else {
-                break;
-            };
-            self.fire(timer, watch_id, at, now);
         }
         if !self.batch.is_empty() {
             self.checkers.submit(std::mem::take(&mut self.batch));
         }
     }
 
+    /// Every daemon checks every master (followers too: their views count towards the
+    /// quorum); only the acting one fails over and fences.
     fn fire(&mut self, timer: Timer, watch_id: u64, due: Instant, now: Instant) {
-        let acting = self.ctx.broker.is_acting();
-        let interval = self.ctx.check_interval;
         let Some(group) = self.by_id.get(&watch_id).cloned() else {
             return;
         };
-        let Some(watch) = self.watches.get_mut(&group) else {
+        let Some(watch) = self.watches.get_mut(&*group) else {
             return;
         };
         if watch.phase != Phase::Watching {
-            return;
-        }
-        if !acting {
-            // Followers do not check; look again in one interval.
-            watch.detector.restart(now);
-            self.ctx
-                .observed
-                .update(&group, |o| o.state = WatchState::Follower);
-            self.schedule(now + interval, timer, watch_id);
             return;
         }
         match timer {
@@ -302,6 +331,8 @@ impl Monitor {
             // outcome not have reached the broker, the group is still watched.
             watch.phase = Phase::Watching;
             watch.detector.restart(now);
+            // The worker wrote the observation meanwhile (failing over, switching over).
+            watch.observed_ok = false;
             if outcome != Outcome::Succeeded {
                 log::info!("group {group}: watching master {} again", watch.master);
             }
@@ -354,7 +385,7 @@ impl Monitor {
             return command.refuse(SwitchoverError::NotLeader { leader });
         }
         let group = command.request.group.clone();
-        let Some(watch) = self.watches.get_mut(&group) else {
+        let Some(watch) = self.watches.get_mut(&*group) else {
             return command.refuse(SwitchoverError::NotFound(format!(
                 "no monitored group {group:?}"
             )));
@@ -509,7 +540,7 @@ impl Monitor {
         if let Some(old) = self.watches.get(&group.name).map(|w| w.watch_id) {
             self.forget(old);
         }
-        self.by_id.insert(watch_id, group.name.clone());
+        self.by_id.insert(watch_id, Arc::from(group.name.as_str()));
         let phase = if group.failed.is_some() {
             Phase::Stopped
         } else {
@@ -531,16 +562,21 @@ impl Monitor {
                 listed,
                 known: group.known_replicas.clone(),
                 reported_down: false,
+                down_votes: 0,
+                waiting_for_quorum: None,
                 fence_pending: HashSet::new(),
                 master_offset: 0,
                 infos: HashMap::new(),
+                counts: self.ctx.metrics.check_counts(&group.name),
+                observed_ok: false,
+                published_replicas: Vec::new(),
             },
         );
         self.ctx.observed.update(&group.name, |o| {
             *o = Default::default();
         });
         if phase == Phase::Watching {
-            let first = now + self.spread(watch_id);
+            let first = self.next_check(watch_id, now);
             self.schedule(first, Timer::Check, watch_id);
         }
     }
@@ -551,26 +587,39 @@ impl Monitor {
         self.checkers.forget(watch_id);
     }
 
-    /// Where in the interval a new watch's checks fall. Groups added together (at start,
-    /// or by one `POST /master` with thousands of masters) would otherwise be checked in
-    /// one burst every interval; the golden-ratio sequence spreads them evenly. The
-    /// first group of a daemon is checked at once.
-    fn spread(&self, watch_id: u64) -> Duration {
+    /// Where in the interval a watch's regular checks fall: one of a few phases, so
+    /// that the checks of many groups go out as a few large batches (one per phase)
+    /// rather than a trickle. There are as many phases as it takes to keep a batch near
+    /// [`BATCH_TARGET`] probes, at most ten: 1,000 groups are checked in one batch a
+    /// second, 10,000 in ten. The golden-ratio sequence spreads watches evenly over the
+    /// phases; the first group of a daemon is checked at once.
+    fn phase_of(&self, watch_id: u64) -> Duration {
         const GOLDEN: f64 = 0.618_033_988_749_895;
-        let phase = (watch_id as f64 * GOLDEN).fract();
-        self.ctx.check_interval.mul_f64(phase)
+        let phases = self.watches.len().div_ceil(BATCH_TARGET).clamp(1, 10) as u32;
+        let index = ((watch_id as f64 * GOLDEN).fract() * f64::from(phases)) as u32;
+        self.ctx.check_interval / phases * index.min(phases - 1)
+    }
+
+    /// The watch's next regular check: its first phase point at or after `after`.
+    fn next_check(&self, watch_id: u64, after: Instant) -> Instant {
+        let interval = self.ctx.check_interval.as_nanos().max(1);
+        let phase = self.phase_of(watch_id).as_nanos();
+        let since = after.saturating_duration_since(self.epoch).as_nanos();
+        let cycles = (since.saturating_sub(phase)).div_ceil(interval);
+        let at = (phase + cycles * interval).min(u64::MAX as u128) as u64;
+        self.epoch + Duration::from_nanos(at)
     }
 
     /// Publishes the replicas of a group, merging `ROLE` offsets with `INFO` details.
-    fn publish_replicas(&self, group: &str) {
-        let Some(watch) = self.watches.get(group) else {
+    fn publish_replicas(&mut self, group: &str) {
+        let Some(watch) = self.watches.get_mut(group) else {
             return;
         };
         let replicas = watch.replica_statuses();
-        self.ctx.observed.update(group, |o| {
-            if o.replicas != replicas {
-                o.replicas = replicas;
-            }
-        });
+        if replicas == watch.published_replicas {
+            return;
+        }
+        watch.published_replicas = replicas.clone();
+        self.ctx.observed.update(group, |o| o.replicas = replicas);
     }
 }

@@ -32,7 +32,7 @@ impl Monitor {
         let Some(group) = self.by_id.get(&probe.watch_id).cloned() else {
             return;
         };
-        let Some(watch) = self.watches.get(&group) else {
+        let Some(watch) = self.watches.get(&*group) else {
             return;
         };
         let is_master = probe.addr == watch.master;
@@ -117,7 +117,7 @@ impl Monitor {
         let Some(group) = self.by_id.get(&watch_id).cloned() else {
             return;
         };
-        let Some(watch) = self.watches.get_mut(&group) else {
+        let Some(watch) = self.watches.get_mut(&*group) else {
             return;
         };
         if addr != watch.master {
@@ -125,7 +125,7 @@ impl Monitor {
             return;
         }
         self.mark_link(&group, false, Some(&why));
-        let Some(watch) = self.watches.get(&group) else {
+        let Some(watch) = self.watches.get(&*group) else {
             return;
         };
         if watch.phase == super::watch::Phase::Watching && !watch.check_in_flight {

@@ -3,9 +3,11 @@
 
 use super::detector::DownDetector;
 use crate::address::Addr;
+use crate::observe::metrics::CheckCounts;
 use crate::observe::status::ReplicaStatus;
 use crate::redis::{ListedReplica, ReplicationInfo};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// Where a watch stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,13 +40,24 @@ pub struct Watch {
     pub listed: Vec<ListedReplica>,
     /// The replicas as recorded in the replicated state.
     pub known: Vec<Addr>,
-    /// `+sdown` was published and `-sdown` not yet.
+    /// This daemon finds the master down (`s_down`): `+sdown` was published and
+    /// `-sdown` not yet.
     pub reported_down: bool,
+    /// Daemons (this one included) that find the master down, as last counted.
+    pub down_votes: usize,
+    /// The vote count last logged while waiting for a quorum.
+    pub waiting_for_quorum: Option<usize>,
     /// Servers being probed or fenced now (one probe or job per server at a time).
     pub fence_pending: HashSet<Addr>,
     /// The master's replication offset in its last `ROLE` reply.
     pub master_offset: i64,
     pub infos: HashMap<Addr, Option<ReplicationInfo>>,
+    /// This group's check counters in the metrics.
+    pub counts: Arc<CheckCounts>,
+    /// The observation already says "ok, no error": a healthy check needs not write it.
+    pub observed_ok: bool,
+    /// The replica list as last published in the observation.
+    pub published_replicas: Vec<ReplicaStatus>,
 }
 
 impl Watch {

@@ -25,13 +25,37 @@ pub const OUTCOMES: [(Outcome, &str); 3] = [
     (Outcome::Failed, "failed"),
 ];
 
-/// Counters of one group, kept by this process.
+/// Counters of one group, kept by this process, as the page shows them.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct GroupCounters {
     pub checks: u64,
     pub check_failures: u64,
     /// By outcome, in [`OUTCOMES`] order.
     pub failovers: [u64; 3],
+}
+
+/// A group's check counters, counted without a lock: the monitor holds one per watch,
+/// so a check costs two atomic additions rather than a lookup under a lock.
+#[derive(Debug, Default)]
+pub struct CheckCounts {
+    checks: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl CheckCounts {
+    pub fn record(&self, ok: bool) {
+        self.checks.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What the registry keeps per group.
+#[derive(Debug, Default)]
+struct GroupEntry {
+    checks: Arc<CheckCounts>,
+    failovers: [u64; 3],
 }
 
 /// Proof that a thread keeps turning: it calls [`Heartbeat::beat`] on every turn of its
@@ -116,7 +140,7 @@ impl Histogram {
 
 /// The registry shared by the monitor, the checkers, the failover worker and the API.
 pub struct Metrics {
-    groups: Mutex<HashMap<String, GroupCounters>>,
+    groups: Mutex<HashMap<String, GroupEntry>>,
     check_durations: Histogram,
     /// From when a check was due to when it was sent.
     check_lags: Histogram,
@@ -145,12 +169,21 @@ impl Metrics {
     /// A master check of `group` completed after `took`, successfully or not.
     pub fn on_check(&self, group: &str, took: Duration, ok: bool) {
         self.check_durations.observe(took);
-        self.update(group, |c| {
-            c.checks += 1;
-            if !ok {
-                c.check_failures += 1;
-            }
-        });
+        self.update(group, |c| c.checks.record(ok));
+    }
+
+    /// The check counters of `group`, to count its checks with
+    /// ([`Metrics::on_check_counted`]) without looking the group up each time.
+    pub fn check_counts(&self, group: &str) -> Arc<CheckCounts> {
+        let mut found = None;
+        self.update(group, |c| found = Some(c.checks.clone()));
+        found.unwrap_or_default()
+    }
+
+    /// A master check that took `took` and was counted in its group's [`CheckCounts`].
+    pub fn on_check_counted(&self, counts: &CheckCounts, took: Duration, ok: bool) {
+        self.check_durations.observe(took);
+        counts.record(ok);
     }
 
     /// A failover attempt of `group` ended with `outcome`.
@@ -198,7 +231,7 @@ impl Metrics {
             .unwrap_or_default()
     }
 
-    fn update(&self, group: &str, change: impl FnOnce(&mut GroupCounters)) {
+    fn update(&self, group: &str, change: impl FnOnce(&mut GroupEntry)) {
         let mut groups = lock(&self.groups);
         // Look up before inserting: this runs on every check, and `entry` would allocate
         // the key each time.
@@ -213,7 +246,17 @@ impl Metrics {
     pub fn counters_for(&self, state: &ReplicatedState) -> HashMap<String, GroupCounters> {
         let mut groups = lock(&self.groups);
         groups.retain(|name, _| state.groups.contains_key(name));
-        groups.clone()
+        groups
+            .iter()
+            .map(|(name, entry)| {
+                let counters = GroupCounters {
+                    checks: entry.checks.checks.load(Ordering::Relaxed),
+                    check_failures: entry.checks.failures.load(Ordering::Relaxed),
+                    failovers: entry.failovers,
+                };
+                (name.clone(), counters)
+            })
+            .collect()
     }
 
     /// The check latency histogram so far.

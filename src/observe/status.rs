@@ -58,6 +58,8 @@ pub struct Observation {
     pub disconnected: bool,
     /// When the current run of failed checks began (Unix ms).
     pub failing_since_ms: Option<u64>,
+    /// Daemons of the cluster (this one included) that find the master down now.
+    pub down_votes: u32,
     pub last_error: Option<String>,
     /// For `NotMaster`: the address the configured master replicates from.
     pub replicating_from: Option<String>,
@@ -95,6 +97,8 @@ pub struct GroupStatus {
     pub state: WatchState,
     /// This daemon's link to the master is down (see [`Observation::disconnected`]).
     pub disconnected: bool,
+    /// Daemons of the cluster (this one included) that find the master down now.
+    pub down_votes: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub down_since_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]

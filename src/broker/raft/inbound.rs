@@ -21,6 +21,7 @@ use super::handshake;
 use super::log_limit::{LogLimiter, host_of, suppressed_note};
 use super::state_machine::from_bytes;
 use super::wire::{self, Hello};
+use crate::broker::views::MastersView;
 use crate::net::tls::{Stream, Tls};
 use crate::shutdown::Shutdown;
 use crate::sync::lock;
@@ -54,6 +55,8 @@ pub enum Event {
     Unreachable(u64),
     /// A snapshot message to this peer was sent (true) or could not be (false).
     SnapshotSent(u64, bool),
+    /// A peer's view of the masters (`broker/views.rs`), with the peer's id.
+    View(u64, MastersView),
 }
 
 /// Where a peer can be reached.
@@ -268,7 +271,7 @@ struct Reader {
 impl Reader {
     fn run(mut self, socket: TcpStream) {
         let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-        let stream = match self.secure(socket) {
+        let stream = match handshake::tls_accept(self.inbound.tls.as_deref(), socket) {
             Ok(stream) => stream,
             Err(why) => {
                 let line = format!("raft: refused the connection from {}: {why}", self.from);
@@ -283,17 +286,6 @@ impl Reader {
                 self.inbound.warn(host_of(&self.from), &line);
             }
         }
-    }
-
-    /// With `tls_raft`, the TLS handshake: a peer without a certificate from the
-    /// cluster's CA is refused here.
-    fn secure(&self, socket: TcpStream) -> Result<Stream, String> {
-        let Some(tls) = &self.inbound.tls else {
-            return Ok(Stream::plain(socket));
-        };
-        let stream = Stream::server(socket, tls.raft_server_connection()?);
-        stream.handshake(HANDSHAKE_TIMEOUT)?;
-        Ok(stream)
     }
 
     fn read_all(&mut self, stream: &Stream, deadline: Instant) -> Result<(), String> {
@@ -322,11 +314,25 @@ impl Reader {
         self.slot.authenticated();
         self.inbound.record_hello(&hello);
         while let Some((kind, payload)) = wire::read_record(&mut reader, frame::MAX_RECORD, None)? {
-            let bytes = match (&mut session, kind) {
-                (None, wire::KIND_MESSAGE) => &payload[..],
-                (Some(session), wire::KIND_SEALED) => session.open(kind, &payload)?,
+            let (bytes, view) = match (&mut session, kind) {
+                (None, wire::KIND_MESSAGE) => (&payload[..], false),
+                (None, wire::KIND_VIEW) => (&payload[..], true),
+                (Some(session), wire::KIND_SEALED) => (session.open(kind, &payload)?, false),
+                (Some(session), wire::KIND_SEALED_VIEW) => (session.open(kind, &payload)?, true),
                 (_, other) => return Err(format!("unexpected record of kind {other}")),
             };
+            if view {
+                let view = MastersView::from_bytes(bytes)?;
+                if self
+                    .inbound
+                    .events
+                    .send(Event::View(hello.id, view))
+                    .is_err()
+                {
+                    return Ok(());
+                }
+                continue;
+            }
             let message: Message = from_bytes(bytes, "raft message").map_err(|e| e.to_string())?;
             if message.to != self.inbound.self_id || message.from != hello.id {
                 return Err(format!(

@@ -35,6 +35,7 @@ mod wire;
 
 use crate::address::Addr;
 use crate::broker::PROPOSAL_TIMEOUT;
+use crate::broker::views::{MastersView, Views};
 use crate::broker::{Action, Broker, ClusterStatus, MemberChange, ReplicatedState, Subscribers};
 use crate::config::StartState;
 use crate::error::{Error, Result};
@@ -95,6 +96,8 @@ pub struct Shared {
     acting_until: Mutex<Option<Instant>>,
     status: Mutex<ClusterStatus>,
     subscribers: Subscribers,
+    /// The other members' views of the masters, as their links bring them.
+    views: Views,
 }
 
 impl Shared {
@@ -198,6 +201,7 @@ impl RaftBroker {
                 ..ClusterStatus::default()
             }),
             subscribers: Subscribers::default(),
+            views: Views::default(),
         });
         let node = Node::new(raw, transport, shared.clone(), me, options.tick, to_join);
         let (commands_tx, commands_rx) = crossbeam_channel::unbounded();
@@ -291,6 +295,16 @@ impl Broker for RaftBroker {
             addr,
             reply,
         })
+    }
+
+    fn share_view(&self, view: MastersView) {
+        if let Some(commands) = lock(&self.commands).as_ref() {
+            let _ = commands.send(Command::ShareView(view));
+        }
+    }
+
+    fn peer_views(&self, max_age: Duration) -> Vec<MastersView> {
+        self.shared.views.fresh(max_age)
     }
 
     fn shutdown(&self) {

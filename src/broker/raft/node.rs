@@ -22,6 +22,7 @@ use super::transport::{Event, Hello, Transport};
 use super::{Shared, peer_id};
 use crate::address::Addr;
 use crate::broker::raft::state_machine::{StateMachine, from_bytes};
+use crate::broker::views::MastersView;
 use crate::broker::{
     Action, ClusterStatus, DaemonInfo, MemberChange, PROPOSAL_TIMEOUT, PeerStatus,
 };
@@ -48,6 +49,8 @@ pub enum Command {
         addr: Addr,
         reply: Sender<Result<()>>,
     },
+    /// Send this daemon's view of the masters to every other member.
+    ShareView(MastersView),
 }
 
 /// A caller waiting for its entry to be applied.
@@ -174,6 +177,10 @@ impl Node {
 
     fn on_command(&mut self, command: Command) {
         match command {
+            Command::ShareView(view) => {
+                let members = self.members();
+                self.transport.send_view(&members, &view);
+            }
             Command::Propose { action, reply } => {
                 // Only the acting leader begins a failover: a deposed one's begin must
                 // not reach the new leader through raft-rs's forwarding.
@@ -290,6 +297,12 @@ impl Node {
                 }
             }
             Event::Unreachable(id) => self.raw.report_unreachable(id),
+            // Only a member's view counts (a removed node's does not).
+            Event::View(from, view) => {
+                if self.members().contains(&from) {
+                    self.shared.views.record(view);
+                }
+            }
             Event::SnapshotSent(id, ok) => {
                 let status = if ok {
                     SnapshotStatus::Finish

@@ -77,6 +77,7 @@ use std::time::{Duration, Instant};
 
 pub use super::inbound::{AddressBook, Event};
 pub use super::wire::Hello;
+use crate::broker::views::MastersView;
 
 /// Messages waiting for one peer; beyond this they are dropped.
 const PEER_QUEUE: usize = 1024;
@@ -101,7 +102,7 @@ pub struct Transport {
     local_addr: SocketAddr,
     book: AddressBook,
     events: Sender<Event>,
-    senders: HashMap<u64, Sender<Message>>,
+    senders: HashMap<u64, Sender<Outgoing>>,
     stop: Shutdown,
     threads: Vec<JoinHandle<()>>,
 }
@@ -194,17 +195,35 @@ impl Transport {
                 log::debug!("raft: no address known for peer {to}; message dropped");
                 continue;
             };
-            match queue.try_send(message) {
+            match queue.try_send(Outgoing::Raft(message)) {
                 Ok(()) => {}
-                Err(TrySendError::Full(message)) => {
+                Err(TrySendError::Full(Outgoing::Raft(message))) => {
                     if message.get_msg_type() == MessageType::MsgSnapshot {
                         let _ = self.events.try_send(Event::SnapshotSent(to, false));
                     }
                     log::debug!("raft: queue to peer {to} is full; message dropped");
                 }
+                Err(TrySendError::Full(_)) => {}
                 Err(TrySendError::Disconnected(_)) => {
                     self.senders.remove(&to);
                 }
+            }
+        }
+    }
+
+    /// Queues this daemon's view of the masters for each of `peers`; never blocks, and
+    /// a view that finds a queue full is dropped (the next one follows soon).
+    pub fn send_view(&mut self, peers: &[u64], view: &MastersView) {
+        let bytes = Arc::new(view.to_bytes());
+        for &to in peers {
+            if to == self.self_id {
+                continue;
+            }
+            if let Some(queue) = self.sender(to)
+                && let Err(TrySendError::Disconnected(_)) =
+                    queue.try_send(Outgoing::View(bytes.clone()))
+            {
+                self.senders.remove(&to);
             }
         }
     }
@@ -218,7 +237,7 @@ impl Transport {
         }
     }
 
-    fn sender(&mut self, to: u64) -> Option<&Sender<Message>> {
+    fn sender(&mut self, to: u64) -> Option<&Sender<Outgoing>> {
         if !self.senders.contains_key(&to) {
             lock(&self.book).get(&to)?;
             let (tx, rx) = crossbeam_channel::bounded(PEER_QUEUE);
@@ -261,6 +280,18 @@ struct Link {
     reported_down: bool,
 }
 
+/// What goes to a peer: raft's messages, and this daemon's view of the masters.
+enum Outgoing {
+    Raft(Message),
+    View(Arc<Vec<u8>>),
+}
+
+impl Outgoing {
+    fn is_snapshot(&self) -> bool {
+        matches!(self, Outgoing::Raft(m) if m.get_msg_type() == MessageType::MsgSnapshot)
+    }
+}
+
 /// An open connection to a peer: where to write, and with a secret, its record MACs.
 struct Conn {
     writer: BufWriter<Stream>,
@@ -272,13 +303,17 @@ struct Conn {
 }
 
 impl Conn {
-    fn write_message(&mut self, message: &Message) -> std::result::Result<(), String> {
-        let bytes = to_bytes(message).map_err(|e| e.to_string())?;
-        let record = match &mut self.session {
-            None => frame::encode(wire::KIND_MESSAGE, &bytes),
-            Some(session) => {
-                frame::encode(wire::KIND_SEALED, &session.seal(wire::KIND_SEALED, &bytes))
+    fn write(&mut self, outgoing: &Outgoing) -> std::result::Result<(), String> {
+        let (plain, sealed, bytes) = match outgoing {
+            Outgoing::Raft(message) => {
+                let bytes = to_bytes(message).map_err(|e| e.to_string())?;
+                (wire::KIND_MESSAGE, wire::KIND_SEALED, bytes)
             }
+            Outgoing::View(bytes) => (wire::KIND_VIEW, wire::KIND_SEALED_VIEW, bytes.to_vec()),
+        };
+        let record = match &mut self.session {
+            None => frame::encode(plain, &bytes),
+            Some(session) => frame::encode(sealed, &session.seal(sealed, &bytes)),
         };
         self.writer.write_all(&record).map_err(|e| e.to_string())
     }
@@ -297,7 +332,7 @@ struct PeerSender {
 }
 
 impl PeerSender {
-    fn run(self, queue: Receiver<Message>) {
+    fn run(self, queue: Receiver<Outgoing>) {
         let mut link = Link {
             conn: None,
             backoff: BACKOFF_MIN,
@@ -316,10 +351,7 @@ impl PeerSender {
                     Err(_) => break,
                 }
             }
-            let snapshots = batch
-                .iter()
-                .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
-                .count();
+            let snapshots = batch.iter().filter(|m| m.is_snapshot()).count();
             // A link the peer closed (it restarted) is only found out by writing to it,
             // and the first write after the close is lost without an error. So a link
             // that looks closed is replaced first, and a failed batch is written once
@@ -340,7 +372,7 @@ impl PeerSender {
     }
 
     /// Writes a batch on the link, connecting first if needed.
-    fn send(&self, link: &mut Link, batch: &[Message]) -> std::result::Result<(), ()> {
+    fn send(&self, link: &mut Link, batch: &[Outgoing]) -> std::result::Result<(), ()> {
         self.check_link(link)?;
         if link.conn.is_none() {
             if Instant::now() < link.retry_at {
@@ -364,7 +396,7 @@ impl PeerSender {
         };
         let written = batch
             .iter()
-            .try_for_each(|m| conn.write_message(m))
+            .try_for_each(|m| conn.write(m))
             .and_then(|()| conn.writer.flush().map_err(|e| e.to_string()));
         if let Err(e) = written {
             log::warn!("raft: connection to peer {:x} lost: {e}", self.id);
@@ -437,7 +469,8 @@ impl PeerSender {
         let socket = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT)
             .map_err(|e| format!("{addr}: {e}"))?;
         let _ = socket.set_nodelay(true);
-        let stream = self.secure(socket, &addr)?;
+        let stream = handshake::tls_dial(self.tls.as_deref(), socket, &addr, CHALLENGE_TIMEOUT)
+            .map_err(|e| format!("{addr}: {e}"))?;
         let _ = stream.socket().set_write_timeout(Some(WRITE_TIMEOUT));
         let session = match &self.key {
             None => None,
@@ -460,23 +493,6 @@ impl PeerSender {
             session,
             proven,
         })
-    }
-
-    /// The connection as it will be used: TLS after its handshake with `tls_raft`,
-    /// else plain.
-    fn secure(&self, socket: TcpStream, addr: &str) -> std::result::Result<Stream, String> {
-        let Some(tls) = &self.tls else {
-            return Ok(Stream::plain(socket));
-        };
-        let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
-        let conn = tls
-            .raft_client_connection(host)
-            .map_err(|e| format!("{addr}: {e}"))?;
-        let stream = Stream::client(socket, conn, true);
-        stream
-            .handshake(CHALLENGE_TIMEOUT)
-            .map_err(|e| format!("{addr}: {e}"))?;
-        Ok(stream)
     }
 }
 
@@ -597,7 +613,8 @@ mod tests {
             for n in 0..LINKS {
                 let started = Instant::now();
                 let mut conn = sender.connect().unwrap_or_else(|e| panic!("link {n}: {e}"));
-                conn.write_message(&heartbeat(me.id, b.self_id)).unwrap();
+                conn.write(&Outgoing::Raft(heartbeat(me.id, b.self_id)))
+                    .unwrap();
                 conn.writer.flush().unwrap();
                 match events.recv_timeout(Duration::from_secs(5)) {
                     Ok(Event::Message(..)) => took.push(started.elapsed().as_secs_f64() * 1e6),

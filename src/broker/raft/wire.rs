@@ -30,6 +30,10 @@ pub const KIND_AUTH_CHALLENGE: u8 = 4;
 pub const KIND_AUTH_PROOF: u8 = 5;
 /// With `raft_secret`: a raft message (protobuf) followed by its MAC.
 pub const KIND_SEALED: u8 = 6;
+/// A daemon's view of the masters (JSON, `broker/views.rs`), without `raft_secret`.
+pub const KIND_VIEW: u8 = 7;
+/// With `raft_secret`: a view followed by its MAC.
+pub const KIND_SEALED_VIEW: u8 = 8;
 
 /// The largest handshake record accepted (a hello holds two addresses and an id).
 pub const MAX_HANDSHAKE: usize = 4096;

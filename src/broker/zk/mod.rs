@@ -29,8 +29,10 @@
 mod client;
 mod election;
 mod session;
+mod views;
 
 use crate::broker::PROPOSAL_TIMEOUT;
+use crate::broker::views::{MastersView, Views};
 use crate::broker::{Action, Broker, ClusterStatus, ReplicatedState, Subscribers};
 use crate::error::{Error, Result};
 use crate::shutdown::Shutdown;
@@ -111,6 +113,8 @@ pub struct Shared {
     subscribers: Subscribers,
     /// Triggered by [`ZkBroker::shutdown`]: the session thread stops between two calls.
     stopping: Shutdown,
+    /// The other daemons' views of the masters, as last read (`views.rs`).
+    views: Views,
 }
 
 impl Shared {
@@ -150,6 +154,8 @@ impl Shared {
 pub struct ZkBroker {
     shared: Arc<Shared>,
     detached: Mutex<Option<Sender<Action>>>,
+    /// This daemon's views, for the thread that shares them.
+    views: Mutex<Option<Sender<MastersView>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -177,6 +183,7 @@ impl ZkBroker {
             client: Mutex::new(None),
             subscribers: Subscribers::default(),
             stopping: Shutdown::new(),
+            views: Views::default(),
         });
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
         // A shutdown wakes the session thread wherever it waits for events.
@@ -207,6 +214,21 @@ impl ZkBroker {
                 return Err(io(e));
             }
         }
+        let (views_tx, views_rx) = crossbeam_channel::bounded(1);
+        let views_shared = shared.clone();
+        let sharer = std::thread::Builder::new()
+            .name("zk-views".into())
+            .spawn(move || views::run(&views_shared, views_rx));
+        match sharer {
+            Ok(handle) => threads.push(handle),
+            Err(e) => {
+                shared.stopping.trigger();
+                for handle in threads {
+                    let _ = handle.join();
+                }
+                return Err(io(e));
+            }
+        }
         log::info!(
             "zk: joining the cluster at {} under {}, session timeout {} ms",
             shared.options.servers.join(","),
@@ -216,6 +238,7 @@ impl ZkBroker {
         Ok(ZkBroker {
             shared,
             detached: Mutex::new(Some(detached_tx)),
+            views: Mutex::new(Some(views_tx)),
             threads: Mutex::new(threads),
         })
     }
@@ -253,8 +276,20 @@ impl Broker for ZkBroker {
         status
     }
 
+    fn share_view(&self, view: MastersView) {
+        if let Some(views) = lock(&self.views).as_ref() {
+            // A full channel holds a view not written yet; this one replaces it soon.
+            let _ = views.try_send(view);
+        }
+    }
+
+    fn peer_views(&self, max_age: Duration) -> Vec<MastersView> {
+        self.shared.views.fresh(max_age)
+    }
+
     fn shutdown(&self) {
         lock(&self.detached).take();
+        lock(&self.views).take();
         self.shared.stopping.trigger();
         let threads: Vec<JoinHandle<()>> = lock(&self.threads).drain(..).collect();
         for handle in threads {

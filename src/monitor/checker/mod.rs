@@ -32,9 +32,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Checker threads. Each check costs a few microseconds of CPU, so two threads carry
+/// Checker threads. Each check costs a few microseconds of CPU, so one thread carries
 /// tens of thousands of checks a second; more would only add wake-ups.
-pub const SHARDS: usize = 2;
+pub const SHARDS: usize = 1;
+/// While probes are out, a checker thread waits at least this long between two looks
+/// at its sockets, so the replies to a batch are read in a few passes rather than one
+/// wake-up each. It is also the most a reply's arrival is noticed late.
+pub const COALESCE: Duration = Duration::from_millis(1);
 /// A connection that no check has used for this long is closed (a replica that left
 /// the master's list, an address fencing no longer looks at).
 pub const UNUSED_CONNECTION: Duration = Duration::from_secs(60);

@@ -7,17 +7,17 @@
 //! carry on after DNS answers; fail the probes whose deadline passed; send everything
 //! that finished as one report.
 
+use super::super::IdMap;
+use super::super::timers::Timers;
 use super::conn::{Conn, Pending};
 use super::resolve::Resolver;
-use super::{CheckerReport, Command, LinkClosed, Probe, TURN, UNUSED_CONNECTION};
+use super::{COALESCE, CheckerReport, Command, LinkClosed, Probe, TURN, UNUSED_CONNECTION};
 use crate::address::Addr;
 use crate::observe::metrics::Heartbeat;
 use crate::redis::{INFO_COMMANDS, NodeOptions, resp};
 use crate::worker::fault;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use polling::{Events, Poller};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,27 +50,31 @@ impl Scripts {
     }
 }
 
-/// Probe deadlines, nearest first; entries of probes that ended are skipped.
+/// Probe deadlines, nearest first; entries of probes that ended are skipped (each
+/// names a connection's slot and the generation of the probe it timed).
 #[derive(Default)]
-pub struct Deadlines(BinaryHeap<Reverse<(Instant, usize, u64)>>);
+pub struct Deadlines {
+    timers: Timers<(usize, u64)>,
+    /// Entries taken from a due bucket and not handed out yet.
+    due: Vec<(usize, u64)>,
+}
 
 impl Deadlines {
     pub fn push(&mut self, at: Instant, slot: usize, generation: u64) {
-        self.0.push(Reverse((at, slot, generation)));
+        self.timers.push(at, (slot, generation));
     }
 
     fn next(&self) -> Option<Instant> {
-        self.0.peek().map(|Reverse((at, ..))| *at)
+        self.timers.next()
     }
 
     fn pop_due(&mut self, now: Instant) -> Option<(usize, u64)> {
-        match self.0.peek() {
-            Some(Reverse((at, ..))) if *at <= now => self
-                .0
-                .pop()
-                .map(|Reverse((_, slot, generation))| (slot, generation)),
-            _ => None,
+        if self.due.is_empty()
+            && let Some((_, due)) = self.timers.pop_due(now)
+        {
+            self.due = due;
         }
+        self.due.pop()
     }
 }
 
@@ -108,7 +112,8 @@ pub struct Shard {
     /// Connections by slot (the poller's key); `None` slots are free.
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
-    by_key: HashMap<(u64, Addr), usize>,
+    /// The slots of each watch's connections, by server (a watch has a few).
+    by_watch: IdMap<Vec<(Addr, usize)>>,
     deadlines: Deadlines,
     report: CheckerReport,
     scratch: Vec<u8>,
@@ -139,7 +144,7 @@ impl Shard {
             resolver,
             conns: Vec::new(),
             free: Vec::new(),
-            by_key: HashMap::new(),
+            by_watch: IdMap::default(),
             deadlines: Deadlines::default(),
             report: CheckerReport::default(),
             scratch: vec![0; READ_CHUNK],
@@ -155,6 +160,7 @@ impl Shard {
     /// Runs until the monitor drops its handle.
     pub fn run(mut self) {
         let mut events = Events::new();
+        let mut last_look = Instant::now();
         loop {
             self.heartbeat.beat();
             if self.stall_after.is_some_and(|at| Instant::now() >= at) {
@@ -165,6 +171,13 @@ impl Shard {
                     fault::STALL_CHECKER_AFTER
                 );
                 std::thread::sleep(Duration::from_secs(60));
+            }
+            // Probes out: let their replies gather for a moment (see COALESCE).
+            if self.deadlines.next().is_some() || !self.deadlines.due.is_empty() {
+                let since = last_look.elapsed();
+                if since < COALESCE {
+                    std::thread::sleep(COALESCE - since);
+                }
             }
             let now = Instant::now();
             let wait = self
@@ -178,6 +191,7 @@ impl Shard {
                 log::error!("checker-{}: cannot wait for sockets: {e}", self.index);
                 std::thread::sleep(Duration::from_millis(10));
             }
+            last_look = Instant::now();
             // Readiness first: a link closed since the last turn is seen before a new
             // probe would be sent on it.
             for event in events.iter() {
@@ -244,22 +258,34 @@ impl Shard {
 
     /// The slot of the connection for a watch's server, made when missing.
     fn slot_for(&mut self, watch_id: u64, addr: &Addr, now: Instant) -> usize {
-        if let Some(slot) = self.by_key.get(&(watch_id, addr.clone())) {
-            return *slot;
+        let known = self
+            .by_watch
+            .get(&watch_id)
+            .and_then(|conns| conns.iter().find(|(a, _)| a == addr).map(|(_, slot)| *slot));
+        if let Some(slot) = known {
+            return slot;
         }
         let slot = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
             self.conns.len() - 1
         });
         self.conns[slot] = Some(Conn::new(watch_id, addr.clone(), slot, now));
-        self.by_key.insert((watch_id, addr.clone()), slot);
+        self.by_watch
+            .entry(watch_id)
+            .or_default()
+            .push((addr.clone(), slot));
         slot
     }
 
     fn drop_slot(&mut self, slot: usize, why: &str) {
         self.with_conn(slot, |conn, io| conn.abandon(why, io));
         if let Some(conn) = self.conns.get_mut(slot).and_then(Option::take) {
-            self.by_key.remove(&(conn.watch_id, conn.addr));
+            if let Some(conns) = self.by_watch.get_mut(&conn.watch_id) {
+                conns.retain(|(_, s)| *s != slot);
+                if conns.is_empty() {
+                    self.by_watch.remove(&conn.watch_id);
+                }
+            }
             self.free.push(slot);
         }
     }
@@ -267,11 +293,10 @@ impl Shard {
     /// Closes a watch's connections; its probes still running are failed.
     fn forget(&mut self, watch_id: u64) {
         let slots: Vec<usize> = self
-            .by_key
-            .iter()
-            .filter(|((id, _), _)| *id == watch_id)
-            .map(|(_, slot)| *slot)
-            .collect();
+            .by_watch
+            .get(&watch_id)
+            .map(|conns| conns.iter().map(|(_, slot)| *slot).collect())
+            .unwrap_or_default();
         for slot in slots {
             self.drop_slot(slot, "the group is no longer watched");
         }

@@ -1,0 +1,159 @@
+//! Down for whom: this daemon's own verdict (Sentinel's `s_down`) and the cluster's
+//! agreement (`o_down`), from the views the daemons share (see `broker/views.rs`).
+//!
+//! Every daemon checks every master and tells the others, once a check interval, which
+//! masters it finds down. The acting daemon fails a master over only when at least
+//! `quorum` daemons, itself included, find it down in views renewed within
+//! [`VIEW_MAX_AGE_INTERVALS`] check intervals. Until then the master is `s_down` here
+//! and checked on as usual; the failover starts as soon as the quorum is there, at the
+//! next check or the next exchange of views, whichever comes first.
+
+use super::Monitor;
+use super::Timer;
+use super::watch::Phase;
+use crate::broker::views::{DownMaster, MastersView};
+use crate::observe::events::Event;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// A peer's view counts while it was renewed within this many check intervals.
+pub const VIEW_MAX_AGE_INTERVALS: u32 = 3;
+
+impl Monitor {
+    /// The detector finds the master down here (`s_down`): tell subscribers the first
+    /// time, fail over when the cluster agrees, else keep checking.
+    pub(super) fn on_down(&mut self, group: &str, due: Instant) {
+        let interval = self.ctx.check_interval;
+        let Some(watch) = self.watches.get_mut(group) else {
+            return;
+        };
+        let watch_id = watch.watch_id;
+        if !watch.reported_down {
+            watch.reported_down = true;
+            log::warn!(
+                "group {group}: master {} is down as this daemon sees it: no successful check for {} ms, {} failed checks in a row",
+                watch.master,
+                watch.detector.last_success().elapsed().as_millis(),
+                watch.detector.failures_in_a_row()
+            );
+            self.ctx.events.publish(Event::MasterDown {
+                group: group.to_string(),
+                master: watch.master.clone(),
+            });
+        }
+        if self.ctx.broker.is_acting() && self.agreed(group) {
+            return self.declare_down(group);
+        }
+        let next = self.next_check(watch_id, due + interval / 2);
+        self.schedule(next, Timer::Check, watch_id);
+    }
+
+    /// Whether enough daemons find the group's master down; records the count.
+    fn agreed(&mut self, group: &str) -> bool {
+        let needed = self.quorum_needed();
+        let views = self.fresh_views();
+        let Some(watch) = self.watches.get_mut(group) else {
+            return false;
+        };
+        let peers = views
+            .iter()
+            .filter(|v| v.finds_down(group, &watch.master))
+            .count();
+        let votes = peers + usize::from(watch.detector.is_down(Instant::now()));
+        let agreed = votes >= needed;
+        if !agreed && watch.waiting_for_quorum != Some(votes) {
+            log::warn!(
+                "group {group}: {votes} of the {needed} daemons needed find master {} down; no failover until enough do",
+                watch.master
+            );
+        }
+        watch.waiting_for_quorum = (!agreed).then_some(votes);
+        agreed
+    }
+
+    /// Daemons that must find a master down before it is failed over: the `quorum`
+    /// setting, or by default a majority of the cluster.
+    pub(super) fn quorum_needed(&self) -> usize {
+        match self.ctx.quorum {
+            0 => self.ctx.broker.cluster().peers.len().max(1) / 2 + 1,
+            set => set,
+        }
+    }
+
+    fn fresh_views(&self) -> Vec<MastersView> {
+        let max_age =
+            (self.ctx.check_interval * VIEW_MAX_AGE_INTERVALS).max(Duration::from_millis(300));
+        self.ctx.broker.peer_views(max_age)
+    }
+
+    /// Once a check interval: shares this daemon's view, shows how many daemons find
+    /// each master down, and fails over the masters that have just reached the quorum.
+    pub(super) fn exchange_views(&mut self) {
+        let now = Instant::now();
+        self.view_seq += 1;
+        let view = MastersView {
+            daemon: self.ctx.broker.cluster().http_addr,
+            seq: self.view_seq,
+            down: self
+                .watches
+                .values()
+                .filter(|w| w.phase != Phase::Stopped && w.detector.is_down(now))
+                .filter_map(|w| {
+                    let group = self.by_id.get(&w.watch_id)?;
+                    Some(DownMaster {
+                        group: group.to_string(),
+                        master: w.master.clone(),
+                    })
+                })
+                .collect(),
+        };
+        self.ctx.broker.share_view(view);
+        let views = self.fresh_views();
+        let mut peers: HashMap<&str, usize> = HashMap::new();
+        for view in &views {
+            for down in &view.down {
+                let current = self
+                    .watches
+                    .get(&down.group)
+                    .is_some_and(|w| w.master == down.master);
+                if current {
+                    *peers.entry(down.group.as_str()).or_default() += 1;
+                }
+            }
+        }
+        let acting = self.ctx.broker.is_acting();
+        let mut ready = Vec::new();
+        for (name, watch) in self.watches.iter_mut() {
+            let down_here = watch.detector.is_down(now);
+            let votes = peers.get(name.as_str()).copied().unwrap_or(0) + usize::from(down_here);
+            if votes != watch.down_votes {
+                watch.down_votes = votes;
+                let shown = votes as u32;
+                self.ctx.observed.update(name, |o| o.down_votes = shown);
+            }
+            if acting && down_here && watch.phase == Phase::Watching {
+                ready.push(name.clone());
+            }
+        }
+        for group in ready {
+            if self.agreed(&group) {
+                self.declare_down(&group);
+            }
+        }
+    }
+
+    /// Marks a master seen up again after `s_down` (`-sdown`).
+    pub(super) fn up_again(&mut self, group: &str) {
+        let Some(watch) = self.watches.get_mut(group) else {
+            return;
+        };
+        watch.waiting_for_quorum = None;
+        if watch.reported_down {
+            watch.reported_down = false;
+            self.ctx.events.publish(Event::MasterUp {
+                group: group.to_string(),
+                master: watch.master.clone(),
+            });
+        }
+    }
+}

@@ -501,6 +501,31 @@ fn raft_over_tls(secret: Option<&str>) {
     let now = cluster.wait_for_leader(&[0, 1, 2], Duration::from_secs(10));
     assert_eq!(now, leader);
     assert_eq!(cluster.status(leader).unwrap()["term"], term);
+
+    // A failover through the cluster: the members' views of the dead master (the
+    // quorum's votes) travel over the TLS links.
+    let (mut watched, a, b) = support::groups::topology(100, 100);
+    let group = format!("/master?masters=f={}", watched.addr());
+    let (status, body) = cluster.nodes[leader].http("POST", &group, "").unwrap();
+    assert_eq!(status, 200, "{body}");
+    wait_until(Duration::from_secs(20), "group f ok", || {
+        let g = cluster.nodes[leader].group("f");
+        if g["state"] == "ok" {
+            Ok(())
+        } else {
+            Err(g.to_string())
+        }
+    });
+    watched.kill();
+    let g = wait_until(Duration::from_secs(30), "the failover of f", || {
+        let g = cluster.nodes[leader].group("f");
+        if g["last_failover"]["outcome"] == "succeeded" {
+            Ok(g)
+        } else {
+            Err(g.to_string())
+        }
+    });
+    assert!(g["master"] == a.addr() || g["master"] == b.addr(), "{g}");
 }
 
 /// The whole daemon over TLS-only servers: detection by the checker, kill -9, failover,

@@ -278,6 +278,8 @@ struct Link {
     backoff: Duration,
     retry_at: Instant,
     reported_down: bool,
+    /// Why the last connect failed, as logged.
+    last_error: Option<String>,
 }
 
 /// What goes to a peer: raft's messages, and this daemon's view of the masters.
@@ -338,6 +340,7 @@ impl PeerSender {
             backoff: BACKOFF_MIN,
             retry_at: Instant::now(),
             reported_down: false,
+            last_error: None,
         };
         while let Ok(first) = queue.recv() {
             if self.stop.is_triggered() {
@@ -439,15 +442,19 @@ impl PeerSender {
             log::info!("raft: peer {:x} is reachable again", self.id);
         }
         link.reported_down = false;
+        link.last_error = None;
         link.backoff = BACKOFF_MIN;
     }
 
-    /// A connection that could not be made (or was refused at once): logged once until
-    /// the peer is reachable again, and retried with backoff.
+    /// A connection that could not be made (or was refused at once): logged once per
+    /// reason until the peer is reachable again (a peer still starting and then one
+    /// with another raft_secret or certificate are two different problems), and
+    /// retried with backoff.
     fn failed(&self, link: &mut Link, why: &str) {
-        if !link.reported_down {
+        if !link.reported_down || link.last_error.as_deref() != Some(why) {
             log::warn!("raft: peer {:x} unreachable: {why}", self.id);
             link.reported_down = true;
+            link.last_error = Some(why.to_string());
         }
         link.retry_at = Instant::now() + link.backoff;
         link.backoff = (link.backoff * 2).min(BACKOFF_MAX);

@@ -145,6 +145,7 @@ impl App {
             events: daemon.events.clone(),
             node_options: worker_options(&node_options),
             max_down_time: config.max_down_time,
+            fresh_io: config.check_interval.max(Duration::from_secs(1)),
         };
         let monitor_context = MonitorContext {
             broker: daemon.broker.clone(),
@@ -155,6 +156,7 @@ impl App {
             check_interval: config.check_interval,
             max_down_time: config.max_down_time,
             quorum: config.quorum,
+            min_replicas: config.min_replicas,
         };
         let channels = MonitorChannels {
             worker_jobs: jobs_tx,

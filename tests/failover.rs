@@ -271,12 +271,68 @@ fn redis_conn(port: u16, password: Option<&str>) -> redis::Connection {
     redis::Client::open(url).unwrap().get_connection().unwrap()
 }
 
+/// A master with two replicas, each server with a user `watcher` for the daemon (the
+/// default user stays open for replication and the test's own writes).
+fn watcher_topology() -> (RedisServer, RedisServer, RedisServer) {
+    let watcher = || -> Vec<String> {
+        [
+            "--user",
+            "watcher",
+            "on",
+            ">watcher-pw",
+            "~*",
+            "&*",
+            "+@all",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let master = RedisServer::start(&watcher());
+    let replica = |priority: u32| {
+        let mut args = watcher();
+        args.extend([
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            master.port.to_string(),
+            "--replica-priority".into(),
+            priority.to_string(),
+        ]);
+        RedisServer::start(&args)
+    };
+    let (a, b) = (replica(100), replica(100));
+    master.wait_for_replicas(2);
+    (master, a, b)
+}
+
+/// Writes to `port` every 20 ms until `stop`: the master's replicas keep hearing it.
+fn keep_writing(
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut i = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = support::redis_cmd(port, &["SET", "tick", &i.to_string()]);
+            i += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+}
+
 #[test]
-fn stalled_master_seen_by_its_replicas_is_not_failed_over() {
-    let (master, _a, _b) = topology(100, 100);
-    let daemon = watch(&master, &[]);
-    let port = master.port;
-    let sleeper = std::thread::spawn(move || support::redis_cmd(port, &["DEBUG", "SLEEP", "3"]));
+fn a_master_the_daemon_cannot_use_but_its_replicas_hear_is_not_failed_over() {
+    let (master, _a, _b) = watcher_topology();
+    let daemon = watch(
+        &master,
+        &["-redis_username=watcher", "-redis_password=watcher-pw"],
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = keep_writing(master.port, stop.clone());
+    // The daemon's user goes away on the master only: its checks fail, while the
+    // replicas hear the master (the writes) all along.
+    master.cmd(&["ACL", "DELUSER", "watcher"]).unwrap();
+    let _ = master.cmd(&["CLIENT", "KILL", "USER", "watcher"]);
     let g = wait_for_failover(&daemon);
     let record = &g["last_failover"];
     assert_eq!(record["outcome"], "aborted", "{g}");
@@ -287,10 +343,57 @@ fn stalled_master_seen_by_its_replicas_is_not_failed_over() {
             .contains("master_link_status:up"),
         "{g}"
     );
-    assert_eq!(port_of(&g["master"]), master.port);
-    sleeper.join().unwrap().unwrap();
+    master
+        .cmd(&[
+            "ACL",
+            "SETUSER",
+            "watcher",
+            "on",
+            ">watcher-pw",
+            "~*",
+            "&*",
+            "+@all",
+        ])
+        .unwrap();
     wait_for_state(&daemon, "ok");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.join().unwrap();
     assert_eq!(master.role().unwrap(), "master");
+    assert_eq!(port_of(&daemon.group("g")["master"]), master.port);
+}
+
+#[test]
+fn a_frozen_master_is_failed_over_once_its_replicas_stop_hearing_it() {
+    // A master stuck (here in DEBUG SLEEP) keeps its replicas' links up for
+    // repl-timeout (60 s), but they stop hearing from it: no fresh evidence, no veto.
+    let (master, a, b) = topology(100, 100);
+    let daemon = watch(&master, &[]);
+    let port = master.port;
+    let frozen = Instant::now();
+    let sleeper = std::thread::spawn(move || support::redis_cmd(port, &["DEBUG", "SLEEP", "8"]));
+    let g = wait_until(
+        Duration::from_secs(20),
+        "a failover of the frozen master",
+        || {
+            let g = daemon.group("g");
+            if g["last_failover"]["outcome"] == "succeeded" {
+                Ok(g)
+            } else {
+                Err(g.to_string())
+            }
+        },
+    );
+    let took = frozen.elapsed();
+    println!(
+        "frozen master failed over {} ms after it froze",
+        took.as_millis()
+    );
+    assert!(
+        took < Duration::from_secs(1 + 2 + 1),
+        "took {took:?}, beyond max_down_time + 2 s (and a second of slack): {g}"
+    );
+    assert!([a.port, b.port].contains(&port_of(&g["master"])), "{g}");
+    let _ = sleeper.join();
 }
 
 #[test]
@@ -586,19 +689,17 @@ fn failovers_total(daemon: &Daemon, outcome: &str) -> Result<u64, String> {
 
 #[test]
 fn repeated_stopped_attempts_are_one_history_entry_with_a_count() {
-    let (master, _a, _b) = topology(100, 100);
-    let daemon = watch(&master, &[]);
-    // Stalled for 6 s: its replicas keep their link up, so every attempt (one per
-    // window) stops at the same reason.
-    let mut conn = redis_conn(master.port, None);
-    conn.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let sleeper = std::thread::spawn(move || {
-        redis::cmd("DEBUG")
-            .arg("SLEEP")
-            .arg(6)
-            .query::<redis::Value>(&mut conn)
-    });
+    let (master, _a, _b) = watcher_topology();
+    let daemon = watch(
+        &master,
+        &["-redis_username=watcher", "-redis_password=watcher-pw"],
+    );
+    // The daemon cannot use the master while its replicas hear it (the writes): every
+    // attempt (one per window) stops at the same reason.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = keep_writing(master.port, stop.clone());
+    master.cmd(&["ACL", "DELUSER", "watcher"]).unwrap();
+    let _ = master.cmd(&["CLIENT", "KILL", "USER", "watcher"]);
     let g = wait_until(Duration::from_secs(20), "3 stopped attempts", || {
         let g = daemon.group("g");
         if g["last_failover"]["count"].as_u64().unwrap_or(0) >= 3 {
@@ -619,8 +720,21 @@ fn repeated_stopped_attempts_are_one_history_entry_with_a_count() {
     let first = record["first_started_at_ms"].as_u64().unwrap_or(u64::MAX);
     let last = record["started_at_ms"].as_u64().unwrap_or(0);
     assert!(first + 1000 < last, "first and last attempt times: {g}");
-    sleeper.join().unwrap().unwrap();
+    master
+        .cmd(&[
+            "ACL",
+            "SETUSER",
+            "watcher",
+            "on",
+            ">watcher-pw",
+            "~*",
+            "&*",
+            "+@all",
+        ])
+        .unwrap();
     wait_for_state(&daemon, "ok");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.join().unwrap();
     // Every attempt still counts in the metrics; the history holds them as one entry.
     let g = daemon.group("g");
     let count = g["last_failover"]["count"].as_u64().unwrap_or(0);

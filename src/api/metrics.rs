@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | `redis_failover_master_up` | gauge | group (1 = the last check succeeded; absent until checked) |
 //! | `redis_failover_master_info` | gauge, always 1 | group, addr |
+//! | `redis_failover_master_down_votes` | gauge | group (daemons, this one included, that find the master down) |
 //! | `redis_failover_checks_total` | counter | group |
 //! | `redis_failover_check_failures_total` | counter | group |
 //! | `redis_failover_check_duration_seconds` | histogram | none |
@@ -165,9 +166,16 @@ impl Page<'_> {
 
     /// Whether each master answers, where it is, and how its checks went.
     fn group_series(&mut self, metrics: &Metrics, observed: &Observations) {
-        let up: HashMap<String, bool> = {
+        let (up, votes): (HashMap<String, bool>, HashMap<String, u32>) = {
             let observed = observed.lock();
-            self.state
+            let votes = self
+                .state
+                .groups
+                .keys()
+                .filter_map(|name| Some((name.clone(), observed.get(name)?.down_votes)))
+                .collect();
+            let up = self
+                .state
                 .groups
                 .keys()
                 .filter_map(|name| {
@@ -179,13 +187,20 @@ impl Page<'_> {
                     })?;
                     Some((name.clone(), up))
                 })
-                .collect()
+                .collect();
+            (up, votes)
         };
         self.per_group(
             "redis_failover_master_up",
             "gauge",
             "Whether the group's master answered its last check with role master (1) or not (0).",
             |name| up.get(name).map(|is_up| u8::from(*is_up)),
+        );
+        self.per_group(
+            "redis_failover_master_down_votes",
+            "gauge",
+            "Daemons of the cluster, this one included, that find the group's master down now.",
+            |name| votes.get(name).copied(),
         );
         header(
             &mut self.out,

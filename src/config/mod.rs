@@ -84,6 +84,14 @@ impl StartState {
     }
 }
 
+/// Bounded write loss: Redis's `min-replicas-to-write` and `min-replicas-max-lag`, set
+/// on every master (see `worker/bounded_loss.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinReplicas {
+    pub to_write: u32,
+    pub max_lag_secs: u32,
+}
+
 /// Raft broker settings after validation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RaftConfig {
@@ -126,6 +134,8 @@ pub struct Config {
     /// Daemons that must find a master down before it is failed over; 0: a majority of
     /// the cluster (Sentinel's `quorum`).
     pub quorum: usize,
+    /// Bounded write loss (`min_replicas_to_write`, `min_replicas_max_lag`); None: off.
+    pub min_replicas: Option<MinReplicas>,
     /// Groups to monitor from the start.
     pub masters: Vec<MasterSpec>,
     pub masters_state: StartState,
@@ -164,6 +174,7 @@ impl Settings {
             addr: listen_addr(self.addr.as_deref())?,
             tls: self.tls(broker, sentinel_addr.is_some())?,
             sentinel_addr,
+            min_replicas: self.min_replicas()?,
             quorum: match self.quorum.unwrap_or(0) {
                 q @ 0..=100 => q as usize,
                 q => {
@@ -202,6 +213,25 @@ impl Settings {
             zk: self.zk(broker)?,
             broker,
         })
+    }
+
+    fn min_replicas(&self) -> Result<Option<MinReplicas>> {
+        let to_write = self.min_replicas_to_write.unwrap_or(0);
+        if !(0..=1000).contains(&to_write) {
+            return Err(invalid_input!(
+                "min_replicas_to_write: {to_write} is out of range (0 to turn it off, up to 1000)"
+            ));
+        }
+        let max_lag = self.min_replicas_max_lag.unwrap_or(10);
+        if !(1..=3600).contains(&max_lag) {
+            return Err(invalid_input!(
+                "min_replicas_max_lag: {max_lag} is out of range (1 to 3600 seconds)"
+            ));
+        }
+        Ok((to_write > 0).then_some(MinReplicas {
+            to_write: to_write as u32,
+            max_lag_secs: max_lag as u32,
+        }))
     }
 
     fn check_interval(&self) -> Result<Duration> {

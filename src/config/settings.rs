@@ -146,6 +146,10 @@ settings! {
     sentinel_addr: String,
     /// daemons that must find a master down before it is failed over (default: a majority of the cluster)
     quorum: i64,
+    /// bounded write loss: set min-replicas-to-write on every master (default 0: off)
+    min_replicas_to_write: i64,
+    /// seconds of replica lag min_replicas_to_write allows (default 10, as Redis)
+    min_replicas_max_lag: i64,
     /// true: every connection to the monitored servers uses TLS (default false)
     tls: bool,
     /// CA certificates (PEM) that data nodes' and raft peers' certificates must be signed by

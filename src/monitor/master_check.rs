@@ -14,6 +14,7 @@ use crate::observe::events::Event;
 use crate::observe::status::WatchState;
 use crate::redis::{ListedReplica, Role};
 use crate::worker::WorkerJob;
+use crate::worker::bounded_loss::ConfigureJob;
 use crate::worker::failover::FailoverRequest;
 use std::time::Instant;
 
@@ -112,6 +113,19 @@ impl Monitor {
                 o.failing_since_ms = None;
                 o.last_error = None;
             });
+        }
+        let configure = acting && !watch.configured;
+        if configure {
+            watch.configured = true;
+        }
+        let master = watch.master.clone();
+        if let (true, Some(settings)) = (configure, self.ctx.min_replicas) {
+            let job = ConfigureJob {
+                group: group.to_string(),
+                master,
+                settings,
+            };
+            self.send_to_worker(group, WorkerJob::Configure(job));
         }
         // Fencing changes a server's role without the cluster's say: only while this
         // daemon still acts (its lease may have run out since the check).

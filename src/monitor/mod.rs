@@ -25,6 +25,7 @@ mod watch;
 
 use crate::address::Addr;
 use crate::broker::{Action, Broker, Group, Outcome, ReplicatedState};
+use crate::config::MinReplicas;
 use crate::observe::events::{Event, Events};
 use crate::observe::metrics::Metrics;
 use crate::observe::status::Observations;
@@ -69,6 +70,8 @@ pub struct MonitorContext {
     pub max_down_time: Duration,
     /// Daemons that must find a master down before it is failed over; 0: a majority.
     pub quorum: usize,
+    /// Bounded write loss, set on every master when given.
+    pub min_replicas: Option<MinReplicas>,
 }
 
 /// The channels the monitor listens and talks on.
@@ -153,8 +156,13 @@ impl Monitor {
     fn new(ctx: MonitorContext, worker: Sender<WorkerJob>) -> std::io::Result<Monitor> {
         let (reports_tx, reports) = checker::report_channel();
         let timeout = ctx.node_options.io_timeout;
-        let checkers =
-            Checkers::start(ctx.node_options.clone(), timeout, reports_tx, &ctx.metrics)?;
+        let checkers = Checkers::start(
+            ctx.node_options.clone(),
+            timeout,
+            reports_tx,
+            &ctx.metrics,
+            &ctx.broker.cluster().http_addr,
+        )?;
         let changes = ctx.broker.subscribe();
         let slot = (ctx.check_interval / 10).clamp(Duration::from_millis(1), MAX_SLOT);
         Ok(Monitor {
@@ -279,7 +287,7 @@ impl Monitor {
                 let probe = Probe {
                     watch_id,
                     addr: watch.master.clone(),
-                    kind: ProbeKind::Role,
+                    kind: ProbeKind::Master,
                     due,
                 };
                 self.batch.push(probe);
@@ -319,6 +327,7 @@ impl Monitor {
                 outcome,
             } => self.on_attempted(&group, watch_id, outcome),
             WorkerReport::Fenced { job, results } => self.on_fenced(job, results),
+            WorkerReport::Configured => {}
         }
     }
 
@@ -568,6 +577,7 @@ impl Monitor {
                 master_offset: 0,
                 infos: HashMap::new(),
                 counts: self.ctx.metrics.check_counts(&group.name),
+                configured: false,
                 observed_ok: false,
                 published_replicas: Vec::new(),
             },

@@ -37,13 +37,13 @@ impl Monitor {
         };
         let is_master = probe.addr == watch.master;
         match probe.kind {
-            ProbeKind::Role if is_master => {
+            ProbeKind::Master if is_master => {
                 let lag = started.saturating_duration_since(probe.due);
                 self.ctx.metrics.on_check_lag(lag);
                 let role = answer.and_then(|a| expect_role(&probe, a));
                 self.on_master_checked(&group, &probe, started, finished, role);
             }
-            ProbeKind::Role => {
+            ProbeKind::Master | ProbeKind::Role => {
                 let role = answer.and_then(|a| expect_role(&probe, a));
                 self.on_fence_probed(&group, probe, role);
             }

@@ -52,6 +52,8 @@ pub struct Watch {
     /// The master's replication offset in its last `ROLE` reply.
     pub master_offset: i64,
     pub infos: HashMap<Addr, Option<ReplicationInfo>>,
+    /// The master got the bounded-loss settings (or needs none).
+    pub configured: bool,
     /// This group's check counters in the metrics.
     pub counts: Arc<CheckCounts>,
     /// The observation already says "ok, no error": a healthy check needs not write it.

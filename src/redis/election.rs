@@ -43,15 +43,28 @@ pub fn is_same_server(reported: &str, addr: &Addr) -> bool {
     resolve(&reported).iter().any(|ip| mine.contains(ip))
 }
 
-/// A replica that still has an up link to `master`, if any: then the master is alive.
-pub fn master_seen_alive<'a>(master: &Addr, reports: &'a [ReplicaReport]) -> Option<&'a Addr> {
+/// A replica that still hears from `master`, if any: then the master is alive (stalled,
+/// or cut off only from the daemons). "Hears" means fresh evidence, not only a link
+/// Redis has not timed out yet (that takes `repl-timeout`, 60 s by default): the link is
+/// up AND the replica's last I/O from the master is at most `fresh` ago. Every daemon
+/// publishes a beacon through each master at every check, which the master replicates,
+/// so a live master's replicas hear from it at least that often. A server that does
+/// not report its last I/O (LedisDB) is taken at its link status.
+pub fn master_seen_alive<'a>(
+    master: &Addr,
+    reports: &'a [ReplicaReport],
+    fresh: Duration,
+) -> Option<&'a Addr> {
     reports.iter().find_map(|r| match &r.info {
         Ok(info)
             if info.link_up
                 && info
                     .master
                     .as_deref()
-                    .is_some_and(|m| is_same_server(m, master)) =>
+                    .is_some_and(|m| is_same_server(m, master))
+                && info
+                    .last_io_secs
+                    .is_none_or(|secs| Duration::from_secs(secs) <= fresh) =>
         {
             Some(&r.addr)
         }
@@ -149,6 +162,7 @@ mod tests {
                 master: Some(MASTER.into()),
                 link_up: false,
                 link_down_secs: Some(1),
+                last_io_secs: None,
                 priority,
                 offset,
                 run_id: run_id.map(String::from),
@@ -270,7 +284,23 @@ mod tests {
             info.master = Some("localhost:6379".into());
         }
         let master = Addr::parse(MASTER).unwrap();
-        assert_eq!(master_seen_alive(&master, &[r]).map(|a| a.port), Some(1));
-        assert_eq!(master_seen_alive(&master, &[report(2, 1, 1, None)]), None);
+        let fresh = Duration::from_secs(1);
+        assert_eq!(
+            master_seen_alive(&master, &[r.clone()], fresh).map(|a| a.port),
+            Some(1)
+        );
+        assert_eq!(
+            master_seen_alive(&master, &[report(2, 1, 1, None)], fresh),
+            None
+        );
+        // A link Redis has not timed out yet, but silent for longer: no evidence.
+        if let Ok(info) = &mut r.info {
+            info.last_io_secs = Some(5);
+        }
+        assert_eq!(master_seen_alive(&master, &[r.clone()], fresh), None);
+        if let Ok(info) = &mut r.info {
+            info.last_io_secs = Some(1);
+        }
+        assert!(master_seen_alive(&master, &[r], fresh).is_some());
     }
 }

@@ -54,6 +54,10 @@ pub struct ReplicationInfo {
     /// sends it: None means "unknown", and the election then never counts the replica
     /// as stale.
     pub link_down_secs: Option<u64>,
+    /// `master_last_io_seconds_ago` (Redis, while the link is up): how long since the
+    /// replica last heard from its master. None where the server does not say
+    /// (LedisDB).
+    pub last_io_secs: Option<u64>,
     /// `slave_priority` (or `replica_priority`); 100 when absent or unreadable, 0 =
     /// never promote. LedisDB always sends 100.
     pub priority: u32,
@@ -146,6 +150,7 @@ struct InfoFields {
     slaveof: Option<String>,
     link_up: bool,
     link_down_secs: Option<u64>,
+    last_io_secs: Option<u64>,
     priority: Option<u32>,
     offset: Option<i64>,
     last_log_id: Option<i64>,
@@ -165,6 +170,7 @@ impl InfoFields {
             "slaveof" => self.slaveof = text(),
             "master_link_status" => self.link_up = value == "up",
             "master_link_down_since_seconds" => self.link_down_secs = value.parse().ok(),
+            "master_last_io_seconds_ago" => self.last_io_secs = value.parse().ok(),
             "slave_priority" | "replica_priority" => self.priority = value.parse().ok(),
             "slave_repl_offset" => self.offset = value.parse().ok(),
             "last_log_id" => self.last_log_id = value.parse().ok(),
@@ -199,6 +205,7 @@ impl InfoFields {
             master,
             link_up: self.link_up,
             link_down_secs: self.link_down_secs,
+            last_io_secs: self.last_io_secs,
             priority: self.priority.unwrap_or(100),
             offset: self.offset.or(ledis_offset).unwrap_or(0),
             run_id: self.run_id,

@@ -181,10 +181,11 @@ fn rank(
 ) -> Result<(Vec<Addr>, Vec<ReplicaReport>), Stop> {
     let reports = ask_replicas(replicas, &ctx.node_options);
     at.step("info", &describe_reports(&reports));
-    if let Some(witness) = master_seen_alive(&req.master, &reports) {
+    if let Some(witness) = master_seen_alive(&req.master, &reports, ctx.fresh_io) {
         let reason = format!(
-            "replica {witness} still reports master_link_status:up to {}",
-            req.master
+            "replica {witness} still reports master_link_status:up to {}, and heard from it within {} s",
+            req.master,
+            ctx.fresh_io.as_secs()
         );
         return Err(at.fail("elect", Outcome::Aborted, reason).into());
     }
@@ -452,6 +453,7 @@ mod tests {
                 master: master.map(String::from),
                 link_up: false,
                 link_down_secs: Some(1),
+                last_io_secs: None,
                 priority: 100,
                 offset: 0,
                 run_id: None,

@@ -10,6 +10,7 @@
 //! after-failover hooks of an embedding program live in `hooks.rs`.
 
 mod attempt;
+pub mod bounded_loss;
 pub mod failover;
 pub mod fault;
 pub mod fence;
@@ -23,6 +24,7 @@ use crate::observe::events::Events;
 use crate::observe::metrics::Metrics;
 use crate::observe::status::Observations;
 use crate::redis::NodeOptions;
+use bounded_loss::ConfigureJob;
 use crossbeam_channel::{Receiver, Sender};
 use failover::FailoverRequest;
 use fence::{FenceJob, FenceResult};
@@ -43,6 +45,9 @@ pub struct WorkerContext {
     /// Timeouts and credentials for the worker's connections (longer than a check's).
     pub node_options: NodeOptions,
     pub max_down_time: Duration,
+    /// A replica whose last I/O from its master is at most this old still hears it
+    /// (see `redis::master_seen_alive`): the beacon period, at least a second.
+    pub fresh_io: Duration,
 }
 
 /// What the worker is asked to do.
@@ -54,6 +59,8 @@ pub enum WorkerJob {
     Switchover(SwitchoverJob),
     /// Make servers that claim master replicas of the group's master.
     Fence(FenceJob),
+    /// Bound the write loss of a master (`min_replicas_to_write`).
+    Configure(ConfigureJob),
 }
 
 /// What the worker tells the monitor when a job is done.
@@ -65,6 +72,8 @@ pub enum WorkerReport {
         watch_id: u64,
         outcome: Outcome,
     },
+    /// A master was configured (what happened is in the log).
+    Configured,
     /// Fencing ran; what it found at each address.
     Fenced {
         job: FenceJob,
@@ -100,6 +109,13 @@ fn run(ctx: &WorkerContext, job: WorkerJob) -> WorkerReport {
         WorkerJob::Switchover(job) => {
             let (group, watch_id) = (job.command.request.group.clone(), job.watch_id);
             attempted(group, watch_id, || switchover::run(ctx, job))
+        }
+        WorkerJob::Configure(job) => {
+            let configured = catch_unwind(AssertUnwindSafe(|| bounded_loss::run(ctx, &job)));
+            if configured.is_err() {
+                log::error!("group {}: configuring the master panicked", job.group);
+            }
+            WorkerReport::Configured
         }
         WorkerJob::Fence(job) => {
             let results =

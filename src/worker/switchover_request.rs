@@ -292,6 +292,7 @@ mod tests {
                 master: Some(MASTER.into()),
                 link_up,
                 link_down_secs: None,
+                last_io_secs: None,
                 priority,
                 offset,
                 run_id: None,

@@ -9,6 +9,7 @@
 
 pub mod fake_replica;
 pub mod groups;
+pub mod lab;
 pub mod ledis;
 pub mod liveness;
 pub mod ports;

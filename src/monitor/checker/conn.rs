@@ -72,6 +72,8 @@ pub struct Conn {
     reused: bool,
     /// The socket is registered for writability too (output is waiting).
     wants_write: bool,
+    /// The server answered the beacon with an error: it is not sent again.
+    beacon_refused: bool,
     /// Bumped whenever a probe starts, so a stale deadline is recognised.
     pub generation: u64,
     pub last_used: Instant,
@@ -103,6 +105,7 @@ impl Conn {
             replies: Vec::new(),
             reused: false,
             wants_write: false,
+            beacon_refused: false,
             generation: 0,
             last_used: now,
         }
@@ -264,7 +267,8 @@ impl Conn {
             self.auth_sent = false;
         }
         let (bytes, replies) = match current.probe.kind {
-            ProbeKind::Role => (&io.scripts.role, 1),
+            ProbeKind::Master if !self.beacon_refused => (&io.scripts.master, 2),
+            ProbeKind::Master | ProbeKind::Role => (&io.scripts.role, 1),
             ProbeKind::Info => (&io.scripts.info, 2),
         };
         self.output.extend_from_slice(bytes);
@@ -376,6 +380,10 @@ impl Conn {
             self.input = Vec::new();
         }
         let answer = self.answer();
+        if self.auth_sent && answer.as_ref().is_err_and(|e| e.starts_with("AUTH")) {
+            // Not logged in: the next probe must not run on this connection unseen.
+            return self.fail(Failure::Probe(answer.err().unwrap_or_default()), io);
+        }
         if let Some(done) = self.current.take() {
             self.finish(done, answer, io);
         }
@@ -392,9 +400,19 @@ impl Conn {
             }
         }
         let kind = self.current.as_ref().map(|c| c.probe.kind);
+        if let (Some(ProbeKind::Master), [_, Reply::Error(e)]) = (kind, replies.as_slice()) {
+            // LedisDB has no PUBLISH; an ACL user may lack +publish. The check stands.
+            log::info!(
+                "{}: refuses the beacon ({e}); replicas' last I/O will not show that it lives",
+                self.addr
+            );
+            self.beacon_refused = true;
+        }
         match (kind, replies.as_slice()) {
-            (Some(ProbeKind::Role), [Reply::Error(e)]) => Err(e.clone()),
-            (Some(ProbeKind::Role), [role]) => parse_role(role).map(Answer::Role),
+            (Some(ProbeKind::Role | ProbeKind::Master), [Reply::Error(e), ..]) => Err(e.clone()),
+            (Some(ProbeKind::Role | ProbeKind::Master), [role, ..]) => {
+                parse_role(role).map(Answer::Role)
+            }
             (Some(ProbeKind::Info), replies) => read_replication_info(replies).map(Answer::Info),
             _ => Err("unexpected replies".into()),
         }

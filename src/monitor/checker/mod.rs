@@ -42,13 +42,19 @@ pub const COALESCE: Duration = Duration::from_millis(1);
 /// A connection that no check has used for this long is closed (a replica that left
 /// the master's list, an address fencing no longer looks at).
 pub const UNUSED_CONNECTION: Duration = Duration::from_secs(60);
+/// The channel the beacons are published on (Sentinel uses `__sentinel__:hello`).
+pub const BEACON_CHANNEL: &str = "__redis-failover__:beacon";
 /// A checker thread's loop turns at least this often, beating its heartbeat.
 pub const TURN: Duration = Duration::from_millis(250);
 
 /// What a probe asks a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProbeKind {
-    /// `ROLE`: a master check, or a look at a server fencing may have to convert.
+    /// A master check: `ROLE`, with a beacon (`PUBLISH` on [`BEACON_CHANNEL`]) that the
+    /// master replicates, so its replicas' last I/O shows that it lives (see
+    /// `redis::master_seen_alive`). A server that refuses the beacon gets `ROLE` alone.
+    Master,
+    /// `ROLE` alone: a look at a server fencing may have to convert.
     Role,
     /// `INFO server` and `INFO replication`: a replica's view of its replication.
     Info,
@@ -89,6 +95,14 @@ pub struct LinkClosed {
     pub why: String,
 }
 
+/// How probes are made: credentials, the whole-probe deadline, the beacon's text.
+pub struct ProbeSettings {
+    pub options: NodeOptions,
+    pub timeout: Duration,
+    /// Published with every master check (this daemon's address).
+    pub beacon: String,
+}
+
 /// What one turn of a checker thread's loop produced.
 #[derive(Debug, Default)]
 pub struct CheckerReport {
@@ -122,6 +136,7 @@ impl Checkers {
         timeout: Duration,
         reports: Sender<CheckerReport>,
         metrics: &Metrics,
+        beacon: &str,
     ) -> std::io::Result<Checkers> {
         let mut checkers = Checkers {
             shards: Vec::new(),
@@ -131,15 +146,13 @@ impl Checkers {
             let poller = Arc::new(polling::Poller::new()?);
             let (commands, receiver) = crossbeam_channel::unbounded();
             let heartbeat = metrics.register_heartbeat(&format!("checker-{index}"));
-            let shard = Shard::new(
-                index,
-                poller.clone(),
-                receiver,
-                reports.clone(),
-                options.clone(),
+            let settings = ProbeSettings {
+                options: options.clone(),
                 timeout,
-                heartbeat,
-            )?;
+                beacon: beacon.to_string(),
+            };
+            let channels = (receiver, reports.clone());
+            let shard = Shard::new(index, poller.clone(), channels, &settings, heartbeat)?;
             let thread = std::thread::Builder::new()
                 .name(format!("checker-{index}"))
                 .spawn(move || shard.run())?;

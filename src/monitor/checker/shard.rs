@@ -11,7 +11,10 @@ use super::super::IdMap;
 use super::super::timers::Timers;
 use super::conn::{Conn, Pending};
 use super::resolve::Resolver;
-use super::{COALESCE, CheckerReport, Command, LinkClosed, Probe, TURN, UNUSED_CONNECTION};
+use super::{
+    BEACON_CHANNEL, COALESCE, CheckerReport, Command, LinkClosed, Probe, ProbeSettings, TURN,
+    UNUSED_CONNECTION,
+};
 use crate::address::Addr;
 use crate::observe::metrics::Heartbeat;
 use crate::redis::{INFO_COMMANDS, NodeOptions, resp};
@@ -30,11 +33,13 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 pub struct Scripts {
     pub auth: Option<Vec<u8>>,
     pub role: Vec<u8>,
+    /// `ROLE` and the beacon.
+    pub master: Vec<u8>,
     pub info: Vec<u8>,
 }
 
 impl Scripts {
-    fn new(options: &NodeOptions) -> Scripts {
+    fn new(options: &NodeOptions, beacon: &str) -> Scripts {
         let encode = |commands: &[&[&str]]| {
             let mut out = Vec::new();
             for command in commands {
@@ -45,6 +50,7 @@ impl Scripts {
         Scripts {
             auth: options.auth_command().map(|auth| encode(&[&auth])),
             role: encode(&[&["ROLE"]]),
+            master: encode(&[&["ROLE"], &["PUBLISH", BEACON_CHANNEL, beacon]]),
             info: encode(INFO_COMMANDS),
         }
     }
@@ -127,20 +133,19 @@ impl Shard {
     pub fn new(
         index: usize,
         poller: Arc<Poller>,
-        commands: Receiver<Command>,
-        reports: Sender<CheckerReport>,
-        options: NodeOptions,
-        timeout: Duration,
+        channels: (Receiver<Command>, Sender<CheckerReport>),
+        settings: &ProbeSettings,
         heartbeat: Arc<Heartbeat>,
     ) -> std::io::Result<Shard> {
         let resolver = Resolver::start(format!("resolve-{index}"), poller.clone())?;
+        let (commands, reports) = channels;
         Ok(Shard {
             index,
             poller,
             commands,
             reports,
-            timeout,
-            scripts: Scripts::new(&options),
+            timeout: settings.timeout,
+            scripts: Scripts::new(&settings.options, &settings.beacon),
             resolver,
             conns: Vec::new(),
             free: Vec::new(),

@@ -1,23 +1,26 @@
 //! How soon a real client writes again after its master dies, when it finds masters
-//! through Sentinel: redis-py's `redis.sentinel.Sentinel` pointed at the daemon's
-//! Sentinel-compatible port, against the same client pointed at `redis-server
-//! --sentinel`. Run with `cargo bench --bench sentinel_clients`.
+//! through Sentinel: redis-py's `redis.sentinel.Sentinel` and node-redis v5's
+//! `createSentinel`, each pointed at the daemon's Sentinel-compatible port and at
+//! `redis-server --sentinel`. Run with `cargo bench --bench sentinel_clients`.
 //!
 //! Each round starts a master with two replicas and the watcher (the daemon with
 //! `-check_interval=100 -max_down_time=1 -sentinel_addr=...`, or one Sentinel with
-//! quorum 1 and `down-after-milliseconds 1000`). A Python process discovers the master
-//! through the watcher, writes with one `master_for` object, kills the master with
-//! `kill -9` itself and keeps writing through the same object, retrying every 10 ms,
-//! until a write succeeds. It prints the time from the kill to that write. The bench
-//! prints per-round figures and the median, and asserts nothing.
+//! quorum 1 and `down-after-milliseconds 1000`). The client process discovers the
+//! master through the watcher, writes, kills the master with `kill -9` itself and keeps
+//! writing through the same client object, retrying every 10 ms, until a write succeeds.
+//! It prints the time from the kill to that write. redis-py's script is below;
+//! node-redis's is `tests/node/failover.js` (installed by `test-cluster/install-deps.sh`;
+//! skipped when Node.js is missing). The bench prints per-round figures and the median,
+//! and asserts nothing.
 //!
-//! Knobs: `BENCH_ROUNDS` (5).
+//! Knobs: `BENCH_ROUNDS` (5), `BENCH_CLIENTS` (`redis-py,node-redis`).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::process::Command;
 use std::time::Duration;
+use support::node::{Availability, availability, run_failover};
 use support::{Daemon, RedisServer, Sentinel, free_port, wait_until};
 
 const GROUP: &str = "bench";
@@ -57,8 +60,58 @@ fn rounds() -> usize {
         .max(1)
 }
 
-/// One round against whatever listens on `watcher_port`; returns the client's line.
-fn round(watcher_port: u16, master: &RedisServer) -> Result<(f64, String), String> {
+/// A Sentinel client library, run in its own process.
+#[derive(Clone, Copy, PartialEq)]
+enum Client {
+    RedisPy,
+    NodeRedis,
+}
+
+impl Client {
+    fn name(self) -> &'static str {
+        match self {
+            Client::RedisPy => "redis-py",
+            Client::NodeRedis => "node-redis",
+        }
+    }
+
+    /// One round against whatever listens on `watcher_port`: ms and the client's line.
+    fn round(self, watcher_port: u16, master: &RedisServer) -> Result<(f64, String), String> {
+        match self {
+            Client::RedisPy => redis_py_round(watcher_port, master),
+            Client::NodeRedis => {
+                let pid = master.pid().ok_or("no master pid")?;
+                let run = run_failover(watcher_port, GROUP, pid, 30_000)?;
+                Ok((run.ms, run.line))
+            }
+        }
+    }
+}
+
+/// The clients to run: `BENCH_CLIENTS`, without node-redis when Node.js is missing.
+fn clients() -> Vec<Client> {
+    let wanted = std::env::var("BENCH_CLIENTS").unwrap_or_else(|_| "redis-py,node-redis".into());
+    let mut clients = Vec::new();
+    for client in [Client::RedisPy, Client::NodeRedis] {
+        if !wanted.split(',').any(|w| w.trim() == client.name()) {
+            continue;
+        }
+        if client == Client::NodeRedis {
+            match availability() {
+                Availability::Ready => {}
+                Availability::NoNode(why) | Availability::NoPackage(why) => {
+                    println!("node-redis skipped: {why}");
+                    continue;
+                }
+            }
+        }
+        clients.push(client);
+    }
+    clients
+}
+
+/// One redis-py round; returns the client's line.
+fn redis_py_round(watcher_port: u16, master: &RedisServer) -> Result<(f64, String), String> {
     let out = Command::new("python3")
         .arg("-c")
         .arg(CLIENT)
@@ -92,7 +145,7 @@ fn topology() -> (RedisServer, RedisServer, RedisServer) {
     (master, a, b)
 }
 
-fn ours() -> Result<(f64, String), String> {
+fn ours(client: Client) -> Result<(f64, String), String> {
     let (master, _a, _b) = topology();
     let port = free_port();
     let daemon = Daemon::start(&[
@@ -111,10 +164,10 @@ fn ours() -> Result<(f64, String), String> {
                 .ok_or(g.to_string())
         },
     );
-    round(port, &master)
+    client.round(port, &master)
 }
 
-fn sentinel() -> Result<(f64, String), String> {
+fn sentinel(client: Client) -> Result<(f64, String), String> {
     let (master, _a, _b) = topology();
     let sentinel = Sentinel::start(master.port, GROUP, 1000, 1);
     wait_until(
@@ -128,7 +181,7 @@ fn sentinel() -> Result<(f64, String), String> {
                 .ok_or(text)
         },
     );
-    round(sentinel.port, &master)
+    client.round(sentinel.port, &master)
 }
 
 fn median(values: &mut [f64]) -> Option<f64> {
@@ -142,30 +195,29 @@ fn median(values: &mut [f64]) -> Option<f64> {
 fn main() {
     let n = rounds();
     println!(
-        "redis-py Sentinel client: ms from kill -9 of the master to its next successful write"
+        "Sentinel clients: ms from kill -9 of the master to the client's next successful write"
     );
     println!(
         "settings: check_interval 100 ms, max_down_time 1 s; Sentinel down-after 1000 ms, quorum 1\n"
     );
-    let mut results: Vec<(&str, Vec<f64>)> = Vec::new();
-    for (name, run) in [
-        (
-            "redis-failover",
-            ours as fn() -> Result<(f64, String), String>,
-        ),
-        ("Sentinel", sentinel),
-    ] {
-        let mut times = Vec::new();
-        for i in 1..=n {
-            match run() {
-                Ok((ms, line)) => {
-                    println!("{name:>15} round {i}: {line}");
-                    times.push(ms);
+    type Watcher = fn(Client) -> Result<(f64, String), String>;
+    let watchers: [(&str, Watcher); 2] = [("redis-failover", ours), ("Sentinel", sentinel)];
+    let mut results: Vec<(String, Vec<f64>)> = Vec::new();
+    for client in clients() {
+        for (watcher, run) in watchers {
+            let name = format!("{} via {watcher}", client.name());
+            let mut times = Vec::new();
+            for i in 1..=n {
+                match run(client) {
+                    Ok((ms, line)) => {
+                        println!("{name:>26} round {i}: {line}");
+                        times.push(ms);
+                    }
+                    Err(e) => println!("{name:>26} round {i}: FAILED: {e}"),
                 }
-                Err(e) => println!("{name:>15} round {i}: FAILED: {e}"),
             }
+            results.push((name, times));
         }
-        results.push((name, times));
     }
     println!("\n| | median ms | min–max ms | rounds ok |\n|---|---|---|---|");
     for (name, mut times) in results {

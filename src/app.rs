@@ -109,6 +109,7 @@ impl App {
                 app.daemon.clone(),
                 access,
                 down_after_ms,
+                config.quorum,
                 tls,
                 &app.shutdown,
             )?;

@@ -97,6 +97,7 @@ pub fn group_statuses(state: &ReplicatedState, observed: &Observations) -> Vec<G
                 disconnected: seen.disconnected,
                 down_votes: seen.down_votes,
                 down_since_ms: seen.failing_since_ms,
+                last_ok_ms: seen.last_ok_ms,
                 reason,
                 last_error: seen.last_error,
                 replicas: seen.replicas,

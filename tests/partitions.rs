@@ -86,11 +86,62 @@ fn a_leader_cut_off_from_the_master_alone_never_begins_a_failover() {
         "{}",
         daemons[leader].log()
     );
+    // Sentinel clients see the leader's own verdict (s_down) but no agreement (o_down),
+    // and the others' view: the master is fine.
+    let flags = daemons[leader]
+        .sentinel_flags("g")
+        .expect("the leader's SENTINEL MASTER");
+    assert!(
+        flags.contains("s_down") && !flags.contains("o_down"),
+        "the leader's flags: {flags}"
+    );
+    for daemon in daemons.iter().filter(|d| d.index != daemons[leader].index) {
+        let flags = daemon.sentinel_flags("g").expect("SENTINEL MASTER");
+        assert_eq!(flags, "master", "daemon {}", daemon.index);
+    }
     lab::heal();
     wait_group(
         &daemons[leader],
         "the leader to see the master again",
         |g| g["state"] == "ok",
+    );
+}
+
+#[test]
+fn ckquorum_counts_the_daemons_that_report() {
+    if !lab::enter("ckquorum_counts_the_daemons_that_report") {
+        return;
+    }
+    let (mut daemons, _master, _a, _b) = lab_cluster(&[]);
+    let ok = daemons[0].sentinel(&["SENTINEL", "CKQUORUM", "g"]);
+    assert!(
+        matches!(
+            &ok,
+            Ok(redis::Value::Okay) | Ok(redis::Value::SimpleString(_))
+        ) && format!("{ok:?}").contains("3 usable"),
+        "CKQUORUM with three daemons: {ok:?}"
+    );
+    let leader = leader_of(&daemons);
+    let survivor = (leader + 1) % 3;
+    for (i, daemon) in daemons.iter_mut().enumerate() {
+        if i != survivor {
+            daemon.kill9();
+        }
+    }
+    wait_until(
+        Duration::from_secs(20),
+        "CKQUORUM to refuse on the survivor",
+        || match daemons[survivor].sentinel(&["SENTINEL", "CKQUORUM", "g"]) {
+            Err(e)
+                if e.contains("NOQUORUM")
+                    && e.contains("1 usable")
+                    && e.contains("reach the specified quorum")
+                    && e.contains("authorize a failover") =>
+            {
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        },
     );
 }
 

@@ -18,6 +18,7 @@
 //! | `redis_failover_last_failover_duration_seconds` | gauge | group |
 //! | `redis_failover_last_failover_timestamp_seconds` | gauge | group |
 //! | `redis_failover_is_leader` | gauge | none |
+//! | `redis_failover_daemons_reporting` | gauge | none (daemons whose view of the masters is fresh) |
 //! | `redis_failover_monitor_heartbeat_age_seconds` | gauge | none |
 //! | `redis_failover_thread_heartbeat_age_seconds` | gauge | thread (monitor, checker-N) |
 //! | `redis_failover_build_info` | gauge, always 1 | version |
@@ -292,6 +293,18 @@ impl Page<'_> {
             "Whether this daemon leads its cluster and so checks and fails over (1), or not (0).",
         );
         sample(out, "redis_failover_is_leader", &[], u8::from(acting));
+        header(
+            out,
+            "redis_failover_daemons_reporting",
+            "gauge",
+            "Daemons, this one included, whose view of the masters is fresh: those that can count toward the quorum.",
+        );
+        sample(
+            out,
+            "redis_failover_daemons_reporting",
+            &[],
+            metrics.daemons_reporting(),
+        );
         header(
             out,
             "redis_failover_monitor_heartbeat_age_seconds",

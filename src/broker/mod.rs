@@ -108,6 +108,17 @@ pub struct ClusterStatus {
     pub zk_session: Option<String>,
 }
 
+impl ClusterStatus {
+    /// Daemons that must find a master down before it is failed over: the `quorum`
+    /// setting, or (0) a majority of the cluster's members (1 when standalone).
+    pub fn quorum(&self, setting: usize) -> usize {
+        match setting {
+            0 => self.peers.len().max(1) / 2 + 1,
+            set => set,
+        }
+    }
+}
+
 /// One member of the cluster.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PeerStatus {

@@ -111,6 +111,7 @@ impl Monitor {
             self.ctx.observed.update(group, |o| {
                 o.state = WatchState::Ok;
                 o.failing_since_ms = None;
+                o.last_ok_ms = Some(instant_to_unix_ms(finished));
                 o.last_error = None;
             });
         }
@@ -173,6 +174,7 @@ impl Monitor {
             log::debug!("group {group}: check {failures} of master failed: {failure}");
         }
         let failing_since = watch.detector.first_failure().map(instant_to_unix_ms);
+        let last_ok = instant_to_unix_ms(watch.detector.last_success());
         watch.observed_ok = false;
         let state = if verdict == Verdict::Down {
             WatchState::Down
@@ -180,6 +182,10 @@ impl Monitor {
             WatchState::Suspect
         };
         self.ctx.observed.update(group, |o| {
+            if o.failing_since_ms.is_none() {
+                // The run of failures begins: the last success is the detector's.
+                o.last_ok_ms = Some(last_ok);
+            }
             o.state = state;
             o.failing_since_ms = failing_since;
             o.last_error = Some(failure);

@@ -74,10 +74,7 @@ impl Monitor {
     /// Daemons that must find a master down before it is failed over: the `quorum`
     /// setting, or by default a majority of the cluster.
     pub(super) fn quorum_needed(&self) -> usize {
-        match self.ctx.quorum {
-            0 => self.ctx.broker.cluster().peers.len().max(1) / 2 + 1,
-            set => set,
-        }
+        self.ctx.broker.cluster().quorum(self.ctx.quorum)
     }
 
     fn fresh_views(&self) -> Vec<MastersView> {
@@ -109,6 +106,7 @@ impl Monitor {
         };
         self.ctx.broker.share_view(view);
         let views = self.fresh_views();
+        self.ctx.metrics.set_daemons_reporting(views.len() + 1);
         let mut peers: HashMap<&str, usize> = HashMap::new();
         for view in &views {
             for down in &view.down {

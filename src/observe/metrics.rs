@@ -10,7 +10,7 @@
 use crate::broker::{Outcome, ReplicatedState};
 use crate::sync::lock;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -147,6 +147,9 @@ pub struct Metrics {
     monitor_heartbeat: Heartbeat,
     /// The heartbeats of the checker threads, by thread name.
     heartbeats: Mutex<Vec<(String, Arc<Heartbeat>)>>,
+    /// Daemons, this one included, whose view of the masters was fresh at the last
+    /// exchange of views: those that can count toward the quorum.
+    daemons_reporting: AtomicUsize,
 }
 
 impl Default for Metrics {
@@ -163,7 +166,17 @@ impl Metrics {
             check_lags: Histogram::new(),
             monitor_heartbeat: Heartbeat::new(),
             heartbeats: Mutex::new(Vec::new()),
+            daemons_reporting: AtomicUsize::new(1),
         }
+    }
+
+    /// Daemons, this one included, whose view of the masters is fresh.
+    pub fn daemons_reporting(&self) -> usize {
+        self.daemons_reporting.load(Ordering::Relaxed)
+    }
+
+    pub fn set_daemons_reporting(&self, daemons: usize) {
+        self.daemons_reporting.store(daemons, Ordering::Relaxed);
     }
 
     /// A master check of `group` completed after `took`, successfully or not.

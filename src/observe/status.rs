@@ -60,6 +60,11 @@ pub struct Observation {
     pub failing_since_ms: Option<u64>,
     /// Daemons of the cluster (this one included) that find the master down now.
     pub down_votes: u32,
+    /// When the master last answered a check as master (Unix ms), for Sentinel's
+    /// `last-ok-ping-reply`: set when a run of successful checks begins, and when a run
+    /// of failed checks begins to the last success. A healthy check writes no
+    /// observation, so while the master answers this stays at the run's first success.
+    pub last_ok_ms: Option<u64>,
     pub last_error: Option<String>,
     /// For `NotMaster`: the address the configured master replicates from.
     pub replicating_from: Option<String>,
@@ -101,6 +106,10 @@ pub struct GroupStatus {
     pub down_votes: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub down_since_ms: Option<u64>,
+    /// When the master last answered a check (see [`Observation::last_ok_ms`]); for the
+    /// Sentinel port, not part of the HTTP API's reply.
+    #[serde(skip)]
+    pub last_ok_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

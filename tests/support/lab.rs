@@ -217,6 +217,7 @@ impl LabDaemon {
         let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_redis-failover"))
             .arg(format!("-addr={http}"))
+            .arg(format!("-sentinel_addr=127.0.2.{index}:26379"))
             .args(["-broker=raft", &format!("-raft_addr={raft_addr}")])
             .arg(format!("-raft_cluster={}", cluster.join(",")))
             .arg(format!(
@@ -285,6 +286,33 @@ impl LabDaemon {
             .is_some_and(|status| status["acting"] == true)
     }
 
+    /// A command on this daemon's Sentinel-compatible port (127.0.2.<index>:26379).
+    pub fn sentinel(&self, args: &[&str]) -> Result<redis::Value, String> {
+        super::redis_cmd_url(&format!("redis://127.0.2.{}:26379/", self.index), args)
+    }
+
+    /// The `flags` field of `SENTINEL MASTER <group>` on this daemon's Sentinel port.
+    pub fn sentinel_flags(&self, group: &str) -> Result<String, String> {
+        let reply = self.sentinel(&["SENTINEL", "MASTER", group])?;
+        let redis::Value::Array(items) = reply else {
+            return Err(format!("SENTINEL MASTER answered {reply:?}"));
+        };
+        let text: Vec<String> = items
+            .iter()
+            .map(|v| match v {
+                redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        let at = text
+            .iter()
+            .position(|f| f == "flags")
+            .ok_or("no flags field")?;
+        text.get(at + 1)
+            .cloned()
+            .ok_or_else(|| "flags without a value".to_string())
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
     }
@@ -298,4 +326,114 @@ impl Drop for LabDaemon {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// For a benchmark binary: runs it again inside a fresh network namespace; returns
+/// true inside (go on), false outside after it ran (or when no lab can be made).
+pub fn enter_bench() -> bool {
+    if std::env::var(INSIDE).as_deref() == Ok("bench") {
+        let up = Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status();
+        return up.is_ok_and(|s| s.success());
+    }
+    if unsafe { libc::geteuid() } != 0 {
+        println!("SKIPPED: the partition benchmark needs root (unshare, iptables)");
+        return false;
+    }
+    let exe = std::env::current_exe().expect("the benchmark's path");
+    let status = Command::new("unshare")
+        .args(["--net", "--"])
+        .arg(exe)
+        .env(INSIDE, "bench")
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        println!("the benchmark failed inside the lab");
+    }
+    false
+}
+
+/// One `redis-server --sentinel` at its own address, run as a user of its own (so it
+/// can be cut by owner like a daemon), monitoring `master` as group `g`.
+pub struct LabSentinel {
+    pub index: u8,
+    pub uid: u32,
+    pub ip: String,
+    _dir: TempDir,
+    child: Option<Child>,
+}
+
+impl LabSentinel {
+    pub fn start(index: u8, master: &LabRedis, quorum: u32, down_after_ms: u64) -> LabSentinel {
+        let dir = TempDir::new("lab-sentinel");
+        let uid = 61100 + u32::from(index);
+        let ip = format!("127.0.5.{index}");
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port 26379\nbind {ip}\nsentinel announce-ip {ip}\nprotected-mode no\ndir {}\n\
+                 sentinel monitor g {} {} {quorum}\n\
+                 sentinel down-after-milliseconds g {down_after_ms}\n\
+                 sentinel failover-timeout g 10000\nsentinel parallel-syncs g 1\n",
+                dir.path().display(),
+                master.ip,
+                master.port
+            ),
+        )
+        .expect("sentinel.conf");
+        // SAFETY: chown on paths we made, to a numeric user.
+        for path in [dir.path().to_path_buf(), conf.clone()] {
+            let c = std::ffi::CString::new(path.to_string_lossy().as_bytes()).unwrap();
+            unsafe { libc::chown(c.as_ptr(), uid, uid) };
+        }
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .uid(uid)
+            .gid(uid)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server --sentinel");
+        let sentinel = LabSentinel {
+            index,
+            uid,
+            ip,
+            _dir: dir,
+            child: Some(child),
+        };
+        wait_until(Duration::from_secs(10), "a lab sentinel", || {
+            super::redis_cmd_url(&format!("redis://{}:26379/", sentinel.ip), &["PING"]).map(|_| ())
+        });
+        sentinel
+    }
+
+    /// `SENTINEL <args...>` on this Sentinel.
+    pub fn cmd(&self, args: &[&str]) -> Result<redis::Value, String> {
+        super::redis_cmd_url(&format!("redis://{}:26379/", self.ip), args)
+    }
+}
+
+impl Drop for LabSentinel {
+    fn drop(&mut self) {
+        super::kill_child(&mut self.child);
+    }
+}
+
+/// Cuts every packet a process run as `uid` sends to `ip`.
+pub fn cut_user_from(uid: u32, ip: &str) {
+    let uid = uid.to_string();
+    iptables(&[
+        "-A",
+        "OUTPUT",
+        "-m",
+        "owner",
+        "--uid-owner",
+        &uid,
+        "-d",
+        ip,
+        "-j",
+        "DROP",
+    ]);
 }

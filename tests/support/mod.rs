@@ -4,7 +4,9 @@
 //! submodules hold the cluster tests' helpers (`groups`), a fake replica that cannot be
 //! promoted (`fake_replica`), LedisDB servers (`ledis`), and the kill of a leader daemon
 //! with its master (`liveness`), raw Raft-port records for the security tests
-//! (`raft_wire`), and certificates, TLS-only servers and TLS clients (`tls`).
+//! (`raft_wire`), a raw RESP2/RESP3 connection (`resp3`), node-redis's Sentinel client
+//! run from `tests/node` (`node`), and certificates, TLS-only servers and TLS clients
+//! (`tls`).
 #![allow(dead_code)]
 
 pub mod fake_replica;
@@ -12,8 +14,10 @@ pub mod groups;
 pub mod lab;
 pub mod ledis;
 pub mod liveness;
+pub mod node;
 pub mod ports;
 pub mod raft_wire;
+pub mod resp3;
 pub mod tls;
 
 use std::io::{Read, Write};

@@ -168,7 +168,8 @@ impl Client {
             _ if !self.authenticated => {
                 out.error("NOAUTH Authentication required.");
             }
-            _ if self.events.is_some() => self.subscribed_command(&name, args, out),
+            // RESP3 clients may send any command while subscribed, as Redis allows.
+            _ if self.events.is_some() && !self.resp3 => self.subscribed_command(&name, args, out),
             "ping" => match args.first() {
                 Some(text) => {
                     out.bulk(text);
@@ -200,14 +201,11 @@ impl Client {
         Next::Continue
     }
 
-    /// Commands allowed while subscribed (as in Redis's RESP2).
+    /// Commands allowed while subscribed with RESP2 (as in Redis).
     fn subscribed_command(&mut self, name: &str, args: &[String], out: &mut Out) {
         match name {
             "subscribe" | "psubscribe" => self.subscribe(name, args, out),
             "unsubscribe" | "punsubscribe" => self.unsubscribe(name, args, out),
-            "ping" if self.resp3 => {
-                out.simple("PONG");
-            }
             "ping" => {
                 out.array(2)
                     .bulk("pong")
@@ -279,7 +277,8 @@ impl Client {
         }
         self.resp3 = resp3;
         out.resp3 = resp3;
-        out.map(7)
+        // Sentinel's HELLO has no `role` field (Redis adds it outside sentinel mode).
+        out.map(6)
             .bulk("server")
             .bulk("redis")
             .bulk("version")
@@ -289,8 +288,6 @@ impl Client {
             .bulk("id")
             .int(self.id.serial() as i64)
             .bulk("mode")
-            .bulk("sentinel")
-            .bulk("role")
             .bulk("sentinel")
             .bulk("modules")
             .array(0);

@@ -5,8 +5,12 @@
 //! Sentinel, so after a failover applications find the new master with no change of
 //! configuration: point their Sentinel list at the daemons' `sentinel_addr`. The port
 //! answers `SENTINEL get-master-addr-by-name / masters / master / replicas / slaves /
-//! sentinels / ckquorum / myid`, `PING`, `INFO`, `ROLE`, `HELLO`, `AUTH`, `CLIENT ...`,
-//! `COMMAND`, and `SUBSCRIBE`/`PSUBSCRIBE` to events such as `+switch-master`.
+//! sentinels / ckquorum / myid / is-master-down-by-addr`, `PING`, `INFO`, `ROLE`,
+//! `HELLO`, `AUTH`, `CLIENT ...`, `COMMAND`, and `SUBSCRIBE`/`PSUBSCRIBE` to events such
+//! as `+switch-master`. `commands.rs` dispatches; `instances.rs` describes masters,
+//! replicas and other daemons with Sentinel's fields and flags (`disconnected`,
+//! `s_down`, `o_down`, `failover_in_progress`), which clients such as node-redis read to
+//! decide whether a master is usable.
 //!
 //! The port runs on the connection server (`net/server.rs`): one event-loop thread
 //! answers every connection (the commands are cheap reads of the daemon's state) and
@@ -25,6 +29,7 @@
 
 mod client;
 mod commands;
+mod instances;
 mod protocol;
 
 use super::auth::ApiAccess;
@@ -79,6 +84,7 @@ impl SentinelPort {
         daemon: Arc<Daemon>,
         access: ApiAccess,
         down_after_ms: u64,
+        quorum: usize,
         tls: Option<&Arc<Tls>>,
         shutdown: &Shutdown,
     ) -> Result<SentinelPort> {
@@ -95,6 +101,7 @@ impl SentinelPort {
             port: local_addr.port(),
             started: Instant::now(),
             down_after_ms,
+            quorum,
         });
         let protocol = Sentinel::new(ctx, bound.remote());
         let running = bound

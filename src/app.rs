@@ -15,6 +15,7 @@ use crate::config::{BrokerKind, Config, StartState};
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::monitor::{self, MonitorChannels, MonitorContext};
+use crate::net::tls::Tls;
 use crate::observe::events::Events;
 use crate::observe::metrics::Metrics;
 use crate::observe::status::{GroupStatus, Observations};
@@ -53,6 +54,8 @@ pub struct App {
     daemon: Arc<Daemon>,
     http: HttpApi,
     sentinel: Option<SentinelPort>,
+    /// The TLS material, when anything uses TLS: reloaded by [`App::reload_tls`].
+    tls: Option<Arc<Tls>>,
     shutdown: Shutdown,
     /// Joined in order: the monitor first (it owns the worker's job channel), then the
     /// worker, then the helpers.
@@ -66,9 +69,11 @@ fn thread_error(e: std::io::Error) -> Error {
 impl App {
     /// Binds the HTTP API and starts monitoring the configured masters.
     pub fn start(config: Config) -> Result<App> {
-        let http = HttpApi::bind(&config.addr)?;
+        let tls = load_tls(&config)?;
+        let https = tls.as_ref().filter(|_| config.tls.http);
+        let http = HttpApi::bind(&config.addr, https)?;
         let http_addr = advertised(&Addr::from(http.local_addr()), &config);
-        let broker = start_broker(&config, http_addr)?;
+        let broker = start_broker(&config, http_addr, tls.as_ref())?;
         let (switchovers, switchover_rx) = Switchovers::new(config.switchover_timeout);
         let daemon = Arc::new(Daemon {
             broker,
@@ -82,6 +87,7 @@ impl App {
             daemon,
             http,
             sentinel: None,
+            tls,
             shutdown: Shutdown::new(),
             threads: Vec::new(),
         };
@@ -89,23 +95,30 @@ impl App {
         app.start_monitor_and_worker(&config, switchover_rx)?;
         app.start_helpers(&config)?;
         let access = ApiAccess::new(config.api_token.clone(), config.api_token_reads);
-        app.http
-            .serve(app.daemon.clone(), access.clone(), &app.shutdown)?;
+        app.http.serve(
+            app.daemon.clone(),
+            access.clone(),
+            app.tls.clone(),
+            &app.shutdown,
+        )?;
         if let Some(addr) = &config.sentinel_addr {
             let down_after_ms = config.max_down_time.as_millis() as u64;
+            let tls = app.tls.as_ref().filter(|_| config.tls.sentinel);
             let port = SentinelPort::start(
                 addr,
                 app.daemon.clone(),
                 access,
                 down_after_ms,
                 config.quorum,
+                tls,
                 &app.shutdown,
             )?;
             app.sentinel = Some(port);
         }
         log::info!(
-            "redis-failover {} listening on http://{}, checking every {} ms, down after {} ms",
+            "redis-failover {} listening on {}://{}, checking every {} ms, down after {} ms",
             env!("CARGO_PKG_VERSION"),
+            app.http.scheme(),
             app.http.local_addr(),
             config.check_interval.as_millis(),
             config.max_down_time.as_millis()
@@ -123,7 +136,8 @@ impl App {
         let daemon = &self.daemon;
         let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
         let (reports_tx, reports_rx) = crossbeam_channel::unbounded();
-        let node_options = check_options(config);
+        let mut node_options = check_options(config);
+        node_options.tls = self.tls.clone().filter(|_| config.tls.data_nodes);
         let worker_context = WorkerContext {
             broker: daemon.broker.clone(),
             hooks: daemon.hooks.clone(),
@@ -197,6 +211,21 @@ impl App {
         self.http.local_addr()
     }
 
+    /// Reads the TLS certificates, keys and CA from disk again (SIGHUP, `POST
+    /// /api/v1/reload`). Connections opened from now on use them; open ones keep their
+    /// session, so nothing is dropped. On error the old material stays in use. Returns
+    /// what is loaded, or None when TLS is off.
+    pub fn reload_tls(&self) -> Result<Option<String>> {
+        let Some(tls) = &self.tls else {
+            return Ok(None);
+        };
+        tls.reload().map(Some).map_err(|e| {
+            Error::InvalidInput(format!(
+                "TLS reload failed, the previous certificates stay in use: {e}"
+            ))
+        })
+    }
+
     /// Registers a hook run before each failover; returning `Err(reason)` vetoes it.
     pub fn on_before_failover(
         &self,
@@ -260,8 +289,37 @@ impl Drop for App {
     }
 }
 
+/// Whether the monitor's checker (`monitor/checker/`) opens its connections with TLS.
+/// Until it does, `tls = true` is refused at start: every check of a TLS-only server
+/// would fail, so every group would be reported down and a failover of a healthy
+/// master attempted (aborted only because its replicas still see it). The failover
+/// worker's connections (promotion, re-pointing, INFO, CONFIG, CLIENT PAUSE, fencing)
+/// do speak TLS; the checker's follow-up flips this.
+const CHECKER_SPEAKS_TLS: bool = false;
+
+/// The TLS material, when any connection uses TLS (the files were checked by the
+/// config already; they may have changed since).
+fn load_tls(config: &Config) -> Result<Option<Arc<Tls>>> {
+    if config.tls.data_nodes && !CHECKER_SPEAKS_TLS {
+        return Err(Error::InvalidInput(
+            "tls: the monitor's checks cannot use TLS yet (failover, switchover and fencing can); tls = true is refused until they do".into(),
+        ));
+    }
+    if !config.tls.in_use() {
+        return Ok(None);
+    }
+    let tls =
+        Tls::load(config.tls.options.clone()).map_err(|e| Error::InvalidInput(e.to_string()))?;
+    tls.log_loaded();
+    Ok(Some(Arc::new(tls)))
+}
+
 /// The cluster this daemon belongs to, as configured.
-fn start_broker(config: &Config, http_addr: String) -> Result<Arc<dyn Broker>> {
+fn start_broker(
+    config: &Config,
+    http_addr: String,
+    tls: Option<&Arc<Tls>>,
+) -> Result<Arc<dyn Broker>> {
     let sentinel_addr = config.sentinel_addr.as_ref().map(|a| advertised(a, config));
     Ok(match config.broker {
         BrokerKind::Standalone => Arc::new(StandaloneBroker::new(http_addr)),
@@ -277,6 +335,7 @@ fn start_broker(config: &Config, http_addr: String) -> Result<Arc<dyn Broker>> {
             cluster_state: config.raft.cluster_state,
             tick: config.raft.tick_interval,
             secret: config.raft.secret.clone(),
+            tls: tls.filter(|_| config.tls.raft).cloned(),
         })?),
         BrokerKind::Zk => Arc::new(ZkBroker::start(ZkOptions {
             servers: config.zk.addr.iter().map(|a| a.to_string()).collect(),
@@ -362,6 +421,7 @@ fn check_options(config: &Config) -> NodeOptions {
         io_timeout: timeout,
         username: config.redis_username.clone(),
         password: config.redis_password.clone(),
+        tls: None,
     }
 }
 

@@ -1,5 +1,6 @@
 //! The `redis-failover` binary: parse flags and config, start an [`App`], tell systemd
-//! when it is ready (see `host/systemd.rs`), and stop it cleanly on SIGINT or SIGTERM.
+//! when it is ready (see `host/systemd.rs`), reload the TLS certificates on SIGHUP, and
+//! stop cleanly on SIGINT or SIGTERM.
 
 use redis_failover::App;
 use redis_failover::config::cli;
@@ -30,9 +31,9 @@ fn main() -> ExitCode {
     };
     logging::init(config.log_level);
     raise_open_file_limit();
-    // Block the stop signals before any thread starts, so they all inherit the mask and
-    // only the main thread receives them (with sigwait below).
-    let signals = stop_signals();
+    // Block the signals before any thread starts, so they all inherit the mask and only
+    // the main thread receives them (with sigwait below).
+    let signals = blocked_signals();
     let app = match App::start(config) {
         Ok(app) => app,
         Err(e) => {
@@ -41,7 +42,12 @@ fn main() -> ExitCode {
         }
     };
     let service = systemd::Service::start(app.daemon().clone());
-    let signal = wait_for(&signals);
+    let signal = loop {
+        match wait_for(&signals) {
+            libc::SIGHUP => reload(&app),
+            stop => break stop,
+        }
+    };
     log::info!("received signal {signal}, shutting down");
     service.stopping();
     app.shutdown();
@@ -49,7 +55,18 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn stop_signals() -> libc::sigset_t {
+/// SIGHUP: the TLS certificates and keys read from disk again; a broken file is logged
+/// and the old ones stay in use. The watch goes on either way.
+fn reload(app: &App) {
+    match app.reload_tls() {
+        Ok(Some(summary)) => log::info!("SIGHUP: TLS reloaded: {summary}"),
+        Ok(None) => log::info!("SIGHUP: TLS is off, there is nothing to reload"),
+        Err(e) => log::error!("SIGHUP: {e}"),
+    }
+}
+
+/// SIGINT and SIGTERM (stop) and SIGHUP (reload).
+fn blocked_signals() -> libc::sigset_t {
     // SAFETY: sigset_t is plain data; the libc calls only write to it and to this
     // thread's signal mask.
     unsafe {
@@ -57,6 +74,7 @@ fn stop_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }

@@ -11,6 +11,8 @@
 //! - `GET /api/v1/cluster`: this daemon's view of the cluster (role, term, leader, peers).
 //! - `POST`/`DELETE /api/v1/cluster/peers?addr=host:port`: add or remove a Raft member.
 //! - `GET /metrics`: Prometheus text format (see `metrics.rs`).
+//! - `POST /api/v1/reload`: read the TLS certificates and keys from disk again (as
+//!   SIGHUP does); a broken file is refused and the old ones stay in use.
 //!
 //! Parameters may also come as an `application/x-www-form-urlencoded` body. Bad input
 //! gets a 4xx with a one-line reason; the server keeps running whatever it is sent.
@@ -25,6 +27,7 @@ use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::net::http::{Caps, HttpServer, Request, Response, Settings};
 use crate::net::server::Limits;
+use crate::net::tls::Tls;
 use crate::shutdown::Shutdown;
 use crate::worker::switchover_request::SwitchoverRequest;
 use std::net::SocketAddr;
@@ -76,26 +79,44 @@ pub fn settings() -> Settings {
 /// The HTTP listener, bound and then served.
 pub struct HttpApi {
     server: HttpServer,
+    https: bool,
 }
 
 impl HttpApi {
-    /// Binds the listener; requests wait until [`HttpApi::serve`].
-    pub fn bind(addr: &Addr) -> Result<HttpApi> {
-        let server = HttpServer::bind(&addr.to_string())
+    /// Binds the listener; requests wait until [`HttpApi::serve`]. With `https`, the
+    /// port speaks TLS with the current material of that handle.
+    pub fn bind(addr: &Addr, https: Option<&Arc<Tls>>) -> Result<HttpApi> {
+        let mut server = HttpServer::bind(&addr.to_string())
             .map_err(|e| Error::Io(format!("addr: cannot listen on {addr}: {e}")))?;
-        Ok(HttpApi { server })
+        if let Some(tls) = https {
+            server.with_transport(tls.server_wrap());
+        }
+        Ok(HttpApi {
+            server,
+            https: https.is_some(),
+        })
+    }
+
+    /// `https` or `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.https { "https" } else { "http" }
     }
 
     /// Starts the event loop and the handler threads; they stop when `shutdown` is
-    /// triggered.
+    /// triggered. `tls` is what `POST /api/v1/reload` reloads (None: TLS is off).
     pub fn serve(
         &mut self,
         daemon: Arc<Daemon>,
         access: ApiAccess,
+        tls: Option<Arc<Tls>>,
         shutdown: &Shutdown,
     ) -> Result<()> {
         access.warn_if_exposed(self.local_addr());
-        let api = Api { daemon, access };
+        let api = Api {
+            daemon,
+            access,
+            tls,
+        };
         let handler = Arc::new(move |request: &Request| handle(&api, request));
         self.server
             .serve("http", settings(), handler, shutdown)
@@ -135,6 +156,7 @@ impl Answer {
 struct Api {
     daemon: Arc<Daemon>,
     access: ApiAccess,
+    tls: Option<Arc<Tls>>,
 }
 
 /// Answers one request (on a handler thread). Bodies over [`MAX_BODY`] never get here:
@@ -179,6 +201,7 @@ fn route(api: &Api, request: &Request) -> Answer {
             _ => Answer::text(405, "only GET is allowed on /api/v1/cluster\n"),
         },
         "/api/v1/cluster/peers" => peers(daemon, request, query),
+        "/api/v1/reload" => reload(api.tls.as_deref(), request),
         "/metrics" => match request.method.as_str() {
             "GET" => Answer {
                 status: 200,
@@ -221,6 +244,33 @@ fn peers(daemon: &Daemon, request: &Request, query: &str) -> Answer {
     match result {
         Ok(addr) => Answer::text(200, format!("OK: membership change for {addr} committed\n")),
         Err(e) => failure(e),
+    }
+}
+
+/// `POST /api/v1/reload`: the TLS files read again. 200 with what is loaded now; 500
+/// with the reason when a file is broken (the old material stays in use); 400 when TLS
+/// is off.
+fn reload(tls: Option<&Tls>, request: &Request) -> Answer {
+    if request.method != "POST" {
+        return Answer::text(405, "only POST is allowed on /api/v1/reload\n");
+    }
+    let Some(tls) = tls else {
+        return Answer::text(400, "TLS is off: there is nothing to reload\n");
+    };
+    match tls.reload() {
+        Ok(summary) => {
+            log::info!("TLS: reloaded (POST /api/v1/reload): {summary}");
+            Answer::text(200, format!("OK: reloaded {summary}\n"))
+        }
+        Err(e) => {
+            log::error!(
+                "TLS: reload (POST /api/v1/reload) failed, the previous certificates stay in use: {e}"
+            );
+            Answer::text(
+                500,
+                format!("reload failed, the previous certificates stay in use: {e}\n"),
+            )
+        }
     }
 }
 

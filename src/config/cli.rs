@@ -11,7 +11,14 @@ use argh::FromArgs;
 
 /// Flags that take true or false and, as with Go's flag package, mean true when given
 /// bare (`-api_token_reads`).
-const BOOL_FLAGS: &[&str] = &["api-token-reads"];
+const BOOL_FLAGS: &[&str] = &[
+    "api-token-reads",
+    "tls",
+    "tls-insecure-skip-verify",
+    "tls-http",
+    "tls-sentinel",
+    "tls-raft",
+];
 
 /// Rewrites Go-style and `=`-joined flags into argh's `--name value` form.
 ///

@@ -8,8 +8,10 @@
 
 pub mod cli;
 mod settings;
+mod tls;
 
 pub use settings::{List, MAX_CONFIG_FILE, SECTION_KEYS, Settings};
+pub use tls::TlsConfig;
 
 use crate::address::{Addr, MasterSpec};
 use crate::error::{Error, Result};
@@ -147,6 +149,8 @@ pub struct Config {
     pub broker: BrokerKind,
     pub raft: RaftConfig,
     pub zk: ZkConfig,
+    /// TLS towards data nodes and on what the daemon serves (`tls*` keys).
+    pub tls: TlsConfig,
 }
 
 impl Default for Config {
@@ -165,9 +169,11 @@ impl Settings {
         let broker = BrokerKind::parse(self.broker.as_deref().unwrap_or(""))?;
         let (redis_password, redis_username) = self.credentials()?;
         let check_interval = self.check_interval()?;
+        let sentinel_addr = optional_addr("sentinel_addr", self.sentinel_addr.as_deref())?;
         Ok(Config {
             addr: listen_addr(self.addr.as_deref())?,
-            sentinel_addr: optional_addr("sentinel_addr", self.sentinel_addr.as_deref())?,
+            tls: self.tls(broker, sentinel_addr.is_some())?,
+            sentinel_addr,
             min_replicas: self.min_replicas()?,
             quorum: match self.quorum.unwrap_or(0) {
                 q @ 0..=100 => q as usize,

@@ -150,6 +150,24 @@ settings! {
     min_replicas_to_write: i64,
     /// seconds of replica lag min_replicas_to_write allows (default 10, as Redis)
     min_replicas_max_lag: i64,
+    /// true: every connection to the monitored servers uses TLS (default false)
+    tls: bool,
+    /// CA certificates (PEM) that data nodes' and raft peers' certificates must be signed by
+    tls_ca_cert_file: String,
+    /// this daemon's certificate (PEM): its client certificate, and the certificate of what it serves
+    tls_cert_file: String,
+    /// private key (PEM) of tls_cert_file
+    tls_key_file: String,
+    /// name the data nodes' certificates must hold (default: the host of each address)
+    tls_server_name: String,
+    /// true: do NOT verify the data nodes' certificates (test rigs only; logged loudly)
+    tls_insecure_skip_verify: bool,
+    /// true: serve the HTTP API over TLS (HTTPS) with tls_cert_file
+    tls_http: bool,
+    /// true: serve the Sentinel-compatible port over TLS with tls_cert_file
+    tls_sentinel: bool,
+    /// true: raft links use mutual TLS, certificates signed by tls_ca_cert_file
+    tls_raft: bool,
 }
 
 /// The largest config file read: far above any real one (10,000 groups take about

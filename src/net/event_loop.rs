@@ -167,7 +167,16 @@ impl<P: Protocol> EventLoop<P> {
             return;
         };
         // Each turn consumes input or stops, so this ends.
-        while conn.dirty && conn.takes_input(OUTPUT_HIGH) {
+        loop {
+            // Plaintext that a TLS session decrypted and that did not fit the input
+            // buffer: the socket will not wake the loop for it.
+            let room = conn.input.len() < max_input && conn.closing == Closing::Open;
+            if room && conn.transport.buffered() && conn.read_available(max_input).is_err() {
+                return self.close(slot);
+            }
+            if !(conn.dirty && conn.takes_input(OUTPUT_HIGH)) {
+                break;
+            }
             conn.dirty = false;
             let before = conn.input.len();
             let (state, mut io) = conn.split(now);

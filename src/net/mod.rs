@@ -9,12 +9,15 @@
 //!   [`server::Protocol`].
 //! - `event_loop.rs`: the loop itself.
 //! - `conn.rs`: one connection's buffers, timers and lingering close.
-//! - `transport.rs`: the byte transport of a connection (plain TCP now; the seam where a
-//!   TLS session would go).
+//! - `transport.rs`: the byte transport of a connection (plain TCP, or TLS).
+//! - `tls/`: TLS for everything the daemon dials or serves: the reloadable material,
+//!   the rustls configurations, a non-blocking session (a [`transport::Transport`]) and
+//!   a blocking stream.
 //! - `http/`: HTTP/1.1 on that server (`httparse`, Content-Length and chunked bodies,
 //!   keep-alive) with a fixed pool of handler threads.
 //!
-//! Nothing here knows the daemon: routes and commands live in `api/`.
+//! Nothing here knows the daemon: routes and commands live in `api/`, settings in
+//! `config/`.
 
 mod accept;
 mod conn;
@@ -23,6 +26,7 @@ pub mod http;
 pub mod server;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 pub mod transport;
 
 use std::net::TcpStream;

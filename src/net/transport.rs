@@ -2,10 +2,11 @@
 //! socket.
 //!
 //! The loop only ever reads, writes, flushes and half-closes through [`Transport`], and
-//! registers [`Transport::socket`] with the poller. Plain TCP ([`Plain`]) is all there
-//! is today. A TLS layer (a rustls `ServerConnection` over the non-blocking socket) fits
-//! behind the same five calls: `read` feeds it ciphertext and returns plaintext,
-//! `write` hands it plaintext, `wants_write` and `flush` move its pending records, and
+//! registers [`Transport::socket`] with the poller. Plain TCP is [`Plain`]; TLS is
+//! `tls::Session` (a rustls `ServerConnection` over the non-blocking socket), behind the
+//! same calls: `read` feeds it ciphertext and returns plaintext, `write` hands it
+//! plaintext, `wants_write` and `flush` move its pending records, `buffered` tells of
+//! plaintext already decrypted (the socket will not wake the loop for it), and
 //! `shutdown_write` sends close_notify before the FIN. The server is given such a layer
 //! with `Bound::with_transport`; no protocol code changes.
 
@@ -27,6 +28,11 @@ pub trait Transport: Send {
     /// Sends what it holds of its own.
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+    /// Whether it holds application bytes already received (decrypted TLS records), so
+    /// `read` has something to return though the socket may not be readable.
+    fn buffered(&self) -> bool {
+        false
     }
     /// No more output: the peer sees the end of the stream.
     fn shutdown_write(&mut self);

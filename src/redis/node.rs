@@ -13,11 +13,13 @@ use super::replies::{ReplicationInfo, Role, parse_replication_info, parse_role};
 use super::resp::{Connection, Reply};
 use crate::address::Addr;
 use crate::error::{Error, Result};
+use crate::net::tls::Tls;
 use crate::secret::Secret;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// Timeouts and credentials for connections to monitored servers. `Debug` shows the
-/// password as `<redacted>`.
+/// Timeouts, credentials and TLS for connections to monitored servers. `Debug` shows
+/// the password as `<redacted>`.
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
     pub connect_timeout: Duration,
@@ -25,6 +27,9 @@ pub struct NodeOptions {
     /// ACL user: `AUTH <username> <password>`; without one, `AUTH <password>`.
     pub username: Option<String>,
     pub password: Option<Secret>,
+    /// With `tls = true`: every connection is TLS, with the material current when it
+    /// opens (see `net::tls`).
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl NodeOptions {
@@ -45,6 +50,7 @@ impl Default for NodeOptions {
             io_timeout: Duration::from_millis(500),
             username: None,
             password: None,
+            tls: None,
         }
     }
 }
@@ -146,6 +152,7 @@ impl RedisNode {
                 &self.addr,
                 self.options.connect_timeout,
                 self.options.io_timeout,
+                self.options.tls.as_deref(),
             )?;
             self.authenticate(&mut conn)?;
             self.conn = Some(conn);

@@ -1,6 +1,6 @@
 //! RESP2 for the failover path: a reply parser ([`parse`]), a command encoder, and one
-//! connection to a server ([`Connection`]) with timeouts on every read and write (the
-//! checker's non-blocking connections are in `monitor/checker/conn.rs`).
+//! connection to a server ([`Connection`]), plain or TLS, with timeouts on every read
+//! and write (the checker's non-blocking connections are in `monitor/checker/conn.rs`).
 //!
 //! Why not the `redis` crate (it stays a dev-dependency, and a property test checks that
 //! both parsers read the same bytes the same way): its per-connection parser keeps an
@@ -16,6 +16,7 @@
 
 use crate::address::Addr;
 use crate::error::{Error, Result};
+use crate::net::tls::{Stream, Tls, tls_error};
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -61,9 +62,9 @@ impl Reply {
     }
 }
 
-/// One connection to a server, with timeouts on every read and write.
+/// One connection to a server, plain or TLS, with timeouts on every read and write.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     buffer: Vec<u8>,
     /// Bytes of `buffer` that are filled and not yet parsed: `buffer[start..end]`.
     start: usize,
@@ -72,15 +73,18 @@ pub struct Connection {
 
 impl Connection {
     /// Connects with a timeout per resolved address, then sets read/write timeouts.
+    /// With `tls`, the TLS handshake follows, within `io_timeout`; its failure says
+    /// why in plain words (see `net::tls::explain`).
     pub fn open(
         addr: &Addr,
         connect_timeout: Duration,
         io_timeout: Duration,
+        tls: Option<&Tls>,
     ) -> Result<Connection> {
         let mut last = None;
         for target in resolve(addr)? {
             match TcpStream::connect_timeout(&target, connect_timeout) {
-                Ok(stream) => return Connection::ready(stream, addr, io_timeout),
+                Ok(stream) => return Connection::ready(stream, addr, io_timeout, tls),
                 Err(e) => last = Some(e),
             }
         }
@@ -90,13 +94,33 @@ impl Connection {
         }))
     }
 
-    /// Wraps a connected stream: blocking, with read/write timeouts, no Nagle delay.
-    fn ready(stream: TcpStream, addr: &Addr, io_timeout: Duration) -> Result<Connection> {
+    /// Wraps a connected stream: blocking, with read/write timeouts, no Nagle delay,
+    /// and TLS when asked for.
+    fn ready(
+        socket: TcpStream,
+        addr: &Addr,
+        io_timeout: Duration,
+        tls: Option<&Tls>,
+    ) -> Result<Connection> {
         let io = |e: std::io::Error| Error::Server(format!("{addr}: {e}"));
-        stream.set_nonblocking(false).map_err(io)?;
-        stream.set_read_timeout(Some(io_timeout)).map_err(io)?;
-        stream.set_write_timeout(Some(io_timeout)).map_err(io)?;
-        stream.set_nodelay(true).map_err(io)?;
+        socket.set_nonblocking(false).map_err(io)?;
+        socket.set_nodelay(true).map_err(io)?;
+        let stream = match tls {
+            None => Stream::plain(socket),
+            Some(tls) => {
+                let conn = tls
+                    .client_connection(&addr.host)
+                    .map_err(|e| Error::Server(format!("{addr}: {e}")))?;
+                let stream = Stream::client(socket, conn, tls.has_client_cert());
+                stream
+                    .handshake(io_timeout)
+                    .map_err(|e| Error::Server(format!("{addr}: {e}")))?;
+                stream
+            }
+        };
+        let socket = stream.socket();
+        socket.set_read_timeout(Some(io_timeout)).map_err(io)?;
+        socket.set_write_timeout(Some(io_timeout)).map_err(io)?;
         Ok(Connection {
             stream,
             buffer: vec![0; 256],
@@ -117,12 +141,27 @@ impl Connection {
         for args in commands {
             encode(args, &mut out);
         }
-        self.stream.write_all(&out)
+        let sent = self
+            .stream
+            .write_all(&out)
+            .and_then(|()| self.stream.flush());
+        sent.map_err(|e| self.explained(e))
     }
 
-    /// The socket, for waiting on several connections at once with `poll`.
+    /// The socket, for waiting on several connections at once with `poll` (with TLS,
+    /// a reply may already be decrypted and buffered: poll only after a read blocked).
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
-        std::os::fd::AsRawFd::as_raw_fd(&self.stream)
+        std::os::fd::AsRawFd::as_raw_fd(self.stream.socket())
+    }
+
+    /// A TLS failure in plain words (a missing client certificate, an unknown CA), with
+    /// the same kind; other errors as they are.
+    fn explained(&self, e: std::io::Error) -> std::io::Error {
+        if tls_error(&e).is_some() {
+            std::io::Error::new(e.kind(), self.stream.explain(&e))
+        } else {
+            e
+        }
     }
 
     /// Sends one command and reads its reply.
@@ -176,7 +215,10 @@ impl Connection {
             }
             self.buffer.resize(grown, 0);
         }
-        let n = self.stream.read(&mut self.buffer[self.end..])?;
+        let n = match self.stream.read(&mut self.buffer[self.end..]) {
+            Ok(n) => n,
+            Err(e) => return Err(self.explained(e)),
+        };
         if n == 0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,

@@ -3,9 +3,10 @@
 //! PID when dropped. Plus a deadline-based `wait_until` and a tiny HTTP client. The
 //! submodules hold the cluster tests' helpers (`groups`), a fake replica that cannot be
 //! promoted (`fake_replica`), LedisDB servers (`ledis`), and the kill of a leader daemon
-//! with its master (`liveness`), and raw Raft-port records for the security tests
-//! (`raft_wire`), a raw RESP2/RESP3 connection (`resp3`), and node-redis's Sentinel
-//! client run from `tests/node` (`node`).
+//! with its master (`liveness`), raw Raft-port records for the security tests
+//! (`raft_wire`), a raw RESP2/RESP3 connection (`resp3`), node-redis's Sentinel client
+//! run from `tests/node` (`node`), and certificates, TLS-only servers and TLS clients
+//! (`tls`).
 #![allow(dead_code)]
 
 pub mod fake_replica;
@@ -17,6 +18,7 @@ pub mod node;
 pub mod ports;
 pub mod raft_wire;
 pub mod resp3;
+pub mod tls;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -38,6 +38,7 @@ use crate::clock::fnv1a;
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::net::server::{Bound, Limits, Running};
+use crate::net::tls::Tls;
 use crate::shutdown::Shutdown;
 use client::{Sentinel, Wake};
 use commands::Context;
@@ -76,17 +77,22 @@ pub struct SentinelPort {
 }
 
 impl SentinelPort {
-    /// Binds `addr` and serves Sentinel clients from `daemon` until `shutdown`.
+    /// Binds `addr` and serves Sentinel clients from `daemon` until `shutdown`; over
+    /// TLS with the current material of `tls`, when given.
     pub fn start(
         addr: &Addr,
         daemon: Arc<Daemon>,
         access: ApiAccess,
         down_after_ms: u64,
         quorum: usize,
+        tls: Option<&Arc<Tls>>,
         shutdown: &Shutdown,
     ) -> Result<SentinelPort> {
-        let bound = Bound::<Wake>::bind(&addr.to_string())
+        let mut bound = Bound::<Wake>::bind(&addr.to_string())
             .map_err(|e| Error::Io(format!("sentinel_addr: cannot listen on {addr}: {e}")))?;
+        if let Some(tls) = tls {
+            bound = bound.with_transport(tls.server_wrap());
+        }
         let local_addr = bound.local_addr();
         let ctx = Arc::new(Context {
             daemon,
@@ -101,7 +107,8 @@ impl SentinelPort {
         let running = bound
             .start("sentinel", limits(), protocol, shutdown)
             .map_err(|e| Error::Io(format!("cannot start the sentinel port: {e}")))?;
-        log::info!("Sentinel-compatible port listening on {local_addr}");
+        let over = if tls.is_some() { " (TLS)" } else { "" };
+        log::info!("Sentinel-compatible port listening on {local_addr}{over}");
         Ok(SentinelPort {
             local_addr,
             running,

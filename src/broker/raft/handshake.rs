@@ -1,5 +1,7 @@
-//! The `raft_secret` handshake on a socket, from both ends: the records of the wire
-//! format in `transport.rs`, carrying the nonces and proofs of `auth.rs`.
+//! The handshakes of a Raft connection, from both ends: with `tls_raft`, the mutual TLS
+//! handshake first ([`tls_dial`], [`tls_accept`]); then the `raft_secret` handshake,
+//! the records of the wire format in `transport.rs` carrying the nonces and proofs of
+//! `auth.rs`.
 //!
 //! The dialer sends its opening, reads the acceptor's challenge, sends its own proof,
 //! and only then checks the acceptor's: so when two daemons have different secrets, both
@@ -9,14 +11,46 @@
 
 use super::auth::{self, ClusterKey, Handshake, Opening, Session};
 use super::frame;
+use super::inbound::HANDSHAKE_TIMEOUT;
 use super::wire::{self, Hello, RecordReader};
+use crate::net::tls::{Stream, Tls};
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+/// The dialer's connection as it will be used: with `tls`, a mutual TLS session to the
+/// peer at `addr` (its certificate checked against the cluster's CA and the host of
+/// `addr`, or `tls_server_name`), its handshake done within `timeout`; else plain.
+pub fn tls_dial(
+    tls: Option<&Tls>,
+    socket: TcpStream,
+    addr: &str,
+    timeout: Duration,
+) -> Result<Stream, String> {
+    let Some(tls) = tls else {
+        return Ok(Stream::plain(socket));
+    };
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    let stream = Stream::client(socket, tls.raft_client_connection(host)?, true);
+    stream.handshake(timeout)?;
+    Ok(stream)
+}
+
+/// The acceptor's connection as it will be used: with `tls`, a mutual TLS session whose
+/// peer presented a certificate from the cluster's CA (a peer without one is refused
+/// here, with why); else plain.
+pub fn tls_accept(tls: Option<&Tls>, socket: TcpStream) -> Result<Stream, String> {
+    let Some(tls) = tls else {
+        return Ok(Stream::plain(socket));
+    };
+    let stream = Stream::server(socket, tls.raft_server_connection()?);
+    stream.handshake(HANDSHAKE_TIMEOUT)?;
+    Ok(stream)
+}
+
 /// The dialer's side: proves this node to the peer `to` and checks the peer's proof.
 pub fn dial(
-    stream: &TcpStream,
+    stream: &Stream,
     key: &ClusterKey,
     to: u64,
     hello: &[u8],
@@ -61,7 +95,7 @@ pub fn dial(
 /// record) with this node's nonce and proof, then checks the dialer's proof, all by
 /// `deadline`. Returns who the dialer is.
 pub fn answer(
-    stream: &TcpStream,
+    stream: &Stream,
     reader: &mut RecordReader<'_>,
     key: &ClusterKey,
     self_id: u64,
@@ -80,7 +114,9 @@ pub fn answer(
     let handshake = Handshake::new(&opening, &nonce);
     let challenge = auth::encode_challenge(&nonce, &handshake.acceptor_proof(key));
     let left = deadline.saturating_duration_since(Instant::now());
-    let _ = stream.set_write_timeout(Some(left.max(Duration::from_millis(1))));
+    let _ = stream
+        .socket()
+        .set_write_timeout(Some(left.max(Duration::from_millis(1))));
     let mut writer = stream;
     writer
         .write_all(&frame::encode(wire::KIND_AUTH_CHALLENGE, &challenge))

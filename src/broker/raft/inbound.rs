@@ -4,8 +4,9 @@
 //! - At most [`MAX_INBOUND`] connections at once, each read by its own thread, so at
 //!   most that many reader threads; and at most [`MAX_HANDSHAKING`] of them still in
 //!   their handshake. A connection beyond either limit is closed at once and logged.
-//! - A connection must complete its handshake (the hello, or the `raft_secret`
-//!   challenge-response of `auth.rs`) within [`HANDSHAKE_TIMEOUT`]. After that it may
+//! - A connection must complete its handshake (with `tls_raft` the TLS handshake, which
+//!   requires a client certificate from the cluster's CA; then the hello, or the
+//!   `raft_secret` challenge-response of `auth.rs`) within [`HANDSHAKE_TIMEOUT`]. After that it may
 //!   stay idle (a follower's link to another follower carries nothing for a long time),
 //!   but a record, once begun, must be whole within `wire::RECORD_TIMEOUT`.
 //! - Accept errors (out of file descriptors, a connection aborted before it was
@@ -21,6 +22,7 @@ use super::log_limit::{LogLimiter, host_of, suppressed_note};
 use super::state_machine::from_bytes;
 use super::wire::{self, Hello};
 use crate::broker::views::MastersView;
+use crate::net::tls::{Stream, Tls};
 use crate::shutdown::Shutdown;
 use crate::sync::lock;
 use crossbeam_channel::Sender;
@@ -83,6 +85,8 @@ struct Slots {
 pub struct Inbound {
     pub self_id: u64,
     pub key: Option<ClusterKey>,
+    /// With `tls_raft`: every connection is mutual TLS.
+    pub tls: Option<Arc<Tls>>,
     pub book: AddressBook,
     pub events: Sender<Event>,
     pub stop: Shutdown,
@@ -95,6 +99,7 @@ impl Inbound {
     pub fn new(
         self_id: u64,
         key: Option<ClusterKey>,
+        tls: Option<Arc<Tls>>,
         book: AddressBook,
         events: Sender<Event>,
         stop: Shutdown,
@@ -103,6 +108,7 @@ impl Inbound {
         Inbound {
             self_id,
             key,
+            tls,
             book,
             events,
             stop,
@@ -263,8 +269,17 @@ struct Reader {
 }
 
 impl Reader {
-    fn run(mut self, stream: TcpStream) {
-        match self.read_all(&stream) {
+    fn run(mut self, socket: TcpStream) {
+        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+        let stream = match handshake::tls_accept(self.inbound.tls.as_deref(), socket) {
+            Ok(stream) => stream,
+            Err(why) => {
+                let line = format!("raft: refused the connection from {}: {why}", self.from);
+                self.inbound.warn(host_of(&self.from), &line);
+                return;
+            }
+        };
+        match self.read_all(&stream, deadline) {
             Ok(()) => log::debug!("raft: connection from {} closed", self.from),
             Err(why) => {
                 let line = format!("raft: dropped the connection from {}: {why}", self.from);
@@ -273,8 +288,7 @@ impl Reader {
         }
     }
 
-    fn read_all(&mut self, stream: &TcpStream) -> Result<(), String> {
-        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    fn read_all(&mut self, stream: &Stream, deadline: Instant) -> Result<(), String> {
         let mut reader = wire::reader(stream);
         let Some((kind, payload)) =
             wire::read_record(&mut reader, wire::MAX_HANDSHAKE, Some(deadline))?

@@ -40,6 +40,7 @@ use crate::broker::{Action, Broker, ClusterStatus, MemberChange, ReplicatedState
 use crate::config::StartState;
 use crate::error::{Error, Result};
 use crate::invalid_input;
+use crate::net::tls::Tls;
 use crate::secret::Secret;
 use crate::sync::lock;
 use crossbeam_channel::Sender;
@@ -75,6 +76,9 @@ pub struct RaftOptions {
     pub tick: Duration,
     /// `raft_secret`: when set, peers must prove they know it (see `auth.rs`).
     pub secret: Option<Secret>,
+    /// `tls_raft`: when set, links are mutual TLS within the cluster's CA (see
+    /// `transport.rs`).
+    pub tls: Option<Arc<Tls>>,
 }
 
 /// The stable peer id of a raft address: FNV-1a of its text, never 0.
@@ -166,9 +170,14 @@ impl RaftBroker {
             http_addr: options.http_addr.clone(),
             sentinel_addr: options.sentinel_addr.clone(),
         };
-        let transport =
-            Transport::start(me.clone(), &raft_addr, options.secret.as_ref(), events_tx)?;
-        warn_about_the_secret(options.secret.as_ref(), &transport);
+        let transport = Transport::start(
+            me.clone(),
+            &raft_addr,
+            options.secret.as_ref(),
+            options.tls.clone(),
+            events_tx,
+        )?;
+        warn_about_the_secret(options.secret.as_ref(), options.tls.is_some(), &transport);
         for addr in members.values() {
             transport.set_address(peer_id(addr), addr);
         }
@@ -352,12 +361,13 @@ fn prepare_storage(
         .collect())
 }
 
-/// A raft port that strangers can reach needs `raft_secret`; a short one can be guessed
-/// offline from one recorded handshake.
-fn warn_about_the_secret(secret: Option<&Secret>, transport: &Transport) {
+/// A raft port that strangers can reach needs `raft_secret` (or `tls_raft`, whose
+/// client certificates keep strangers out); a short secret can be guessed offline from
+/// one recorded handshake.
+fn warn_about_the_secret(secret: Option<&Secret>, tls: bool, transport: &Transport) {
     let addr = transport.local_addr();
     match secret {
-        None if !addr.ip().is_loopback() => log::warn!(
+        None if !tls && !addr.ip().is_loopback() => log::warn!(
             "raft: raft_addr {addr} accepts connections beyond loopback and no raft_secret is set: anyone who can reach it can pose as a member, change the monitored masters and disrupt elections; set raft_secret (the same on every daemon, see docs/raft.md)"
         ),
         Some(secret) if secret.expose().len() < MIN_SECRET_LEN => log::warn!(

@@ -45,6 +45,15 @@
 //! the dialer's end means the acceptor has gone. A connection that breaks any of this
 //! (wrong kind, bad checksum, bad proof, bad MAC, a message not from the hello's peer or
 //! not to this node) is dropped and logged.
+//!
+//! With `tls_raft`, every connection is first a mutual TLS session (`net::tls`): the
+//! dialer verifies the acceptor's certificate against the cluster's CA and the peer's
+//! host (or `tls_server_name`), and presents its own, which the acceptor requires and
+//! verifies against the same CA. The records above then flow inside the session,
+//! unchanged; with `raft_secret` too, its challenge-response and MACs run inside TLS.
+//! The acceptor sends no session tickets, so nothing flows its way after the handshake
+//! either. A dialer whose certificate the acceptor refused learns it from the alert on
+//! its next send, and treats the link as never made (logged, with backoff).
 
 use super::auth::{ClusterKey, Session};
 use super::frame;
@@ -53,6 +62,7 @@ use super::inbound::{Connections, Inbound};
 use super::state_machine::to_bytes;
 use super::wire;
 use crate::error::{Error, Result};
+use crate::net::tls::{Stream, Tls};
 use crate::secret::Secret;
 use crate::shutdown::Shutdown;
 use crate::sync::lock;
@@ -87,6 +97,8 @@ pub struct Transport {
     hello: Vec<u8>,
     /// From `raft_secret`: when set, every connection is authenticated.
     key: Option<ClusterKey>,
+    /// With `tls_raft`: every connection is mutual TLS.
+    tls: Option<Arc<Tls>>,
     local_addr: SocketAddr,
     book: AddressBook,
     events: Sender<Event>,
@@ -97,11 +109,12 @@ pub struct Transport {
 
 impl Transport {
     /// Binds `listen` and starts accepting peers; with a secret, only peers that prove
-    /// they know it.
+    /// they know it; with `tls`, only peers with a certificate from the cluster's CA.
     pub fn start(
         hello: Hello,
         listen: &str,
         secret: Option<&Secret>,
+        tls: Option<Arc<Tls>>,
         events: Sender<Event>,
     ) -> Result<Transport> {
         let key = secret
@@ -120,6 +133,7 @@ impl Transport {
             self_id: hello.id,
             hello: hello_bytes,
             key,
+            tls,
             local_addr,
             book: Arc::new(Mutex::new(HashMap::new())),
             events,
@@ -139,6 +153,7 @@ impl Transport {
         let inbound = Arc::new(Inbound::new(
             hello.id,
             transport.key.clone(),
+            transport.tls.clone(),
             transport.book.clone(),
             transport.events.clone(),
             transport.stop.clone(),
@@ -230,6 +245,7 @@ impl Transport {
                 id: to,
                 hello: self.hello.clone(),
                 key: self.key.clone(),
+                tls: self.tls.clone(),
                 book: self.book.clone(),
                 events: self.events.clone(),
                 stop: self.stop.clone(),
@@ -266,20 +282,6 @@ struct Link {
     last_error: Option<String>,
 }
 
-/// Whether the peer has closed (or reset) a link. After the handshake, links carry data
-/// one way only, so anything readable on our end means the peer is gone.
-fn peer_closed(stream: &TcpStream) -> bool {
-    if stream.set_nonblocking(true).is_err() {
-        return true;
-    }
-    let mut byte = [0u8; 1];
-    let closed = match stream.peek(&mut byte) {
-        Ok(_) => true,
-        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-    };
-    closed || stream.set_nonblocking(false).is_err()
-}
-
 /// What goes to a peer: raft's messages, and this daemon's view of the masters.
 enum Outgoing {
     Raft(Message),
@@ -294,8 +296,12 @@ impl Outgoing {
 
 /// An open connection to a peer: where to write, and with a secret, its record MACs.
 struct Conn {
-    writer: BufWriter<TcpStream>,
+    writer: BufWriter<Stream>,
     session: Option<Session>,
+    /// The link has outlived its first send. A TLS link can be refused by the peer
+    /// after this end finished its handshake (a client certificate it does not trust):
+    /// such a link is treated as a failed connection, not as a reachable peer.
+    proven: bool,
 }
 
 impl Conn {
@@ -321,6 +327,7 @@ struct PeerSender {
     /// This node's hello (JSON).
     hello: Vec<u8>,
     key: Option<ClusterKey>,
+    tls: Option<Arc<Tls>>,
     book: AddressBook,
     events: Sender<Event>,
     stop: Shutdown,
@@ -369,37 +376,20 @@ impl PeerSender {
 
     /// Writes a batch on the link, connecting first if needed.
     fn send(&self, link: &mut Link, batch: &[Outgoing]) -> std::result::Result<(), ()> {
-        if link
-            .conn
-            .as_ref()
-            .is_some_and(|c| peer_closed(c.writer.get_ref()))
-        {
-            link.conn = None;
-        }
+        self.check_link(link)?;
         if link.conn.is_none() {
             if Instant::now() < link.retry_at {
                 return Err(());
             }
             match self.connect() {
-                Ok(stream) => {
-                    if link.reported_down {
-                        log::info!("raft: peer {:x} is reachable again", self.id);
+                Ok(conn) => {
+                    if conn.proven {
+                        self.reachable(link);
                     }
-                    link.reported_down = false;
-                    link.last_error = None;
-                    link.backoff = BACKOFF_MIN;
-                    link.conn = Some(stream);
+                    link.conn = Some(conn);
                 }
                 Err(e) => {
-                    // Logged once per reason: a peer still starting (refused) and then
-                    // one with another raft_secret are two different problems.
-                    if !link.reported_down || link.last_error.as_deref() != Some(e.as_str()) {
-                        log::warn!("raft: peer {:x} unreachable: {e}", self.id);
-                        link.reported_down = true;
-                        link.last_error = Some(e);
-                    }
-                    link.retry_at = Instant::now() + link.backoff;
-                    link.backoff = (link.backoff * 2).min(BACKOFF_MAX);
+                    self.failed(link, &e);
                     return Err(());
                 }
             }
@@ -420,8 +410,59 @@ impl PeerSender {
         Ok(())
     }
 
+    /// Drops a link the peer has closed (found without blocking). A link that has not
+    /// proven itself yet counts as a failed connection: `Err`, with backoff. A link
+    /// that is open and new proves itself here.
+    fn check_link(&self, link: &mut Link) -> std::result::Result<(), ()> {
+        let Some(conn) = link.conn.as_mut() else {
+            return Ok(());
+        };
+        match conn.writer.get_ref().peer_gone() {
+            Some(why) => {
+                let proven = conn.proven;
+                link.conn = None;
+                if !proven {
+                    self.failed(link, &why);
+                    return Err(());
+                }
+                log::debug!("raft: link to peer {:x} ended: {why}", self.id);
+            }
+            None if !conn.proven => {
+                conn.proven = true;
+                self.reachable(link);
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// The peer took a link: logged if it had been reported down; backoff reset.
+    fn reachable(&self, link: &mut Link) {
+        if link.reported_down {
+            log::info!("raft: peer {:x} is reachable again", self.id);
+        }
+        link.reported_down = false;
+        link.last_error = None;
+        link.backoff = BACKOFF_MIN;
+    }
+
+    /// A connection that could not be made (or was refused at once): logged once per
+    /// reason until the peer is reachable again (a peer still starting and then one
+    /// with another raft_secret or certificate are two different problems), and
+    /// retried with backoff.
+    fn failed(&self, link: &mut Link, why: &str) {
+        if !link.reported_down || link.last_error.as_deref() != Some(why) {
+            log::warn!("raft: peer {:x} unreachable: {why}", self.id);
+            link.reported_down = true;
+            link.last_error = Some(why.to_string());
+        }
+        link.retry_at = Instant::now() + link.backoff;
+        link.backoff = (link.backoff * 2).min(BACKOFF_MAX);
+    }
+
     /// Connects to the peer and says who this node is: a hello, or with a secret, the
-    /// challenge-response that authenticates both ends.
+    /// challenge-response that authenticates both ends; with TLS, all of it inside a
+    /// mutual TLS session.
     fn connect(&self) -> std::result::Result<Conn, String> {
         let addr = lock(&self.book)
             .get(&self.id)
@@ -432,10 +473,12 @@ impl PeerSender {
             .map_err(|e| format!("{addr}: {e}"))?
             .next()
             .ok_or_else(|| format!("{addr}: no address"))?;
-        let stream = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT)
+        let socket = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT)
             .map_err(|e| format!("{addr}: {e}"))?;
-        let _ = stream.set_nodelay(true);
-        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+        let _ = socket.set_nodelay(true);
+        let stream = handshake::tls_dial(self.tls.as_deref(), socket, &addr, CHALLENGE_TIMEOUT)
+            .map_err(|e| format!("{addr}: {e}"))?;
+        let _ = stream.socket().set_write_timeout(Some(WRITE_TIMEOUT));
         let session = match &self.key {
             None => None,
             Some(key) => Some(
@@ -443,6 +486,8 @@ impl PeerSender {
                     .map_err(|e| format!("{addr}: {e}"))?,
             ),
         };
+        // With a secret, the challenge came through: the peer took this end's certificate.
+        let proven = !stream.is_tls() || session.is_some();
         let mut writer = BufWriter::with_capacity(64 * 1024, stream);
         if session.is_none() {
             // Without a secret the hello goes out with the first messages.
@@ -450,7 +495,11 @@ impl PeerSender {
                 .write_all(&frame::encode(wire::KIND_HELLO, &self.hello))
                 .map_err(|e| format!("{addr}: {e}"))?;
         }
-        Ok(Conn { writer, session })
+        Ok(Conn {
+            writer,
+            session,
+            proven,
+        })
     }
 }
 
@@ -480,7 +529,7 @@ mod tests {
         let (tx, rx) = crossbeam_channel::unbounded();
         let addr = free_addr();
         let secret = secret.map(Secret::new);
-        let transport = Transport::start(hello(&addr), &addr, secret.as_ref(), tx).unwrap();
+        let transport = Transport::start(hello(&addr), &addr, secret.as_ref(), None, tx).unwrap();
         (transport, rx)
     }
 
@@ -560,6 +609,7 @@ mod tests {
                 id: peer_id(&b_addr),
                 hello: serde_json::to_vec(&me).unwrap(),
                 key: secret.map(|s| ClusterKey::new(&Secret::new(s)).unwrap()),
+                tls: None,
                 book,
                 events: crossbeam_channel::unbounded().0,
                 stop: Shutdown::new(),

@@ -13,9 +13,9 @@
 //!   the whole of it, so a peer that starts a record and trickles it is dropped too.
 
 use super::frame::{self, Decoded};
+use crate::net::tls::Stream;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, ErrorKind, Read};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 /// The dialer's hello without `raft_secret`: JSON [`Hello`].
@@ -69,9 +69,10 @@ impl Hello {
     }
 }
 
-/// A socket whose reads fail with `TimedOut` once `until` has passed.
+/// A connection (plain or TLS) whose reads fail with `TimedOut` once `until` has
+/// passed.
 pub struct TimedStream<'a> {
-    stream: &'a TcpStream,
+    stream: &'a Stream,
     until: Option<Instant>,
 }
 
@@ -87,16 +88,21 @@ impl Read for TimedStream<'_> {
                 Some(left)
             }
         };
-        self.stream.set_read_timeout(timeout)?;
+        self.stream.socket().set_read_timeout(timeout)?;
         let mut stream = self.stream;
-        stream.read(buf)
+        stream
+            .read(buf)
+            .map_err(|e| match crate::net::tls::tls_error(&e) {
+                Some(_) => std::io::Error::new(e.kind(), self.stream.explain(&e)),
+                None => e,
+            })
     }
 }
 
 /// A buffered reader of records on one connection.
 pub type RecordReader<'a> = BufReader<TimedStream<'a>>;
 
-pub fn reader(stream: &TcpStream) -> RecordReader<'_> {
+pub fn reader(stream: &Stream) -> RecordReader<'_> {
     BufReader::with_capacity(
         READ_BUFFER,
         TimedStream {
@@ -162,14 +168,14 @@ fn timed_out(e: &std::io::Error) -> bool {
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
 
     /// A connected pair of sockets on loopback.
-    fn pair() -> (TcpStream, TcpStream) {
+    fn pair() -> (TcpStream, Stream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
-        (client, server)
+        (client, Stream::plain(server))
     }
 
     #[test]

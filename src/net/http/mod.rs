@@ -16,6 +16,7 @@ pub use request::{Caps, Request};
 pub use response::Response;
 
 use super::server::{Bound, ConnId, Io, Limits, Phase, Protocol, Refusal, Remote, Running};
+use super::transport::Wrap;
 use crate::shutdown::Shutdown;
 use crossbeam_channel::{Receiver, Sender};
 use request::{Framing, Head, Reject};
@@ -61,6 +62,14 @@ impl HttpServer {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Serves through another transport (TLS) instead of plain TCP; before
+    /// [`HttpServer::serve`].
+    pub fn with_transport(&mut self, wrap: Wrap) {
+        if let Some(bound) = self.bound.take() {
+            self.bound = Some(bound.with_transport(wrap));
+        }
     }
 
     /// Starts the event loop (thread `name`) and `settings.threads` handler threads

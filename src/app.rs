@@ -289,22 +289,9 @@ impl Drop for App {
     }
 }
 
-/// Whether the monitor's checker (`monitor/checker/`) opens its connections with TLS.
-/// Until it does, `tls = true` is refused at start: every check of a TLS-only server
-/// would fail, so every group would be reported down and a failover of a healthy
-/// master attempted (aborted only because its replicas still see it). The failover
-/// worker's connections (promotion, re-pointing, INFO, CONFIG, CLIENT PAUSE, fencing)
-/// do speak TLS; the checker's follow-up flips this.
-const CHECKER_SPEAKS_TLS: bool = false;
-
 /// The TLS material, when any connection uses TLS (the files were checked by the
 /// config already; they may have changed since).
 fn load_tls(config: &Config) -> Result<Option<Arc<Tls>>> {
-    if config.tls.data_nodes && !CHECKER_SPEAKS_TLS {
-        return Err(Error::InvalidInput(
-            "tls: the monitor's checks cannot use TLS yet (failover, switchover and fencing can); tls = true is refused until they do".into(),
-        ));
-    }
     if !config.tls.in_use() {
         return Ok(None);
     }

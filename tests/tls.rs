@@ -9,9 +9,8 @@
 //! - a Raft cluster over mutual TLS (alone, and with `raft_secret`), refusing strangers;
 //! - certificate reload on SIGHUP and `POST /api/v1/reload`;
 //! - bad settings refused at start, naming the key.
-//!
-//! The whole-daemon failover of TLS-only servers (detection, kill -9, fencing) needs
-//! the monitor's checker to speak TLS; those tests are ignored until it does.
+//! - the whole daemon on TLS-only servers: the checker's TLS sessions, kill -9,
+//!   failover, fencing; a check refused by TLS says why in the API.
 
 mod support;
 
@@ -233,13 +232,6 @@ fn bad_tls_settings_are_refused_naming_the_key() {
             "{args:?} should name {expected}: {stderr}"
         );
     }
-    // Until the checker speaks TLS, tls = true is refused at start, saying why.
-    let (code, stderr) = run_until_exit(&[ca, "-tls".into()]);
-    assert_eq!(code, Some(1), "{stderr}");
-    assert!(
-        stderr.contains("tls: the monitor's checks cannot use TLS yet"),
-        "{stderr}"
-    );
 }
 
 #[test]
@@ -531,7 +523,6 @@ fn raft_over_tls(secret: Option<&str>) {
 /// The whole daemon over TLS-only servers: detection by the checker, kill -9, failover,
 /// re-pointing over TLS, the key read back on the new master.
 #[test]
-#[ignore = "needs the checker's TLS"]
 fn a_killed_tls_only_master_fails_over_and_the_replicas_link_over_tls() {
     let pki = Pki::new("failover");
     let (mut master, a, b) = tls_topology(&pki);
@@ -578,4 +569,34 @@ fn a_killed_tls_only_master_fails_over_and_the_replicas_link_over_tls() {
     // The old master returns and is fenced: made a replica of the new one, over TLS.
     master.restart();
     wait_linked_to(&master, new);
+}
+
+/// A check that TLS refuses fails with the reason in the API, and a check of a plain
+/// server by a TLS daemon fails too: neither is taken for a live master.
+#[test]
+fn a_check_refused_by_tls_says_why_in_the_api() {
+    let pki = Pki::new("check-errors");
+    let tls_only = TlsRedis::start(&pki, &pki.loopback("redis"), None);
+    let plain = RedisServer::master();
+    // The CA but no client certificate: the server requires one.
+    let args = [
+        format!("-tls_ca_cert_file={}", pki.ca.display()),
+        "-tls".to_string(),
+        format!("-masters=t={},p={}", tls_only.addr(), plain.addr()),
+        "-check_interval=100".into(),
+        "-max_down_time=1".into(),
+    ];
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let daemon = Daemon::start(&refs);
+    for (group, wanted) in [("t", "client certificate"), ("p", "TLS handshake")] {
+        wait_until(Duration::from_secs(20), "the check's TLS failure in the API", || {
+            let g = daemon.group(group);
+            let error = g["last_error"].as_str().unwrap_or_default();
+            if g["state"] != "ok" && error.contains(wanted) {
+                Ok(())
+            } else {
+                Err(g.to_string())
+            }
+        });
+    }
 }

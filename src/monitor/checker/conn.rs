@@ -11,12 +11,20 @@
 //! Between probes the connection stays registered for readiness: if the server closes it
 //! (EOF, a reset) or sends something unasked, the connection is closed at once and the
 //! shard reports the closed link.
+//!
+//! With `tls = true` the socket is wrapped in a TLS session once the connect finishes
+//! ([`Link`]): the probe's commands are handed to rustls at once and go out when the
+//! handshake is done, within the same deadline; records rustls could not send yet keep
+//! the socket registered for writability, and plaintext it already decrypted is read
+//! before waiting again.
 
 use super::shard::Io;
 use super::{Answer, Probe, ProbeKind, ProbeResult};
 use crate::address::Addr;
 use crate::error::Error;
 use crate::redis::resp::{self, Reply};
+use crate::net::tls::{Session, Side, explain_io};
+use crate::net::transport::Transport;
 use crate::redis::{parse_role, read_replication_info};
 use polling::{Event, PollMode};
 use std::collections::VecDeque;
@@ -35,6 +43,56 @@ pub struct Pending {
     pub probe: Probe,
     pub started: Instant,
     pub deadline: Instant,
+}
+
+/// The connection's byte stream: the socket itself, or a TLS session over it.
+enum Link {
+    Plain(TcpStream),
+    Tls(Box<Session>),
+}
+
+impl Link {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Link::Plain(socket) => socket,
+            Link::Tls(session) => session.socket(),
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Link::Plain(socket) => socket.read(buf),
+            Link::Tls(session) => session.read(buf),
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Link::Plain(socket) => socket.write(buf),
+            Link::Tls(session) => session.write(buf),
+        }
+    }
+
+    /// TLS records waiting for the socket to take them.
+    fn wants_write(&self) -> bool {
+        matches!(self, Link::Tls(session) if session.wants_write())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Link::Plain(_) => Ok(()),
+            Link::Tls(session) => session.flush(),
+        }
+    }
+
+    /// Plaintext decrypted and not read yet: the socket will not signal it.
+    fn buffered(&self) -> bool {
+        matches!(self, Link::Tls(session) if session.buffered())
+    }
+
+    fn handshaking(&self) -> bool {
+        matches!(self, Link::Tls(session) if session.is_handshaking())
+    }
 }
 
 /// Where the connection stands.
@@ -56,7 +114,7 @@ pub struct Conn {
     pub addr: Addr,
     /// The shard's key for this connection (its slot).
     slot: usize,
-    socket: Option<TcpStream>,
+    link: Option<Link>,
     state: State,
     current: Option<Pending>,
     queue: VecDeque<Pending>,
@@ -94,7 +152,7 @@ impl Conn {
             watch_id,
             addr,
             slot,
-            socket: None,
+            link: None,
             state: State::Closed,
             current: None,
             queue: VecDeque::new(),
@@ -209,7 +267,7 @@ impl Conn {
         })();
         match started {
             Ok(stream) => {
-                self.socket = Some(stream);
+                self.link = Some(Link::Plain(stream));
                 self.state = State::Connecting;
             }
             Err(e) => self.fail(Failure::Probe(format!("connect: {e}")), io),
@@ -221,7 +279,8 @@ impl Conn {
         match self.state {
             State::Connecting if event.writable || event.readable => self.connected(io),
             State::Open => {
-                if event.writable && !self.output.is_empty() {
+                let records = self.link.as_ref().is_some_and(Link::wants_write);
+                if event.writable && (!self.output.is_empty() || records) {
                     self.flush(io);
                 }
                 if event.readable && self.state == State::Open {
@@ -234,9 +293,9 @@ impl Conn {
 
     /// The connect finished, one way or the other.
     fn connected(&mut self, io: &mut Io) {
-        let error = match &self.socket {
-            Some(stream) => match stream.take_error() {
-                Ok(None) => stream.peer_addr().err(),
+        let error = match &self.link {
+            Some(link) => match link.socket().take_error() {
+                Ok(None) => link.socket().peer_addr().err(),
                 Ok(Some(e)) | Err(e) => Some(e),
             },
             None => return,
@@ -244,11 +303,25 @@ impl Conn {
         if let Some(e) = error {
             return self.fail(Failure::Probe(format!("connect: {e}")), io);
         }
+        if let Some(tls) = io.tls
+            && let Some(Link::Plain(socket)) = self.link.take()
+        {
+            match tls.client_connection(&self.addr.host) {
+                Ok(session) => self.link = Some(Link::Tls(Box::new(Session::new(session, socket)))),
+                Err(e) => {
+                    self.link = Some(Link::Plain(socket));
+                    return self.fail(Failure::Probe(format!("TLS: {e}")), io);
+                }
+            }
+        }
         self.state = State::Open;
-        if let Some(stream) = &self.socket
-            && let Err(e) =
-                io.poller
-                    .modify_with_mode(stream, Event::readable(self.slot), PollMode::Level)
+        self.wants_write = false;
+        if let Some(link) = &self.link
+            && let Err(e) = io.poller.modify_with_mode(
+                link.socket(),
+                Event::readable(self.slot),
+                PollMode::Level,
+            )
         {
             return self.fail(Failure::Probe(format!("poller: {e}")), io);
         }
@@ -288,11 +361,14 @@ impl Conn {
 
     /// Writes what the socket takes; the rest waits for it to be writable.
     fn flush(&mut self, io: &mut Io) {
-        let Some(stream) = self.socket.as_mut() else {
+        let Some(link) = self.link.as_mut() else {
             return;
         };
         let written = loop {
-            match stream.write(&self.output) {
+            if self.output.is_empty() {
+                break link.flush().map(|()| 0);
+            }
+            match link.write(&self.output) {
                 Ok(n) => break Ok(n),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break Ok(0),
@@ -302,62 +378,101 @@ impl Conn {
         match written {
             Ok(n) => {
                 self.output.drain(..n);
-                // Change the registration only when the interest changes: a syscall saved
-                // on nearly every probe, whose few bytes the socket takes at once.
-                let wants_write = !self.output.is_empty();
-                if wants_write == self.wants_write {
-                    return;
-                }
-                self.wants_write = wants_write;
-                let interest = if wants_write {
-                    Event::all(self.slot)
-                } else {
-                    Event::readable(self.slot)
-                };
-                if let Err(e) = io
-                    .poller
-                    .modify_with_mode(&*stream, interest, PollMode::Level)
-                {
-                    self.fail(Failure::Probe(format!("poller: {e}")), io);
-                }
+                self.update_interest(io);
             }
             Err(e) => {
-                let failure = self.stale_or(format!("send: {e}"));
+                let why = format!("send: {}", self.explain(&e, io));
+                let failure = self.stale_or(why);
                 self.fail(failure, io);
             }
         }
     }
 
-    /// Reads what is there and parses whole replies; never waits for more.
-    fn receive(&mut self, io: &mut Io) {
-        let Some(stream) = self.socket.as_mut() else {
+    /// Polls for writability only while output (or TLS records) waits. The registration
+    /// changes only when the interest does: a syscall saved on nearly every probe,
+    /// whose few bytes the socket takes at once.
+    fn update_interest(&mut self, io: &mut Io) {
+        let Some(link) = self.link.as_ref() else {
             return;
         };
-        let read = loop {
-            match stream.read(io.scratch) {
-                Ok(n) => break Ok(n),
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) => break Err(e),
+        let wants_write = !self.output.is_empty() || link.wants_write();
+        if wants_write == self.wants_write {
+            return;
+        }
+        self.wants_write = wants_write;
+        let interest = if wants_write {
+            Event::all(self.slot)
+        } else {
+            Event::readable(self.slot)
+        };
+        if let Err(e) = io
+            .poller
+            .modify_with_mode(link.socket(), interest, PollMode::Level)
+        {
+            self.fail(Failure::Probe(format!("poller: {e}")), io);
+        }
+    }
+
+    /// An I/O error in plain words (a TLS failure says what was refused).
+    fn explain(&self, e: &std::io::Error, io: &Io) -> String {
+        match io.tls {
+            Some(tls) => explain_io(
+                e,
+                Side::Client {
+                    has_cert: tls.has_client_cert(),
+                },
+            ),
+            None => e.to_string(),
+        }
+    }
+
+    /// Reads what is there and parses whole replies; never waits for more (plaintext a
+    /// TLS session already decrypted is read too: the socket will not signal it).
+    fn receive(&mut self, io: &mut Io) {
+        loop {
+            let Some(link) = self.link.as_mut() else {
+                return;
+            };
+            let handshaking = link.handshaking();
+            let read = loop {
+                match link.read(io.scratch) {
+                    Ok(n) => break Ok(n),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break Err(None),
+                    Err(e) => break Err(Some(e)),
+                }
+            };
+            let n = match read {
+                Ok(0) => {
+                    return self.closed_by_server("connection closed by the server".into(), io);
+                }
+                Ok(n) => n,
+                // Nothing to read (for TLS: records processed, no plaintext yet); a
+                // handshake may have records to send.
+                Err(None) => return self.update_interest(io),
+                Err(Some(e)) => {
+                    let what = if handshaking { "TLS handshake" } else { "connection lost" };
+                    let why = format!("{what}: {}", self.explain(&e, io));
+                    return self.closed_by_server(why, io);
+                }
+            };
+            if self.current.is_none() {
+                // Nothing was asked: a server that talks unasked is out of step.
+                return self
+                    .closed_by_server(format!("{n} unexpected byte(s) from the server"), io);
             }
-        };
-        let n = match read {
-            Ok(0) => return self.closed_by_server("connection closed by the server".into(), io),
-            Ok(n) => n,
-            Err(e) => return self.closed_by_server(format!("connection lost: {e}"), io),
-        };
-        if self.current.is_none() {
-            // Nothing was asked: a server that talks unasked is out of step.
-            return self.closed_by_server(format!("{n} unexpected byte(s) from the server"), io);
+            if self.input.len() + n > MAX_REPLY {
+                return self.fail(
+                    Failure::Probe(format!("reply larger than {MAX_REPLY} bytes")),
+                    io,
+                );
+            }
+            self.input.extend_from_slice(&io.scratch[..n]);
+            self.parse_replies(io);
+            if !self.link.as_ref().is_some_and(Link::buffered) {
+                return;
+            }
         }
-        if self.input.len() + n > MAX_REPLY {
-            return self.fail(
-                Failure::Probe(format!("reply larger than {MAX_REPLY} bytes")),
-                io,
-            );
-        }
-        self.input.extend_from_slice(&io.scratch[..n]);
-        self.parse_replies(io);
     }
 
     /// Takes every whole reply from the buffer; finishes the probe once all are in.
@@ -476,9 +591,11 @@ impl Conn {
             Some(ProbeKind::Info) => "INFO",
             _ => "ROLE",
         };
+        let handshaking = self.link.as_ref().is_some_and(Link::handshaking);
         let why = match self.state {
             State::Resolving => "timed out resolving the address".to_string(),
             State::Connecting => "connect timed out".to_string(),
+            _ if handshaking => "TLS handshake timed out".to_string(),
             _ if self.input.is_empty() && self.replies.is_empty() => {
                 format!("{command}: read timed out (no reply)")
             }
@@ -498,8 +615,8 @@ impl Conn {
 
     /// Closes the socket (removing it from the poller first); queued probes stay.
     pub fn close(&mut self, io: &mut Io) {
-        if let Some(stream) = self.socket.take() {
-            let _ = io.poller.delete(&stream);
+        if let Some(link) = self.link.take() {
+            let _ = io.poller.delete(link.socket());
         }
         self.state = State::Closed;
         self.wants_write = false;

@@ -16,6 +16,7 @@ use super::{
     UNUSED_CONNECTION,
 };
 use crate::address::Addr;
+use crate::net::tls::Tls;
 use crate::observe::metrics::Heartbeat;
 use crate::redis::{INFO_COMMANDS, NodeOptions, resp};
 use crate::worker::fault;
@@ -88,6 +89,7 @@ impl Deadlines {
 pub struct Io<'a> {
     pub poller: &'a Poller,
     pub scripts: &'a Scripts,
+    pub tls: Option<&'a Tls>,
     pub resolver: &'a mut Resolver,
     pub deadlines: &'a mut Deadlines,
     pub report: &'a mut CheckerReport,
@@ -114,6 +116,9 @@ pub struct Shard {
     /// The whole-probe deadline: connect, send and the whole reply.
     timeout: Duration,
     scripts: Scripts,
+    /// With `tls = true`: every connection is a TLS session, with the material current
+    /// when it opens.
+    tls: Option<Arc<Tls>>,
     resolver: Resolver,
     /// Connections by slot (the poller's key); `None` slots are free.
     conns: Vec<Option<Conn>>,
@@ -146,6 +151,7 @@ impl Shard {
             reports,
             timeout: settings.timeout,
             scripts: Scripts::new(&settings.options, &settings.beacon),
+            tls: settings.options.tls.clone(),
             resolver,
             conns: Vec::new(),
             free: Vec::new(),
@@ -228,6 +234,7 @@ impl Shard {
         let mut io = Io {
             poller: &self.poller,
             scripts: &self.scripts,
+            tls: self.tls.as_deref(),
             resolver: &mut self.resolver,
             deadlines: &mut self.deadlines,
             report: &mut self.report,

@@ -14,6 +14,10 @@
 //!
 //! Without root or `unshare`, it falls back to this daemon alone, with groups sharing
 //! a few addresses (the Go original keys masters by address, so it cannot be compared).
+//!
+//! `SCALE_TLS=1`: the servers speak TLS only (client certificates required), this
+//! daemon checks them with `-tls` and Sentinel with `tls-replication yes`; the Go
+//! original, which has no TLS, is left out.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -21,7 +25,28 @@ mod support;
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::tls::{CertFiles, Pki, TlsRedis};
 use support::{Daemon, RedisServer, TempDir, wait_until};
+
+/// The certificates of a TLS run: one CA, the servers' and the watchers' own.
+struct BenchTls {
+    pki: Pki,
+    server: CertFiles,
+    client: CertFiles,
+}
+
+impl BenchTls {
+    fn new() -> BenchTls {
+        let pki = Pki::new("scale");
+        let server = pki.loopback("redis");
+        let client = pki.loopback("watcher");
+        BenchTls {
+            pki,
+            server,
+            client,
+        }
+    }
+}
 
 const INSIDE: &str = "SCALE_IN_NAMESPACE";
 
@@ -198,8 +223,23 @@ fn post_masters(http_port: u16, masters: &[String]) -> Result<(), String> {
 }
 
 /// This daemon watching the masters.
-fn run_ours(masters: &[String], settle: u64, seconds: u64) -> Result<Row, String> {
-    let daemon = Daemon::start(&["-check_interval=1000", "-max_down_time=3"]);
+fn run_ours(
+    masters: &[String],
+    settle: u64,
+    seconds: u64,
+    tls: Option<&BenchTls>,
+) -> Result<Row, String> {
+    let mut flags = vec![
+        "-check_interval=1000".to_string(),
+        "-max_down_time=3".into(),
+    ];
+    if let Some(tls) = tls {
+        flags.extend(support::tls::material_flags(&tls.pki.ca, &tls.client));
+        // Every master's address differs; the servers' certificate names localhost.
+        flags.extend(["-tls".into(), "-tls_server_name=localhost".into()]);
+    }
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let daemon = Daemon::start(&flags);
     let pid = daemon.pid().ok_or("no pid")?;
     let port = daemon.port;
     post_masters(port, masters)?;
@@ -275,7 +315,12 @@ fn run_go(binary: &str, masters: &[String], settle: u64, seconds: u64) -> Result
 }
 
 /// One Sentinel watching the same masters (PING every second, as ours).
-fn run_sentinel(masters: &[String], settle: u64, seconds: u64) -> Result<Row, String> {
+fn run_sentinel(
+    masters: &[String],
+    settle: u64,
+    seconds: u64,
+    tls: Option<&BenchTls>,
+) -> Result<Row, String> {
     let dir = TempDir::new("sentinel-scale");
     let port = support::free_port();
     let conf = dir.path().join("sentinel.conf");
@@ -283,6 +328,14 @@ fn run_sentinel(masters: &[String], settle: u64, seconds: u64) -> Result<Row, St
         "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {}\n",
         dir.path().display()
     );
+    if let Some(tls) = tls {
+        text.push_str(&format!(
+            "tls-replication yes\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n",
+            tls.client.cert.display(),
+            tls.client.key.display(),
+            tls.pki.ca.display()
+        ));
+    }
     for (i, addr) in masters.iter().enumerate() {
         let (ip, p) = addr.rsplit_once(':').ok_or("bad address")?;
         text.push_str(&format!(
@@ -373,17 +426,31 @@ fn main() {
     } else {
         Vec::new()
     };
-    let servers: Vec<RedisServer> = (0..env_or("SCALE_SERVERS", 4usize).max(1))
-        .map(|_| {
-            let mut extra = bind.clone();
-            extra.extend(["--maxclients".into(), "20000".into()]);
-            RedisServer::start(&extra)
-        })
+    let tls = (std::env::var("SCALE_TLS").as_deref() == Ok("1")).then(BenchTls::new);
+    let mut extra = bind.clone();
+    extra.extend(["--maxclients".into(), "20000".into()]);
+    let count = env_or("SCALE_SERVERS", 4usize).max(1);
+    let (plain, tls_servers): (Vec<RedisServer>, Vec<TlsRedis>) = match &tls {
+        None => (
+            (0..count).map(|_| RedisServer::start(&extra)).collect(),
+            Vec::new(),
+        ),
+        Some(t) => (
+            Vec::new(),
+            (0..count)
+                .map(|_| TlsRedis::start_with(&t.pki, &t.server, None, &extra))
+                .collect(),
+        ),
+    };
+    let ports: Vec<u16> = plain
+        .iter()
+        .map(|s| s.port)
+        .chain(tls_servers.iter().map(|s| s.port))
         .collect();
-    let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
     eprintln!(
-        "scale: {} redis-server processes, masters {groups:?}, check every 1000 ms, {}",
-        servers.len(),
+        "scale: {} redis-server processes{}, masters {groups:?}, check every 1000 ms, {}",
+        ports.len(),
+        if tls.is_some() { " (TLS only)" } else { "" },
         if inside {
             "each master at an address of its own"
         } else {
@@ -397,16 +464,20 @@ fn main() {
         let wants = |w: &str| wanted.split(',').any(|x| x.trim() == w);
         let mut runs: Vec<(&str, Result<Row, String>)> = Vec::new();
         if wants("ours") {
-            runs.push(("ours", run_ours(&masters, settle, seconds)));
+            runs.push(("ours", run_ours(&masters, settle, seconds, tls.as_ref())));
         }
         if inside
+            && tls.is_none()
             && wants("go")
             && let Some(go) = &go
         {
             runs.push(("go", run_go(go, &masters, settle, seconds)));
         }
         if inside && wants("sentinel") {
-            runs.push(("sentinel", run_sentinel(&masters, settle, seconds)));
+            runs.push((
+                "sentinel",
+                run_sentinel(&masters, settle, seconds, tls.as_ref()),
+            ));
         }
         for (watcher, run) in runs {
             match run {

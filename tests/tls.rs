@@ -589,14 +589,18 @@ fn a_check_refused_by_tls_says_why_in_the_api() {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let daemon = Daemon::start(&refs);
     for (group, wanted) in [("t", "client certificate"), ("p", "TLS handshake")] {
-        wait_until(Duration::from_secs(20), "the check's TLS failure in the API", || {
-            let g = daemon.group(group);
-            let error = g["last_error"].as_str().unwrap_or_default();
-            if g["state"] != "ok" && error.contains(wanted) {
-                Ok(())
-            } else {
-                Err(g.to_string())
-            }
-        });
+        wait_until(
+            Duration::from_secs(20),
+            "the check's TLS failure in the API",
+            || {
+                let g = daemon.group(group);
+                let error = g["last_error"].as_str().unwrap_or_default();
+                if g["state"] != "ok" && error.contains(wanted) {
+                    Ok(())
+                } else {
+                    Err(g.to_string())
+                }
+            },
+        );
     }
 }

@@ -122,6 +122,16 @@ pub struct TlsRedis {
 impl TlsRedis {
     /// A master (`replica_of` None) or a replica of the TLS-only server on that port.
     pub fn start(pki: &Pki, server: &CertFiles, replica_of: Option<u16>) -> TlsRedis {
+        TlsRedis::start_with(pki, server, replica_of, &[])
+    }
+
+    /// The same, with more `redis-server` arguments (later ones win).
+    pub fn start_with(
+        pki: &Pki,
+        server: &CertFiles,
+        replica_of: Option<u16>,
+        extra: &[String],
+    ) -> TlsRedis {
         super::require_redis();
         let port = free_port();
         let dir = TempDir::new("tls-redis");
@@ -159,6 +169,7 @@ impl TlsRedis {
         if let Some(master) = replica_of {
             args.extend(["--replicaof".into(), "127.0.0.1".into(), master.to_string()]);
         }
+        args.extend(extra.iter().cloned());
         let mut redis = TlsRedis {
             port,
             dir,

@@ -22,9 +22,9 @@ use super::shard::Io;
 use super::{Answer, Probe, ProbeKind, ProbeResult};
 use crate::address::Addr;
 use crate::error::Error;
-use crate::redis::resp::{self, Reply};
 use crate::net::tls::{Session, Side, explain_io};
 use crate::net::transport::Transport;
+use crate::redis::resp::{self, Reply};
 use crate::redis::{parse_role, read_replication_info};
 use polling::{Event, PollMode};
 use std::collections::VecDeque;
@@ -451,7 +451,11 @@ impl Conn {
                 // handshake may have records to send.
                 Err(None) => return self.update_interest(io),
                 Err(Some(e)) => {
-                    let what = if handshaking { "TLS handshake" } else { "connection lost" };
+                    let what = if handshaking {
+                        "TLS handshake"
+                    } else {
+                        "connection lost"
+                    };
                     let why = format!("{what}: {}", self.explain(&e, io));
                     return self.closed_by_server(why, io);
                 }

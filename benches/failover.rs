@@ -28,13 +28,7 @@
 //! (seconds, 1; also Sentinel's down-after-milliseconds), `BENCH_CLUSTER` (1: one
 //! standalone daemon against one Sentinel with quorum 1; N > 1: N daemons in a Raft
 //! cluster against N Sentinels with a majority quorum), `BENCH_VERBOSE=1` (print the
-//! watcher's logs after each round), `BENCH_TLS=1` (failover times with TLS beside
-//! plain TCP: TLS-only servers, the daemon with `-tls`).
-//!
-//! `BENCH_TLS=1` measures nothing yet: the daemon refuses `tls = true` until the
-//! monitor's checker speaks TLS (`CHECKER_SPEAKS_TLS` in `src/app.rs`). The switch asks
-//! the daemon and prints its refusal after the plain figures; the TLS rounds (TLS-only
-//! servers from `support/tls.rs`, a TLS writer and pollers) come with the checker's TLS.
+//! watcher's logs after each round). Failover over TLS is `benches/tls.rs`.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -1125,28 +1119,5 @@ fn main() {
         "(a) and (b) are seen by separate threads, so (b) may read a millisecond before (a). \
          lost = acknowledged by the old master, absent on the new one."
     );
-    if std::env::var("BENCH_TLS").is_ok_and(|v| v == "1") {
-        println!("BENCH_TLS=1: {}", tls_availability());
-    }
     println!("whole bench: {:.0} s", began.elapsed().as_secs_f64());
-}
-
-/// Whether the daemon takes `tls = true` (see the module doc): its refusal, or what is
-/// missing here.
-fn tls_availability() -> String {
-    let pki = support::tls::Pki::new("bench");
-    let own = pki.loopback("daemon");
-    let mut args = support::tls::material_flags(&pki.ca, &own);
-    args.push("-tls".into());
-    args.push(format!("-masters={GROUP}=127.0.0.1:1"));
-    let (code, stderr) = support::run_until_exit(&args);
-    match code {
-        Some(1) if stderr.contains("cannot use TLS yet") => format!(
-            "no TLS figures: the daemon refuses tls = true until its checker speaks TLS ({})",
-            stderr.lines().last().unwrap_or_default().trim()
-        ),
-        other => format!(
-            "the daemon now answers tls = true with exit {other:?}; the TLS rounds are still to be written here"
-        ),
-    }
 }

@@ -85,6 +85,17 @@ impl Output {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Queues `bytes`, taking the buffer itself when nothing else waits (no copy).
+    fn push_owned(&mut self, bytes: Vec<u8>, now: Instant) {
+        if self.pending() == 0 {
+            self.buf = bytes;
+            self.pos = 0;
+            self.since = Some(now);
+        } else {
+            self.buf.extend_from_slice(&bytes);
+        }
+    }
+
     fn advance(&mut self, n: usize, now: Instant) {
         self.pos += n;
         self.since = Some(now);
@@ -133,6 +144,12 @@ impl Io<'_> {
     /// Queues bytes to send.
     pub fn write(&mut self, bytes: &[u8]) {
         self.output.push(bytes, self.now);
+    }
+
+    /// Queues a buffer to send, without copying it when nothing else waits (a large
+    /// reply).
+    pub fn write_owned(&mut self, bytes: Vec<u8>) {
+        self.output.push_owned(bytes, self.now);
     }
 
     /// Bytes queued and not sent yet.

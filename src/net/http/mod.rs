@@ -299,7 +299,9 @@ impl Protocol for Http {
     }
 
     fn message(&mut self, conn: &mut Conn, reply: Response, io: &mut Io<'_>) {
-        io.write(&reply.encode(conn.keep_alive, conn.head_only));
+        let bytes = reply.encode(conn.keep_alive, conn.head_only);
+        drop(reply);
+        io.write_owned(bytes);
         io.set_phase(Phase::Idle);
         io.completed();
         if !conn.keep_alive {

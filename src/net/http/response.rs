@@ -50,10 +50,12 @@ impl Response {
             self.body.len(),
             if keep_alive { "keep-alive" } else { "close" }
         ));
-        let mut bytes = out.into_bytes();
-        if !head_only {
-            bytes.extend_from_slice(&self.body);
-        }
+        // One allocation of the exact size: a /metrics page of 10,000 groups is
+        // megabytes, and a growing buffer would hold up to twice that.
+        let body: &[u8] = if head_only { &[] } else { &self.body };
+        let mut bytes = Vec::with_capacity(out.len() + body.len());
+        bytes.extend_from_slice(out.as_bytes());
+        bytes.extend_from_slice(body);
         bytes
     }
 }

@@ -133,7 +133,8 @@ enum Timer {
 
 struct Monitor {
     ctx: MonitorContext,
-    watches: HashMap<String, Watch>,
+    /// Boxed: a table of 10,000 large entries would waste megabytes in its empty slots.
+    watches: HashMap<String, Box<Watch>>,
     /// The group of each current watch id (shared, so the hot path clones no string).
     by_id: IdMap<Arc<str>>,
     timers: Timers<(Timer, u64)>,
@@ -317,6 +318,7 @@ impl Monitor {
         self.watches
             .get_mut(group)
             .filter(|w| w.watch_id == watch_id)
+            .map(|w| &mut **w)
     }
 
     fn on_worker_report(&mut self, report: WorkerReport) {
@@ -558,7 +560,7 @@ impl Monitor {
         };
         self.watches.insert(
             group.name.clone(),
-            Watch {
+            Box::new(Watch {
                 master: group.master.clone(),
                 revision: group.revision,
                 watch_id,
@@ -580,7 +582,7 @@ impl Monitor {
                 configured: false,
                 observed_ok: false,
                 published_replicas: Vec::new(),
-            },
+            }),
         );
         self.ctx.observed.update(&group.name, |o| {
             *o = Default::default();

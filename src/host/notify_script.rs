@@ -14,7 +14,7 @@
 //! Why a thread of its own, and child processes it only polls: a script is someone
 //! else's code and may hang, fail or print megabytes. Failover must not wait on it, so
 //! the failover worker and the monitor never touch a script: they publish an event on
-//! the [`Events`] hub (which never blocks), and this thread starts the script and comes
+//! the [`Events`](crate::observe::events::Events) hub (which never blocks), and this thread starts the script and comes
 //! back every few milliseconds to see whether it has ended. A script still running at
 //! `notify_script_timeout` is killed with its whole process group (it runs in a group of
 //! its own), so the `sleep` or `curl` it started dies too.

@@ -1,7 +1,7 @@
 //! The monitor: one thread that schedules checks, feeds their outcomes to each group's
 //! down detector, and hands work to the failover worker.
 //!
-//! It owns all per-group watch state ([`Watch`]), so there are no locks on the check
+//! It owns all per-group watch state (`Watch`), so there are no locks on the check
 //! path: the checker threads (`checker/`) send their reports back on a channel, the
 //! broker signals changes to the groups on another, the failover worker reports
 //! finished jobs on a third, and the API sends switchover requests on a fourth. Timers

@@ -132,7 +132,7 @@ impl RedisNode {
         Ok(replies)
     }
 
-    /// Like [`RedisNode::pipeline`], but error replies are returned as replies (to tell
+    /// Like `RedisNode::pipeline`, but error replies are returned as replies (to tell
     /// a server that refuses a command from one that cannot be reached).
     pub fn pipeline_raw(&mut self, commands: &[&[&str]]) -> Result<Vec<Reply>> {
         self.ensure_connected()?;

@@ -1,7 +1,7 @@
 //! HTTP/1.1 on the connection server: requests are read on the port's event loop
 //! (`request.rs`), handed whole to a fixed pool of handler threads through a channel,
 //! and their replies (`response.rs`) come back to the loop through its
-//! [`Remote`](super::server::Remote), which wakes it.
+//! [`Remote`], which wakes it.
 //!
 //! So a client that sends its request slowly, or never finishes it, ties up no handler:
 //! it holds a connection slot and a bounded buffer until the request timeout, then gets

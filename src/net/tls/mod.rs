@@ -13,7 +13,7 @@
 //! - `stream.rs`: [`Stream`], a blocking connection, plain or TLS (the failover
 //!   worker's data-node connections, the Raft links).
 //! - `session.rs`: [`Session`], TLS over a non-blocking socket as a
-//!   [`Transport`](crate::net::transport::Transport) (the HTTP API and the Sentinel
+//!   [`Transport`] (the HTTP API and the Sentinel
 //!   port).
 //! - `verify.rs`: `tls_insecure_skip_verify`, and TLS errors in plain words
 //!   ([`explain`], [`explain_io`]).

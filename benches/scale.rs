@@ -15,6 +15,13 @@
 //! Without root or `unshare`, it falls back to this daemon alone, with groups sharing
 //! a few addresses (the Go original keys masters by address, so it cannot be compared).
 //!
+//! `SCALE_OUTAGE=N` (seconds, off by default): after the window, every server is
+//! stopped (SIGSTOP) for N seconds and resumed, as when the daemon's host loses the
+//! network: every group goes down at once and its failover is attempted (and stopped:
+//! these masters have no replicas). The bench prints how long after the servers resume
+//! every group is ok again, the daemon's CPU meanwhile, and the checks that ran more
+//! than 100 ms late.
+//!
 //! `SCALE_TLS=1`: the servers speak TLS only (client certificates required), this
 //! daemon checks them with `-tls` and Sentinel with `tls-replication yes`; the Go
 //! original, which has no TLS, is left out.
@@ -223,7 +230,66 @@ fn post_masters(http_port: u16, masters: &[String]) -> Result<(), String> {
 }
 
 /// This daemon watching the masters.
+/// Waits until the daemon reports every one of its `n` groups ok.
+fn wait_all_ok(daemon: &Daemon, n: usize, deadline: Duration) {
+    wait_until(deadline, "every group ok", || {
+        let (_, body) = daemon.http("GET", "/api/v1/groups", "")?;
+        let ok = body.matches("\"state\": \"ok\"").count();
+        if ok == n {
+            Ok(())
+        } else {
+            Err(format!("{ok}/{n} ok"))
+        }
+    });
+}
+
+/// Every server stopped for `outage` and resumed: how soon every group is ok again,
+/// what that cost, and how late checks ran meanwhile.
+fn mass_outage(
+    daemon: &Daemon,
+    pid: u32,
+    n: usize,
+    servers: &[u32],
+    outage: Duration,
+) -> Result<(), String> {
+    let signal = |name: &str| {
+        for server in servers {
+            let _ = Command::new("kill")
+                .args([name, &server.to_string()])
+                .status();
+        }
+    };
+    let lag_before = lag_buckets(daemon);
+    let ticks0 = cpu_ticks(pid)?;
+    let start = Instant::now();
+    signal("-STOP");
+    std::thread::sleep(outage);
+    signal("-CONT");
+    let resumed = Instant::now();
+    wait_all_ok(daemon, n, Duration::from_secs(300));
+    let recovered = resumed.elapsed();
+    let cpu = (cpu_ticks(pid)? - ticks0) as f64 / clk_tck() / start.elapsed().as_secs_f64() * 100.0;
+    let lag_after = lag_buckets(daemon);
+    let late = |buckets: &[(f64, f64)]| {
+        let within = buckets
+            .iter()
+            .find(|(le, _)| *le >= 0.1)
+            .map_or(0.0, |b| b.1);
+        let all = buckets.last().map_or(0.0, |b| b.1);
+        all - within
+    };
+    eprintln!(
+        "    outage: {n} masters stopped {} s: every group ok {:.2} s after they resumed; \
+         {cpu:.1} % CPU from the stop to then; {} checks more than 100 ms late",
+        outage.as_secs(),
+        recovered.as_secs_f64(),
+        late(&lag_after) - late(&lag_before)
+    );
+    Ok(())
+}
+
 fn run_ours(
+    servers: &[u32],
     masters: &[String],
     settle: u64,
     seconds: u64,
@@ -244,19 +310,15 @@ fn run_ours(
     let port = daemon.port;
     post_masters(port, masters)?;
     let n = masters.len();
-    wait_until(Duration::from_secs(180), "every group ok", || {
-        let (_, body) = daemon.http("GET", "/api/v1/groups", "")?;
-        let ok = body.matches("\"state\": \"ok\"").count();
-        if ok == n {
-            Ok(())
-        } else {
-            Err(format!("{ok}/{n} ok"))
-        }
-    });
+    wait_all_ok(&daemon, n, Duration::from_secs(180));
     std::thread::sleep(Duration::from_secs(settle));
     let before = lag_buckets(&daemon);
     let (cpu_pct, rss_mb, threads) = sample(pid, seconds)?;
     let after = lag_buckets(&daemon);
+    let outage: u64 = env_or("SCALE_OUTAGE", 0);
+    if outage > 0 {
+        mass_outage(&daemon, pid, n, servers, Duration::from_secs(outage))?;
+    }
     Ok(Row {
         watcher: "ours",
         groups: n,
@@ -442,6 +504,11 @@ fn main() {
                 .collect(),
         ),
     };
+    let pids: Vec<u32> = plain
+        .iter()
+        .filter_map(RedisServer::pid)
+        .chain(tls_servers.iter().filter_map(TlsRedis::pid))
+        .collect();
     let ports: Vec<u16> = plain
         .iter()
         .map(|s| s.port)
@@ -464,7 +531,10 @@ fn main() {
         let wants = |w: &str| wanted.split(',').any(|x| x.trim() == w);
         let mut runs: Vec<(&str, Result<Row, String>)> = Vec::new();
         if wants("ours") {
-            runs.push(("ours", run_ours(&masters, settle, seconds, tls.as_ref())));
+            runs.push((
+                "ours",
+                run_ours(&pids, &masters, settle, seconds, tls.as_ref()),
+            ));
         }
         if inside
             && tls.is_none()

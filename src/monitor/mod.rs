@@ -57,6 +57,12 @@ pub const BATCH_TARGET: usize = 1000;
 /// The monitor loop turns at least this often, beating its heartbeat (which the systemd
 /// watchdog and `/metrics` read) even when no check is due.
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_millis(500);
+/// A sync with the broker's state may take at most 1/SYNC_SHARE of the monitor's time:
+/// after a sync that took `t`, the next waits until `t * (SYNC_SHARE - 1)` has passed.
+/// Reading the state costs in proportion to the groups, and a burst of changes (10,000
+/// stopped attempts after the daemon's own host lost every master at once) would else
+/// have the monitor copy the state once per change, checks starved meanwhile.
+const SYNC_SHARE: u32 = 5;
 
 /// What the monitor needs.
 pub struct MonitorContext {
@@ -151,6 +157,9 @@ struct Monitor {
     /// The number of the last view shared, and when the next is due.
     view_seq: u64,
     next_exchange: Instant,
+    /// The broker's state changed since the last sync; the next is due at `sync_due`.
+    sync_pending: bool,
+    sync_due: Instant,
 }
 
 impl Monitor {
@@ -180,6 +189,8 @@ impl Monitor {
             worker,
             view_seq: 0,
             next_exchange: Instant::now(),
+            sync_pending: false,
+            sync_due: Instant::now(),
             ctx,
         })
     }
@@ -195,6 +206,10 @@ impl Monitor {
         loop {
             self.ctx.metrics.monitor_heartbeat().beat();
             let now = Instant::now();
+            if self.sync_pending && now >= self.sync_due {
+                self.sync();
+            }
+            let now = Instant::now();
             self.fire_due_timers(now);
             if now >= self.next_exchange {
                 self.exchange_views();
@@ -205,6 +220,11 @@ impl Monitor {
                 .next()
                 .unwrap_or(now + HEARTBEAT_PERIOD)
                 .min(self.next_exchange)
+                .min(if self.sync_pending {
+                    self.sync_due
+                } else {
+                    now + HEARTBEAT_PERIOD
+                })
                 .saturating_duration_since(now)
                 .min(HEARTBEAT_PERIOD);
             select! {
@@ -224,7 +244,7 @@ impl Monitor {
                         break;
                     }
                 },
-                recv(self.changes) -> _ => self.sync(),
+                recv(self.changes) -> _ => self.sync_pending = true,
                 recv(switchovers) -> command => match command {
                     Ok(command) => self.on_switchover(command),
                     // The API is gone (an embedder dropped it): nothing more will come.
@@ -337,7 +357,7 @@ impl Monitor {
         let now = Instant::now();
         if let Some(watch) = self.current(group, watch_id) {
             // Checks resume with a whole new window, whatever the outcome. After a
-            // success `sync` below replaces this watch (new master, new id) and after a
+            // success the next sync replaces this watch (new master, new id) and after a
             // failure it stops it; either way this timer is then ignored. Should the
             // outcome not have reached the broker, the group is still watched.
             watch.phase = Phase::Watching;
@@ -349,7 +369,9 @@ impl Monitor {
             }
             self.schedule(now, Timer::Check, watch_id);
         }
-        self.sync();
+        // The outcome is in the broker's state: sync before the next timers fire (or
+        // soon after, in a burst of attempts).
+        self.sync_pending = true;
     }
 
     /// Reports what fencing did; converted servers show up in the master's next `ROLE`.
@@ -420,25 +442,27 @@ impl Monitor {
         self.send_to_worker(&group, WorkerJob::Switchover(job));
     }
 
-    /// Brings the watches in line with the broker's groups.
+    /// Brings the watches in line with the broker's groups, and says when the next sync
+    /// may run (see [`SYNC_SHARE`]).
     fn sync(&mut self) {
+        let started = Instant::now();
+        self.sync_pending = false;
+        self.sync_groups();
+        let took = started.elapsed();
+        self.sync_due = Instant::now() + took * (SYNC_SHARE - 1);
+    }
+
+    fn sync_groups(&mut self) {
         let state = self.ctx.broker.state();
-        let removed: Vec<String> = self
-            .watches
-            .keys()
-            .filter(|name| !state.groups.contains_key(*name))
-            .cloned()
-            .collect();
-        for name in removed {
-            log::info!("group {name}: no longer monitored");
-            if let Some(watch) = self.watches.remove(&name) {
-                self.forget(watch.watch_id);
-            }
-            self.ctx.observed.lock().remove(&name);
-        }
+        // Watches whose group is still there, counted on the way: only when some are
+        // not is there anything to drop (no search through the groups by name).
+        let watched_before = self.watches.len();
+        let mut kept = 0;
         for group in state.groups.values() {
             let mut switched_from = None;
-            let fresh = match self.watches.get_mut(&group.name) {
+            let existing = self.watches.get_mut(&group.name);
+            kept += usize::from(existing.is_some());
+            let fresh = match existing {
                 None => true,
                 Some(w) if w.phase == Phase::FailingOver => false,
                 Some(w) if w.revision != group.revision => {
@@ -448,7 +472,9 @@ impl Monitor {
                     true
                 }
                 Some(w) => {
-                    w.known = group.known_replicas.clone();
+                    if w.known != group.known_replicas {
+                        w.known = group.known_replicas.clone();
+                    }
                     if group.failed.is_some() && w.phase == Phase::Watching {
                         w.phase = Phase::Stopped;
                     }
@@ -462,8 +488,28 @@ impl Monitor {
                 self.watch(group);
             }
         }
+        if kept < watched_before {
+            self.drop_removed(&state);
+        }
         if self.ctx.broker.is_acting() {
             self.resume_unfinished(&state);
+        }
+    }
+
+    /// Stops watching the groups that are no longer in the replicated state.
+    fn drop_removed(&mut self, state: &ReplicatedState) {
+        let removed: Vec<String> = self
+            .watches
+            .keys()
+            .filter(|name| !state.groups.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in removed {
+            log::info!("group {name}: no longer monitored");
+            if let Some(watch) = self.watches.remove(&name) {
+                self.forget(watch.watch_id);
+            }
+            self.ctx.observed.lock().remove(&name);
         }
     }
 

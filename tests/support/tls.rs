@@ -120,6 +120,10 @@ pub struct TlsRedis {
 }
 
 impl TlsRedis {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// A master (`replica_of` None) or a replica of the TLS-only server on that port.
     pub fn start(pki: &Pki, server: &CertFiles, replica_of: Option<u16>) -> TlsRedis {
         TlsRedis::start_with(pki, server, replica_of, &[])

@@ -19,7 +19,7 @@ use redis_failover::redis::{NodeOptions, RedisNode, Role};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::tls::{Pki, TlsRedis};
-use support::{Daemon, RedisServer, wait_until};
+use support::{Daemon, RedisServer};
 
 /// One master and its two replicas, plain or TLS-only.
 enum Servers {
@@ -101,19 +101,7 @@ fn round(pki: Option<&Pki>) -> Result<(u128, u128), String> {
     }
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let daemon = Daemon::start(&refs);
-    wait_until(
-        Duration::from_secs(20),
-        "the group ok with both replicas",
-        || {
-            let g = daemon.group("g");
-            let replicas = g["replicas"].as_array().map_or(0, Vec::len);
-            if g["state"] == "ok" && replicas == 2 {
-                Ok(())
-            } else {
-                Err(g.to_string())
-            }
-        },
-    );
+    daemon.wait_group_ok("g", 2);
     let options = node_options(pki);
     let mut pollers: Vec<RedisNode> = [&a, &b]
         .iter()

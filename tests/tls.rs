@@ -57,6 +57,20 @@ fn tls_topology(pki: &Pki) -> (TlsRedis, TlsRedis, TlsRedis) {
     (master, a, b)
 }
 
+/// A daemon watching `master` as group g over TLS (checks every 100 ms, 1 s window),
+/// trusting the CA in `ca`, with a client certificate from `pki`.
+fn tls_daemon(ca: &std::path::Path, pki: &Pki, master: &TlsRedis) -> Daemon {
+    let mut args = support::tls::material_flags(ca, &pki.loopback("daemon"));
+    args.extend([
+        "-tls".to_string(),
+        format!("-masters=g={}", master.addr()),
+        "-check_interval=100".into(),
+        "-max_down_time=1".into(),
+    ]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    Daemon::start(&refs)
+}
+
 fn wait_linked_to(replica: &TlsRedis, master: &TlsRedis) {
     wait_until(Duration::from_secs(20), "a replica linked over TLS", || {
         let port = replica.info_field("master_port")?;
@@ -526,23 +540,8 @@ fn raft_over_tls(secret: Option<&str>) {
 fn a_killed_tls_only_master_fails_over_and_the_replicas_link_over_tls() {
     let pki = Pki::new("failover");
     let (mut master, a, b) = tls_topology(&pki);
-    let mut args = support::tls::material_flags(&pki.ca, &pki.loopback("daemon"));
-    args.extend([
-        "-tls".to_string(),
-        format!("-masters=g={}", master.addr()),
-        "-check_interval=100".into(),
-        "-max_down_time=1".into(),
-    ]);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let daemon = Daemon::start(&refs);
-    wait_until(Duration::from_secs(20), "group g ok", || {
-        let g = daemon.group("g");
-        if g["state"] == "ok" {
-            Ok(())
-        } else {
-            Err(g.to_string())
-        }
-    });
+    let daemon = tls_daemon(&pki.ca, &pki, &master);
+    daemon.wait_group_ok("g", 2);
     master.cli(&["SET", "before", "kept"]).unwrap();
     wait_until(Duration::from_secs(10), "the key replicated", || {
         match (a.cli(&["GET", "before"])?, b.cli(&["GET", "before"])?) {
@@ -603,4 +602,63 @@ fn a_check_refused_by_tls_says_why_in_the_api() {
             },
         );
     }
+}
+
+/// The servers' certificates come to be signed by a CA the daemon does not trust (here
+/// its CA file is replaced and reloaded, and the master restarts, so every connection
+/// is new): the daemon can verify neither the master nor any replica. That is not a
+/// dead master: the master's checks fail, naming the certificate problem, and its
+/// failover is attempted, but no replica the daemon cannot verify is promoted, and the
+/// group is not given up (fixing the CA file and reloading is enough).
+#[test]
+fn a_ca_the_daemon_does_not_trust_promotes_no_replica() {
+    let pki = Pki::new("untrusted");
+    let other = Pki::new("another-ca");
+    let (mut master, a, b) = tls_topology(&pki);
+    let dir = support::TempDir::new("untrusted-ca");
+    let ca = dir.path().join("ca.crt");
+    std::fs::copy(&pki.ca, &ca).unwrap();
+    let daemon = tls_daemon(&ca, &pki, &master);
+    daemon.wait_group_ok("g", 2);
+    std::fs::copy(&other.ca, &ca).unwrap();
+    daemon.signal("HUP");
+    master.restart();
+    let g = wait_until(Duration::from_secs(20), "a failover attempt", || {
+        let g = daemon.group("g");
+        if g["last_failover"].is_null() {
+            Err(g.to_string())
+        } else {
+            Ok(g)
+        }
+    });
+    let failover = &g["last_failover"];
+    // Nothing changed and the replicas may be reachable later: stopped, tried again
+    // after each window, not given up.
+    assert_eq!(failover["outcome"], "aborted", "{g}");
+    assert_ne!(g["state"], "failed", "{g}");
+    let reason = failover["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(&a.addr()) && reason.contains(&b.addr()) && reason.contains("CA"),
+        "the attempt should name both replicas and the certificate problem: {g}"
+    );
+    assert!(
+        g["last_error"].as_str().unwrap_or_default().contains("CA"),
+        "the master's check error should name the certificate problem: {g}"
+    );
+    assert_eq!(g["master"], master.addr(), "{g}");
+    for replica in [&a, &b] {
+        assert_eq!(replica.info_field("role").unwrap(), "slave", "{g}");
+    }
+    assert_eq!(master.info_field("role").unwrap(), "master");
+    // The right CA back and reloaded: the same group is ok again, on its old master.
+    std::fs::copy(&pki.ca, &ca).unwrap();
+    daemon.signal("HUP");
+    wait_until(Duration::from_secs(20), "group g ok again", || {
+        let g = daemon.group("g");
+        if g["state"] == "ok" && g["master"] == master.addr() {
+            Ok(())
+        } else {
+            Err(g.to_string())
+        }
+    });
 }

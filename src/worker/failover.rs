@@ -191,9 +191,17 @@ fn rank(
     }
     let down_for = req.last_success.elapsed();
     let order = elect(&req.master, &reports, down_for, ctx.max_down_time).map_err(|why| {
+        // Replicas this daemon cannot reach at all (down too, a network or certificate
+        // problem) may be reachable after the next window, and nothing has changed:
+        // stop and try again. Replicas that answer and do not qualify need a person.
+        let outcome = if reports.iter().all(|r| r.info.is_err()) {
+            Outcome::Aborted
+        } else {
+            Outcome::Failed
+        };
         at.fail(
             "elect",
-            Outcome::Failed,
+            outcome,
             format!("no replica can be promoted: {why}"),
         )
     })?;

@@ -531,6 +531,23 @@ impl Daemon {
             .unwrap_or(serde_json::Value::Null)
     }
 
+    /// Waits until group `name` is ok with `replicas` replicas listed.
+    pub fn wait_group_ok(&self, name: &str, replicas: usize) {
+        wait_until(
+            Duration::from_secs(20),
+            &format!("group {name} ok with {replicas} replica(s)"),
+            || {
+                let g = self.group(name);
+                let listed = g["replicas"].as_array().map_or(0, Vec::len);
+                if g["state"] == "ok" && listed == replicas {
+                    Ok(())
+                } else {
+                    Err(g.to_string())
+                }
+            },
+        );
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }

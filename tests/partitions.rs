@@ -237,3 +237,54 @@ fn with_bounded_loss_an_isolated_master_stops_taking_writes() {
     );
     lab::heal();
 }
+
+/// The master dies while the daemon cannot reach its replicas (they can: they see it go
+/// at once). Each attempt stops on the unreachable replicas and is tried again after the
+/// window; once the cut heals, long after the window, a replica is promoted. Its link has
+/// been down as long as the master has: that is not stale data (Sentinel's rule measures
+/// a replica's link against the master's whole outage, not the last window).
+#[test]
+fn replicas_unreachable_for_a_while_are_promoted_once_reachable() {
+    if !lab::enter("replicas_unreachable_for_a_while_are_promoted_once_reachable") {
+        return;
+    }
+    let mut master = LabRedis::start("127.0.1.1", None, &[]);
+    let a = LabRedis::start("127.0.1.2", Some(&master), &[]);
+    let b = LabRedis::start("127.0.1.3", Some(&master), &[]);
+    let daemon = LabDaemon::start(1, 1, &["-check_interval=100", "-max_down_time=1"]);
+    leader_of(std::slice::from_ref(&daemon));
+    let (status, body) = daemon
+        .http("POST", &format!("/master?masters=g={}", master.addr()))
+        .expect("POST /master");
+    assert_eq!(status, 200, "{body}");
+    wait_group(&daemon, "the group ok with both replicas", |g| {
+        g["state"] == "ok" && g["replicas"].as_array().is_some_and(|r| r.len() == 2)
+    });
+    lab::cut_daemon_from(&daemon, &a.ip);
+    lab::cut_daemon_from(&daemon, &b.ip);
+    master.kill();
+    let g = wait_group(
+        &daemon,
+        "an attempt stopped on the unreachable replicas",
+        |g| g["last_failover"]["outcome"] == "aborted",
+    );
+    assert_ne!(g["state"], "failed", "{g}");
+    // Longer than the staleness allowance of one window (10 windows and the window).
+    std::thread::sleep(WINDOW * 13);
+    lab::heal();
+    let g = wait_group(&daemon, "a failover once the replicas are reachable", |g| {
+        g["last_failover"]["outcome"] == "succeeded" || g["state"] == "failed"
+    });
+    assert_eq!(g["last_failover"]["outcome"], "succeeded", "{g}");
+    let new = str_of(&g["master"]);
+    assert!(new == a.addr() || new == b.addr(), "{g}");
+    let down_for = g["last_failover"]["down_for_ms"].as_u64().unwrap_or(0);
+    assert!(
+        down_for >= 13_000,
+        "the record should count the whole outage, not the last window: {g}"
+    );
+}
+
+fn str_of(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_string()
+}

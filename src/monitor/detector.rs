@@ -26,6 +26,10 @@ pub enum Verdict {
 pub struct DownDetector {
     max_down_time: Duration,
     last_success: Instant,
+    /// The last success itself, which a restart of the window does not move: how long
+    /// the master has really been without an answer, for Sentinel's staleness rule and
+    /// the failover record.
+    last_answer: Instant,
     failures_in_a_row: u32,
     first_failure: Option<Instant>,
 }
@@ -37,6 +41,7 @@ impl DownDetector {
         DownDetector {
             max_down_time,
             last_success: now,
+            last_answer: now,
             failures_in_a_row: 0,
             first_failure: None,
         }
@@ -44,6 +49,7 @@ impl DownDetector {
 
     pub fn on_success(&mut self, at: Instant) {
         self.last_success = self.last_success.max(at);
+        self.last_answer = self.last_answer.max(at);
         self.failures_in_a_row = 0;
         self.first_failure = None;
     }
@@ -66,9 +72,12 @@ impl DownDetector {
         now >= self.deadline() && self.failures_in_a_row >= MIN_FAILED_CHECKS
     }
 
-    /// Restarts the window (after an aborted failover, the master gets a full new one).
+    /// Restarts the window (after an aborted failover, the master gets a full new one);
+    /// the last answer stays what it was.
     pub fn restart(&mut self, now: Instant) {
+        let last_answer = self.last_answer;
         *self = DownDetector::new(self.max_down_time, now);
+        self.last_answer = last_answer;
     }
 
     /// When the window ends if no check succeeds.
@@ -78,6 +87,11 @@ impl DownDetector {
 
     pub fn last_success(&self) -> Instant {
         self.last_success
+    }
+
+    /// When the master last answered, across restarts of the window.
+    pub fn last_answer(&self) -> Instant {
+        self.last_answer
     }
 
     /// When the current run of failures began.
@@ -96,6 +110,21 @@ mod tests {
 
     const SEC: Duration = Duration::from_secs(1);
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_restarted_window_keeps_the_last_answer() {
+        let t0 = Instant::now();
+        let mut d = DownDetector::new(SEC, t0);
+        d.on_success(t0);
+        d.on_failure(t0 + 500 * MS);
+        assert_eq!(d.on_failure(t0 + SEC), Verdict::Down);
+        // An aborted attempt: a new window, but the master has not answered since t0.
+        d.restart(t0 + 2 * SEC);
+        assert_eq!(d.last_success(), t0 + 2 * SEC);
+        assert_eq!(d.last_answer(), t0);
+        d.on_success(t0 + 3 * SEC);
+        assert_eq!(d.last_answer(), t0 + 3 * SEC);
+    }
 
     #[test]
     fn down_only_after_the_whole_window_and_two_failures() {

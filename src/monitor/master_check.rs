@@ -217,7 +217,7 @@ impl Monitor {
             group: group.to_string(),
             master: master.clone(),
             replicas: watch.failover_replicas(),
-            last_success: watch.detector.last_success(),
+            last_success: watch.detector.last_answer(),
             master_offset: watch.master_offset,
             watch_id: watch.watch_id,
             resume: None,

@@ -559,7 +559,7 @@ impl Monitor {
                 group: name.clone(),
                 master: old_master.clone(),
                 replicas: replicas.clone(),
-                last_success: watch.detector.last_success(),
+                last_success: watch.detector.last_answer(),
                 master_offset: watch.master_offset,
                 watch_id: watch.watch_id,
                 resume: Some(Resume {

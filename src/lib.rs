@@ -66,6 +66,8 @@ pub mod redis;
 pub mod secret;
 pub mod shutdown;
 pub mod sync;
+#[cfg(test)]
+mod testing;
 pub mod worker;
 
 pub use address::{Addr, MasterSpec};

@@ -12,18 +12,10 @@ fn intervals_have_floors_that_name_their_key() {
         ),
         ("check_interval = 5000", "max_down_time"),
     ] {
-        let err = Settings::from_toml(toml)
-            .unwrap()
-            .resolve()
-            .unwrap_err()
-            .to_string();
+        let err = resolve_error(toml);
         assert!(err.starts_with(key), "{toml:?} gave {err:?}");
     }
-    let err = Settings::from_toml("check_interval = 5000")
-        .unwrap()
-        .resolve()
-        .unwrap_err()
-        .to_string();
+    let err = resolve_error("check_interval = 5000");
     assert!(err.contains("(the default)"), "{err}");
     let c = Settings::from_toml("check_interval = 10\nmax_down_time = 0.01")
         .unwrap()
@@ -96,11 +88,7 @@ fn raft_secret_from_the_config_or_a_file() {
             "not both",
         ),
     ] {
-        let err = Settings::from_toml(&toml)
-            .unwrap()
-            .resolve()
-            .unwrap_err()
-            .to_string();
+        let err = resolve_error(&toml);
         assert!(
             err.starts_with(key) && err.contains(says),
             "{toml:?} gave {err:?}"

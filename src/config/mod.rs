@@ -487,6 +487,16 @@ fn executable(key: &str, path: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(path))
 }
 
+/// The error `resolve` gives for a config file, as text (tests of bad settings).
+#[cfg(test)]
+fn resolve_error(toml: &str) -> String {
+    Settings::from_toml(toml)
+        .expect("the TOML parses")
+        .resolve()
+        .expect_err("the settings are refused")
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,11 +543,7 @@ mod tests {
             ("notify_script_timeout = 0", "notify_script_timeout"),
             ("switchover_timeout = -2", "switchover_timeout"),
         ] {
-            let err = Settings::from_toml(toml)
-                .unwrap()
-                .resolve()
-                .unwrap_err()
-                .to_string();
+            let err = resolve_error(toml);
             assert!(err.starts_with(key), "{toml:?} gave {err:?}");
         }
         let err = Settings::from_toml("chek_interval = 5")

@@ -156,6 +156,8 @@ mod tests {
     use super::*;
     use crate::broker::raft::state_machine::{StateMachine, to_bytes};
     use crate::broker::raft::storage::DiskStorage;
+    use crate::broker::raft::storage::tests::entry;
+    use crate::testing::temp_dir;
     use raft::Storage;
 
     fn record(index: u64) -> Vec<u8> {
@@ -243,26 +245,6 @@ mod tests {
         let replayed = replay_wal(Path::new("/nonexistent/raft.wal"), 0).unwrap();
         assert_eq!((replayed.records, replayed.entries.len()), (0, 0));
         let _: Option<HardState> = replayed.hard_state;
-    }
-
-    /// A fresh directory for one test.
-    fn temp_dir(tag: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "rf-start-{tag}-{}-{:?}",
-            std::process::id(),
-            std::time::SystemTime::now()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
-    fn entry(index: u64, term: u64, data: &str) -> Entry {
-        Entry {
-            index,
-            term,
-            data: data.as_bytes().to_vec().into(),
-            ..Entry::default()
-        }
     }
 
     /// A bootstrapped directory with a few entries, closed; returns its path.

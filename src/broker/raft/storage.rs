@@ -433,28 +433,20 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::address::MasterSpec;
     use crate::broker::Action;
+    use crate::testing::temp_dir;
 
-    fn entry(index: u64, term: u64, data: &str) -> Entry {
+    /// An entry at `index` of `term` holding `data` (shared with `replay.rs`'s tests).
+    pub(in crate::broker::raft) fn entry(index: u64, term: u64, data: &str) -> Entry {
         Entry {
             index,
             term,
             data: data.as_bytes().to_vec().into(),
             ..Entry::default()
         }
-    }
-
-    fn temp_dir(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "rf-storage-{tag}-{}-{:?}",
-            std::process::id(),
-            std::time::SystemTime::now()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
     }
 
     #[test]

@@ -150,6 +150,29 @@ impl Shared {
     }
 }
 
+/// Starts one of the broker's threads; when the system refuses, stops and joins the
+/// ones already started, so a failed start leaves nothing running.
+fn start_thread(
+    shared: &Shared,
+    threads: &mut Vec<JoinHandle<()>>,
+    name: &str,
+    body: impl FnOnce() + Send + 'static,
+) -> Result<()> {
+    match std::thread::Builder::new().name(name.into()).spawn(body) {
+        Ok(handle) => {
+            threads.push(handle);
+            Ok(())
+        }
+        Err(e) => {
+            shared.stopping.trigger();
+            for handle in threads.drain(..) {
+                let _ = handle.join();
+            }
+            Err(Error::Io(format!("cannot start thread {name}: {e}")))
+        }
+    }
+}
+
 /// The broker of a daemon in a ZooKeeper-coordinated cluster.
 pub struct ZkBroker {
     shared: Arc<Shared>,
@@ -191,44 +214,19 @@ impl ZkBroker {
         shared.stopping.on_trigger(move || {
             let _ = wake.send(Event::Shutdown);
         });
-        let io = |e: std::io::Error| Error::Io(format!("cannot start a thread: {e}"));
         let session = session::Session::new(shared.clone(), events_tx.clone(), events_rx);
-        let mut threads = vec![
-            std::thread::Builder::new()
-                .name("zk-session".into())
-                .spawn(move || session.run())
-                .map_err(io)?,
-        ];
+        let mut threads = Vec::new();
+        start_thread(&shared, &mut threads, "zk-session", move || session.run())?;
         let (detached_tx, detached_rx) = crossbeam_channel::bounded(DETACHED_QUEUE);
         let writer_shared = shared.clone();
-        let writer = std::thread::Builder::new()
-            .name("zk-writer".into())
-            .spawn(move || write_detached(&writer_shared, detached_rx));
-        match writer {
-            Ok(handle) => threads.push(handle),
-            Err(e) => {
-                shared.stopping.trigger();
-                for handle in threads {
-                    let _ = handle.join();
-                }
-                return Err(io(e));
-            }
-        }
+        start_thread(&shared, &mut threads, "zk-writer", move || {
+            write_detached(&writer_shared, detached_rx)
+        })?;
         let (views_tx, views_rx) = crossbeam_channel::bounded(1);
         let views_shared = shared.clone();
-        let sharer = std::thread::Builder::new()
-            .name("zk-views".into())
-            .spawn(move || views::run(&views_shared, views_rx));
-        match sharer {
-            Ok(handle) => threads.push(handle),
-            Err(e) => {
-                shared.stopping.trigger();
-                for handle in threads {
-                    let _ = handle.join();
-                }
-                return Err(io(e));
-            }
-        }
+        start_thread(&shared, &mut threads, "zk-views", move || {
+            views::run(&views_shared, views_rx)
+        })?;
         log::info!(
             "zk: joining the cluster at {} under {}, session timeout {} ms",
             shared.options.servers.join(","),

@@ -2,6 +2,7 @@
 //! reload, and both session kinds talking to each other over loopback.
 
 use super::*;
+use crate::testing::temp_dir;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -28,13 +29,6 @@ fn pki(dir: &Path, name: &str) -> TlsFiles {
     std::fs::write(files.cert.as_ref().unwrap(), leaf.pem()).unwrap();
     std::fs::write(files.key.as_ref().unwrap(), leaf_key.serialize_pem()).unwrap();
     files
-}
-
-fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("rf-tls-unit-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn load(files: TlsFiles) -> Result<Tls, LoadError> {

@@ -154,16 +154,7 @@ fn ours(client: Client) -> Result<(f64, String), String> {
         "-check_interval=100",
         "-max_down_time=1",
     ]);
-    wait_until(
-        Duration::from_secs(20),
-        "the daemon to see 2 replicas",
-        || {
-            let g = daemon.group(GROUP);
-            (g["state"] == "ok" && g["replicas"].as_array().map_or(0, |r| r.len()) == 2)
-                .then_some(())
-                .ok_or(g.to_string())
-        },
-    );
+    daemon.wait_group_ok(GROUP, 2);
     client.round(port, &master)
 }
 

@@ -64,16 +64,7 @@ fn through_the_daemon() -> NodeRun {
         "-check_interval=100",
         "-max_down_time=1",
     ]);
-    wait_until(
-        Duration::from_secs(20),
-        "the daemon to see 2 replicas",
-        || {
-            let g = daemon.group(GROUP);
-            (g["state"] == "ok" && g["replicas"].as_array().map_or(0, |r| r.len()) == 2)
-                .then_some(())
-                .ok_or(g.to_string())
-        },
-    );
+    daemon.wait_group_ok(GROUP, 2);
     let pid = master.pid().expect("master pid");
     let run = run_failover(port, GROUP, pid, 20_000)
         .unwrap_or_else(|e| panic!("through the daemon: {e}\ndaemon log:\n{}", daemon.log()));

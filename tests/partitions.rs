@@ -8,6 +8,7 @@ mod support;
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
+use support::groups::str_of;
 use support::lab::{self, LabDaemon, LabRedis};
 use support::wait_until;
 
@@ -16,12 +17,19 @@ const WINDOW: Duration = Duration::from_secs(1);
 /// Three daemons (check every 100 ms, down after 1 s) watching a master with two
 /// replicas at Redis's defaults; returns once every daemon sees the group ok.
 fn lab_cluster(extra: &[&str]) -> (Vec<LabDaemon>, LabRedis, LabRedis, LabRedis) {
+    lab_cluster_of(3, extra)
+}
+
+/// [`lab_cluster`] with `size` daemons.
+fn lab_cluster_of(size: u8, extra: &[&str]) -> (Vec<LabDaemon>, LabRedis, LabRedis, LabRedis) {
     let master = LabRedis::start("127.0.1.1", None, &[]);
     let a = LabRedis::start("127.0.1.2", Some(&master), &[]);
     let b = LabRedis::start("127.0.1.3", Some(&master), &[]);
     let mut flags = vec!["-check_interval=100", "-max_down_time=1"];
     flags.extend(extra);
-    let daemons: Vec<LabDaemon> = (1..=3).map(|i| LabDaemon::start(i, 3, &flags)).collect();
+    let daemons: Vec<LabDaemon> = (1..=size)
+        .map(|i| LabDaemon::start(i, size, &flags))
+        .collect();
     let leader = leader_of(&daemons);
     let (status, body) = daemons[leader]
         .http("POST", &format!("/master?masters=g={}", master.addr()))
@@ -248,23 +256,13 @@ fn replicas_unreachable_for_a_while_are_promoted_once_reachable() {
     if !lab::enter("replicas_unreachable_for_a_while_are_promoted_once_reachable") {
         return;
     }
-    let mut master = LabRedis::start("127.0.1.1", None, &[]);
-    let a = LabRedis::start("127.0.1.2", Some(&master), &[]);
-    let b = LabRedis::start("127.0.1.3", Some(&master), &[]);
-    let daemon = LabDaemon::start(1, 1, &["-check_interval=100", "-max_down_time=1"]);
-    leader_of(std::slice::from_ref(&daemon));
-    let (status, body) = daemon
-        .http("POST", &format!("/master?masters=g={}", master.addr()))
-        .expect("POST /master");
-    assert_eq!(status, 200, "{body}");
-    wait_group(&daemon, "the group ok with both replicas", |g| {
-        g["state"] == "ok" && g["replicas"].as_array().is_some_and(|r| r.len() == 2)
-    });
-    lab::cut_daemon_from(&daemon, &a.ip);
-    lab::cut_daemon_from(&daemon, &b.ip);
+    let (daemons, mut master, a, b) = lab_cluster_of(1, &[]);
+    let daemon = &daemons[0];
+    lab::cut_daemon_from(daemon, &a.ip);
+    lab::cut_daemon_from(daemon, &b.ip);
     master.kill();
     let g = wait_group(
-        &daemon,
+        daemon,
         "an attempt stopped on the unreachable replicas",
         |g| g["last_failover"]["outcome"] == "aborted",
     );
@@ -272,7 +270,7 @@ fn replicas_unreachable_for_a_while_are_promoted_once_reachable() {
     // Longer than the staleness allowance of one window (10 windows and the window).
     std::thread::sleep(WINDOW * 13);
     lab::heal();
-    let g = wait_group(&daemon, "a failover once the replicas are reachable", |g| {
+    let g = wait_group(daemon, "a failover once the replicas are reachable", |g| {
         g["last_failover"]["outcome"] == "succeeded" || g["state"] == "failed"
     });
     assert_eq!(g["last_failover"]["outcome"], "succeeded", "{g}");
@@ -283,8 +281,4 @@ fn replicas_unreachable_for_a_while_are_promoted_once_reachable() {
         down_for >= 13_000,
         "the record should count the whole outage, not the last window: {g}"
     );
-}
-
-fn str_of(v: &Value) -> String {
-    v.as_str().unwrap_or_default().to_string()
 }

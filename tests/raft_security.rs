@@ -15,11 +15,10 @@
 
 mod support;
 
-use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 use support::groups::*;
-use support::raft_wire::{self, Dialer, frame};
+use support::raft_wire::{self, Dialer, frame, send_raw};
 use support::{Daemon, RaftCluster, RedisServer, free_port, run_until_exit, wait_until};
 
 const FAST: [&str; 2] = ["-check_interval=100", "-max_down_time=1"];
@@ -43,10 +42,28 @@ fn id(cluster: &RaftCluster, i: usize) -> u64 {
     raft_wire::peer_id(&cluster.raft_addr(i))
 }
 
-/// Sends `bytes` on a new connection and closes it.
-fn send_raw(port: u16, bytes: &[u8]) {
-    let mut stream = raft_wire::connect(port);
-    let _ = stream.write_all(bytes);
+/// After forgeries: a write of `add` through node `via`'s API still commits, every node
+/// then holds exactly the groups `expected`, and none changed its (leader, term) from
+/// `before`.
+fn unmoved(cluster: &RaftCluster, via: usize, add: &str, expected: &str, before: &(String, u64)) {
+    write_ok(
+        &cluster.nodes[via],
+        "POST",
+        &format!("/master?masters={add}"),
+    );
+    wait_for_groups(
+        &cluster.nodes,
+        &[0, 1, 2],
+        expected,
+        "a write after the forgeries",
+    );
+    for i in 0..3 {
+        assert_eq!(
+            &leader_and_term(cluster, i),
+            before,
+            "node {i} changed leader or term"
+        );
+    }
 }
 
 /// (leader's raft address, term) as node `i` sees them.
@@ -87,11 +104,11 @@ fn attack_without_the_secret(cluster: &RaftCluster, i: usize, member: usize, ter
     let mut plain = frame(raft_wire::KIND_HELLO, &raft_wire::hello(&member_addr));
     plain.extend(frame(raft_wire::KIND_MESSAGE, &evil));
     plain.extend(frame(raft_wire::KIND_MESSAGE, &future));
-    send_raw(port, &plain);
+    send_raw(port, &plain, Duration::ZERO);
     let mut stranger_hello = frame(raft_wire::KIND_HELLO, &raft_wire::hello(stranger));
     let stranger_beat = raft_wire::heartbeat(stranger_id, to, term + 1000);
     stranger_hello.extend(frame(raft_wire::KIND_MESSAGE, &stranger_beat));
-    send_raw(port, &stranger_hello);
+    send_raw(port, &stranger_hello, Duration::ZERO);
     let mut wrong = Dialer::handshake(port, to, &member_addr, "not-the-secret")
         .expect("a challenge to an opening");
     assert!(
@@ -103,6 +120,7 @@ fn attack_without_the_secret(cluster: &RaftCluster, i: usize, member: usize, ter
     send_raw(
         port,
         &frame(raft_wire::KIND_SEALED, &[&evil[..], &[0u8; 32]].concat()),
+        Duration::ZERO,
     );
 }
 
@@ -177,25 +195,14 @@ fn with_a_secret_forged_hellos_and_messages_are_refused_and_change_nothing() {
     // A write through the API still commits; nothing forged got in, and the leader and
     // term are what they were.
     let follower = others_of(3, leader)[1];
-    write_ok(
-        &cluster.nodes[follower],
-        "POST",
-        &format!("/master?masters=after={}", m1.addr()),
-    );
     let expected = format!("after={},control={}", m1.addr(), m1.addr());
-    wait_for_groups(
-        &cluster.nodes,
-        &[0, 1, 2],
+    unmoved(
+        &cluster,
+        follower,
+        &format!("after={}", m1.addr()),
         &expected,
-        "a write after the attacks",
+        &(leader_addr, term),
     );
-    for i in 0..3 {
-        assert_eq!(
-            leader_and_term(&cluster, i),
-            (leader_addr.clone(), term),
-            "node {i} changed leader or term"
-        );
-    }
 
     // Links re-made with the handshake after a kill -9 of the leader.
     let killed_at = Instant::now();
@@ -221,14 +228,9 @@ fn without_a_secret_forged_messages_from_a_non_member_change_nothing() {
     let m1 = RedisServer::master();
     let mut cluster = RaftCluster::start(3, &FAST, &[]);
     let leader = cluster.wait_for_leader(&[0, 1, 2], ELECTION);
-    write_ok(
-        &cluster.nodes[leader],
-        "POST",
-        &format!("/master?masters=g={}", m1.addr()),
-    );
-    wait_for_groups(
+    add_everywhere(
         &cluster.nodes,
-        &[0, 1, 2],
+        leader,
         &format!("g={}", m1.addr()),
         "the first write",
     );
@@ -242,7 +244,7 @@ fn without_a_secret_forged_messages_from_a_non_member_change_nothing() {
         bytes.extend(frame(raft_wire::KIND_MESSAGE, &evil));
         let future = raft_wire::heartbeat(stranger_id, to, term + 1000);
         bytes.extend(frame(raft_wire::KIND_MESSAGE, &future));
-        send_raw(cluster.raft_ports[i], &bytes);
+        send_raw(cluster.raft_ports[i], &bytes, Duration::ZERO);
     }
     let not_a_member = "the sender is not a member of this node's configuration";
     for i in 0..3 {
@@ -261,25 +263,14 @@ fn without_a_secret_forged_messages_from_a_non_member_change_nothing() {
         );
     }
     let follower = others_of(3, leader)[0];
-    write_ok(
-        &cluster.nodes[follower],
-        "POST",
-        &format!("/master?masters=h={}", m1.addr()),
-    );
     let expected = format!("g={},h={}", m1.addr(), m1.addr());
-    wait_for_groups(
-        &cluster.nodes,
-        &[0, 1, 2],
+    unmoved(
+        &cluster,
+        follower,
+        &format!("h={}", m1.addr()),
         &expected,
-        "a write after the forgeries",
+        &(leader_addr, term),
     );
-    for i in 0..3 {
-        assert_eq!(
-            leader_and_term(&cluster, i),
-            (leader_addr.clone(), term),
-            "node {i} changed leader or term"
-        );
-    }
 }
 
 #[test]
@@ -405,14 +396,9 @@ fn the_raft_port_caps_its_connections_and_the_cluster_still_elects_and_commits()
     }
     // The established links carry on: a write commits everywhere.
     let follower = others_of(3, leader)[0];
-    write_ok(
-        &cluster.nodes[follower],
-        "POST",
-        &format!("/master?masters=g={}", m1.addr()),
-    );
-    wait_for_groups(
+    add_everywhere(
         &cluster.nodes,
-        &[0, 1, 2],
+        follower,
         &format!("g={}", m1.addr()),
         "a write with the port full",
     );
@@ -569,6 +555,7 @@ fn the_raft_port_outlives_running_out_of_file_descriptors() {
     send_raw(
         cluster.raft_ports[0],
         &frame(9, b"after the descriptors came back"),
+        Duration::ZERO,
     );
     wait_for_log(
         &cluster.nodes[0],

@@ -72,6 +72,14 @@ pub fn wait_for_groups(nodes: &[Daemon], which: &[usize], expected: &str, what: 
     }
 }
 
+/// Adds groups `spec` (`name=host:port,...`) through `nodes[via]` and waits until every
+/// daemon lists exactly those (`what` names the moment in a failure).
+pub fn add_everywhere(nodes: &[Daemon], via: usize, spec: &str, what: &str) {
+    write_ok(&nodes[via], "POST", &format!("/master?masters={spec}"));
+    let all: Vec<usize> = (0..nodes.len()).collect();
+    wait_for_groups(nodes, &all, spec, what);
+}
+
 /// Waits until group `name` on `daemon` satisfies `ok`; returns it.
 pub fn wait_for_group(
     daemon: &Daemon,

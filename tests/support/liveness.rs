@@ -5,9 +5,12 @@
 //! [`known_replicas_raft`] and [`known_replicas_zk`] wait until every daemon holds the
 //! group's replicas in its replicated state (so any of them can fail over a master it
 //! never saw alive); [`kill_leader_and_master`] kills both with `kill -9` and times the
-//! failover; [`leader_and_master_round`] is one benchmark round of all that, on a fresh master.
+//! failover; [`assert_taken_over`] is the tests' whole scenario after the set-up, and
+//! [`leader_and_master_round`] is one benchmark round of all that, on a fresh master.
 
-use super::groups::{LONG, try_group};
+use super::groups::{
+    LONG, failover_ended, others_of, try_group, wait_for_group, wait_replicating_from,
+};
 use super::{Daemon, RedisServer, cluster_status, redis_cmd, wait_until};
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -223,4 +226,47 @@ fn one_leader(nodes: &mut [Daemon]) -> Result<usize, String> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The tests' scenario once every daemon knows the replicas `a` and `b`: kills the
+/// leader `nodes[old]` and `master` ([`kill_leader_and_master`]), then asserts that a
+/// replica was master within `bound`, that the other replica follows it, and that a
+/// surviving daemon recorded the failover.
+pub fn assert_taken_over(
+    nodes: &mut [Daemon],
+    old: usize,
+    master: &mut RedisServer,
+    (a, b): (&RedisServer, &RedisServer),
+    master_after_ms: i64,
+    bound: Duration,
+) {
+    let round =
+        kill_leader_and_master(nodes, old, master, &[a.port, b.port], master_after_ms, LONG)
+            .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "master killed {master_after_ms} ms after the leader: a replica is master {} ms after the later kill (a survivor acted {:?} after the leader's kill)",
+        round.promoted_after.as_millis(),
+        round.acting_after
+    );
+    assert!(
+        round.promoted_after <= bound,
+        "promoted {:?} after the kills, more than {bound:?}",
+        round.promoted_after
+    );
+    let (new, other) = if round.new_master == a.port {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    wait_replicating_from(
+        other,
+        new.port,
+        "the other replica to follow the new master",
+    );
+    let survivor = others_of(nodes.len(), old)[0];
+    let g = wait_for_group(&nodes[survivor], "g", "the failover's record", |g| {
+        failover_ended(g, "succeeded")
+    });
+    assert_eq!(g["master"], new.addr().as_str(), "{g}");
+    assert_eq!(g["last_failover"]["old_master"], master.addr(), "{g}");
 }

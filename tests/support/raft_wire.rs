@@ -89,6 +89,13 @@ pub fn connect(port: u16) -> TcpStream {
     stream
 }
 
+/// Sends `bytes` on a new connection to `port`, keeps it open for `hold`, and closes it.
+pub fn send_raw(port: u16, bytes: &[u8], hold: Duration) {
+    let mut stream = connect(port);
+    let _ = stream.write_all(bytes);
+    std::thread::sleep(hold);
+}
+
 /// Reads one record; `None` when the connection was closed (or reset).
 pub fn read_record(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
     let mut header = [0u8; 8];

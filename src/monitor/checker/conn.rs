@@ -30,19 +30,58 @@ use polling::{Event, PollMode};
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The largest reply accepted: a bulk string at the parser's limit, and some room.
 pub const MAX_REPLY: usize = resp::MAX_BULK + 64 * 1024;
 /// A buffer grown past this for a large reply (INFO) is released once it is read.
 const KEEP_BUFFER: usize = 512;
+/// Connects under way at once, per checker thread; more wait in line. On loopback a
+/// connect runs the whole handshake inside the caller, and ten thousand at once (a
+/// daemon starting, a burst of new groups, every link lost together) kept the loop
+/// from reading the replies it had asked for until their deadlines passed.
+pub const MAX_CONNECTING: usize = 256;
+
+/// The connect slots of one checker thread, and the connections waiting for one.
+#[derive(Default)]
+pub struct ConnectSlots {
+    in_flight: usize,
+    waiting: VecDeque<usize>,
+}
+
+impl ConnectSlots {
+    fn take(&mut self) -> bool {
+        let free = self.in_flight < MAX_CONNECTING;
+        if free {
+            self.in_flight += 1;
+        }
+        free
+    }
+
+    fn release(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+    }
+
+    /// The next connection in line, once a slot is free.
+    pub fn next_waiting(&mut self) -> Option<usize> {
+        if self.in_flight >= MAX_CONNECTING {
+            return None;
+        }
+        self.waiting.pop_front()
+    }
+}
 
 /// A probe on its way, with its own deadline.
 #[derive(Debug)]
 pub struct Pending {
     pub probe: Probe,
     pub started: Instant,
+    /// The deadline, before the thread's own lateness is added (see `Lateness`).
     pub deadline: Instant,
+    /// The thread's total lateness when the probe started: whatever it adds while the
+    /// probe runs moves the probe's deadline, for the daemon's slowness is not the
+    /// server's.
+    pub late_at_start: Duration,
 }
 
 /// The connection's byte stream: the socket itself, or a TLS session over it.
@@ -102,6 +141,8 @@ enum State {
     Closed,
     /// Waiting for the resolver to name the address.
     Resolving,
+    /// Waiting for a connect slot: [`MAX_CONNECTING`] are under way.
+    Queued,
     /// A non-blocking connect under way (registered writable).
     Connecting,
     /// Connected (registered readable); a probe is running when `current` is set.
@@ -116,6 +157,8 @@ pub struct Conn {
     slot: usize,
     link: Option<Link>,
     state: State,
+    /// Where a connection waiting for a connect slot will connect.
+    target: Option<SocketAddr>,
     current: Option<Pending>,
     queue: VecDeque<Pending>,
     /// Bytes of replies read and not yet parsed.
@@ -134,6 +177,8 @@ pub struct Conn {
     beacon_refused: bool,
     /// Bumped whenever a probe starts, so a stale deadline is recognised.
     pub generation: u64,
+    /// The latest instant a deadline entry of the current probe is set for.
+    armed: Option<Instant>,
     pub last_used: Instant,
 }
 
@@ -154,6 +199,7 @@ impl Conn {
             slot,
             link: None,
             state: State::Closed,
+            target: None,
             current: None,
             queue: VecDeque::new(),
             input: Vec::new(),
@@ -165,6 +211,7 @@ impl Conn {
             wants_write: false,
             beacon_refused: false,
             generation: 0,
+            armed: None,
             last_used: now,
         }
     }
@@ -212,6 +259,7 @@ impl Conn {
         }
         self.generation += 1;
         io.deadlines.push(next.deadline, self.slot, self.generation);
+        self.armed = Some(next.deadline);
         self.current = Some(next);
         match self.state {
             State::Open => {
@@ -219,7 +267,7 @@ impl Conn {
                 self.send(io);
             }
             State::Closed => self.connect(io),
-            State::Resolving | State::Connecting => {}
+            State::Resolving | State::Queued | State::Connecting => {}
         }
     }
 
@@ -244,6 +292,12 @@ impl Conn {
     }
 
     fn connect_to(&mut self, target: SocketAddr, io: &mut Io) {
+        if !io.connects.take() {
+            self.state = State::Queued;
+            self.target = Some(target);
+            io.connects.waiting.push_back(self.slot);
+            return;
+        }
         let started = (|| {
             let socket = socket2::Socket::new(
                 socket2::Domain::for_address(target),
@@ -270,8 +324,26 @@ impl Conn {
                 self.link = Some(Link::Plain(stream));
                 self.state = State::Connecting;
             }
-            Err(e) => self.fail(Failure::Probe(format!("connect: {e}")), io),
+            Err(e) => {
+                io.connects.release();
+                self.fail(Failure::Probe(format!("connect: {e}")), io)
+            }
         }
+    }
+
+    /// A connect slot is free for this connection, which waited in line: the time it
+    /// waited was the daemon's, so the probe's deadline moves by as much.
+    pub fn dequeued(&mut self, io: &mut Io) {
+        if self.state != State::Queued {
+            return;
+        }
+        self.state = State::Closed;
+        let (Some(current), Some(target)) = (self.current.as_mut(), self.target.take()) else {
+            return;
+        };
+        let waited = io.now.saturating_duration_since(current.started);
+        current.deadline = current.deadline.max(current.started + io.timeout + waited);
+        self.connect_to(target, io);
     }
 
     /// Readiness reported by the poller.
@@ -293,6 +365,10 @@ impl Conn {
 
     /// The connect finished, one way or the other.
     fn connected(&mut self, io: &mut Io) {
+        if self.state == State::Connecting {
+            self.state = State::Open;
+            io.connects.release();
+        }
         let error = match &self.link {
             Some(link) => match link.socket().take_error() {
                 Ok(None) => link.socket().peer_addr().err(),
@@ -588,8 +664,27 @@ impl Conn {
 
     /// The deadline of the probe started as `generation` passed.
     pub fn expire(&mut self, generation: u64, io: &mut Io) {
-        if generation != self.generation || self.current.is_none() {
+        let Some(current) = self.current.as_ref() else {
             return;
+        };
+        if generation != self.generation {
+            return;
+        }
+        // The daemon's own lateness since the probe started is not the server's.
+        let due = current.deadline + io.late_total.saturating_sub(current.late_at_start);
+        if due > io.now {
+            if self.armed.is_none_or(|armed| armed < due) {
+                io.deadlines.push(due, self.slot, self.generation);
+                self.armed = Some(due);
+            }
+            return;
+        }
+        // A reply that is there, unread, is not a timeout.
+        if self.state == State::Open {
+            self.receive(io);
+            if generation != self.generation || self.current.is_none() {
+                return;
+            }
         }
         let command = match self.current.as_ref().map(|c| c.probe.kind) {
             Some(ProbeKind::Info) => "INFO",
@@ -598,6 +693,7 @@ impl Conn {
         let handshaking = self.link.as_ref().is_some_and(Link::handshaking);
         let why = match self.state {
             State::Resolving => "timed out resolving the address".to_string(),
+            State::Queued => "timed out waiting for a connect slot".to_string(),
             State::Connecting => "connect timed out".to_string(),
             _ if handshaking => "TLS handshake timed out".to_string(),
             _ if self.input.is_empty() && self.replies.is_empty() => {
@@ -621,6 +717,12 @@ impl Conn {
     pub fn close(&mut self, io: &mut Io) {
         if let Some(link) = self.link.take() {
             let _ = io.poller.delete(link.socket());
+        }
+        match self.state {
+            State::Connecting => io.connects.release(),
+            // Still in line: `dequeued` will find it closed and pass it over.
+            State::Queued => self.target = None,
+            _ => {}
         }
         self.state = State::Closed;
         self.wants_write = false;

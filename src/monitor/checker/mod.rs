@@ -108,11 +108,13 @@ pub struct ProbeSettings {
 pub struct CheckerReport {
     pub results: Vec<ProbeResult>,
     pub closed: Vec<LinkClosed>,
+    /// The most the thread ran late in one turn since its last report (see `shard.rs`).
+    pub late: Duration,
 }
 
 impl CheckerReport {
     fn is_empty(&self) -> bool {
-        self.results.is_empty() && self.closed.is_empty()
+        self.results.is_empty() && self.closed.is_empty() && self.late.is_zero()
     }
 }
 

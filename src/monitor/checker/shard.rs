@@ -3,13 +3,21 @@
 //! monitor hands it in batches.
 //!
 //! One turn of the loop: wait for readiness (at most until the nearest deadline, and at
-//! most [`TURN`]); read and answer what is ready; take new batches from the monitor;
-//! carry on after DNS answers; fail the probes whose deadline passed; send everything
-//! that finished as one report.
+//! most [`TURN`]); read and answer what is ready (all of it: when one wait fills the
+//! event buffer, more are taken at once); take new batches from the monitor; carry on
+//! after DNS answers; start the connects waiting for a slot; fail the probes whose
+//! deadline passed; send everything that finished as one report.
+//!
+//! The thread measures its own lateness: a turn that works longer than [`LATE_GRACE`],
+//! or a wait that returns later than asked (the thread starved of CPU, the process
+//! stopped), adds the excess to its total. A probe's deadline moves by whatever the
+//! total grew while it ran, and a probe whose reply is there, unread, when its deadline
+//! comes is read, not failed: a late daemon is not a dead master. The largest lateness
+//! goes to the monitor with each report, for TILT (`monitor/tilt.rs`).
 
 use super::super::IdMap;
 use super::super::timers::Timers;
-use super::conn::{Conn, Pending};
+use super::conn::{Conn, ConnectSlots, Pending};
 use super::resolve::Resolver;
 use super::{
     BEACON_CHANNEL, COALESCE, CheckerReport, Command, LinkClosed, Probe, ProbeSettings, TURN,
@@ -22,11 +30,19 @@ use crate::redis::{INFO_COMMANDS, NodeOptions, resp};
 use crate::worker::fault;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use polling::{Events, Poller};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Bytes read from a socket at once.
 const READ_CHUNK: usize = 16 * 1024;
+/// Readiness events taken from one wait.
+const EVENTS: NonZeroUsize = NonZeroUsize::new(4096).expect("not zero");
+/// When waits keep filling the event buffer, at most this many more are taken in one
+/// turn before the turn goes on (with 16,384 events handled, the rest wait a turn).
+const MORE_WAITS: usize = 3;
+/// Work in one turn, or oversleeping past a wait, up to this much is not lateness.
+pub const LATE_GRACE: Duration = Duration::from_millis(5);
 /// How often unused connections are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
@@ -92,6 +108,13 @@ pub struct Io<'a> {
     pub tls: Option<&'a Tls>,
     pub resolver: &'a mut Resolver,
     pub deadlines: &'a mut Deadlines,
+    pub connects: &'a mut ConnectSlots,
+    /// The whole-probe deadline.
+    pub timeout: Duration,
+    /// The thread's lateness so far (see the module docs).
+    pub late_total: Duration,
+    /// When the current step of the turn began.
+    pub now: Instant,
     pub report: &'a mut CheckerReport,
     pub scratch: &'a mut [u8],
 }
@@ -126,6 +149,9 @@ pub struct Shard {
     /// The slots of each watch's connections, by server (a watch has a few).
     by_watch: IdMap<Vec<(Addr, usize)>>,
     deadlines: Deadlines,
+    connects: ConnectSlots,
+    /// The thread's own lateness, added up (see the module docs).
+    late_total: Duration,
     report: CheckerReport,
     scratch: Vec<u8>,
     heartbeat: Arc<Heartbeat>,
@@ -157,6 +183,8 @@ impl Shard {
             free: Vec::new(),
             by_watch: IdMap::default(),
             deadlines: Deadlines::default(),
+            connects: ConnectSlots::default(),
+            late_total: Duration::ZERO,
             report: CheckerReport::default(),
             scratch: vec![0; READ_CHUNK],
             heartbeat,
@@ -170,9 +198,10 @@ impl Shard {
 
     /// Runs until the monitor drops its handle.
     pub fn run(mut self) {
-        let mut events = Events::new();
+        let mut events = Events::with_capacity(EVENTS);
         let mut last_look = Instant::now();
         loop {
+            let work_done = Instant::now();
             self.heartbeat.beat();
             if self.stall_after.is_some_and(|at| Instant::now() >= at) {
                 self.stall_after = None;
@@ -184,10 +213,11 @@ impl Shard {
                 std::thread::sleep(Duration::from_secs(60));
             }
             // Probes out: let their replies gather for a moment (see COALESCE).
+            let mut nap = Duration::ZERO;
             if self.deadlines.next().is_some() || !self.deadlines.due.is_empty() {
-                let since = last_look.elapsed();
-                if since < COALESCE {
-                    std::thread::sleep(COALESCE - since);
+                nap = COALESCE.saturating_sub(work_done.saturating_duration_since(last_look));
+                if !nap.is_zero() {
+                    std::thread::sleep(nap);
                 }
             }
             let now = Instant::now();
@@ -195,25 +225,26 @@ impl Shard {
                 .deadlines
                 .next()
                 .map_or(TURN, |at| at.saturating_duration_since(now).min(TURN));
-            events.clear();
-            if let Err(e) = self.poller.wait(&mut events, Some(wait))
-                && e.kind() != std::io::ErrorKind::Interrupted
-            {
-                log::error!("checker-{}: cannot wait for sockets: {e}", self.index);
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            last_look = Instant::now();
+            self.wait(&mut events, wait);
+            let woke = Instant::now();
+            // Lateness: work beyond the grace, and waking later than asked.
+            let worked = work_done.saturating_duration_since(last_look);
+            let asleep = woke.saturating_duration_since(work_done);
+            let late = worked.saturating_sub(LATE_GRACE)
+                + asleep.saturating_sub(nap + wait + LATE_GRACE);
+            self.late_total += late;
+            self.report.late = self.report.late.max(late);
+            last_look = woke;
             // Readiness first: a link closed since the last turn is seen before a new
             // probe would be sent on it.
-            for event in events.iter() {
-                self.with_conn(event.key, |conn, io| conn.on_event(event, io));
-            }
+            self.on_events(&mut events);
             if !self.take_commands() {
                 break;
             }
             if self.resolver.take_answers() {
                 self.resume_resolving();
             }
+            self.start_waiting_connects();
             self.expire(Instant::now());
             self.sweep();
             if !self.report.is_empty() {
@@ -224,6 +255,37 @@ impl Shard {
             }
         }
         self.close_all();
+    }
+
+    fn wait(&self, events: &mut Events, wait: Duration) {
+        events.clear();
+        if let Err(e) = self.poller.wait(events, Some(wait))
+            && e.kind() != std::io::ErrorKind::Interrupted
+        {
+            log::error!("checker-{}: cannot wait for sockets: {e}", self.index);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Handles the readiness of the last wait, and, while waits fill the buffer, takes
+    /// more at once: every reply that is there is read before any deadline is judged.
+    fn on_events(&mut self, events: &mut Events) {
+        for round in 0..=MORE_WAITS {
+            for event in events.iter() {
+                self.with_conn(event.key, |conn, io| conn.on_event(event, io));
+            }
+            if events.len() < events.capacity().get() || round == MORE_WAITS {
+                return;
+            }
+            self.wait(events, Duration::ZERO);
+        }
+    }
+
+    /// Starts the connects that waited for a slot, as slots are free.
+    fn start_waiting_connects(&mut self) {
+        while let Some(slot) = self.connects.next_waiting() {
+            self.with_conn(slot, |conn, io| conn.dequeued(io));
+        }
     }
 
     /// Runs `f` on the connection in `slot` with the thread's I/O context.
@@ -237,6 +299,10 @@ impl Shard {
             tls: self.tls.as_deref(),
             resolver: &mut self.resolver,
             deadlines: &mut self.deadlines,
+            connects: &mut self.connects,
+            timeout: self.timeout,
+            late_total: self.late_total,
+            now: Instant::now(),
             report: &mut self.report,
             scratch: &mut self.scratch,
         };
@@ -263,6 +329,7 @@ impl Shard {
                 probe,
                 started: now,
                 deadline: now + self.timeout,
+                late_at_start: self.late_total,
             };
             self.with_conn(slot, |conn, io| conn.submit(pending, io));
         }

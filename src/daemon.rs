@@ -63,7 +63,8 @@ impl Daemon {
 
     /// Every group with what this daemon sees of it.
     pub fn groups(&self) -> Vec<GroupStatus> {
-        group_statuses(&self.broker.state(), &self.observed)
+        let tilt = self.metrics.tilt_since_ms().is_some();
+        group_statuses(&self.broker.state(), &self.observed, tilt)
     }
 
     /// This daemon's view of its cluster.
@@ -73,7 +74,11 @@ impl Daemon {
 }
 
 /// Joins the replicated state with this daemon's observations.
-pub fn group_statuses(state: &ReplicatedState, observed: &Observations) -> Vec<GroupStatus> {
+pub fn group_statuses(
+    state: &ReplicatedState,
+    observed: &Observations,
+    tilt: bool,
+) -> Vec<GroupStatus> {
     let observed = observed.lock();
     state
         .groups
@@ -102,6 +107,7 @@ pub fn group_statuses(state: &ReplicatedState, observed: &Observations) -> Vec<G
                 last_error: seen.last_error,
                 replicas: seen.replicas,
                 last_failover: state.last_failover(&group.name).cloned(),
+                tilt,
             }
         })
         .collect()

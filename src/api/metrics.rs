@@ -19,6 +19,8 @@
 //! | `redis_failover_last_failover_timestamp_seconds` | gauge | group |
 //! | `redis_failover_is_leader` | gauge | none |
 //! | `redis_failover_daemons_reporting` | gauge | none (daemons whose view of the masters is fresh) |
+//! | `redis_failover_tilt` | gauge | none (1 while this daemon is in tilt) |
+//! | `redis_failover_tilt_entries_total` | counter | none |
 //! | `redis_failover_monitor_heartbeat_age_seconds` | gauge | none |
 //! | `redis_failover_thread_heartbeat_age_seconds` | gauge | thread (monitor, checker-N) |
 //! | `redis_failover_build_info` | gauge, always 1 | version |
@@ -304,6 +306,30 @@ impl Page<'_> {
             "redis_failover_daemons_reporting",
             &[],
             metrics.daemons_reporting(),
+        );
+        header(
+            out,
+            "redis_failover_tilt",
+            "gauge",
+            "Whether this daemon is in tilt (1): its own loops ran late, so it checks on but starts no failover and counts no master down.",
+        );
+        sample(
+            out,
+            "redis_failover_tilt",
+            &[],
+            u8::from(metrics.tilt_since_ms().is_some()),
+        );
+        header(
+            out,
+            "redis_failover_tilt_entries_total",
+            "counter",
+            "Times this daemon entered tilt.",
+        );
+        sample(
+            out,
+            "redis_failover_tilt_entries_total",
+            &[],
+            metrics.tilt_entries(),
         );
         header(
             out,

@@ -20,6 +20,7 @@ mod detector;
 mod master_check;
 mod probes;
 mod quorum;
+mod tilt;
 pub mod timers;
 mod watch;
 
@@ -42,7 +43,8 @@ use detector::DownDetector;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+use tilt::{ClockWatch, Tilt, TiltChange};
 use timers::Timers;
 use watch::{Phase, Watch};
 
@@ -107,6 +109,12 @@ pub fn spawn(ctx: MonitorContext, channels: MonitorChannels) -> std::io::Result<
         })
 }
 
+/// A watch's place in [0, 1): the golden-ratio sequence spreads successive ids evenly.
+fn spread(watch_id: u64) -> f64 {
+    const GOLDEN: f64 = 0.618_033_988_749_895;
+    (watch_id as f64 * GOLDEN).fract()
+}
+
 /// A map by watch id. Ids are handed out in sequence and never chosen by anyone
 /// outside the daemon, so a multiplication spreads them well enough; the default
 /// SipHash, made to resist chosen keys, costs more on the check path than it buys.
@@ -129,6 +137,15 @@ impl std::hash::Hasher for IdHasher {
     fn write_u64(&mut self, id: u64) {
         self.0 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
+}
+
+/// What woke the monitor loop.
+enum Wake {
+    Checked(Option<CheckerReport>),
+    Worker(Option<WorkerReport>),
+    StateChanged,
+    Switchover(Option<SwitchoverCommand>),
+    Timeout,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -160,6 +177,9 @@ struct Monitor {
     /// The broker's state changed since the last sync; the next is due at `sync_due`.
     sync_pending: bool,
     sync_due: Instant,
+    /// Whether this daemon's own loops run too late to trust its checks.
+    tilt: Tilt,
+    clocks: ClockWatch,
 }
 
 impl Monitor {
@@ -191,6 +211,8 @@ impl Monitor {
             next_exchange: Instant::now(),
             sync_pending: false,
             sync_due: Instant::now(),
+            tilt: Tilt::new(ctx.check_interval, ctx.max_down_time),
+            clocks: ClockWatch::new(),
             ctx,
         })
     }
@@ -203,9 +225,11 @@ impl Monitor {
     ) {
         let stop = shutdown.signal();
         self.sync();
+        let mut woke = Instant::now();
         loop {
             self.ctx.metrics.monitor_heartbeat().beat();
             let now = Instant::now();
+            self.judge_own_time(now, now.saturating_duration_since(woke));
             if self.sync_pending && now >= self.sync_due {
                 self.sync();
             }
@@ -227,9 +251,25 @@ impl Monitor {
                 })
                 .saturating_duration_since(now)
                 .min(HEARTBEAT_PERIOD);
-            select! {
-                recv(self.reports) -> report => {
-                    if let Ok(report) = report {
+            let waiting_since = Instant::now();
+            let wake = select! {
+                recv(self.reports) -> report => Wake::Checked(report.ok()),
+                recv(reports) -> report => Wake::Worker(report.ok()),
+                recv(self.changes) -> _ => Wake::StateChanged,
+                recv(switchovers) -> command => Wake::Switchover(command.ok()),
+                recv(stop) -> _ => break,
+                default(wait) => Wake::Timeout,
+            };
+            // How late the loop woke is judged before what woke it is handled: a stop
+            // of the whole process must enter tilt before the checks it delayed count.
+            woke = Instant::now();
+            let overslept = woke.saturating_duration_since(waiting_since + wait);
+            if let Some(change) = self.tilt.on_lateness("the monitor loop", overslept, woke) {
+                self.on_tilt(change, woke);
+            }
+            match wake {
+                Wake::Checked(report) => {
+                    if let Some(report) = report {
                         self.on_report(report);
                     }
                     // Take every report already waiting before sleeping again.
@@ -237,24 +277,57 @@ impl Monitor {
                         self.on_report(report);
                     }
                 }
-                recv(reports) -> report => match report {
-                    Ok(report) => self.on_worker_report(report),
-                    Err(_) => {
-                        log::error!("the failover worker has stopped; monitoring stops too");
-                        break;
-                    }
-                },
-                recv(self.changes) -> _ => self.sync_pending = true,
-                recv(switchovers) -> command => match command {
-                    Ok(command) => self.on_switchover(command),
-                    // The API is gone (an embedder dropped it): nothing more will come.
-                    Err(_) => switchovers = crossbeam_channel::never(),
-                },
-                recv(stop) -> _ => break,
-                default(wait) => {}
+                Wake::Worker(Some(report)) => self.on_worker_report(report),
+                Wake::Worker(None) => {
+                    log::error!("the failover worker has stopped; monitoring stops too");
+                    break;
+                }
+                Wake::StateChanged => self.sync_pending = true,
+                Wake::Switchover(Some(command)) => self.on_switchover(command),
+                // The API is gone (an embedder dropped it): nothing more will come.
+                Wake::Switchover(None) => switchovers = crossbeam_channel::never(),
+                Wake::Timeout => {}
             }
         }
         self.checkers.shutdown();
+    }
+
+    /// The monitor's own time: a turn that worked `worked`, the clocks compared, and
+    /// the end of a tilt once the loops have been on time long enough.
+    fn judge_own_time(&mut self, now: Instant, worked: Duration) {
+        let mut changes = Vec::new();
+        changes.extend(self.tilt.on_lateness("the monitor loop", worked, now));
+        if let Some((wall, mono)) = self.clocks.look(now, SystemTime::now()) {
+            changes.extend(self.tilt.on_clocks(wall, mono, now));
+        }
+        changes.extend(self.tilt.tick(now));
+        for change in changes {
+            self.on_tilt(change, now);
+        }
+    }
+
+    /// Says that tilt began or ended: the log, the metrics (which the API, `/metrics`
+    /// and the Sentinel port read).
+    fn on_tilt(&mut self, change: TiltChange, now: Instant) {
+        match change {
+            TiltChange::Entered { why } => {
+                log::warn!(
+                    "tilt: {why}; checks go on, but no failover begins and no master counts as down here until this daemon has been on time for {} ms",
+                    self.tilt.recovery().as_millis()
+                );
+                self.ctx
+                    .metrics
+                    .set_tilt(Some(crate::clock::instant_to_unix_ms(now)));
+            }
+            TiltChange::Left { lasted } => {
+                log::warn!(
+                    "tilt ends after {} ms: this daemon has been on time for {} ms; failovers may begin again",
+                    lasted.as_millis(),
+                    self.tilt.recovery().as_millis()
+                );
+                self.ctx.metrics.set_tilt(None);
+            }
+        }
     }
 
     /// Hands a job to the failover worker.
@@ -652,10 +725,17 @@ impl Monitor {
     /// second, 10,000 in ten. The golden-ratio sequence spreads watches evenly over the
     /// phases; the first group of a daemon is checked at once.
     fn phase_of(&self, watch_id: u64) -> Duration {
-        const GOLDEN: f64 = 0.618_033_988_749_895;
         let phases = self.watches.len().div_ceil(BATCH_TARGET).clamp(1, 10) as u32;
-        let index = ((watch_id as f64 * GOLDEN).fract() * f64::from(phases)) as u32;
+        let index = (spread(watch_id) * f64::from(phases)) as u32;
         self.ctx.check_interval / phases * index.min(phases - 1)
+    }
+
+    /// How long after its link closed a watch's master is checked again: spread over a
+    /// quarter of the interval (at most 250 ms), so that links lost together are not
+    /// all dialled again in the same instant.
+    fn recheck_spread(&self, watch_id: u64) -> Duration {
+        let over = (self.ctx.check_interval / 4).min(Duration::from_millis(250));
+        over.mul_f64(spread(watch_id))
     }
 
     /// The watch's next regular check: its first phase point at or after `after`.

@@ -14,6 +14,12 @@ use std::time::Instant;
 
 impl Monitor {
     pub(super) fn on_report(&mut self, report: CheckerReport) {
+        if let Some(change) = self
+            .tilt
+            .on_lateness("a checker thread", report.late, Instant::now())
+        {
+            self.on_tilt(change, Instant::now());
+        }
         for result in report.results {
             self.on_probe_result(result);
         }
@@ -129,7 +135,10 @@ impl Monitor {
             return;
         };
         if watch.phase == super::watch::Phase::Watching && !watch.check_in_flight {
-            self.schedule(Instant::now(), Timer::Check, watch_id);
+            // Spread: when every link closes at once (a network blip, a daemon resumed
+            // after a stop), the checks do not all reconnect in the same instant.
+            let at = Instant::now() + self.recheck_spread(watch_id);
+            self.schedule(at, Timer::Check, watch_id);
         }
     }
 

@@ -28,6 +28,12 @@ impl Monitor {
             return;
         };
         let watch_id = watch.watch_id;
+        if self.tilt.is_on() {
+            // This daemon's checks cannot be trusted now (see `tilt.rs`): no verdict.
+            log::debug!("group {group}: master looks down, but this daemon is in tilt");
+            let next = self.next_check(watch_id, due + interval / 2);
+            return self.schedule(next, Timer::Check, watch_id);
+        }
         if !watch.reported_down {
             watch.reported_down = true;
             log::warn!(
@@ -88,13 +94,15 @@ impl Monitor {
     pub(super) fn exchange_views(&mut self) {
         let now = Instant::now();
         self.view_seq += 1;
+        // A daemon in tilt counts no master down (see `tilt.rs`).
+        let tilt = self.tilt.is_on();
         let view = MastersView {
             daemon: self.ctx.broker.cluster().http_addr,
             seq: self.view_seq,
             down: self
                 .watches
                 .values()
-                .filter(|w| w.phase != Phase::Stopped && w.detector.is_down(now))
+                .filter(|w| !tilt && w.phase != Phase::Stopped && w.detector.is_down(now))
                 .filter_map(|w| {
                     let group = self.by_id.get(&w.watch_id)?;
                     Some(DownMaster {
@@ -122,7 +130,7 @@ impl Monitor {
         let acting = self.ctx.broker.is_acting();
         let mut ready = Vec::new();
         for (name, watch) in self.watches.iter_mut() {
-            let down_here = watch.detector.is_down(now);
+            let down_here = !tilt && watch.detector.is_down(now);
             let votes = peers.get(name.as_str()).copied().unwrap_or(0) + usize::from(down_here);
             if votes != watch.down_votes {
                 watch.down_votes = votes;

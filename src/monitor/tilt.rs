@@ -64,6 +64,7 @@ impl Tilt {
     }
 
     /// How late a loop must be to enter tilt.
+    #[cfg(test)]
     pub fn threshold(&self) -> Duration {
         self.threshold
     }
@@ -75,11 +76,6 @@ impl Tilt {
 
     pub fn is_on(&self) -> bool {
         self.spell.is_some()
-    }
-
-    /// When the current spell began.
-    pub fn since(&self) -> Option<Instant> {
-        self.spell.as_ref().map(|s| s.since)
     }
 
     /// `what` ran `late` behind, as measured at `now`: enters tilt (or prolongs it) when
@@ -98,7 +94,12 @@ impl Tilt {
 
     /// The wall clock moved `wall` while the monotonic clock moved `mono`: a difference
     /// beyond [`CLOCK_JUMP`] enters tilt (or prolongs it).
-    pub fn on_clocks(&mut self, wall: Option<Duration>, mono: Duration, now: Instant) -> Option<TiltChange> {
+    pub fn on_clocks(
+        &mut self,
+        wall: Option<Duration>,
+        mono: Duration,
+        now: Instant,
+    ) -> Option<TiltChange> {
         let why = match wall {
             None => "the wall clock went backwards".to_string(),
             Some(wall) if wall.abs_diff(mono) > CLOCK_JUMP => format!(
@@ -152,7 +153,11 @@ impl ClockWatch {
 
     /// The wall clock's move (`None`: backwards) and the monotonic clock's since the last
     /// look; nothing on the first look.
-    pub fn look(&mut self, mono: Instant, wall: SystemTime) -> Option<(Option<Duration>, Duration)> {
+    pub fn look(
+        &mut self,
+        mono: Instant,
+        wall: SystemTime,
+    ) -> Option<(Option<Duration>, Duration)> {
         let last = self.last.replace((mono, wall))?;
         let wall_moved = wall.duration_since(last.1).ok();
         Some((wall_moved, mono.saturating_duration_since(last.0)))
@@ -207,9 +212,7 @@ mod tests {
         assert_eq!(t.tick(t0 + 2000 * MS), None);
         assert_eq!(
             t.tick(t0 + 2100 * MS),
-            Some(TiltChange::Left {
-                lasted: 2100 * MS
-            })
+            Some(TiltChange::Left { lasted: 2100 * MS })
         );
         assert!(!t.is_on());
         assert_eq!(t.tick(t0 + 3000 * MS), None);
@@ -221,7 +224,10 @@ mod tests {
         let mut t = tilt();
         assert_eq!(t.on_clocks(Some(600 * MS), 500 * MS, t0), None);
         let jumped = t.on_clocks(Some(5000 * MS), 500 * MS, t0);
-        assert!(matches!(jumped, Some(TiltChange::Entered { .. })), "{jumped:?}");
+        assert!(
+            matches!(jumped, Some(TiltChange::Entered { .. })),
+            "{jumped:?}"
+        );
         let mut t = tilt();
         assert!(matches!(
             t.on_clocks(None, 500 * MS, t0),

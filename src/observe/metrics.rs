@@ -150,6 +150,10 @@ pub struct Metrics {
     /// Daemons, this one included, whose view of the masters was fresh at the last
     /// exchange of views: those that can count toward the quorum.
     daemons_reporting: AtomicUsize,
+    /// When this daemon's current tilt began (Unix ms), 0 when not in tilt.
+    tilt_since_ms: AtomicU64,
+    /// Times this daemon entered tilt.
+    tilt_entries: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -167,7 +171,30 @@ impl Metrics {
             monitor_heartbeat: Heartbeat::new(),
             heartbeats: Mutex::new(Vec::new()),
             daemons_reporting: AtomicUsize::new(1),
+            tilt_since_ms: AtomicU64::new(0),
+            tilt_entries: AtomicU64::new(0),
         }
+    }
+
+    /// When this daemon's tilt began (Unix ms), while it is in tilt.
+    pub fn tilt_since_ms(&self) -> Option<u64> {
+        Some(self.tilt_since_ms.load(Ordering::Relaxed)).filter(|ms| *ms > 0)
+    }
+
+    /// Times this daemon entered tilt.
+    pub fn tilt_entries(&self) -> u64 {
+        self.tilt_entries.load(Ordering::Relaxed)
+    }
+
+    /// Tilt began (at `Some` Unix ms) or ended (`None`).
+    pub fn set_tilt(&self, since_ms: Option<u64>) {
+        if since_ms.is_some() {
+            self.tilt_entries.fetch_add(1, Ordering::Relaxed);
+        }
+        self.tilt_since_ms.store(
+            since_ms.unwrap_or(0).max(u64::from(since_ms.is_some())),
+            Ordering::Relaxed,
+        );
     }
 
     /// Daemons, this one included, whose view of the masters is fresh.

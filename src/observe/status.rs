@@ -116,4 +116,7 @@ pub struct GroupStatus {
     pub last_error: Option<String>,
     pub replicas: Vec<ReplicaStatus>,
     pub last_failover: Option<FailoverRecord>,
+    /// This daemon is in tilt (its own loops ran late, see `monitor/tilt.rs`): the state
+    /// shows what its checks say, but it starts no failover and counts no down vote.
+    pub tilt: bool,
 }

@@ -208,8 +208,10 @@ pub fn info(ctx: &Context, args: &[String], out: &mut Out) {
 fn sentinel_section(view: &View) -> String {
     let sentinels = view.other_sentinels().len() + 1;
     let mut text = format!(
-        "# Sentinel\r\nsentinel_masters:{}\r\nsentinel_tilt:0\r\nsentinel_tilt_since_seconds:-1\r\nsentinel_running_scripts:0\r\nsentinel_scripts_queue_length:0\r\nsentinel_simulate_failure_flags:0\r\n",
-        view.groups.len()
+        "# Sentinel\r\nsentinel_masters:{}\r\nsentinel_tilt:{}\r\nsentinel_tilt_since_seconds:{}\r\nsentinel_running_scripts:0\r\nsentinel_scripts_queue_length:0\r\nsentinel_simulate_failure_flags:0\r\n",
+        view.groups.len(),
+        u8::from(view.tilt_since_ms.is_some()),
+        view.tilt_seconds()
     );
     for (i, g) in view.groups.iter().enumerate() {
         let status = if objectively_down(view, g) {

@@ -51,6 +51,8 @@ pub struct View {
     quorum: usize,
     /// Daemons, this one included, whose view of the masters is fresh.
     pub daemons_reporting: usize,
+    /// When this daemon's tilt began (Unix ms), while it is in tilt.
+    pub tilt_since_ms: Option<u64>,
 }
 
 /// Another daemon of the cluster, as `SENTINEL sentinels` lists it.
@@ -64,8 +66,10 @@ impl View {
     pub fn new(ctx: &Context) -> View {
         let state = ctx.daemon.broker.state();
         let cluster = ctx.daemon.broker.cluster();
+        let tilt_since_ms = ctx.daemon.metrics.tilt_since_ms();
         View {
-            groups: group_statuses(&state, &ctx.daemon.observed),
+            groups: group_statuses(&state, &ctx.daemon.observed, tilt_since_ms.is_some()),
+            tilt_since_ms,
             state,
             quorum: cluster.quorum(ctx.quorum),
             daemons_reporting: ctx.daemon.metrics.daemons_reporting(),
@@ -74,6 +78,13 @@ impl View {
             started_ms: instant_to_unix_ms(ctx.started),
             down_after_ms: ctx.down_after_ms,
         }
+    }
+
+    /// `sentinel_tilt_since_seconds`: how long this daemon has been in tilt, -1 when not.
+    pub fn tilt_seconds(&self) -> i64 {
+        self.tilt_since_ms.map_or(-1, |since| {
+            i64::try_from(self.now_ms.saturating_sub(since) / 1000).unwrap_or(i64::MAX)
+        })
     }
 
     pub fn group(&self, name: &str) -> Option<&GroupStatus> {

@@ -30,6 +30,7 @@ fn group(state: WatchState) -> GroupStatus {
             priority: Some(10),
         }],
         last_failover: None,
+        tilt: false,
     }
 }
 
@@ -54,6 +55,7 @@ fn view(g: &GroupStatus, known: Vec<Addr>) -> View {
         down_after_ms: 1000,
         quorum: 1,
         daemons_reporting: 1,
+        tilt_since_ms: None,
     }
 }
 

@@ -230,8 +230,8 @@ impl Shard {
             // Lateness: work beyond the grace, and waking later than asked.
             let worked = work_done.saturating_duration_since(last_look);
             let asleep = woke.saturating_duration_since(work_done);
-            let late = worked.saturating_sub(LATE_GRACE)
-                + asleep.saturating_sub(nap + wait + LATE_GRACE);
+            let late =
+                worked.saturating_sub(LATE_GRACE) + asleep.saturating_sub(nap + wait + LATE_GRACE);
             self.late_total += late;
             self.report.late = self.report.late.max(late);
             last_look = woke;

@@ -16,6 +16,7 @@ pub mod ledis;
 pub mod liveness;
 pub mod node;
 pub mod ports;
+pub mod procstat;
 pub mod raft_wire;
 pub mod resp3;
 pub mod tls;

@@ -196,16 +196,27 @@ fn run_go(binary: &str, config: &str, n: usize, seconds: u64) -> Result<Row, Str
     })
 }
 
-/// Lets this process and its children open one descriptor per master and more.
+/// Lets this process and its children open one descriptor per master and more: the
+/// soft limit up to the hard one (which root may raise too).
 fn raise_open_files() {
-    let limit = libc::rlimit {
-        rlim_cur: 200_000,
-        rlim_max: 200_000,
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
     };
-    // SAFETY: setrlimit reads the struct it is given.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-        eprintln!("overload: cannot raise the open-file limit; large runs may fail");
+    // SAFETY: getrlimit and setrlimit read or fill the struct they are given.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        let wanted = libc::rlimit {
+            rlim_cur: 200_000,
+            rlim_max: 200_000,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
     }
+    eprintln!("overload: open-file limit {}", limit.rlim_cur);
 }
 
 fn main() {

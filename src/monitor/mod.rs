@@ -55,7 +55,7 @@ pub const REPLICA_REFRESH: Duration = Duration::from_secs(10);
 /// The longest slot of the timer grid (see the module docs).
 pub const MAX_SLOT: Duration = Duration::from_millis(100);
 /// About how many checks go out together (see `Monitor::phase_of`).
-pub const BATCH_TARGET: usize = 1000;
+pub const BATCH_TARGET: usize = 5000;
 /// The monitor loop turns at least this often, beating its heartbeat (which the systemd
 /// watchdog and `/metrics` read) even when no check is due.
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_millis(500);

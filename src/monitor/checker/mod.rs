@@ -174,7 +174,13 @@ impl Checkers {
             let shard = self.shard_of(probe.watch_id);
             split[shard].push(probe);
         }
-        for (shard, probes) in split.into_iter().enumerate() {
+        for (shard, mut probes) in split.into_iter().enumerate() {
+            // Probes of one server process go out back to back, so it is woken once
+            // for all of them: by port, then host (a server often listens on several
+            // addresses at one port; a host often runs several servers).
+            probes.sort_unstable_by(|a, b| {
+                (a.addr.port, &a.addr.host).cmp(&(b.addr.port, &b.addr.host))
+            });
             if !probes.is_empty() {
                 self.send(shard, Command::Probes(probes));
             }

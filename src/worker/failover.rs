@@ -156,19 +156,31 @@ fn fresh_steps(ctx: &WorkerContext, req: &FailoverRequest, at: &mut Attempt) -> 
     let chosen = promote_in_order(ctx, req, at, &order, Vec::new(), true)?;
     at.record.new_master = Some(chosen.clone());
     note_lag(req, &reports, &chosen, at);
-    let others = repoint_targets(req, &reports, &chosen);
-    let failures = repoint(&others, &chosen, &ctx.node_options);
+    repoint_step(ctx, req, &reports, &chosen, at);
+    at.record.outcome = Outcome::Succeeded;
+    Ok(())
+}
+
+/// The `repoint` step, the same for a fresh failover and one a new leader finishes:
+/// `SLAVEOF <chosen>` on the replicas [`repoint_targets`] names.
+fn repoint_step(
+    ctx: &WorkerContext,
+    req: &FailoverRequest,
+    reports: &[ReplicaReport],
+    chosen: &Addr,
+    at: &mut Attempt,
+) {
+    let others = repoint_targets(req, reports, chosen);
+    let failures = repoint(&others, chosen, &ctx.node_options);
     let detail = if failures.is_empty() {
         format!("{} replica(s) now replicate from {chosen}", others.len())
     } else {
         failures.join("; ")
     };
     at.step("repoint", &detail);
-    at.record.outcome = Outcome::Succeeded;
     if !failures.is_empty() {
         at.note(format!("not re-pointed: {}", failures.join("; ")));
     }
-    Ok(())
 }
 
 /// Asks `replicas` for `INFO` and ranks them by Sentinel's rules (the `info` and
@@ -286,17 +298,6 @@ fn repoint_targets(req: &FailoverRequest, reports: &[ReplicaReport], chosen: &Ad
         .collect()
 }
 
-/// `SLAVEOF <chosen>` on every replica of the request but `chosen`; the failures.
-fn repoint_others(ctx: &WorkerContext, req: &FailoverRequest, chosen: &Addr) -> Vec<String> {
-    let others: Vec<Addr> = req
-        .replicas
-        .iter()
-        .filter(|a| *a != chosen)
-        .cloned()
-        .collect();
-    repoint(&others, chosen, &ctx.node_options)
-}
-
 /// Finishes a failover that an earlier leader began (its failover-begin is committed,
 /// its failover-end is not). The replica it names is the only one that may become
 /// master now: promoted already, it is kept; still a replica while the old master is
@@ -342,20 +343,18 @@ fn resume_steps(
         }
     };
     at.record.new_master = Some(winner.clone());
-    let failures = repoint_others(ctx, req, &winner);
-    at.step(
-        "repoint",
-        &format!(
-            "{} other replica(s), {} failed",
-            req.replicas.iter().filter(|a| **a != winner).count(),
-            failures.len()
-        ),
-    );
+    // Asked afresh, so that a replica an operator moved to another master is left
+    // there, as a fresh failover leaves it (this path re-pointed every replica before).
+    let others: Vec<Addr> = req
+        .replicas
+        .iter()
+        .filter(|a| **a != winner)
+        .cloned()
+        .collect();
+    let reports = ask_replicas(&others, &ctx.node_options);
+    repoint_step(ctx, req, &reports, &winner, at);
     at.record.outcome = Outcome::Succeeded;
     at.note("finished by a new leader after the earlier one stopped mid-failover".into());
-    if !failures.is_empty() {
-        at.note(format!("not re-pointed: {}", failures.join("; ")));
-    }
     Ok(())
 }
 

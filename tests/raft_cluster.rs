@@ -531,6 +531,50 @@ fn leader_killed_mid_failover_the_new_leader_finishes_with_the_same_replica() {
     assert_eq!(role(&b), "slave");
 }
 
+/// A replica an operator moved to another master while the failover was under way is
+/// left there by the new leader that finishes it, as a fresh failover leaves it.
+#[test]
+fn a_new_leader_finishing_a_failover_leaves_a_replica_moved_elsewhere() {
+    let MidFailover {
+        master: _master,
+        a,
+        b,
+        mut cluster,
+        old,
+        chosen,
+    } = pause_mid_failover();
+    assert_eq!(
+        chosen,
+        a.addr(),
+        "the leader chose the replica with priority 10"
+    );
+    // While the leader pauses: b moves to another master, then the leader dies.
+    let elsewhere = RedisServer::master();
+    b.cmd(&["REPLICAOF", "127.0.0.1", &elsewhere.port.to_string()])
+        .unwrap();
+    wait_replicating_from(&b, elsewhere.port, "b to replicate from the other master");
+    cluster.nodes[old].kill9();
+
+    let survivors = others(&cluster, old);
+    let leader = cluster.wait_for_leader(&survivors, ELECTION);
+    let g = wait_for_group(
+        &cluster.nodes[leader],
+        "g",
+        "the new leader to finish the failover",
+        |g| g["last_failover"]["outcome"].is_string() && g["state"] != "failing_over",
+    );
+    assert_eq!(g["last_failover"]["outcome"], "succeeded", "{g}");
+    assert_eq!(g["master"], chosen.as_str(), "{g}");
+    assert_eq!(role(&a), "master");
+    // b was not taken back (the repoint step ends before the outcome is recorded): it
+    // still replicates from the other master.
+    assert_eq!(
+        b.info_field("master_port").as_deref(),
+        Ok(elsewhere.port.to_string().as_str()),
+        "the moved replica was re-pointed to {chosen}"
+    );
+}
+
 #[test]
 fn leader_killed_mid_failover_with_the_chosen_replica_gone_promotes_no_other() {
     let MidFailover {

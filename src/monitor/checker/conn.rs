@@ -18,17 +18,17 @@
 //! the socket registered for writability, and plaintext it already decrypted is read
 //! before waiting again.
 
-use super::shard::Io;
+use super::io::Io;
+use super::link::Link;
 use super::{Answer, Probe, ProbeKind, ProbeResult};
 use crate::address::Addr;
 use crate::error::Error;
 use crate::net::tls::{Session, Side, explain_io};
-use crate::net::transport::Transport;
 use crate::redis::resp::{self, Reply};
 use crate::redis::{parse_role, read_replication_info};
 use polling::{Event, PollMode};
 use std::collections::VecDeque;
-use std::io::{ErrorKind, Read, Write};
+use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -36,41 +36,6 @@ use std::time::{Duration, Instant};
 pub const MAX_REPLY: usize = resp::MAX_BULK + 64 * 1024;
 /// A buffer grown past this for a large reply (INFO) is released once it is read.
 const KEEP_BUFFER: usize = 512;
-/// Connects under way at once, per checker thread; more wait in line. On loopback a
-/// connect runs the whole handshake inside the caller, and ten thousand at once (a
-/// daemon starting, a burst of new groups, every link lost together) kept the loop
-/// from reading the replies it had asked for until their deadlines passed.
-pub const MAX_CONNECTING: usize = 256;
-
-/// The connect slots of one checker thread, and the connections waiting for one.
-#[derive(Default)]
-pub struct ConnectSlots {
-    in_flight: usize,
-    waiting: VecDeque<usize>,
-}
-
-impl ConnectSlots {
-    fn take(&mut self) -> bool {
-        let free = self.in_flight < MAX_CONNECTING;
-        if free {
-            self.in_flight += 1;
-        }
-        free
-    }
-
-    fn release(&mut self) {
-        self.in_flight = self.in_flight.saturating_sub(1);
-    }
-
-    /// The next connection in line, once a slot is free.
-    pub fn next_waiting(&mut self) -> Option<usize> {
-        if self.in_flight >= MAX_CONNECTING {
-            return None;
-        }
-        self.waiting.pop_front()
-    }
-}
-
 /// A probe on its way, with its own deadline.
 #[derive(Debug)]
 pub struct Pending {
@@ -82,56 +47,6 @@ pub struct Pending {
     /// probe runs moves the probe's deadline, for the daemon's slowness is not the
     /// server's.
     pub late_at_start: Duration,
-}
-
-/// The connection's byte stream: the socket itself, or a TLS session over it.
-enum Link {
-    Plain(TcpStream),
-    Tls(Box<Session>),
-}
-
-impl Link {
-    fn socket(&self) -> &TcpStream {
-        match self {
-            Link::Plain(socket) => socket,
-            Link::Tls(session) => session.socket(),
-        }
-    }
-
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Link::Plain(socket) => socket.read(buf),
-            Link::Tls(session) => session.read(buf),
-        }
-    }
-
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Link::Plain(socket) => socket.write(buf),
-            Link::Tls(session) => session.write(buf),
-        }
-    }
-
-    /// TLS records waiting for the socket to take them.
-    fn wants_write(&self) -> bool {
-        matches!(self, Link::Tls(session) if session.wants_write())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Link::Plain(_) => Ok(()),
-            Link::Tls(session) => session.flush(),
-        }
-    }
-
-    /// Plaintext decrypted and not read yet: the socket will not signal it.
-    fn buffered(&self) -> bool {
-        matches!(self, Link::Tls(session) if session.buffered())
-    }
-
-    fn handshaking(&self) -> bool {
-        matches!(self, Link::Tls(session) if session.is_handshaking())
-    }
 }
 
 /// Where the connection stands.
@@ -295,7 +210,7 @@ impl Conn {
         if !io.connects.take() {
             self.state = State::Queued;
             self.target = Some(target);
-            io.connects.waiting.push_back(self.slot);
+            io.connects.queue(self.slot);
             return;
         }
         let started = (|| {

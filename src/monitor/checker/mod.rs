@@ -19,6 +19,8 @@
 //! [`shard.rs`]: shard
 
 mod conn;
+mod io;
+mod link;
 mod resolve;
 mod shard;
 

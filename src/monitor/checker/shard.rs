@@ -16,17 +16,13 @@
 //! goes to the monitor with each report, for TILT (`monitor/tilt.rs`).
 
 use super::super::IdMap;
-use super::super::timers::Timers;
-use super::conn::{Conn, ConnectSlots, Pending};
+use super::conn::{Conn, Pending};
+use super::io::{ConnectSlots, Deadlines, Io, Scripts};
 use super::resolve::Resolver;
-use super::{
-    BEACON_CHANNEL, COALESCE, CheckerReport, Command, LinkClosed, Probe, ProbeSettings, TURN,
-    UNUSED_CONNECTION,
-};
+use super::{COALESCE, CheckerReport, Command, Probe, ProbeSettings, TURN, UNUSED_CONNECTION};
 use crate::address::Addr;
 use crate::net::tls::Tls;
 use crate::observe::metrics::Heartbeat;
-use crate::redis::{INFO_COMMANDS, NodeOptions, resp};
 use crate::worker::fault;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use polling::{Events, Poller};
@@ -45,90 +41,6 @@ const MORE_WAITS: usize = 3;
 pub const LATE_GRACE: Duration = Duration::from_millis(5);
 /// How often unused connections are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
-
-/// The commands each probe sends, encoded once.
-pub struct Scripts {
-    pub auth: Option<Vec<u8>>,
-    pub role: Vec<u8>,
-    /// `ROLE` and the beacon.
-    pub master: Vec<u8>,
-    pub info: Vec<u8>,
-}
-
-impl Scripts {
-    fn new(options: &NodeOptions, beacon: &str) -> Scripts {
-        let encode = |commands: &[&[&str]]| {
-            let mut out = Vec::new();
-            for command in commands {
-                resp::encode(command, &mut out);
-            }
-            out
-        };
-        Scripts {
-            auth: options.auth_command().map(|auth| encode(&[&auth])),
-            role: encode(&[&["ROLE"]]),
-            master: encode(&[&["ROLE"], &["PUBLISH", BEACON_CHANNEL, beacon]]),
-            info: encode(INFO_COMMANDS),
-        }
-    }
-}
-
-/// Probe deadlines, nearest first; entries of probes that ended are skipped (each
-/// names a connection's slot and the generation of the probe it timed).
-#[derive(Default)]
-pub struct Deadlines {
-    timers: Timers<(usize, u64)>,
-    /// Entries taken from a due bucket and not handed out yet.
-    due: Vec<(usize, u64)>,
-}
-
-impl Deadlines {
-    pub fn push(&mut self, at: Instant, slot: usize, generation: u64) {
-        self.timers.push(at, (slot, generation));
-    }
-
-    fn next(&self) -> Option<Instant> {
-        self.timers.next()
-    }
-
-    fn pop_due(&mut self, now: Instant) -> Option<(usize, u64)> {
-        if self.due.is_empty()
-            && let Some((_, due)) = self.timers.pop_due(now)
-        {
-            self.due = due;
-        }
-        self.due.pop()
-    }
-}
-
-/// What a connection needs from its thread while it works.
-pub struct Io<'a> {
-    pub poller: &'a Poller,
-    pub scripts: &'a Scripts,
-    pub tls: Option<&'a Tls>,
-    pub resolver: &'a mut Resolver,
-    pub deadlines: &'a mut Deadlines,
-    pub connects: &'a mut ConnectSlots,
-    /// The whole-probe deadline.
-    pub timeout: Duration,
-    /// The thread's lateness so far (see the module docs).
-    pub late_total: Duration,
-    /// When the current step of the turn began.
-    pub now: Instant,
-    pub report: &'a mut CheckerReport,
-    pub scratch: &'a mut [u8],
-}
-
-impl Io<'_> {
-    /// Reports a kept connection the server closed.
-    pub fn closed(&mut self, watch_id: u64, addr: &Addr, why: String) {
-        self.report.closed.push(LinkClosed {
-            watch_id,
-            addr: addr.clone(),
-            why,
-        });
-    }
-}
 
 /// One checker thread and its connections.
 pub struct Shard {
@@ -214,7 +126,7 @@ impl Shard {
             }
             // Probes out: let their replies gather for a moment (see COALESCE).
             let mut nap = Duration::ZERO;
-            if self.deadlines.next().is_some() || !self.deadlines.due.is_empty() {
+            if self.deadlines.any() {
                 nap = COALESCE.saturating_sub(work_done.saturating_duration_since(last_look));
                 if !nap.is_zero() {
                     std::thread::sleep(nap);

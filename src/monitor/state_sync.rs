@@ -1,0 +1,222 @@
+//! The monitor's watches kept in line with the broker's replicated state: a watch made
+//! for each new group (or a group whose master changed), dropped for a removed one,
+//! subscribers told when a failover moved a master, and failovers an earlier leader
+//! began finished by this one.
+
+use super::detector::DownDetector;
+use super::watch::{Phase, Watch};
+use super::{Monitor, SYNC_SHARE, Timer};
+use crate::address::Addr;
+use crate::broker::{Action, Group, Outcome, ReplicatedState};
+use crate::observe::events::Event;
+use crate::redis::ListedReplica;
+use crate::worker::WorkerJob;
+use crate::worker::failover::{FailoverRequest, Resume};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+impl Monitor {
+    /// Brings the watches in line with the broker's groups, and says when the next sync
+    /// may run (see [`SYNC_SHARE`]).
+    pub(super) fn sync(&mut self) {
+        let started = Instant::now();
+        self.sync_pending = false;
+        self.sync_groups();
+        let took = started.elapsed();
+        self.sync_due = Instant::now() + took * (SYNC_SHARE - 1);
+    }
+
+    fn sync_groups(&mut self) {
+        let state = self.ctx.broker.state();
+        // Watches whose group is still there, counted on the way: only when some are
+        // not is there anything to drop (no search through the groups by name).
+        let watched_before = self.watches.len();
+        let mut kept = 0;
+        for group in state.groups.values() {
+            let mut switched_from = None;
+            let existing = self.watches.get_mut(&group.name);
+            kept += usize::from(existing.is_some());
+            let fresh = match existing {
+                None => true,
+                Some(w) if w.phase == Phase::FailingOver => false,
+                Some(w) if w.revision != group.revision => {
+                    if w.master != group.master {
+                        switched_from = Some(w.master.clone());
+                    }
+                    true
+                }
+                Some(w) => {
+                    if w.known != group.known_replicas {
+                        w.known = group.known_replicas.clone();
+                    }
+                    if group.failed.is_some() && w.phase == Phase::Watching {
+                        w.phase = Phase::Stopped;
+                    }
+                    false
+                }
+            };
+            if let Some(old) = switched_from {
+                self.announce_switch(&state, group, &old);
+            }
+            if fresh {
+                self.watch(group);
+            }
+        }
+        if kept < watched_before {
+            self.drop_removed(&state);
+        }
+        if self.ctx.broker.is_acting() {
+            self.resume_unfinished(&state);
+        }
+    }
+
+    /// Stops watching the groups that are no longer in the replicated state.
+    fn drop_removed(&mut self, state: &ReplicatedState) {
+        let removed: Vec<String> = self
+            .watches
+            .keys()
+            .filter(|name| !state.groups.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in removed {
+            log::info!("group {name}: no longer monitored");
+            if let Some(watch) = self.watches.remove(&name) {
+                self.forget(watch.watch_id);
+            }
+            self.ctx.observed.lock().remove(&name);
+        }
+    }
+
+    /// Every daemon tells its subscribers when a failover moved a group's master, from
+    /// the replicated state: a follower announces it as soon as it applies the change.
+    fn announce_switch(&self, state: &ReplicatedState, group: &Group, old: &Addr) {
+        let by_failover = state.last_failover(&group.name).is_some_and(|r| {
+            r.outcome == Outcome::Succeeded
+                && r.old_master == *old
+                && r.new_master.as_ref() == Some(&group.master)
+        });
+        if by_failover {
+            self.ctx.events.publish(Event::SwitchMaster {
+                group: group.name.clone(),
+                old: old.clone(),
+                new: group.master.clone(),
+                performed_here: self.ctx.broker.is_acting(),
+            });
+        }
+    }
+
+    /// A new leader finishes the failovers an earlier one began and did not end.
+    fn resume_unfinished(&mut self, state: &ReplicatedState) {
+        for (name, begun) in &state.in_progress {
+            let Action::FailoverBegin {
+                old_master,
+                new_master,
+                replicas,
+                started_at_ms,
+                ..
+            } = begun
+            else {
+                continue;
+            };
+            let Some(watch) = self.watches.get_mut(name) else {
+                continue;
+            };
+            // Our own failover under way, or a master changed since: nothing to finish.
+            if watch.phase == Phase::FailingOver || watch.master != *old_master {
+                continue;
+            }
+            log::warn!(
+                "group {name}: failover to {new_master} was begun by an earlier leader and not ended; finishing it"
+            );
+            watch.phase = Phase::FailingOver;
+            let request = FailoverRequest {
+                group: name.clone(),
+                master: old_master.clone(),
+                replicas: replicas.clone(),
+                last_success: watch.detector.last_answer(),
+                master_offset: watch.master_offset,
+                watch_id: watch.watch_id,
+                resume: Some(Resume {
+                    new_master: new_master.clone(),
+                    started_at_ms: *started_at_ms,
+                }),
+            };
+            self.send_to_worker(name, WorkerJob::Failover(request));
+        }
+    }
+
+    pub(super) fn watch(&mut self, group: &Group) {
+        let now = Instant::now();
+        // Same master (a failed group added again): keep the replicas it listed, so a
+        // master that is still down can be failed over without a fresh ROLE reply.
+        // Else start from the replicas recorded in the replicated state: a daemon that
+        // takes over can then fail over a master it never saw alive.
+        let listed = self
+            .watches
+            .get(&group.name)
+            .filter(|w| w.master == group.master)
+            .map(|w| w.listed.clone())
+            .unwrap_or_else(|| {
+                group
+                    .known_replicas
+                    .iter()
+                    .map(|addr| ListedReplica {
+                        addr: addr.clone(),
+                        offset: 0,
+                    })
+                    .collect()
+            });
+        let watch_id = self.next_watch_id;
+        self.next_watch_id += 1;
+        if let Some(old) = self.watches.get(&group.name).map(|w| w.watch_id) {
+            self.forget(old);
+        }
+        self.by_id.insert(watch_id, Arc::from(group.name.as_str()));
+        let phase = if group.failed.is_some() {
+            Phase::Stopped
+        } else {
+            log::info!("group {}: watching master {}", group.name, group.master);
+            Phase::Watching
+        };
+        self.watches.insert(
+            group.name.clone(),
+            Box::new(Watch {
+                master: group.master.clone(),
+                revision: group.revision,
+                watch_id,
+                phase,
+                detector: DownDetector::new(self.ctx.max_down_time, now),
+                check_in_flight: false,
+                link_down: false,
+                refresh_pending: false,
+                refresh_outstanding: 0,
+                listed,
+                known: group.known_replicas.clone(),
+                reported_down: false,
+                down_votes: 0,
+                waiting_for_quorum: None,
+                fence_pending: HashSet::new(),
+                master_offset: 0,
+                infos: HashMap::new(),
+                counts: self.ctx.metrics.check_counts(&group.name),
+                configured: false,
+                observed_ok: false,
+                published_replicas: Vec::new(),
+            }),
+        );
+        self.ctx.observed.update(&group.name, |o| {
+            *o = Default::default();
+        });
+        if phase == Phase::Watching {
+            let first = self.next_check(watch_id, now);
+            self.schedule(first, Timer::Check, watch_id);
+        }
+    }
+
+    /// A watch ended: its id no longer names a group, and its connections close.
+    pub(super) fn forget(&mut self, watch_id: u64) {
+        self.by_id.remove(&watch_id);
+        self.checkers.forget(watch_id);
+    }
+}

@@ -38,6 +38,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use support::env_or;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -66,13 +68,6 @@ const DAEMON_ARGS: &[&str] = &["-max_down_time=86400"];
 const FAILOVER_ARGS: [&str; 2] = ["-check_interval=100", "-max_down_time=1"];
 /// The daemons' log level: the default one, not the tests' debug.
 const DAEMON_ENV: &[(&str, &str)] = &[("RUST_LOG", "info")];
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0

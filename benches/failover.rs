@@ -33,6 +33,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use support::env_or;
+
 use redis::Value;
 use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -53,13 +55,6 @@ const POLL: Duration = Duration::from_millis(1);
 const WRITE_BEFORE_KILL: Duration = Duration::from_millis(500);
 /// Memory is read once the watcher has been running this long.
 const MEMORY_AFTER: Duration = Duration::from_secs(3);
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
 
 struct Settings {
     rounds: usize,

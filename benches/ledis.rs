@@ -24,6 +24,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use support::env_or;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -36,13 +38,6 @@ const DEADLINE: Duration = Duration::from_secs(30);
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(1);
 const DEFAULT_GO: &str = "../shared/anchors/go-redis-failover/redis-failover";
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
 
 struct Settings {
     rounds: usize,

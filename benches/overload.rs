@@ -18,6 +18,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use support::env_or;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -31,13 +33,6 @@ const ADDRESSES: usize = 16;
 const FIRST_PORT: u16 = 8100;
 /// How long after its start a watcher's groups are counted, and its sampling begins.
 const SETTLE: Duration = Duration::from_secs(20);
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
 
 /// The servers of one run, killed when dropped.
 struct Servers {

@@ -29,6 +29,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use support::env_or;
+
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -57,13 +59,6 @@ impl BenchTls {
 }
 
 const INSIDE: &str = "SCALE_IN_NAMESPACE";
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
 
 /// The master addresses: N distinct IPs of 127.1.0.0/16 over the servers' ports.
 fn master_addrs(n: usize, ports: &[u16], distinct_ips: bool) -> Vec<String> {

@@ -22,6 +22,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use support::env_or;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,13 +34,6 @@ use support::{Daemon, RedisServer, http_request, wait_until};
 const GROUP: &str = "bench";
 /// How long a round may take to settle before it is reported as failed.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
 
 /// One acknowledged write: its sequence number, when the reply came, and from which
 /// master.

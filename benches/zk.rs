@@ -34,6 +34,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use support::env_or;
+
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use support::liveness::{Round, known_replicas_zk, leader_and_master_round};
@@ -41,13 +43,6 @@ use support::{Daemon, RaftCluster, RedisServer, ZkCluster, ZooKeeper, wait_until
 
 const FAST: [&str; 2] = ["-check_interval=100", "-max_down_time=1"];
 const DEADLINE: Duration = Duration::from_secs(30);
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
 
 /// `GET /api/v1/cluster` of a daemon, or `Null`.
 fn status(node: &Daemon) -> Value {

@@ -404,6 +404,21 @@ fn all_nodes_restarted_keep_the_groups_and_the_failover() {
     assert_eq!(role(new), "master");
 }
 
+/// The surviving daemons once `old` is gone, their new leader, and group g as that
+/// leader shows it once the failover `old` began has an outcome.
+fn ended_by_new_leader(
+    cluster: &mut RaftCluster,
+    old: usize,
+    what: &str,
+) -> (Vec<usize>, usize, Value) {
+    let survivors = others(cluster, old);
+    let leader = cluster.wait_for_leader(&survivors, ELECTION);
+    let g = wait_for_group(&cluster.nodes[leader], "g", what, |g| {
+        g["last_failover"]["outcome"].is_string() && g["state"] != "failing_over"
+    });
+    (survivors, leader, g)
+}
+
 /// A master with replicas a (priority 10, so elected) and b, watched by three daemons
 /// that pause 5 s after failover-begin; the master is killed and the leader is caught
 /// in that pause (not killed yet).
@@ -476,14 +491,8 @@ fn leader_killed_mid_failover_the_new_leader_finishes_with_the_same_replica() {
         "promoted before failover-begin's pause ended"
     );
 
-    let survivors = others(&cluster, old);
-    let leader = cluster.wait_for_leader(&survivors, ELECTION);
-    let g = wait_for_group(
-        &cluster.nodes[leader],
-        "g",
-        "the new leader to finish the failover",
-        |g| g["last_failover"]["outcome"].is_string() && g["state"] != "failing_over",
-    );
+    let (survivors, leader, g) =
+        ended_by_new_leader(&mut cluster, old, "the new leader to finish the failover");
     let log = cluster.nodes[leader].log();
     assert!(
         log.contains("finishing it") && log.contains("an earlier leader began"),
@@ -555,14 +564,7 @@ fn a_new_leader_finishing_a_failover_leaves_a_replica_moved_elsewhere() {
     wait_replicating_from(&b, elsewhere.port, "b to replicate from the other master");
     cluster.nodes[old].kill9();
 
-    let survivors = others(&cluster, old);
-    let leader = cluster.wait_for_leader(&survivors, ELECTION);
-    let g = wait_for_group(
-        &cluster.nodes[leader],
-        "g",
-        "the new leader to finish the failover",
-        |g| g["last_failover"]["outcome"].is_string() && g["state"] != "failing_over",
-    );
+    let (_, _, g) = ended_by_new_leader(&mut cluster, old, "the new leader to finish the failover");
     assert_eq!(g["last_failover"]["outcome"], "succeeded", "{g}");
     assert_eq!(g["master"], chosen.as_str(), "{g}");
     assert_eq!(role(&a), "master");
@@ -594,13 +596,10 @@ fn leader_killed_mid_failover_with_the_chosen_replica_gone_promotes_no_other() {
     // The chosen replica dies too: it may or may not have been promoted, so promoting b
     // could make two masters. The new leader must not.
     a.kill();
-    let survivors = others(&cluster, old);
-    let leader = cluster.wait_for_leader(&survivors, ELECTION);
-    let g = wait_for_group(
-        &cluster.nodes[leader],
-        "g",
+    let (survivors, leader, g) = ended_by_new_leader(
+        &mut cluster,
+        old,
         "the new leader to end the earlier failover",
-        |g| g["last_failover"]["outcome"].is_string() && g["state"] != "failing_over",
     );
     let log = cluster.nodes[leader].log();
     assert!(
@@ -646,13 +645,10 @@ fn a_leader_frozen_mid_failover_does_not_act_after_it_wakes() {
     );
     // The old master comes back meanwhile, so the new leader aborts the failover.
     master.restart();
-    let survivors = others(&cluster, old);
-    let leader = cluster.wait_for_leader(&survivors, ELECTION);
-    let g = wait_for_group(
-        &cluster.nodes[leader],
-        "g",
+    let (_, leader, g) = ended_by_new_leader(
+        &mut cluster,
+        old,
         "the new leader to end the earlier failover",
-        |g| g["last_failover"]["outcome"].is_string() && g["state"] != "failing_over",
     );
     assert_eq!(g["last_failover"]["outcome"], "aborted", "{g}");
     assert_eq!(g["master"], master.addr(), "{g}");

@@ -32,6 +32,15 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 static NEXT_PORT: AtomicU32 = AtomicU32::new(0);
 
+/// An environment variable parsed, or `default` when unset or unparsable (the benches'
+/// knobs).
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
 /// A port nobody listens on right now, below the kernel's ephemeral range (32768 and
 /// up), so outgoing connections never take it. Each test process starts at its own
 /// offset and hands out every port once.

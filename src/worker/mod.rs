@@ -12,6 +12,7 @@
 mod attempt;
 pub mod bounded_loss;
 pub mod failover;
+mod failover_request;
 pub mod fault;
 pub mod fence;
 pub mod hooks;

@@ -15,7 +15,7 @@
 
 use super::WorkerContext;
 use super::attempt::Attempt;
-use super::failover::{FailoverRequest, Stop};
+use super::failover_request::{FailoverRequest, Stop};
 use crate::address::Addr;
 use crate::broker::{Action, Outcome, PassedOver};
 use crate::redis::{PROMOTION_TIMEOUT, promote};

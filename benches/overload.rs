@@ -37,7 +37,7 @@ const SETTLE: Duration = Duration::from_secs(20);
 /// The servers of one run, killed when dropped.
 struct Servers {
     children: Vec<Child>,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Drop for Servers {
@@ -56,7 +56,7 @@ fn start_servers(count: usize) -> Result<Servers, String> {
     let binds: Vec<String> = (1..=ADDRESSES).map(|a| format!("127.0.0.{a}")).collect();
     let mut servers = Servers {
         children: Vec::new(),
-        _dir: dir,
+        dir,
     };
     for i in 0..count {
         let port = FIRST_PORT + i as u16;
@@ -66,7 +66,7 @@ fn start_servers(count: usize) -> Result<Servers, String> {
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .args(["--maxclients", "1000", "--logfile", ""])
             .arg("--dir")
-            .arg(servers._dir.path())
+            .arg(servers.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

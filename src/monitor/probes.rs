@@ -14,11 +14,9 @@ use std::time::Instant;
 
 impl Monitor {
     pub(super) fn on_report(&mut self, report: CheckerReport) {
-        if let Some(change) = self
-            .tilt
-            .on_lateness("a checker thread", report.late, Instant::now())
-        {
-            self.on_tilt(change, Instant::now());
+        let now = Instant::now();
+        if let Some(change) = self.tilt.on_lateness("a checker thread", report.late, now) {
+            self.on_tilt(change, now);
         }
         for result in report.results {
             self.on_probe_result(result);

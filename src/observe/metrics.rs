@@ -191,10 +191,9 @@ impl Metrics {
         if since_ms.is_some() {
             self.tilt_entries.fetch_add(1, Ordering::Relaxed);
         }
-        self.tilt_since_ms.store(
-            since_ms.unwrap_or(0).max(u64::from(since_ms.is_some())),
-            Ordering::Relaxed,
-        );
+        // 0 means "not in tilt", so a spell that began at 0 is stored as 1.
+        self.tilt_since_ms
+            .store(since_ms.map_or(0, |ms| ms.max(1)), Ordering::Relaxed);
     }
 
     /// Daemons, this one included, whose view of the masters is fresh.

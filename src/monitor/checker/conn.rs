@@ -36,12 +36,13 @@ use std::time::{Duration, Instant};
 pub const MAX_REPLY: usize = resp::MAX_BULK + 64 * 1024;
 /// A buffer grown past this for a large reply (INFO) is released once it is read.
 const KEEP_BUFFER: usize = 512;
+
 /// A probe on its way, with its own deadline.
 #[derive(Debug)]
 pub struct Pending {
     pub probe: Probe,
     pub started: Instant,
-    /// The deadline, before the thread's own lateness is added (see `Lateness`).
+    /// The deadline, before the thread's own lateness is added (see `shard.rs`).
     pub deadline: Instant,
     /// The thread's total lateness when the probe started: whatever it adds while the
     /// probe runs moves the probe's deadline, for the daemon's slowness is not the
@@ -56,7 +57,7 @@ enum State {
     Closed,
     /// Waiting for the resolver to name the address.
     Resolving,
-    /// Waiting for a connect slot: [`MAX_CONNECTING`] are under way.
+    /// Waiting for a connect slot: `io::MAX_CONNECTING` are under way.
     Queued,
     /// A non-blocking connect under way (registered writable).
     Connecting,
@@ -247,8 +248,8 @@ impl Conn {
     }
 
     /// A connect slot is free for this connection, which waited in line: the time it
-    /// waited was the daemon's, so the probe's deadline moves by as much.
-    pub fn dequeued(&mut self, io: &mut Io) {
+    /// waited was the daemon's, so the probe's whole deadline starts `now`.
+    pub fn dequeued(&mut self, now: Instant, io: &mut Io) {
         if self.state != State::Queued {
             return;
         }
@@ -256,8 +257,7 @@ impl Conn {
         let (Some(current), Some(target)) = (self.current.as_mut(), self.target.take()) else {
             return;
         };
-        let waited = io.now.saturating_duration_since(current.started);
-        current.deadline = current.deadline.max(current.started + io.timeout + waited);
+        current.deadline = now + io.timeout;
         self.connect_to(target, io);
     }
 
@@ -578,7 +578,7 @@ impl Conn {
     }
 
     /// The deadline of the probe started as `generation` passed.
-    pub fn expire(&mut self, generation: u64, io: &mut Io) {
+    pub fn expire(&mut self, generation: u64, now: Instant, io: &mut Io) {
         let Some(current) = self.current.as_ref() else {
             return;
         };
@@ -587,7 +587,7 @@ impl Conn {
         }
         // The daemon's own lateness since the probe started is not the server's.
         let due = current.deadline + io.late_total.saturating_sub(current.late_at_start);
-        if due > io.now {
+        if due > now {
             if self.armed.is_none_or(|armed| armed < due) {
                 io.deadlines.push(due, self.slot, self.generation);
                 self.armed = Some(due);

@@ -122,10 +122,8 @@ pub struct Io<'a> {
     pub connects: &'a mut ConnectSlots,
     /// The whole-probe deadline.
     pub timeout: Duration,
-    /// The thread's lateness so far (see the module docs).
+    /// The thread's lateness so far (see `shard.rs`).
     pub late_total: Duration,
-    /// When the current step of the turn began.
-    pub now: Instant,
     pub report: &'a mut CheckerReport,
     pub scratch: &'a mut [u8],
 }

@@ -38,7 +38,7 @@ const EVENTS: NonZeroUsize = NonZeroUsize::new(4096).expect("not zero");
 /// turn before the turn goes on (with 16,384 events handled, the rest wait a turn).
 const MORE_WAITS: usize = 3;
 /// Work in one turn, or oversleeping past a wait, up to this much is not lateness.
-pub const LATE_GRACE: Duration = Duration::from_millis(5);
+const LATE_GRACE: Duration = Duration::from_millis(5);
 /// How often unused connections are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
@@ -195,8 +195,9 @@ impl Shard {
 
     /// Starts the connects that waited for a slot, as slots are free.
     fn start_waiting_connects(&mut self) {
+        let now = Instant::now();
         while let Some(slot) = self.connects.next_waiting() {
-            self.with_conn(slot, |conn, io| conn.dequeued(io));
+            self.with_conn(slot, |conn, io| conn.dequeued(now, io));
         }
     }
 
@@ -214,7 +215,6 @@ impl Shard {
             connects: &mut self.connects,
             timeout: self.timeout,
             late_total: self.late_total,
-            now: Instant::now(),
             report: &mut self.report,
             scratch: &mut self.scratch,
         };
@@ -308,7 +308,7 @@ impl Shard {
 
     fn expire(&mut self, now: Instant) {
         while let Some((slot, generation)) = self.deadlines.pop_due(now) {
-            self.with_conn(slot, |conn, io| conn.expire(generation, io));
+            self.with_conn(slot, |conn, io| conn.expire(generation, now, io));
         }
     }
 

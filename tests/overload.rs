@@ -244,3 +244,83 @@ fn a_burst_of_new_groups_ends_with_every_group_ok_and_no_failover() {
             .join("\n")
     );
 }
+
+/// Three daemons (Raft) that must all find a master down (`-quorum=3`). The master dies
+/// and, meanwhile, one follower is starved: in tilt, its view counts no master down, so
+/// no failover begins while it is starved (without tilt, its view in each 100 ms it ran
+/// named the dead master, and the quorum was met). Once it is on time again, all three
+/// agree and the master is failed over.
+#[test]
+fn a_daemon_in_tilt_casts_no_down_vote() {
+    let master = RedisServer::master();
+    let replicas = [
+        RedisServer::replica_of(master.port, 100),
+        RedisServer::replica_of(master.port, 100),
+    ];
+    master.wait_for_replicas(2);
+    let masters = format!("-masters=g={}", master.addr());
+    let args = [
+        "-check_interval=100",
+        "-max_down_time=1",
+        "-quorum=3",
+        &masters,
+    ];
+    let mut cluster = support::RaftCluster::start(3, &args, &[]);
+    let leader = cluster.wait_for_leader(&[0, 1, 2], Duration::from_secs(15));
+    let starved = (leader + 1) % 3;
+    for i in 0..3 {
+        wait_until(
+            Duration::from_secs(20),
+            "g ok with 2 replicas everywhere",
+            || {
+                let g = cluster.nodes[i].group("g");
+                let listed = g["replicas"].as_array().map_or(0, Vec::len);
+                if g["state"] == "ok" && listed == 2 {
+                    Ok(())
+                } else {
+                    Err(g.to_string())
+                }
+            },
+        );
+    }
+
+    let mut master = master;
+    master.kill();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(8) {
+        cluster.nodes[starved].signal("STOP");
+        std::thread::sleep(Duration::from_millis(900));
+        cluster.nodes[starved].signal("CONT");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let g = cluster.nodes[leader].group("g");
+    assert!(
+        g["last_failover"].is_null(),
+        "a failover began while one of the three daemons needed was in tilt: {g}"
+    );
+    let (_, metrics) = cluster.nodes[starved]
+        .http("GET", "/metrics", "")
+        .expect("GET /metrics");
+    assert!(
+        metrics.contains("\nredis_failover_tilt_entries_total 1\n"),
+        "the starved daemon did not enter tilt once:\n{metrics}"
+    );
+
+    let g = wait_until(
+        Duration::from_secs(20),
+        "the dead master failed over",
+        || {
+            let g = cluster.nodes[leader].group("g");
+            if g["last_failover"]["outcome"] == "succeeded" && g["state"] == "ok" {
+                Ok(g)
+            } else {
+                Err(g.to_string())
+            }
+        },
+    );
+    let new = g["master"].as_str().unwrap_or_default().to_string();
+    assert!(
+        replicas.iter().any(|r| r.addr() == new),
+        "the new master {new} is not one of the replicas"
+    );
+}

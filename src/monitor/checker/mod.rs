@@ -24,15 +24,17 @@ mod link;
 mod resolve;
 mod shard;
 
-use crate::address::Addr;
-use crate::error::Result;
 use crate::observe::metrics::Metrics;
-use crate::redis::{NodeOptions, ReplicationInfo, Role};
+use crate::redis::NodeOptions;
 use crossbeam_channel::{Receiver, Sender};
 use shard::Shard;
+
+pub use super::core::probe::{
+    Answer, BEACON_CHANNEL, CheckerReport, LinkClosed, Probe, ProbeKind, ProbeResult,
+};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Checker threads. Each check costs a few microseconds of CPU, so one thread carries
 /// tens of thousands of checks a second; more would only add wake-ups.
@@ -44,58 +46,8 @@ pub const COALESCE: Duration = Duration::from_millis(1);
 /// A connection that no check has used for this long is closed (a replica that left
 /// the master's list, an address fencing no longer looks at).
 pub const UNUSED_CONNECTION: Duration = Duration::from_secs(60);
-/// The channel the beacons are published on (Sentinel uses `__sentinel__:hello`).
-pub const BEACON_CHANNEL: &str = "__redis-failover__:beacon";
 /// A checker thread's loop turns at least this often, beating its heartbeat.
 pub const TURN: Duration = Duration::from_millis(250);
-
-/// What a probe asks a server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProbeKind {
-    /// A master check: `ROLE`, with a beacon (`PUBLISH` on [`BEACON_CHANNEL`]) that the
-    /// master replicates, so its replicas' last I/O shows that it lives (see
-    /// `redis::master_seen_alive`). A server that refuses the beacon gets `ROLE` alone.
-    Master,
-    /// `ROLE` alone: a look at a server fencing may have to convert.
-    Role,
-    /// `INFO server` and `INFO replication`: a replica's view of its replication.
-    Info,
-}
-
-/// One check of one server, due at `due`.
-#[derive(Debug, Clone)]
-pub struct Probe {
-    pub watch_id: u64,
-    pub addr: Addr,
-    pub kind: ProbeKind,
-    /// When the monitor wanted it to run (for the check-lag histogram).
-    pub due: Instant,
-}
-
-/// What a server answered.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Answer {
-    Role(Role),
-    Info(ReplicationInfo),
-}
-
-/// The outcome of one probe.
-#[derive(Debug)]
-pub struct ProbeResult {
-    pub probe: Probe,
-    /// When the probe was sent (or its connect started).
-    pub started: Instant,
-    pub finished: Instant,
-    pub answer: Result<Answer>,
-}
-
-/// A kept connection that the server closed (or broke) between two probes.
-#[derive(Debug, Clone)]
-pub struct LinkClosed {
-    pub watch_id: u64,
-    pub addr: Addr,
-    pub why: String,
-}
 
 /// How probes are made: credentials, the whole-probe deadline, the beacon's text.
 pub struct ProbeSettings {
@@ -103,21 +55,6 @@ pub struct ProbeSettings {
     pub timeout: Duration,
     /// Published with every master check (this daemon's address).
     pub beacon: String,
-}
-
-/// What one turn of a checker thread's loop produced.
-#[derive(Debug, Default)]
-pub struct CheckerReport {
-    pub results: Vec<ProbeResult>,
-    pub closed: Vec<LinkClosed>,
-    /// The most the thread ran late in one turn since its last report (see `shard.rs`).
-    pub late: Duration,
-}
-
-impl CheckerReport {
-    fn is_empty(&self) -> bool {
-        self.results.is_empty() && self.closed.is_empty() && self.late.is_zero()
-    }
 }
 
 /// What the monitor asks of a checker thread.

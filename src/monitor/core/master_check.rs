@@ -3,12 +3,11 @@
 //! watched, and failures feed the down detector until it calls the master down and the
 //! failover worker gets the group.
 
-use super::checker::Probe;
 use super::detector::Verdict;
+use super::probe::Probe;
 use super::watch::Phase;
-use super::{Monitor, Timer};
+use super::{MonitorCore, Output, Timer};
 use crate::broker::Action;
-use crate::clock::instant_to_unix_ms;
 use crate::error::Result;
 use crate::observe::events::Event;
 use crate::observe::status::WatchState;
@@ -18,7 +17,7 @@ use crate::worker::bounded_loss::ConfigureJob;
 use crate::worker::failover::FailoverRequest;
 use std::time::Instant;
 
-impl Monitor {
+impl MonitorCore {
     pub(super) fn on_master_checked(
         &mut self,
         group: &str,
@@ -39,7 +38,7 @@ impl Monitor {
         let ok = matches!(role, Ok(Role::Master { .. }));
         let phase = watch.phase;
         let took = finished.saturating_duration_since(started);
-        self.ctx.metrics.on_check_counted(&watch.counts, took, ok);
+        self.sinks.metrics.on_check_counted(&watch.counts, took, ok);
         self.mark_link(group, ok, None);
         if phase != Phase::Watching {
             return;
@@ -73,8 +72,8 @@ impl Monitor {
         offset: i64,
         replicas: Vec<ListedReplica>,
     ) {
-        let interval = self.ctx.check_interval;
-        let acting = self.ctx.broker.is_acting();
+        let interval = self.settings.check_interval;
+        let acting = self.acting;
         let Some(watch) = self.watches.get_mut(group) else {
             return;
         };
@@ -95,11 +94,11 @@ impl Monitor {
         let (changed, new) = watch.take_listed(replicas);
         // Only the acting daemon records what it sees in the replicated state.
         if !new.is_empty() && acting {
-            self.ctx.broker.propose_detached(Action::KnownReplicas {
+            self.outputs.push(Output::Propose(Action::KnownReplicas {
                 group: group.to_string(),
                 master: watch.master.clone(),
                 replicas: watch.known.clone(),
-            });
+            }));
         }
         let fence = watch.unlisted_known();
         let refresh = changed && !watch.refresh_pending;
@@ -108,10 +107,11 @@ impl Monitor {
         }
         if !watch.observed_ok {
             watch.observed_ok = true;
-            self.ctx.observed.update(group, |o| {
+            let last_ok_ms = self.now.unix_ms(finished);
+            self.sinks.observed.update(group, |o| {
                 o.state = WatchState::Ok;
                 o.failing_since_ms = None;
-                o.last_ok_ms = Some(instant_to_unix_ms(finished));
+                o.last_ok_ms = Some(last_ok_ms);
                 o.last_error = None;
             });
         }
@@ -119,13 +119,13 @@ impl Monitor {
         if configure {
             watch.configured = true;
         }
-        if let (true, Some(settings)) = (configure, self.ctx.min_replicas) {
+        if let (true, Some(settings)) = (configure, self.settings.min_replicas) {
             let job = ConfigureJob {
                 group: group.to_string(),
                 master: watch.master.clone(),
                 settings,
             };
-            self.send_to_worker(group, WorkerJob::Configure(job));
+            self.send_to_worker(WorkerJob::Configure(job));
         }
         // Fencing changes a server's role without the cluster's say: only while this
         // daemon still acts (its lease may have run out since the check).
@@ -133,7 +133,7 @@ impl Monitor {
             self.fence_probes(group, watch_id, fence);
         }
         if refresh {
-            self.schedule(Instant::now(), Timer::RefreshReplicas, watch_id);
+            self.schedule(self.now.mono, Timer::RefreshReplicas, watch_id);
         }
         self.publish_replicas(group);
         let next = self.next_check(watch_id, due + interval / 2);
@@ -152,7 +152,7 @@ impl Monitor {
         );
         watch.phase = Phase::Stopped;
         watch.observed_ok = false;
-        self.ctx.observed.update(group, |o| {
+        self.sinks.observed.update(group, |o| {
             o.state = WatchState::NotMaster;
             o.replicating_from = Some(master);
         });
@@ -160,7 +160,7 @@ impl Monitor {
 
     /// A failed check: suspect until the detector calls the master down.
     fn check_failed(&mut self, group: &str, due: Instant, finished: Instant, failure: String) {
-        let interval = self.ctx.check_interval;
+        let interval = self.settings.check_interval;
         let Some(watch) = self.watches.get_mut(group) else {
             return;
         };
@@ -172,15 +172,18 @@ impl Monitor {
         } else {
             log::debug!("group {group}: check {failures} of master failed: {failure}");
         }
-        let failing_since = watch.detector.first_failure().map(instant_to_unix_ms);
-        let last_ok = instant_to_unix_ms(watch.detector.last_success());
+        let failing_since = watch
+            .detector
+            .first_failure()
+            .map(|at| self.now.unix_ms(at));
+        let last_ok = self.now.unix_ms(watch.detector.last_success());
         watch.observed_ok = false;
         let state = if verdict == Verdict::Down {
             WatchState::Down
         } else {
             WatchState::Suspect
         };
-        self.ctx.observed.update(group, |o| {
+        self.sinks.observed.update(group, |o| {
             if o.failing_since_ms.is_none() {
                 // The run of failures begins: the last success is the detector's.
                 o.last_ok_ms = Some(last_ok);
@@ -208,7 +211,7 @@ impl Monitor {
         log::error!(
             "group {group}: master {} is down: no successful check for {} ms, {} failed checks in a row",
             watch.master,
-            watch.detector.last_success().elapsed().as_millis(),
+            self.now.since(watch.detector.last_success()).as_millis(),
             watch.detector.failures_in_a_row()
         );
         watch.phase = Phase::FailingOver;
@@ -222,10 +225,10 @@ impl Monitor {
             watch_id: watch.watch_id,
             resume: None,
         };
-        self.ctx.events.publish(Event::FailoverNeeded {
+        self.sinks.events.publish(Event::FailoverNeeded {
             group: group.to_string(),
             master,
         });
-        self.send_to_worker(group, WorkerJob::Failover(request));
+        self.send_to_worker(WorkerJob::Failover(request));
     }
 }

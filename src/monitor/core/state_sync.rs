@@ -5,7 +5,7 @@
 
 use super::detector::DownDetector;
 use super::watch::{Phase, Watch};
-use super::{Monitor, SYNC_SHARE, Timer};
+use super::{MonitorCore, Output, Timer};
 use crate::address::Addr;
 use crate::broker::{Action, Group, Outcome, ReplicatedState};
 use crate::observe::events::Event;
@@ -14,21 +14,12 @@ use crate::worker::WorkerJob;
 use crate::worker::failover::{FailoverRequest, Resume};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
 
-impl Monitor {
-    /// Brings the watches in line with the broker's groups, and says when the next sync
-    /// may run (see [`SYNC_SHARE`]).
-    pub(super) fn sync(&mut self) {
-        let started = Instant::now();
-        self.sync_pending = false;
-        self.sync_groups();
-        let took = started.elapsed();
-        self.sync_due = Instant::now() + took * (SYNC_SHARE - 1);
-    }
-
-    fn sync_groups(&mut self) {
-        let state = self.ctx.broker.state();
+impl MonitorCore {
+    /// Brings the watches in line with the broker's groups: a new watch for a new group
+    /// or a new master, none for a removed group, and (when acting) the failovers an
+    /// earlier leader left unfinished taken up.
+    pub(super) fn sync_groups(&mut self, state: &ReplicatedState) {
         // Watches whose group is still there, counted on the way: only when some are
         // not is there anything to drop (no search through the groups by name).
         let watched_before = self.watches.len();
@@ -57,17 +48,17 @@ impl Monitor {
                 }
             };
             if let Some(old) = switched_from {
-                self.announce_switch(&state, group, &old);
+                self.announce_switch(state, group, &old);
             }
             if fresh {
                 self.watch(group);
             }
         }
         if kept < watched_before {
-            self.drop_removed(&state);
+            self.drop_removed(state);
         }
-        if self.ctx.broker.is_acting() {
-            self.resume_unfinished(&state);
+        if self.acting {
+            self.resume_unfinished(state);
         }
     }
 
@@ -84,7 +75,7 @@ impl Monitor {
             if let Some(watch) = self.watches.remove(&name) {
                 self.forget(watch.watch_id);
             }
-            self.ctx.observed.lock().remove(&name);
+            self.sinks.observed.lock().remove(&name);
         }
     }
 
@@ -97,11 +88,11 @@ impl Monitor {
                 && r.new_master.as_ref() == Some(&group.master)
         });
         if by_failover {
-            self.ctx.events.publish(Event::SwitchMaster {
+            self.sinks.events.publish(Event::SwitchMaster {
                 group: group.name.clone(),
                 old: old.clone(),
                 new: group.master.clone(),
-                performed_here: self.ctx.broker.is_acting(),
+                performed_here: self.acting,
             });
         }
     }
@@ -142,12 +133,12 @@ impl Monitor {
                     started_at_ms: *started_at_ms,
                 }),
             };
-            self.send_to_worker(name, WorkerJob::Failover(request));
+            self.send_to_worker(WorkerJob::Failover(request));
         }
     }
 
     pub(super) fn watch(&mut self, group: &Group) {
-        let now = Instant::now();
+        let now = self.now.mono;
         // Same master (a failed group added again): keep the replicas it listed, so a
         // master that is still down can be failed over without a fresh ROLE reply.
         // Else start from the replicas recorded in the replicated state: a daemon that
@@ -186,7 +177,7 @@ impl Monitor {
                 revision: group.revision,
                 watch_id,
                 phase,
-                detector: DownDetector::new(self.ctx.max_down_time, now),
+                detector: DownDetector::new(self.settings.max_down_time, now),
                 check_in_flight: false,
                 link_down: false,
                 refresh_pending: false,
@@ -199,13 +190,13 @@ impl Monitor {
                 fence_pending: HashSet::new(),
                 master_offset: 0,
                 infos: HashMap::new(),
-                counts: self.ctx.metrics.check_counts(&group.name),
+                counts: self.sinks.metrics.check_counts(&group.name),
                 configured: false,
                 observed_ok: false,
                 published_replicas: Vec::new(),
             }),
         );
-        self.ctx.observed.update(&group.name, |o| {
+        self.sinks.observed.update(&group.name, |o| {
             *o = Default::default();
         });
         if phase == Phase::Watching {
@@ -217,6 +208,6 @@ impl Monitor {
     /// A watch ended: its id no longer names a group, and its connections close.
     pub(super) fn forget(&mut self, watch_id: u64) {
         self.by_id.remove(&watch_id);
-        self.checkers.forget(watch_id);
+        self.outputs.push(Output::Forget(watch_id));
     }
 }

@@ -3,20 +3,19 @@
 //! to the group's replica list, a look at a server that may need fencing to the worker),
 //! and a closed link to the master is seen at once.
 
-use super::checker::{Answer, CheckerReport, LinkClosed, Probe, ProbeKind, ProbeResult};
-use super::{Monitor, REPLICA_REFRESH, Timer};
+use super::probe::{Answer, CheckerReport, LinkClosed, Probe, ProbeKind, ProbeResult};
+use super::{MonitorCore, REPLICA_REFRESH, Timer};
 use crate::address::Addr;
 use crate::error::{Error, Result};
 use crate::redis::{ReplicationInfo, Role};
 use crate::worker::WorkerJob;
 use crate::worker::fence::FenceJob;
-use std::time::Instant;
 
-impl Monitor {
+impl MonitorCore {
     pub(super) fn on_report(&mut self, report: CheckerReport) {
-        let now = Instant::now();
+        let now = self.now.mono;
         if let Some(change) = self.tilt.on_lateness("a checker thread", report.late, now) {
-            self.on_tilt(change, now);
+            self.on_tilt(change);
         }
         for result in report.results {
             self.on_probe_result(result);
@@ -43,7 +42,7 @@ impl Monitor {
         match probe.kind {
             ProbeKind::Master if is_master => {
                 let lag = started.saturating_duration_since(probe.due);
-                self.ctx.metrics.on_check_lag(lag);
+                self.sinks.metrics.on_check_lag(lag);
                 let role = answer.and_then(|a| expect_role(&probe, a));
                 self.on_master_checked(&group, &probe, started, finished, role);
             }
@@ -64,7 +63,7 @@ impl Monitor {
     /// A known replica that the master does not list was asked its role: one that
     /// claims master goes to the worker to be made a replica.
     fn on_fence_probed(&mut self, group: &str, probe: Probe, role: Result<Role>) {
-        let acting = self.ctx.broker.is_acting();
+        let acting = self.acting;
         let Some(watch) = self.current(group, probe.watch_id) else {
             return;
         };
@@ -87,7 +86,7 @@ impl Monitor {
             master: watch.master.clone(),
             targets: vec![probe.addr],
         };
-        self.send_to_worker(group, WorkerJob::Fence(job));
+        self.send_to_worker(WorkerJob::Fence(job));
     }
 
     /// One replica's `INFO` of a refresh; the last one publishes the list and sets the
@@ -105,7 +104,7 @@ impl Monitor {
             return;
         }
         self.publish_replicas(group);
-        let next = Instant::now() + REPLICA_REFRESH;
+        let next = self.now.mono + REPLICA_REFRESH;
         self.schedule(next, Timer::RefreshReplicas, probe.watch_id);
     }
 
@@ -135,7 +134,7 @@ impl Monitor {
         if watch.phase == super::watch::Phase::Watching && !watch.check_in_flight {
             // Spread: when every link closes at once (a network blip, a daemon resumed
             // after a stop), the checks do not all reconnect in the same instant.
-            let at = Instant::now() + self.recheck_spread(watch_id);
+            let at = self.now.mono + self.recheck_spread(watch_id);
             self.schedule(at, Timer::Check, watch_id);
         }
     }
@@ -155,7 +154,7 @@ impl Monitor {
                 watch.master
             );
         }
-        self.ctx.observed.update(group, |o| o.disconnected = !up);
+        self.sinks.observed.update(group, |o| o.disconnected = !up);
     }
 
     /// Asks servers that may claim master for their role (in the next batch).
@@ -167,7 +166,7 @@ impl Monitor {
         else {
             return;
         };
-        let now = Instant::now();
+        let now = self.now.mono;
         for addr in targets {
             watch.fence_pending.insert(addr.clone());
             self.batch.push(Probe {

@@ -8,9 +8,8 @@
 //! and checked on as usual; the failover starts as soon as the quorum is there, at the
 //! next check or the next exchange of views, whichever comes first.
 
-use super::Monitor;
-use super::Timer;
 use super::watch::Phase;
+use super::{MonitorCore, Output, Timer};
 use crate::broker::views::{DownMaster, MastersView};
 use crate::observe::events::Event;
 use std::collections::HashMap;
@@ -19,11 +18,11 @@ use std::time::{Duration, Instant};
 /// A peer's view counts while it was renewed within this many check intervals.
 pub const VIEW_MAX_AGE_INTERVALS: u32 = 3;
 
-impl Monitor {
+impl MonitorCore {
     /// The detector finds the master down here (`s_down`): tell subscribers the first
     /// time, fail over when the cluster agrees, else keep checking.
     pub(super) fn on_down(&mut self, group: &str, due: Instant) {
-        let interval = self.ctx.check_interval;
+        let interval = self.settings.check_interval;
         let Some(watch) = self.watches.get_mut(group) else {
             return;
         };
@@ -39,15 +38,15 @@ impl Monitor {
             log::warn!(
                 "group {group}: master {} is down as this daemon sees it: no successful check for {} ms, {} failed checks in a row",
                 watch.master,
-                watch.detector.last_success().elapsed().as_millis(),
+                self.now.since(watch.detector.last_success()).as_millis(),
                 watch.detector.failures_in_a_row()
             );
-            self.ctx.events.publish(Event::MasterDown {
+            self.sinks.events.publish(Event::MasterDown {
                 group: group.to_string(),
                 master: watch.master.clone(),
             });
         }
-        if self.ctx.broker.is_acting() && self.agreed(group) {
+        if self.acting && self.agreed(group) {
             return self.declare_down(group);
         }
         let next = self.next_check(watch_id, due + interval / 2);
@@ -56,8 +55,8 @@ impl Monitor {
 
     /// Whether enough daemons find the group's master down; records the count.
     fn agreed(&mut self, group: &str) -> bool {
-        let needed = self.quorum_needed();
-        let views = self.fresh_views();
+        let needed = self.needed;
+        let views = &self.peer_views;
         let Some(watch) = self.watches.get_mut(group) else {
             return false;
         };
@@ -65,7 +64,7 @@ impl Monitor {
             .iter()
             .filter(|v| v.finds_down(group, &watch.master))
             .count();
-        let votes = peers + usize::from(watch.detector.is_down(Instant::now()));
+        let votes = peers + usize::from(watch.detector.is_down(self.now.mono));
         let agreed = votes >= needed;
         if !agreed && watch.waiting_for_quorum != Some(votes) {
             log::warn!(
@@ -77,27 +76,20 @@ impl Monitor {
         agreed
     }
 
-    /// Daemons that must find a master down before it is failed over: the `quorum`
-    /// setting, or by default a majority of the cluster.
-    pub(super) fn quorum_needed(&self) -> usize {
-        self.ctx.broker.cluster().quorum(self.ctx.quorum)
-    }
-
-    fn fresh_views(&self) -> Vec<MastersView> {
-        let max_age =
-            (self.ctx.check_interval * VIEW_MAX_AGE_INTERVALS).max(Duration::from_millis(300));
-        self.ctx.broker.peer_views(max_age)
+    /// How old a peer's view may be and still count.
+    pub(super) fn view_max_age(&self) -> Duration {
+        (self.settings.check_interval * VIEW_MAX_AGE_INTERVALS).max(Duration::from_millis(300))
     }
 
     /// Once a check interval: shares this daemon's view, shows how many daemons find
     /// each master down, and fails over the masters that have just reached the quorum.
     pub(super) fn exchange_views(&mut self) {
-        let now = Instant::now();
+        let now = self.now.mono;
         self.view_seq += 1;
         // A daemon in tilt counts no master down (see `tilt.rs`).
         let tilt = self.tilt.is_on();
         let view = MastersView {
-            daemon: self.ctx.broker.cluster().http_addr,
+            daemon: self.settings.daemon.clone(),
             seq: self.view_seq,
             down: self
                 .watches
@@ -112,9 +104,9 @@ impl Monitor {
                 })
                 .collect(),
         };
-        self.ctx.broker.share_view(view);
-        let views = self.fresh_views();
-        self.ctx.metrics.set_daemons_reporting(views.len() + 1);
+        self.outputs.push(Output::ShareView(view));
+        let views = self.peer_views.clone();
+        self.sinks.metrics.set_daemons_reporting(views.len() + 1);
         let mut peers: HashMap<&str, usize> = HashMap::new();
         for view in &views {
             for down in &view.down {
@@ -127,7 +119,7 @@ impl Monitor {
                 }
             }
         }
-        let acting = self.ctx.broker.is_acting();
+        let acting = self.acting;
         let mut ready = Vec::new();
         for (name, watch) in self.watches.iter_mut() {
             let down_here = !tilt && watch.detector.is_down(now);
@@ -135,7 +127,7 @@ impl Monitor {
             if votes != watch.down_votes {
                 watch.down_votes = votes;
                 let shown = votes as u32;
-                self.ctx.observed.update(name, |o| o.down_votes = shown);
+                self.sinks.observed.update(name, |o| o.down_votes = shown);
             }
             if acting && down_here && watch.phase == Phase::Watching {
                 ready.push(name.clone());
@@ -156,7 +148,7 @@ impl Monitor {
         watch.waiting_for_quorum = None;
         if watch.reported_down {
             watch.reported_down = false;
-            self.ctx.events.publish(Event::MasterUp {
+            self.sinks.events.publish(Event::MasterUp {
                 group: group.to_string(),
                 master: watch.master.clone(),
             });

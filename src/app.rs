@@ -11,6 +11,7 @@ use crate::broker::raft::{RaftBroker, RaftOptions};
 use crate::broker::standalone::StandaloneBroker;
 use crate::broker::zk::{ZkBroker, ZkOptions};
 use crate::broker::{Action, Broker, ClusterStatus, GroupSpec};
+use crate::clock::SystemClock;
 use crate::config::{BrokerKind, Config, StartState};
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
@@ -23,7 +24,7 @@ use crate::redis::NodeOptions;
 use crate::shutdown::Shutdown;
 use crate::worker::hooks::Hooks;
 use crate::worker::switchover_request::{SwitchoverCommand, Switchovers};
-use crate::worker::{self, WorkerContext};
+use crate::worker::{self, RedisServers, WorkerContext};
 use crossbeam_channel::Receiver;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -138,13 +139,16 @@ impl App {
         let (reports_tx, reports_rx) = crossbeam_channel::unbounded();
         let mut node_options = check_options(config);
         node_options.tls = self.tls.clone().filter(|_| config.tls.data_nodes);
+        let worker_node_options = worker_options(&node_options);
         let worker_context = WorkerContext {
             broker: daemon.broker.clone(),
             hooks: daemon.hooks.clone(),
             observed: daemon.observed.clone(),
             metrics: daemon.metrics.clone(),
             events: daemon.events.clone(),
-            node_options: worker_options(&node_options),
+            servers: Arc::new(RedisServers::new(worker_node_options.clone())),
+            clock: Arc::new(SystemClock),
+            node_options: worker_node_options,
             max_down_time: config.max_down_time,
             fresh_io: config.check_interval.max(Duration::from_secs(1)),
         };

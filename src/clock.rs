@@ -1,7 +1,39 @@
 //! Time as the API and the log show it: Unix milliseconds for records, and durations in
 //! milliseconds with one decimal for step logs.
+//!
+//! Also [`Clock`], the failover worker's only source of time: the worker reads the time
+//! and sleeps through it, so that a simulation can run the real failover steps on
+//! simulated time ([`SystemClock`] is the real one).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Where the failover worker reads the time and sleeps.
+pub trait Clock: Send + Sync {
+    /// The monotonic time: step durations, deadlines, how long a master has been down.
+    fn now(&self) -> Instant;
+    /// Milliseconds since the Unix epoch, for records.
+    fn wall_ms(&self) -> u64;
+    /// Blocks the caller for `d`.
+    fn sleep(&self, d: Duration);
+}
+
+/// The system's clocks and `std::thread::sleep`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn wall_ms(&self) -> u64 {
+        now_ms()
+    }
+
+    fn sleep(&self, d: Duration) {
+        std::thread::sleep(d);
+    }
+}
 
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms(at: SystemTime) -> u64 {

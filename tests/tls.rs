@@ -15,8 +15,11 @@
 mod support;
 
 use redis_failover::Addr;
+use redis_failover::clock::SystemClock;
 use redis_failover::net::tls::{Tls, TlsFiles, TlsOptions};
-use redis_failover::redis::{NodeOptions, RedisNode, Role, ask_replicas, promote, repoint};
+use redis_failover::redis::{NodeOptions, RedisNode, Role};
+use redis_failover::worker::promotion::promote;
+use redis_failover::worker::{RedisServers, Servers};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,17 +101,18 @@ fn the_worker_path_promotes_repoints_and_fences_tls_only_servers() {
         },
     );
     master.kill();
+    let servers = RedisServers::new(options.clone());
     // INFO over TLS on both replicas.
-    let reports = ask_replicas(&[addr(&a), addr(&b)], &options);
+    let reports = servers.infos(&[addr(&a), addr(&b)]);
     for report in &reports {
         let info = report.info.as_ref().expect("INFO over TLS");
         assert!(info.offset > 0, "{info:?}");
     }
     // Promotion (SLAVEOF NO ONE, then ROLE until master, CONFIG REWRITE tried).
-    promote(&addr(&a), &options, Duration::from_secs(5)).expect("promote over TLS");
+    promote(&servers, &SystemClock, &addr(&a), Duration::from_secs(5)).expect("promote over TLS");
     assert_eq!(a.cli(&["ROLE"]).unwrap().lines().next(), Some("master"));
     // Re-pointing: b now replicates from a, over TLS (tls-replication yes).
-    let failed = repoint(&[addr(&b)], &addr(&a), &options);
+    let failed = servers.repoint(&[addr(&b)], &addr(&a));
     assert!(failed.is_empty(), "{failed:?}");
     wait_linked_to(&b, &a);
     assert_eq!(a.cli(&["GET", "before"]).unwrap(), "kept");

@@ -11,11 +11,18 @@
 //! [`elect`] returns every qualifying replica in that order, so a failover whose first
 //! choice cannot be promoted tries the next.
 
-use super::operations::ReplicaReport;
 use super::replies::ReplicationInfo;
 use crate::address::Addr;
+use crate::error::Result;
 use std::cmp::Ordering;
 use std::time::Duration;
+
+/// A replica's answer to `INFO`, or why there was none: what the election reads.
+#[derive(Debug, Clone)]
+pub struct ReplicaReport {
+    pub addr: Addr,
+    pub info: Result<ReplicationInfo>,
+}
 
 /// A replica whose link has been down this many down windows longer than the master's
 /// outage holds data too old to promote (Sentinel's rule).

@@ -9,11 +9,12 @@
 use super::WorkerContext;
 use crate::address::Addr;
 use crate::broker::{Action, FailoverRecord, Outcome};
-use crate::clock::{millis, now_ms};
+use crate::clock::{Clock, millis};
 use crate::error::Result;
 use crate::observe::events::Event;
 use crate::observe::metrics::OUTCOMES;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// What an attempt is, as its log lines name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,10 +34,11 @@ impl Kind {
     }
 }
 
-/// One attempt: its record and the timing of its steps.
+/// One attempt: its record and the timing of its steps (on the worker's clock).
 pub struct Attempt {
     kind: Kind,
     pub record: FailoverRecord,
+    clock: Arc<dyn Clock>,
     started: Instant,
     step_started: Instant,
 }
@@ -44,15 +46,21 @@ pub struct Attempt {
 impl Attempt {
     /// Starts an attempt on `old_master`, which had not answered for `down_for_ms`
     /// (0 for a switchover). Its outcome is `aborted` until a step says otherwise.
-    pub fn start(kind: Kind, group: &str, old_master: &Addr, down_for_ms: u64) -> Attempt {
-        let started = Instant::now();
+    pub fn start(
+        ctx: &WorkerContext,
+        kind: Kind,
+        group: &str,
+        old_master: &Addr,
+        down_for_ms: u64,
+    ) -> Attempt {
+        let started = ctx.clock.now();
         Attempt {
             kind,
             record: FailoverRecord {
                 group: group.to_string(),
                 old_master: old_master.clone(),
                 new_master: None,
-                started_at_ms: now_ms(),
+                started_at_ms: ctx.clock.wall_ms(),
                 down_for_ms,
                 duration_ms: 0,
                 outcome: Outcome::Aborted,
@@ -62,6 +70,7 @@ impl Attempt {
                 count: 1,
                 first_started_at_ms: None,
             },
+            clock: ctx.clock.clone(),
             started,
             step_started: started,
         }
@@ -73,27 +82,32 @@ impl Attempt {
 
     /// Milliseconds since the attempt started.
     pub fn elapsed_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+        self.since(self.started).as_millis() as u64
+    }
+
+    /// How long ago `then` was, on the worker's clock.
+    fn since(&self, then: Instant) -> Duration {
+        self.clock.now().saturating_duration_since(then)
     }
 
     /// Logs the end of a step with its duration.
     pub fn step(&mut self, name: &str, detail: &str) {
         log::info!("{}: {detail}", self.step_prefix(name));
-        self.step_started = Instant::now();
+        self.step_started = self.clock.now();
     }
 
     /// Logs a step that went wrong without ending the attempt (a candidate passed over),
     /// with its duration.
     pub fn setback(&mut self, name: &str, detail: &str) {
         log::warn!("{}: {detail}", self.step_prefix(name));
-        self.step_started = Instant::now();
+        self.step_started = self.clock.now();
     }
 
     /// Logs a step that ends the attempt (`verdict`: aborted, failed, refused,
     /// abandoned) with its duration.
     pub fn end_step(&mut self, name: &str, verdict: &str, reason: &str) {
         log::warn!("{}: {verdict}: {reason}", self.step_prefix(name));
-        self.step_started = Instant::now();
+        self.step_started = self.clock.now();
     }
 
     /// Logs a step that ends the attempt with `outcome`, and returns the outcome with
@@ -116,8 +130,8 @@ impl Attempt {
             "group {}: {} step {name}: {} ms (at {} ms)",
             self.record.group,
             self.kind.name(),
-            millis(self.step_started.elapsed()),
-            millis(self.started.elapsed())
+            millis(self.since(self.step_started)),
+            millis(self.since(self.started))
         )
     }
 

@@ -13,7 +13,6 @@
 use super::WorkerContext;
 use crate::address::Addr;
 use crate::config::MinReplicas;
-use crate::redis::RedisNode;
 
 /// A master to configure.
 #[derive(Debug, Clone)]
@@ -25,28 +24,14 @@ pub struct ConfigureJob {
 
 /// `CONFIG SET min-replicas-to-write ... min-replicas-max-lag ...` on the master.
 pub fn run(ctx: &WorkerContext, job: &ConfigureJob) {
-    let mut node = RedisNode::new(job.master.clone(), ctx.node_options.clone());
-    let to_write = job.settings.to_write.to_string();
-    let max_lag = job.settings.max_lag_secs.to_string();
-    let set = node.call(&[
-        "CONFIG",
-        "SET",
-        "min-replicas-to-write",
-        &to_write,
-        "min-replicas-max-lag",
-        &max_lag,
-    ]);
-    match set {
-        Ok(_) => {
-            log::info!(
-                "group {}: master {} refuses writes unless {to_write} replica(s) acknowledged within {max_lag} s",
-                job.group,
-                job.master
-            );
-            if let Err(e) = node.config_rewrite() {
-                log::debug!("{}: CONFIG REWRITE: {e}", job.master);
-            }
-        }
+    match ctx.servers.bound_write_loss(&job.master, &job.settings) {
+        Ok(()) => log::info!(
+            "group {}: master {} refuses writes unless {} replica(s) acknowledged within {} s",
+            job.group,
+            job.master,
+            job.settings.to_write,
+            job.settings.max_lag_secs
+        ),
         Err(e) => log::warn!(
             "group {}: cannot bound write loss on {} ({e}); it takes writes without replicas",
             job.group,

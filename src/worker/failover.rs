@@ -30,9 +30,7 @@ use super::promotion::{describe, promote_in_order, promoted, try_candidate};
 use crate::address::Addr;
 use crate::broker::{Action, FailoverRecord, Outcome, PassedOver};
 use crate::observe::status::WatchState;
-use crate::redis::{
-    RedisNode, ReplicaReport, Role, ask_replicas, elect, is_same_server, master_seen_alive, repoint,
-};
+use crate::redis::{ReplicaReport, Role, elect, is_same_server, master_seen_alive};
 
 pub use super::failover_request::{FailoverRequest, Resume};
 
@@ -40,8 +38,8 @@ type Steps = std::result::Result<(), Stop>;
 
 /// Runs one failover attempt from start to end and records it through the broker.
 pub fn run(ctx: &WorkerContext, req: &FailoverRequest) -> FailoverRecord {
-    let down_for_ms = req.last_success.elapsed().as_millis() as u64;
-    let mut at = Attempt::start(Kind::Failover, &req.group, &req.master, down_for_ms);
+    let down_for_ms = down_for(ctx, req).as_millis() as u64;
+    let mut at = Attempt::start(ctx, Kind::Failover, &req.group, &req.master, down_for_ms);
     log::warn!(
         "group {}: failover of master {} begins ({down_for_ms} ms without a successful check; replicas: {})",
         req.group,
@@ -130,7 +128,7 @@ fn repoint_step(
     at: &mut Attempt,
 ) {
     let others = repoint_targets(req, reports, chosen);
-    let failures = repoint(&others, chosen, &ctx.node_options);
+    let failures = ctx.servers.repoint(&others, chosen);
     let detail = if failures.is_empty() {
         format!("{} replica(s) now replicate from {chosen}", others.len())
     } else {
@@ -150,7 +148,7 @@ fn rank(
     replicas: &[Addr],
     at: &mut Attempt,
 ) -> Result<(Vec<Addr>, Vec<ReplicaReport>), Stop> {
-    let reports = ask_replicas(replicas, &ctx.node_options);
+    let reports = ctx.servers.infos(replicas);
     at.step("info", &describe_reports(&reports));
     if let Some(witness) = master_seen_alive(&req.master, &reports, ctx.fresh_io) {
         let reason = format!(
@@ -160,22 +158,22 @@ fn rank(
         );
         return Err(at.fail("elect", Outcome::Aborted, reason).into());
     }
-    let down_for = req.last_success.elapsed();
-    let order = elect(&req.master, &reports, down_for, ctx.max_down_time).map_err(|why| {
-        // Replicas this daemon cannot reach at all (down too, a network or certificate
-        // problem) may be reachable after the next window, and nothing has changed:
-        // stop and try again. Replicas that answer and do not qualify need a person.
-        let outcome = if reports.iter().all(|r| r.info.is_err()) {
-            Outcome::Aborted
-        } else {
-            Outcome::Failed
-        };
-        at.fail(
-            "elect",
-            outcome,
-            format!("no replica can be promoted: {why}"),
-        )
-    })?;
+    let order =
+        elect(&req.master, &reports, down_for(ctx, req), ctx.max_down_time).map_err(|why| {
+            // Replicas this daemon cannot reach at all (down too, a network or certificate
+            // problem) may be reachable after the next window, and nothing has changed:
+            // stop and try again. Replicas that answer and do not qualify need a person.
+            let outcome = if reports.iter().all(|r| r.info.is_err()) {
+                Outcome::Aborted
+            } else {
+                Outcome::Failed
+            };
+            at.fail(
+                "elect",
+                outcome,
+                format!("no replica can be promoted: {why}"),
+            )
+        })?;
     let chosen = order.first().map(Addr::to_string).unwrap_or_default();
     at.step(
         "elect",
@@ -223,7 +221,7 @@ fn begin(ctx: &WorkerContext, req: &FailoverRequest, chosen: &Addr, at: &mut Att
         })?;
     at.record.begun = true;
     at.step("begin", "recorded");
-    fault::pause_if_set(fault::PAUSE_AFTER_BEGIN);
+    fault::pause_if_set(fault::PAUSE_AFTER_BEGIN, ctx.clock.as_ref());
     if !ctx.broker.is_acting() {
         return Err(Stop::Abandon(format!(
             "this daemon lost the cluster's leadership after failover-begin and did not promote {chosen}; the new leader finishes the failover"
@@ -274,16 +272,14 @@ fn resume_steps(
         &format!("an earlier leader began this failover to {chosen} and did not finish it"),
     );
     let passed = passed_so_far(ctx, req, at.record.started_at_ms);
-    let role = RedisNode::new(chosen.clone(), ctx.node_options.clone()).role();
-    let winner = match role {
+    let winner = match ctx.servers.role(chosen) {
         Ok(Role::Master { .. }) => {
             at.step("promote", &format!("{chosen} is master already"));
             at.record.passed_over = passed;
             chosen.clone()
         }
         Ok(_) => {
-            let old = RedisNode::new(req.master.clone(), ctx.node_options.clone()).role();
-            if let Ok(Role::Master { .. }) = old {
+            if let Ok(Role::Master { .. }) = ctx.servers.role(&req.master) {
                 let reason = format!(
                     "an earlier leader chose {chosen} but never promoted it, and the old master {} is up again",
                     req.master
@@ -310,7 +306,7 @@ fn resume_steps(
         .filter(|a| **a != winner)
         .cloned()
         .collect();
-    let reports = ask_replicas(&others, &ctx.node_options);
+    let reports = ctx.servers.infos(&others);
     repoint_step(ctx, req, &reports, &winner, at);
     at.record.outcome = Outcome::Succeeded;
     at.note("finished by a new leader after the earlier one stopped mid-failover".into());
@@ -371,6 +367,11 @@ fn passed_so_far(
         }) if *at == started_at_ms => passed_over.clone(),
         _ => Vec::new(),
     }
+}
+
+/// How long the master has gone without a successful check, on the worker's clock.
+fn down_for(ctx: &WorkerContext, req: &FailoverRequest) -> std::time::Duration {
+    ctx.clock.now().saturating_duration_since(req.last_success)
 }
 
 fn describe_reports(reports: &[ReplicaReport]) -> String {

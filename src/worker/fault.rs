@@ -4,6 +4,7 @@
 //! variable holding milliseconds; unset, it costs one `getenv` on a path that runs once
 //! per failover (or once per checker thread).
 
+use crate::clock::Clock;
 use std::time::Duration;
 
 /// A point where the worker can be held: its variable and where it is.
@@ -29,13 +30,14 @@ pub fn duration(variable: &str) -> Option<Duration> {
         .map(Duration::from_millis)
 }
 
-/// Sleeps for the milliseconds in the point's variable, if it is set, logging why.
-pub fn pause_if_set((variable, place): Point) {
+/// Sleeps on `clock` for the milliseconds in the point's variable, if it is set,
+/// logging why.
+pub fn pause_if_set((variable, place): Point, clock: &dyn Clock) {
     let pause = std::env::var(variable)
         .ok()
         .and_then(|ms| ms.parse::<u64>().ok());
     if let Some(ms) = pause {
         log::warn!("pausing {ms} ms {place} ({variable})");
-        std::thread::sleep(Duration::from_millis(ms));
+        clock.sleep(Duration::from_millis(ms));
     }
 }

@@ -8,7 +8,7 @@
 
 use super::WorkerContext;
 use crate::address::Addr;
-use crate::redis::{RedisNode, Role};
+use crate::redis::Role;
 
 /// Servers to look at, and the master they should follow.
 #[derive(Debug, Clone)]
@@ -33,7 +33,8 @@ pub enum FenceResult {
     Failed(String),
 }
 
-/// `ROLE` on each target; any that claims master gets `SLAVEOF <master>`. Only while
+/// `ROLE` on each target; any that claims master gets `SLAVEOF <master>` (with
+/// `RESTART` on LedisDB: [`Servers::follow_afresh`](super::Servers::follow_afresh)). Only while
 /// this daemon acts: fencing changes a server's role without the cluster's say.
 pub fn run(ctx: &WorkerContext, job: &FenceJob) -> Vec<(Addr, FenceResult)> {
     if !ctx.broker.is_acting() {
@@ -42,19 +43,12 @@ pub fn run(ctx: &WorkerContext, job: &FenceJob) -> Vec<(Addr, FenceResult)> {
     job.targets
         .iter()
         .map(|addr| {
-            let mut node = RedisNode::new(addr.clone(), ctx.node_options.clone());
-            let result = match node.role() {
+            let result = match ctx.servers.role(addr) {
                 Err(e) => FenceResult::Unreachable(e.to_string()),
-                Ok(Role::Master { .. }) => {
-                    // LedisDB must drop its own log to follow (see `follow_afresh`).
-                    let ledisdb = node
-                        .replication_info()
-                        .is_ok_and(|info| info.ledisdb_version.is_some());
-                    match node.follow_afresh(&job.master, ledisdb) {
-                        Ok(()) => FenceResult::Converted,
-                        Err(e) => FenceResult::Failed(e.to_string()),
-                    }
-                }
+                Ok(Role::Master { .. }) => match ctx.servers.follow_afresh(addr, &job.master) {
+                    Ok(()) => FenceResult::Converted,
+                    Err(e) => FenceResult::Failed(e.to_string()),
+                },
                 Ok(_) => FenceResult::NotMaster,
             };
             (addr.clone(), result)

@@ -8,6 +8,11 @@
 //! (`attempt.rs`); a failover promotes its candidates in election order
 //! (`promotion.rs`, which also sets the promotion timeout); the before- and
 //! after-failover hooks of an embedding program live in `hooks.rs`.
+//!
+//! The worker reaches servers only through [`Servers`] (`servers.rs`; the switchover
+//! also through its own connections) and time only through [`Clock`]: both are in the
+//! [`WorkerContext`], so a simulation can run the real steps ([`run_job`]) on simulated
+//! servers and simulated time.
 
 mod attempt;
 pub mod bounded_loss;
@@ -17,24 +22,30 @@ pub mod fault;
 pub mod fence;
 pub mod hooks;
 pub mod promotion;
+pub mod servers;
 pub mod switchover;
 pub mod switchover_request;
+#[cfg(test)]
+mod tests;
 
 use crate::broker::{Broker, Outcome};
+use crate::clock::Clock;
 use crate::observe::events::Events;
 use crate::observe::metrics::Metrics;
 use crate::observe::status::Observations;
 use crate::redis::NodeOptions;
 use bounded_loss::ConfigureJob;
 use crossbeam_channel::{Receiver, Sender};
-use failover::FailoverRequest;
-use fence::{FenceJob, FenceResult};
 use hooks::Hooks;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 use switchover::SwitchoverJob;
+
+pub use failover_request::{FailoverRequest, Resume};
+pub use fence::{FenceJob, FenceResult};
+pub use servers::{PromoteReply, RedisServers, Servers};
 
 /// What the worker needs to act.
 pub struct WorkerContext {
@@ -43,7 +54,14 @@ pub struct WorkerContext {
     pub observed: Arc<Observations>,
     pub metrics: Arc<Metrics>,
     pub events: Arc<Events>,
-    /// Timeouts and credentials for the worker's connections (longer than a check's).
+    /// The servers the failover, fencing and bounded-loss steps act on
+    /// ([`RedisServers`], or a simulation's).
+    pub servers: Arc<dyn Servers>,
+    /// Where every step reads the time and sleeps ([`crate::clock::SystemClock`], or a
+    /// simulation's).
+    pub clock: Arc<dyn Clock>,
+    /// Timeouts and credentials for the switchover's own connections (longer than a
+    /// check's; [`RedisServers`] is built with the same).
     pub node_options: NodeOptions,
     pub max_down_time: Duration,
     /// A replica whose last I/O from its master is at most this old still hears it
@@ -93,15 +111,15 @@ pub fn spawn(
         .name("failover".into())
         .spawn(move || {
             for job in jobs {
-                if reports.send(run(&ctx, job)).is_err() {
+                if reports.send(run_job(&ctx, job)).is_err() {
                     break;
                 }
             }
         })
 }
 
-/// Runs one job.
-fn run(ctx: &WorkerContext, job: WorkerJob) -> WorkerReport {
+/// Runs one job to its end, as the worker thread does, and says how it ended.
+pub fn run_job(ctx: &WorkerContext, job: WorkerJob) -> WorkerReport {
     match job {
         WorkerJob::Failover(request) => {
             let (group, watch_id) = (request.group.clone(), request.watch_id);

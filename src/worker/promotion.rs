@@ -12,14 +12,29 @@
 //! A candidate passed over might still become master later (a lost reply, a slow
 //! server). It stays among the replicas to re-point, so it is told to follow the winner
 //! once there is one, and fencing converts it should it claim master afterwards.
+//!
+//! The promotion of one replica ([`promote`]: `SLAVEOF NO ONE`, then `ROLE` until it
+//! says master) is here too, not in the I/O code: it runs on the worker's [`Servers`]
+//! and [`Clock`], so a simulation runs the same deadline and polling.
 
 use super::WorkerContext;
 use super::attempt::Attempt;
 use super::failover_request::{FailoverRequest, Stop};
+use super::servers::{PromoteReply, Servers};
 use crate::address::Addr;
 use crate::broker::{Action, Outcome, PassedOver};
-use crate::redis::{PROMOTION_TIMEOUT, promote};
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::redis::Role;
 use std::time::Duration;
+
+/// The longest a promoted replica may take before `ROLE` says master. The worker waits
+/// less when the down window is short ([`promotion_timeout`] derives the timeout it
+/// passes to [`promote`] from `max_down_time`); this bounds it, and the write pause of a
+/// switchover counts on it.
+pub const PROMOTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a promoted replica is asked `ROLE` until it says master.
+const ROLE_POLL: Duration = Duration::from_millis(20);
 
 /// The shortest promotion timeout: a worker's `ROLE` may itself wait 2 s (its I/O
 /// timeout) on a busy server, so less would give a slow server no second look.
@@ -31,6 +46,55 @@ pub const PROMOTION_TIMEOUT_FLOOR: Duration = Duration::from_secs(2);
 /// window, never by more than 10 s. A refusal costs no waiting at all.
 pub fn promotion_timeout(max_down_time: Duration) -> Duration {
     max_down_time.clamp(PROMOTION_TIMEOUT_FLOOR, PROMOTION_TIMEOUT)
+}
+
+/// `SLAVEOF NO ONE` on `addr`, then `ROLE` every 20 ms until it says master, for at most
+/// `timeout` of `clock` time; once it does, the promotion is kept across a restart as
+/// best effort ([`Servers::keep_promotion`]).
+///
+/// A server that answers `SLAVEOF NO ONE` with an error refused it: unless its `ROLE`
+/// says master all the same, that is an error at once, with no polling. A lost reply
+/// (timeout, closed connection) may hide a promotion that worked, so `ROLE` decides.
+pub fn promote(
+    servers: &dyn Servers,
+    clock: &dyn Clock,
+    addr: &Addr,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = clock.now() + timeout;
+    match servers.promote_once(addr) {
+        PromoteReply::Accepted => {}
+        PromoteReply::Refused(refusal) => {
+            return match servers.role(addr) {
+                Ok(Role::Master { .. }) => {
+                    servers.keep_promotion(addr);
+                    Ok(())
+                }
+                _ => Err(Error::Server(format!(
+                    "{addr}: refused SLAVEOF NO ONE: {refusal}"
+                ))),
+            };
+        }
+        PromoteReply::NoReply(e) => {
+            log::warn!("{addr}: SLAVEOF NO ONE: {e}; checking ROLE before giving up")
+        }
+    }
+    loop {
+        let last = match servers.role(addr) {
+            Ok(Role::Master { .. }) => break,
+            Ok(other) => format!("{other:?}"),
+            Err(e) => e.to_string(),
+        };
+        if clock.now() >= deadline {
+            return Err(Error::Server(format!(
+                "{addr}: ROLE still not master after {} ms: {last}",
+                timeout.as_millis()
+            )));
+        }
+        clock.sleep(ROLE_POLL);
+    }
+    servers.keep_promotion(addr);
+    Ok(())
 }
 
 /// Promotes the first of `order` that lets itself be promoted, and returns it.
@@ -46,7 +110,7 @@ pub(super) fn promote_in_order(
     order: &[Addr],
     mut passed: Vec<PassedOver>,
     first_named: bool,
-) -> Result<Addr, Stop> {
+) -> std::result::Result<Addr, Stop> {
     for (i, candidate) in order.iter().enumerate() {
         if (i > 0 || !first_named)
             && let Err(stop) = name_next(ctx, req, at, candidate, &passed)
@@ -75,9 +139,10 @@ pub(super) fn try_candidate(
     at: &mut Attempt,
     candidate: &Addr,
     more: bool,
-) -> Result<(), PassedOver> {
+) -> std::result::Result<(), PassedOver> {
     let timeout = promotion_timeout(ctx.max_down_time);
-    let Err(e) = promote(candidate, &ctx.node_options, timeout) else {
+    let promoted = promote(ctx.servers.as_ref(), ctx.clock.as_ref(), candidate, timeout);
+    let Err(e) = promoted else {
         at.step("promote", &format!("{candidate} reports role master"));
         return Ok(());
     };
@@ -123,7 +188,7 @@ fn name_next(
     at: &mut Attempt,
     next: &Addr,
     passed: &[PassedOver],
-) -> Result<(), Stop> {
+) -> std::result::Result<(), Stop> {
     let named = passed
         .last()
         .map_or_else(|| "the candidate named".to_string(), |p| p.addr.to_string());

@@ -41,21 +41,26 @@
 //! failing over or not watched and keeps the group's checks (hence its down detector)
 //! off until the worker is done. The HTTP handler waits for the result on a reply
 //! channel, for a bounded time (`switchover_request.rs`).
+//!
+//! Servers and time: the replicas' `INFO`, the promotion and the re-pointing go through
+//! the worker's [`Servers`](super::Servers), and every wait through its clock. The steps
+//! only a switchover has (the master's `ROLE` and `INFO`, `CLIENT PAUSE`, the catch-up's
+//! `INFO`, the demotion, `CLIENT UNPAUSE`) still open their own [`RedisNode`]
+//! connections: a simulation cannot run a switchover yet.
 
 use super::WorkerContext;
 use super::attempt::{Attempt, Kind};
 use super::fault;
-use super::promotion::promotion_timeout;
+use super::promotion::{PROMOTION_TIMEOUT, promote, promotion_timeout};
 use super::switchover_request::{
     SwitchoverCommand, SwitchoverError, SwitchoverReport, SwitchoverRequest, SwitchoverResult,
     choose_target, ledisdb_refusal,
 };
 use crate::address::Addr;
 use crate::broker::{Action, Outcome};
+use crate::clock::Clock;
 use crate::observe::status::WatchState;
-use crate::redis::{
-    NodeOptions, PROMOTION_TIMEOUT, RedisNode, Reply, Role, ask_replicas, promote, repoint,
-};
+use crate::redis::{NodeOptions, RedisNode, Reply, Role};
 use std::time::{Duration, Instant};
 
 /// How much longer than `switchover_timeout` the pause is asked for: room for the
@@ -114,7 +119,7 @@ fn switch_over(
     let request = &command.request;
     let mut sw = Switch {
         ctx,
-        at: Attempt::start(Kind::Switchover, &request.group, master, 0),
+        at: Attempt::start(ctx, Kind::Switchover, &request.group, master, 0),
         master: master.clone(),
         old: RedisNode::new(master.clone(), ctx.node_options.clone()),
         paused_on: None,
@@ -139,7 +144,7 @@ fn switch_over(
     let others: Vec<Addr> = replicas.iter().filter(|a| **a != target).cloned().collect();
     sw.begin(&others, &target)?;
     sw.pause(command, request.force)?;
-    fault::pause_if_set(fault::HOLD_AFTER_PAUSE);
+    fault::pause_if_set(fault::HOLD_AFTER_PAUSE, ctx.clock.as_ref());
     let reached = sw.catch_up(&target, command.catch_up_timeout)?;
     sw.promote(&target)?;
     sw.demote(&others, &target);
@@ -203,7 +208,7 @@ impl Switch<'_> {
         replicas: &[Addr],
         request: &SwitchoverRequest,
     ) -> Result<Addr, SwitchoverError> {
-        let reports = ask_replicas(replicas, self.options());
+        let reports = self.ctx.servers.infos(replicas);
         let chosen = choose_target(
             &self.master,
             &reports,
@@ -273,7 +278,7 @@ impl Switch<'_> {
                 );
             }
             Ok(_) => {
-                self.paused_at = Some(Instant::now());
+                self.paused_at = Some(self.ctx.clock.now());
                 self.at.step(
                     "pause",
                     &format!("writes paused on {master} (for at most {pause_ms} ms)"),
@@ -306,8 +311,9 @@ impl Switch<'_> {
                 return Err(self.abort("catch-up", error));
             }
         };
-        let deadline = self.paused_at.unwrap_or_else(Instant::now) + timeout;
-        let reached = match wait_for_offset(target, goal, deadline, self.options()) {
+        let clock = self.ctx.clock.as_ref();
+        let deadline = self.paused_at.unwrap_or_else(|| clock.now()) + timeout;
+        let reached = match wait_for_offset(target, goal, deadline, self.options(), clock) {
             Ok(reached) => reached,
             Err(seen) => {
                 let error = SwitchoverError::Unavailable(format!(
@@ -331,8 +337,9 @@ impl Switch<'_> {
     /// the old master, which never stopped being master.
     fn promote(&mut self, target: &Addr) -> Result<(), SwitchoverError> {
         if let Err(e) = promote(
+            self.ctx.servers.as_ref(),
+            self.ctx.clock.as_ref(),
             target,
-            self.options(),
             promotion_timeout(self.ctx.max_down_time),
         ) {
             let back = RedisNode::new(target.clone(), self.options().clone())
@@ -353,9 +360,10 @@ impl Switch<'_> {
     fn demote(&mut self, others: &[Addr], target: &Addr) {
         let master = self.master.clone();
         let options = self.ctx.node_options.clone();
+        let servers = self.ctx.servers.as_ref();
         let old = &mut self.old;
         let (demoted, failures) = std::thread::scope(|scope| {
-            let repointing = scope.spawn(|| repoint(others, target, &options));
+            let repointing = scope.spawn(|| servers.repoint(others, target));
             let demoted = demote(old, &master, target, &options);
             let failures = repointing
                 .join()
@@ -403,7 +411,7 @@ impl Switch<'_> {
         let pause_note = match self.paused_at {
             Some(at) => format!(
                 "writes paused for {} ms until this record",
-                at.elapsed().as_millis()
+                self.since(at).as_millis()
             ),
             None => "writes not paused".into(),
         };
@@ -425,7 +433,7 @@ impl Switch<'_> {
             },
             None => false,
         };
-        let paused_ms = self.paused_at.map(|at| at.elapsed().as_millis() as u64);
+        let paused_ms = self.paused_at.map(|at| self.since(at).as_millis() as u64);
         if let (true, Some(ms)) = (unpaused, paused_ms) {
             self.at.step(
                 "unpause",
@@ -444,6 +452,11 @@ impl Switch<'_> {
             paused_ms,
             offset: reached,
         })
+    }
+
+    /// How long ago `then` was, on the worker's clock.
+    fn since(&self, then: Instant) -> Duration {
+        self.ctx.clock.now().saturating_duration_since(then)
     }
 
     /// Logs a step that ends the attempt before anything was recorded.
@@ -505,6 +518,7 @@ fn wait_for_offset(
     goal: i64,
     deadline: Instant,
     options: &NodeOptions,
+    clock: &dyn Clock,
 ) -> std::result::Result<i64, String> {
     let mut node = RedisNode::new(target.clone(), options.clone());
     loop {
@@ -517,10 +531,10 @@ fn wait_for_offset(
             ),
             Err(e) => e.to_string(),
         };
-        if Instant::now() >= deadline {
+        if clock.now() >= deadline {
             return Err(seen);
         }
-        std::thread::sleep(CATCH_UP_POLL);
+        clock.sleep(CATCH_UP_POLL);
     }
 }
 

@@ -46,7 +46,10 @@ impl MonitorCore {
                 master: watch.master.clone(),
             });
         }
-        if self.acting && self.agreed(group) {
+        if let Some(why) = &watch.failover_off {
+            // Checks and fencing go on; the failover waits for a person.
+            log::debug!("group {group}: master is down, and automatic failover is off: {why}");
+        } else if self.acting && self.agreed(group) {
             return self.declare_down(group);
         }
         let next = self.next_check(watch_id, due + interval / 2);
@@ -129,7 +132,8 @@ impl MonitorCore {
                 let shown = votes as u32;
                 self.sinks.observed.update(name, |o| o.down_votes = shown);
             }
-            if acting && down_here && watch.phase == Phase::Watching {
+            let may_fail_over = watch.phase == Phase::Watching && watch.failover_off.is_none();
+            if acting && down_here && may_fail_over {
                 ready.push(name.clone());
             }
         }

@@ -41,8 +41,8 @@ impl MonitorCore {
                     if w.known != group.known_replicas {
                         w.known = group.known_replicas.clone();
                     }
-                    if group.failed.is_some() && w.phase == Phase::Watching {
-                        w.phase = Phase::Stopped;
+                    if w.failover_off != group.failed {
+                        w.failover_off = group.failed.clone();
                     }
                     false
                 }
@@ -164,12 +164,15 @@ impl MonitorCore {
             self.forget(old);
         }
         self.by_id.insert(watch_id, Arc::from(group.name.as_str()));
-        let phase = if group.failed.is_some() {
-            Phase::Stopped
-        } else {
-            log::info!("group {}: watching master {}", group.name, group.master);
-            Phase::Watching
-        };
+        match &group.failed {
+            Some(why) => log::info!(
+                "group {}: watching master {}; automatic failover is off: {why}",
+                group.name,
+                group.master
+            ),
+            None => log::info!("group {}: watching master {}", group.name, group.master),
+        }
+        let phase = Phase::Watching;
         self.watches.insert(
             group.name.clone(),
             Box::new(Watch {
@@ -177,6 +180,7 @@ impl MonitorCore {
                 revision: group.revision,
                 watch_id,
                 phase,
+                failover_off: group.failed.clone(),
                 detector: DownDetector::new(self.settings.max_down_time, now),
                 check_in_flight: false,
                 link_down: false,
@@ -199,10 +203,8 @@ impl MonitorCore {
         self.sinks.observed.update(&group.name, |o| {
             *o = Default::default();
         });
-        if phase == Phase::Watching {
-            let first = self.next_check(watch_id, now);
-            self.schedule(first, Timer::Check, watch_id);
-        }
+        let first = self.next_check(watch_id, now);
+        self.schedule(first, Timer::Check, watch_id);
     }
 
     /// A watch ended: its id no longer names a group, and its connections close.

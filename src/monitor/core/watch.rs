@@ -15,7 +15,7 @@ pub enum Phase {
     Watching,
     /// The failover worker has the group (a failover or a switchover).
     FailingOver,
-    /// Not checked: the master reports being a replica, or a failover failed.
+    /// Not checked: the master reports being a replica.
     Stopped,
 }
 
@@ -28,6 +28,10 @@ pub struct Watch {
     /// outcomes and worker reports for an older watch of the group are ignored.
     pub watch_id: u64,
     pub phase: Phase,
+    /// A failover of this group failed (the replicated `Group::failed`): it is still
+    /// checked, and an old master that comes back is still fenced, but no automatic
+    /// failover begins until the group is added again.
+    pub failover_off: Option<String>,
     pub detector: DownDetector,
     pub check_in_flight: bool,
     /// The link to the master is down (closed by the server, or the last check failed).

@@ -1,0 +1,17 @@
+//! A deterministic simulator of whole clusters: daemons running the real monitor core
+//! and the real failover worker, a simulated coordinator (`cluster.rs`), simulated
+//! Redis servers (`world.rs`), a client that writes, and a fault injector (`faults.rs`).
+//! All randomness comes from one seed, and time is simulated: one seed is one exact
+//! run, replayed by `SIM_SEED=S`, and a minute of a cluster's life takes milliseconds.
+//!
+//! The invariants (`invariants.rs`) are checked as the run goes and at its end.
+
+pub mod cluster;
+pub mod daemon;
+pub mod faults;
+pub mod invariants;
+pub mod rng;
+pub mod run;
+pub mod world;
+
+pub use run::{Settings, run_seed};

@@ -1,0 +1,272 @@
+//! Simulated Redis servers and the network between everything: roles, `SLAVEOF`,
+//! replication offsets that advance with writes and beacons, the link status and
+//! `master_last_io_seconds_ago` a replica reports, a restart with the data and role the
+//! server had, priority 0, and a replica that refuses promotion.
+//!
+//! The rules are Redis's where they matter to a failover: a replica whose master's
+//! process dies sees its link drop at once (the connection is reset), one cut off from
+//! a live master keeps reporting the link up until `repl-timeout` (60 s) has passed
+//! without hearing from it, and a live master is heard at least every
+//! `repl-ping-replica-period` (10 s) and at every write (the daemons' beacons are
+//! writes).
+
+use redis_failover::Addr;
+use redis_failover::redis::{ListedReplica, ReplicationInfo, Role};
+use std::collections::{BTreeSet, HashMap};
+
+/// Simulated time, in milliseconds since the run began.
+pub type Ms = u64;
+
+/// Redis's `repl-timeout`.
+pub const REPL_TIMEOUT: Ms = 60_000;
+/// Redis's `repl-ping-replica-period`.
+pub const REPL_PING: Ms = 10_000;
+
+/// Something on the simulated network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Node {
+    Daemon(usize),
+    Server(usize),
+    /// The cluster's coordinator (see `cluster.rs`).
+    Coordinator,
+}
+
+/// Links cut, each one way: `(from, to)` means nothing sent by `from` reaches `to`.
+#[derive(Debug, Default)]
+pub struct Net {
+    cut: BTreeSet<(Node, Node)>,
+}
+
+impl Net {
+    /// Whether `to` hears what `from` sends.
+    pub fn hears(&self, from: Node, to: Node) -> bool {
+        !self.cut.contains(&(from, to))
+    }
+
+    /// Whether a request and its reply get through (TCP needs both ways).
+    pub fn connected(&self, a: Node, b: Node) -> bool {
+        self.hears(a, b) && self.hears(b, a)
+    }
+
+    pub fn cut(&mut self, from: Node, to: Node) {
+        self.cut.insert((from, to));
+    }
+
+    pub fn heal_all(&mut self) {
+        self.cut.clear();
+    }
+}
+
+/// What a simulated server is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SimRole {
+    Master,
+    Replica {
+        master: Addr,
+        link_up: bool,
+        /// When it last heard from its master.
+        last_io: Ms,
+        /// When its link went down (meaningful while it is down).
+        down_since: Ms,
+    },
+}
+
+/// One simulated Redis server.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub addr: Addr,
+    pub group: usize,
+    pub up: bool,
+    pub role: SimRole,
+    pub offset: i64,
+    pub priority: u32,
+    /// Answers `SLAVEOF NO ONE` with an error (a server where the command is renamed).
+    pub refuses_promotion: bool,
+    pub run_id: String,
+}
+
+/// Every simulated server, by index and by address.
+#[derive(Debug, Default)]
+pub struct World {
+    pub servers: Vec<Server>,
+    by_addr: HashMap<Addr, usize>,
+}
+
+impl World {
+    pub fn add(&mut self, server: Server) -> usize {
+        let index = self.servers.len();
+        self.by_addr.insert(server.addr.clone(), index);
+        self.servers.push(server);
+        index
+    }
+
+    pub fn index(&self, addr: &Addr) -> Option<usize> {
+        self.by_addr.get(addr).copied()
+    }
+
+    /// Replication moves on: every replica that hears its master catches up with it.
+    pub fn replicate(&mut self, net: &Net, now: Ms) {
+        for i in 0..self.servers.len() {
+            let SimRole::Replica {
+                master,
+                link_up,
+                last_io,
+                down_since,
+            } = self.servers[i].role.clone()
+            else {
+                continue;
+            };
+            if !self.servers[i].up {
+                continue;
+            }
+            let source = self.index(&master).filter(|&m| m != i);
+            let (mut link_up, mut last_io, mut down_since) = (link_up, last_io, down_since);
+            match source {
+                Some(m) if self.servers[m].up => {
+                    if net.connected(Node::Server(m), Node::Server(i))
+                        || (link_up && net.hears(Node::Server(m), Node::Server(i)))
+                    {
+                        let master_offset = self.servers[m].offset;
+                        if !link_up || master_offset != self.servers[i].offset {
+                            // A (re)sync or new writes: the replica now has exactly
+                            // what its master has (divergent writes are dropped).
+                            self.servers[i].offset = master_offset;
+                            last_io = now;
+                        } else if now.saturating_sub(last_io) >= REPL_PING {
+                            last_io = now;
+                        }
+                        link_up = true;
+                    } else if link_up && now.saturating_sub(last_io) > REPL_TIMEOUT {
+                        link_up = false;
+                        down_since = now;
+                    }
+                }
+                _ => {
+                    // The master's process is gone (the connection was reset) or the
+                    // address names nothing: the link is down at once.
+                    if link_up {
+                        link_up = false;
+                        down_since = now;
+                    }
+                }
+            }
+            self.servers[i].role = SimRole::Replica {
+                master,
+                link_up,
+                last_io,
+                down_since,
+            };
+        }
+    }
+
+    /// A write (a client's, or a beacon) on a master.
+    pub fn write(&mut self, index: usize, bytes: i64) {
+        let server = &mut self.servers[index];
+        if server.up && server.role == SimRole::Master {
+            server.offset += bytes;
+        }
+    }
+
+    /// `ROLE`, as a real server answers it.
+    pub fn role(&self, index: usize, net: &Net) -> Role {
+        let server = &self.servers[index];
+        match &server.role {
+            SimRole::Master => Role::Master {
+                offset: server.offset,
+                replicas: self
+                    .servers
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, r)| {
+                        r.up && net.connected(Node::Server(index), Node::Server(*j))
+                            && matches!(&r.role, SimRole::Replica { master, link_up: true, .. } if *master == server.addr)
+                    })
+                    .map(|(_, r)| ListedReplica {
+                        addr: r.addr.clone(),
+                        offset: r.offset,
+                    })
+                    .collect(),
+            },
+            SimRole::Replica {
+                master, link_up, ..
+            } => Role::Replica {
+                master: master.to_string(),
+                state: if *link_up { "connected" } else { "connect" }.into(),
+            },
+        }
+    }
+
+    /// `INFO replication` (and the run id), as a real server answers it.
+    pub fn info(&self, index: usize, net: &Net, now: Ms) -> ReplicationInfo {
+        let server = &self.servers[index];
+        let secs = |since: Ms| now.saturating_sub(since) / 1000;
+        let (role, master, link_up, link_down_secs, last_io_secs, replicas) = match &server.role {
+            SimRole::Master => {
+                let replicas = match self.role(index, net) {
+                    Role::Master { replicas, .. } => replicas.into_iter().map(|r| r.addr).collect(),
+                    _ => Vec::new(),
+                };
+                ("master", None, false, None, None, replicas)
+            }
+            SimRole::Replica {
+                master,
+                link_up,
+                last_io,
+                down_since,
+            } => (
+                "slave",
+                Some(master.to_string()),
+                *link_up,
+                (!link_up).then(|| secs(*down_since)),
+                link_up.then(|| secs(*last_io)),
+                Vec::new(),
+            ),
+        };
+        ReplicationInfo {
+            role: role.into(),
+            master,
+            link_up,
+            link_down_secs,
+            last_io_secs,
+            priority: server.priority,
+            offset: server.offset,
+            run_id: Some(server.run_id.clone()),
+            replicas,
+            ledisdb_version: None,
+        }
+    }
+
+    /// `SLAVEOF NO ONE`: `Err(text)` when the server refuses it.
+    pub fn promote(&mut self, index: usize) -> Result<(), String> {
+        let server = &mut self.servers[index];
+        if server.refuses_promotion && server.role != SimRole::Master {
+            return Err("ERR unknown command 'SLAVEOF'".into());
+        }
+        server.role = SimRole::Master;
+        Ok(())
+    }
+
+    /// `SLAVEOF host port`: the link is down until the next replication step syncs it.
+    pub fn follow(&mut self, index: usize, master: &Addr, now: Ms) {
+        let server = &mut self.servers[index];
+        if matches!(&server.role, SimRole::Replica { master: m, .. } if m == master) {
+            return;
+        }
+        server.role = SimRole::Replica {
+            master: master.clone(),
+            link_up: false,
+            last_io: now,
+            down_since: now,
+        };
+    }
+
+    /// The servers of `group` that are up and say they are master.
+    pub fn masters_up(&self, group: usize) -> Vec<usize> {
+        (0..self.servers.len())
+            .filter(|&i| {
+                let s = &self.servers[i];
+                s.group == group && s.up && s.role == SimRole::Master
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,109 @@
+//! The deterministic simulator's runs (see `tests/sim/`): whole clusters of daemons
+//! running the real monitor core and failover worker against simulated servers, a
+//! simulated coordinator and injected faults, with the invariants of
+//! `tests/sim/invariants.rs` checked on every run.
+//!
+//! - `cargo test --release --test simulation`: the fixed seeds CI runs.
+//! - `SIM_SEEDS=N cargo test --release --test simulation`: N random seeds more;
+//!   prints `N seeds, F failures`.
+//! - `SIM_SEED=S cargo test --release --test simulation`: replays seed S exactly and
+//!   prints its whole trace (faults, jobs, commands, records).
+
+mod sim;
+
+use sim::{Settings, run_seed};
+use std::time::Instant;
+
+/// The seeds CI runs.
+const CI_SEEDS: u64 = 2_000;
+
+/// Runs `seeds` on every core; returns the failing outcomes' reports and how many
+/// failovers succeeded in all.
+fn run_all(seeds: Vec<u64>) -> (Vec<String>, usize) {
+    let settings = Settings::default();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let chunks: Vec<Vec<u64>> = (0..threads)
+        .map(|t| seeds.iter().copied().skip(t).step_by(threads).collect())
+        .collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                let settings = &settings;
+                scope.spawn(move || {
+                    let mut failovers = 0;
+                    let failures = chunk
+                        .into_iter()
+                        .filter_map(|seed| {
+                            let outcome = run_seed(seed, settings);
+                            failovers += outcome.failovers;
+                            if outcome.violations.is_empty() {
+                                return None;
+                            }
+                            let tail: Vec<&String> = outcome.trace.iter().rev().take(40).collect();
+                            let tail: Vec<&str> = tail.into_iter().rev().map(String::as_str).collect();
+                            Some(format!(
+                                "seed {seed} (replay: SIM_SEED={seed} cargo test --release --test simulation):\n  {}\n  trace (last lines):\n    {}",
+                                outcome.violations.join("\n  "),
+                                tail.join("\n    ")
+                            ))
+                        })
+                        .collect::<Vec<_>>();
+                    (failures, failovers)
+                })
+            })
+            .collect();
+        let mut all = (Vec::new(), 0);
+        for handle in handles {
+            let (failures, failovers) = handle
+                .join()
+                .unwrap_or_else(|_| (vec!["a simulation thread panicked".into()], 0));
+            all.0.extend(failures);
+            all.1 += failovers;
+        }
+        all
+    })
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn every_fault_schedule_keeps_the_invariants() {
+    if let Some(seed) = env_u64("SIM_SEED") {
+        let outcome = run_seed(seed, &Settings::default());
+        println!("{}", outcome.trace.join("\n"));
+        assert!(
+            outcome.violations.is_empty(),
+            "seed {seed}:\n{}",
+            outcome.violations.join("\n")
+        );
+        return;
+    }
+    let (seeds, label): (Vec<u64>, &str) = match env_u64("SIM_SEEDS") {
+        Some(n) => {
+            let base = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            (
+                (0..n)
+                    .map(|i| base.wrapping_add(i.wrapping_mul(0x9e37_79b9)))
+                    .collect(),
+                "random",
+            )
+        }
+        None => ((1..=CI_SEEDS).collect(), "fixed"),
+    };
+    let started = Instant::now();
+    let count = seeds.len();
+    let (failures, failovers) = run_all(seeds);
+    let took = started.elapsed();
+    println!(
+        "{count} seeds, {} failures ({label} seeds, {failovers} failovers, {:.1} s, {:.0} seeds/s)",
+        failures.len(),
+        took.as_secs_f64(),
+        count as f64 / took.as_secs_f64()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

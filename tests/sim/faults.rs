@@ -10,6 +10,9 @@ use super::world::Ms;
 pub enum Fault {
     /// `kill -9` of the group's current master.
     KillMaster(usize),
+    /// The group's current master stops (`SIGSTOP`) for a while: its replicas keep a
+    /// link that Redis calls up until `repl-timeout`, hearing nothing.
+    FreezeMaster { group: usize, lasts: Ms },
     /// `kill -9` of one server.
     KillServer(usize),
     /// A killed server starts again with its data and its role.
@@ -52,8 +55,12 @@ pub fn plan(rng: &mut Rng, shape: &Shape, until: Ms) -> Vec<(Ms, Fault)> {
         let group = rng.pick(shape.groups);
         let daemon = rng.pick(shape.daemons);
         let lasts = rng.range(500, 12_000);
-        let fault = match rng.range(0, 11) {
-            0..=2 => Fault::KillMaster(group),
+        let fault = match rng.range(0, 12) {
+            0..=1 => Fault::KillMaster(group),
+            2 => Fault::FreezeMaster {
+                group,
+                lasts: rng.range(2_000, 70_000),
+            },
             3 => Fault::KillServer(rng.pick(shape.servers)),
             4 => Fault::IsolateMaster {
                 group,
@@ -75,7 +82,8 @@ pub fn plan(rng: &mut Rng, shape: &Shape, until: Ms) -> Vec<(Ms, Fault)> {
                 daemon,
                 by_ms: rng.range(3_000, 60_000),
             },
-            _ => Fault::RestartServer(rng.pick(shape.servers)),
+            11 => Fault::RestartServer(rng.pick(shape.servers)),
+            _ => Fault::KillMaster(group),
         };
         faults.push((at, fault));
     }

@@ -63,6 +63,9 @@ pub struct Outcome {
 /// The proposal deadline of the real brokers.
 const PROPOSAL_TIMEOUT: Ms = 5_000;
 const HEARTBEAT: Ms = 100;
+/// A master that answers again is fenced within this (a check, the fence's `ROLE`, the
+/// worker's `SLAVEOF`, with room for a leader change).
+const FENCE_SETTLE: Ms = 5_000;
 const REPLICATION_STEP: Ms = 100;
 const CLIENT_WRITE: Ms = 100;
 
@@ -79,6 +82,8 @@ enum Ev {
     Fault(Fault),
     PartitionEnds(u64),
     Heal,
+    /// A frozen server runs again (the health the invariants track changes).
+    Thaw,
 }
 
 struct SimDaemon {
@@ -176,6 +181,7 @@ impl Sim {
                     priority: if i > 0 && rng.chance(15) { 0 } else { 100 },
                     refuses_promotion: i > 0 && rng.chance(20),
                     run_id: format!("{:040x}", rng.next_u64()),
+                    frozen_until: 0,
                 });
             }
             let name = format!("g{g}");
@@ -459,6 +465,7 @@ impl Sim {
                 self.inv.observe(&self.health());
             }
             Ev::Heal => self.heal(),
+            Ev::Thaw => self.inv.observe(&self.health()),
         }
     }
 
@@ -719,6 +726,8 @@ impl Sim {
             Reach::Silent
         } else if !self.world.servers[s].up {
             Reach::Refused
+        } else if !self.world.servers[s].answers(self.now) {
+            Reach::Silent
         } else {
             Reach::Up(s)
         }
@@ -801,6 +810,13 @@ impl Sim {
                 }
             }
             Fault::KillServer(s) => self.kill_server(s),
+            Fault::FreezeMaster { group, lasts } => {
+                if let Some(m) = self.state_master(group) {
+                    self.world.servers[m].frozen_until = self.now + lasts;
+                    let until = self.now + lasts;
+                    self.at(until, Ev::Thaw);
+                }
+            }
             Fault::RestartServer(s) => {
                 self.world.servers[s].up = true;
             }
@@ -956,7 +972,9 @@ impl Sim {
             let runs = daemon.up && daemon.stalled_until <= self.now;
             let row = (0..self.world.servers.len())
                 .map(|s| {
+                    // A server that thaws now was silent until now.
                     runs && self.world.servers[s].up
+                        && self.world.servers[s].frozen_until < self.now
                         && self.net.connected(Node::Daemon(d), Node::Server(s))
                 })
                 .collect();
@@ -975,7 +993,7 @@ impl Sim {
                 let group = self.coord.state.groups.get(&self.groups[g]);
                 let master_dead = self
                     .state_master(g)
-                    .is_none_or(|m| !self.world.servers[m].up);
+                    .is_none_or(|m| !self.world.servers[m].answers(self.now));
                 let candidate = super::invariants::eligible_in(&self.world.servers, g);
                 let detail = format!(
                     "master {} dead, {} could be promoted{}",
@@ -1000,7 +1018,16 @@ impl Sim {
             groups: self.groups.clone(),
             servers: self.world.servers.clone(),
             masters_up: (0..self.groups.len())
-                .map(|g| self.world.masters_up(g))
+                .map(|g| self.world.masters_up(g, self.now, FENCE_SETTLE))
+                .collect(),
+            named_answers: (0..self.groups.len())
+                .map(|g| {
+                    self.state_master(g).is_some_and(|m| {
+                        self.world
+                            .masters_up(g, self.now, FENCE_SETTLE)
+                            .contains(&m)
+                    })
+                })
                 .collect(),
             restarted_servers: self.restart_servers_at_heal,
             heal_at: self.settings.heal_at,

@@ -83,6 +83,16 @@ pub struct Server {
     /// Answers `SLAVEOF NO ONE` with an error (a server where the command is renamed).
     pub refuses_promotion: bool,
     pub run_id: String,
+    /// Stopped (`SIGSTOP`, a long fork, swapping) until then: connections stay open,
+    /// nothing is answered, nothing is sent to its replicas.
+    pub frozen_until: Ms,
+}
+
+impl Server {
+    /// Whether it answers now.
+    pub fn answers(&self, now: Ms) -> bool {
+        self.up && self.frozen_until <= now
+    }
 }
 
 /// Every simulated server, by index and by address.
@@ -116,15 +126,16 @@ impl World {
             else {
                 continue;
             };
-            if !self.servers[i].up {
+            if !self.servers[i].answers(now) {
                 continue;
             }
             let source = self.index(&master).filter(|&m| m != i);
             let (mut link_up, mut last_io, mut down_since) = (link_up, last_io, down_since);
             match source {
                 Some(m) if self.servers[m].up => {
-                    if net.connected(Node::Server(m), Node::Server(i))
-                        || (link_up && net.hears(Node::Server(m), Node::Server(i)))
+                    let frozen = !self.servers[m].answers(now);
+                    if !frozen && net.connected(Node::Server(m), Node::Server(i))
+                        || (!frozen && link_up && net.hears(Node::Server(m), Node::Server(i)))
                     {
                         let master_offset = self.servers[m].offset;
                         if !link_up || master_offset != self.servers[i].offset {
@@ -260,12 +271,16 @@ impl World {
         };
     }
 
-    /// The servers of `group` that are up and say they are master.
-    pub fn masters_up(&self, group: usize) -> Vec<usize> {
+    /// The servers of `group` that say they are master and have answered for at least
+    /// `settled` (time enough to be fenced).
+    pub fn masters_up(&self, group: usize, now: Ms, settled: Ms) -> Vec<usize> {
         (0..self.servers.len())
             .filter(|&i| {
                 let s = &self.servers[i];
-                s.group == group && s.up && s.role == SimRole::Master
+                s.group == group
+                    && s.up
+                    && s.frozen_until + settled <= now
+                    && s.role == SimRole::Master
             })
             .collect()
     }

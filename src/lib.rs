@@ -25,7 +25,7 @@
 //! ```
 //!
 //! - **monitor**: schedules checks, runs each group's down detector and the cluster's
-//!   quorum (`monitor/quorum.rs`: Sentinel's `s_down` and `o_down`), and hands down
+//!   quorum (`monitor/core/quorum.rs`: Sentinel's `s_down` and `o_down`), and hands down
 //!   masters, switchovers and fencing to the worker. It owns all per-group state.
 //! - **checker pool**: one thread per few thousand groups, each with its own epoll and a
 //!   kept non-blocking connection (plain or TLS) per server; every check has a whole

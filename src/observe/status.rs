@@ -29,7 +29,8 @@ pub enum WatchState {
     FailingOver,
     /// A planned switchover is under way (`switchover.rs`); the master is alive.
     SwitchingOver,
-    /// A failover failed; automatic failover is off until the group is added again.
+    /// A failover failed; automatic failover is off until the group is added again (it is
+    /// still checked, and a returning old master is still fenced).
     Failed,
     /// The configured master says it is a replica; it is no longer watched.
     NotMaster,

@@ -117,7 +117,7 @@ pub struct GroupStatus {
     pub last_error: Option<String>,
     pub replicas: Vec<ReplicaStatus>,
     pub last_failover: Option<FailoverRecord>,
-    /// This daemon is in tilt (its own loops ran late, see `monitor/tilt.rs`): the state
+    /// This daemon is in tilt (its own loops ran late, see `monitor/core/tilt.rs`): the state
     /// shows what its checks say, but it starts no failover and counts no down vote.
     pub tilt: bool,
 }

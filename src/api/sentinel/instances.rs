@@ -166,7 +166,7 @@ pub fn subjectively_down(g: &GroupStatus) -> bool {
 /// Sentinel's `o_down`: enough daemons agree that the master is down to fail it over.
 ///
 /// Every daemon checks every master and the daemons share which masters they find
-/// down (`monitor/quorum.rs`); `down_votes` counts those that do, this one included.
+/// down (`monitor/core/quorum.rs`); `down_votes` counts those that do, this one included.
 /// As in Sentinel, it takes this daemon's own `s_down` verdict and [`View::quorum`]
 /// votes, or a failover under way, which the acting daemon starts only once the
 /// quorum agrees. A master that says it is a replica is `s_down` only: no failover

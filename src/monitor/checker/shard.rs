@@ -13,7 +13,7 @@
 //! stopped), adds the excess to its total. A probe's deadline moves by whatever the
 //! total grew while it ran, and a probe whose reply is there, unread, when its deadline
 //! comes is read, not failed: a late daemon is not a dead master. The largest lateness
-//! goes to the monitor with each report, for TILT (`monitor/tilt.rs`).
+//! goes to the monitor with each report, for TILT (`monitor/core/tilt.rs`).
 
 use super::super::IdMap;
 use super::conn::{Conn, Pending};

@@ -6,9 +6,11 @@
 //!
 //! The invariants (`invariants.rs`) are checked as the run goes and at its end.
 
+pub mod calls;
 pub mod cluster;
 pub mod daemon;
 pub mod faults;
+pub mod inject;
 pub mod invariants;
 pub mod rng;
 pub mod run;

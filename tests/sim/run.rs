@@ -1,8 +1,9 @@
 //! One simulated run: the cluster drawn from the seed, the event loop, the driver of
 //! each daemon's core and worker, and the trace of what happened.
 
+use super::calls::describe_job;
 use super::cluster::Coordinator;
-use super::daemon::{Answer, Belief, Call, WorkerLink};
+use super::daemon::{Answer, Belief, WorkerLink};
 use super::faults::{self, Fault, Shape};
 use super::invariants::Invariants;
 use super::rng::Rng;
@@ -14,9 +15,7 @@ use redis_failover::monitor::core::probe::{
     Answer as ProbeAnswer, CheckerReport, LinkClosed, Probe, ProbeKind, ProbeResult,
 };
 use redis_failover::monitor::core::{CoreSettings, Input, MonitorCore, Now, Output, Sinks};
-use redis_failover::redis::ReplicaReport;
-use redis_failover::worker::servers::PromoteReply;
-use redis_failover::worker::{WorkerContext, WorkerJob, WorkerReport};
+use redis_failover::worker::{WorkerContext, WorkerJob};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -61,15 +60,15 @@ pub struct Outcome {
 }
 
 /// The proposal deadline of the real brokers.
-const PROPOSAL_TIMEOUT: Ms = 5_000;
+pub(super) const PROPOSAL_TIMEOUT: Ms = 5_000;
 const HEARTBEAT: Ms = 100;
 /// A master that answers again is fenced within this (a check, the fence's `ROLE`, the
 /// worker's `SLAVEOF`, with room for a leader change).
-const FENCE_SETTLE: Ms = 5_000;
+pub(super) const FENCE_SETTLE: Ms = 5_000;
 const REPLICATION_STEP: Ms = 100;
 const CLIENT_WRITE: Ms = 100;
 
-enum Ev {
+pub(super) enum Ev {
     Tick(usize, u64),
     Heartbeat(usize, u64),
     Probe(usize, u64, ProbeResult),
@@ -86,43 +85,43 @@ enum Ev {
     Thaw,
 }
 
-struct SimDaemon {
-    up: bool,
-    incarnation: u64,
-    core: MonitorCore,
-    belief: Arc<Mutex<Belief>>,
-    worker: WorkerLink,
-    busy: Option<u64>,
-    queue: VecDeque<WorkerJob>,
-    stalled_until: Ms,
-    wall_offset: Arc<AtomicU64>,
-    next_tick: Ms,
+pub(super) struct SimDaemon {
+    pub(super) up: bool,
+    pub(super) incarnation: u64,
+    pub(super) core: MonitorCore,
+    pub(super) belief: Arc<Mutex<Belief>>,
+    pub(super) worker: WorkerLink,
+    pub(super) busy: Option<u64>,
+    pub(super) queue: VecDeque<WorkerJob>,
+    pub(super) stalled_until: Ms,
+    pub(super) wall_offset: Arc<AtomicU64>,
+    pub(super) next_tick: Ms,
     /// Kept connections: (watch id, server).
-    conns: BTreeSet<(u64, usize)>,
+    pub(super) conns: BTreeSet<(u64, usize)>,
 }
 
 /// The whole simulated world of one run.
 pub struct Sim {
-    settings: Settings,
-    rng: Rng,
-    now: Ms,
-    seq: u64,
-    events: BTreeMap<(Ms, u64), Ev>,
-    world: World,
-    net: Net,
-    partitions: BTreeMap<u64, Vec<(Node, Node)>>,
-    coord: Coordinator,
-    daemons: Vec<SimDaemon>,
-    groups: Vec<String>,
-    epoch: Instant,
-    wall_epoch: SystemTime,
-    time: Arc<AtomicU64>,
-    jobs: u64,
-    inv: Invariants,
-    trace: Vec<String>,
-    restart_servers_at_heal: bool,
+    pub(super) settings: Settings,
+    pub(super) rng: Rng,
+    pub(super) now: Ms,
+    pub(super) seq: u64,
+    pub(super) events: BTreeMap<(Ms, u64), Ev>,
+    pub(super) world: World,
+    pub(super) net: Net,
+    pub(super) partitions: BTreeMap<u64, Vec<(Node, Node)>>,
+    pub(super) coord: Coordinator,
+    pub(super) daemons: Vec<SimDaemon>,
+    pub(super) groups: Vec<String>,
+    pub(super) epoch: Instant,
+    pub(super) wall_epoch: SystemTime,
+    pub(super) time: Arc<AtomicU64>,
+    pub(super) jobs: u64,
+    pub(super) inv: Invariants,
+    pub(super) trace: Vec<String>,
+    pub(super) restart_servers_at_heal: bool,
     /// The cluster's members (every daemon).
-    members: usize,
+    pub(super) members: usize,
 }
 
 /// Runs one seed to its end.
@@ -144,7 +143,7 @@ pub fn run_seed(seed: u64, settings: &Settings) -> Outcome {
     }
 }
 
-fn addr(group: usize, index: usize) -> Addr {
+pub(super) fn addr(group: usize, index: usize) -> Addr {
     Addr {
         host: format!("10.0.{group}.{}", index + 1),
         port: 6379,
@@ -152,7 +151,7 @@ fn addr(group: usize, index: usize) -> Addr {
 }
 
 impl Sim {
-    fn new(seed: u64, settings: Settings) -> Sim {
+    pub(super) fn new(seed: u64, settings: Settings) -> Sim {
         let mut rng = Rng::new(seed);
         let daemons = [1, 2, 3, 3, 3, 5][rng.pick(6)];
         let groups = rng.range(1, 2) as usize;
@@ -251,7 +250,7 @@ impl Sim {
         sim
     }
 
-    fn new_daemon(&self, d: usize, incarnation: u64) -> SimDaemon {
+    pub(super) fn new_daemon(&self, d: usize, incarnation: u64) -> SimDaemon {
         let s = &self.settings;
         let sinks = Sinks {
             observed: Default::default(),
@@ -314,28 +313,28 @@ impl Sim {
         }
     }
 
-    fn now_at(&self, ms: Ms, wall_offset: u64) -> Now {
+    pub(super) fn now_at(&self, ms: Ms, wall_offset: u64) -> Now {
         Now {
             mono: self.epoch + Duration::from_millis(ms),
             wall: self.wall_epoch + Duration::from_millis(ms + wall_offset),
         }
     }
 
-    fn ms_of(&self, at: Instant) -> Ms {
+    pub(super) fn ms_of(&self, at: Instant) -> Ms {
         let nanos = at.saturating_duration_since(self.epoch).as_nanos();
         nanos.div_ceil(1_000_000) as Ms
     }
 
-    fn at(&mut self, t: Ms, ev: Ev) {
+    pub(super) fn at(&mut self, t: Ms, ev: Ev) {
         self.seq += 1;
         self.events.insert((t, self.seq), ev);
     }
 
-    fn log(&mut self, who: &str, what: &str) {
+    pub(super) fn log(&mut self, who: &str, what: &str) {
         self.trace.push(format!("{:>6} {who}: {what}", self.now));
     }
 
-    fn run(&mut self) {
+    pub(super) fn run(&mut self) {
         while let Some(((t, _), ev)) = self.events.pop_first() {
             if t > self.settings.end_at {
                 break;
@@ -349,7 +348,7 @@ impl Sim {
         self.inv.at_end(&end);
     }
 
-    fn stop_workers(&mut self) {
+    pub(super) fn stop_workers(&mut self) {
         for daemon in &mut self.daemons {
             let (jobs, _) = crossbeam_channel::unbounded();
             daemon.worker.jobs = jobs;
@@ -365,17 +364,17 @@ impl Sim {
 
     /// Defers an event of a stalled daemon to the end of its stall; false when the
     /// event is for an earlier incarnation or a stopped daemon.
-    fn runs(&mut self, d: usize, incarnation: u64) -> bool {
+    pub(super) fn runs(&mut self, d: usize, incarnation: u64) -> bool {
         let daemon = &self.daemons[d];
         daemon.up && daemon.incarnation == incarnation
     }
 
-    fn stalled(&self, d: usize) -> Option<Ms> {
+    pub(super) fn stalled(&self, d: usize) -> Option<Ms> {
         let until = self.daemons[d].stalled_until;
         (until > self.now).then_some(until)
     }
 
-    fn handle(&mut self, ev: Ev) {
+    pub(super) fn handle(&mut self, ev: Ev) {
         // A stalled daemon does nothing until its stall ends.
         let daemon_of = match &ev {
             Ev::Tick(d, i)
@@ -470,13 +469,13 @@ impl Sim {
     }
 
     /// The server the replicated state names master of group `g`.
-    fn state_master(&self, g: usize) -> Option<usize> {
+    pub(super) fn state_master(&self, g: usize) -> Option<usize> {
         let group = self.coord.state.groups.get(&self.groups[g])?;
         self.world.index(&group.master)
     }
 
     /// One input to daemon `d`'s core, then what the core asked for.
-    fn step(&mut self, d: usize, input: Input) {
+    pub(super) fn step(&mut self, d: usize, input: Input) {
         let now = self.now_at(self.now, self.daemons[d].wall_offset.load(Ordering::SeqCst));
         let belief = {
             let mut b = lock(&self.daemons[d].belief);
@@ -497,7 +496,7 @@ impl Sim {
         }
     }
 
-    fn on_output(&mut self, d: usize, output: Output) {
+    pub(super) fn on_output(&mut self, d: usize, output: Output) {
         match output {
             Output::Probes(probes) => {
                 for probe in probes {
@@ -520,220 +519,7 @@ impl Sim {
         }
     }
 
-    /// Starts the next queued job when the worker is idle.
-    fn next_job(&mut self, d: usize) {
-        if self.daemons[d].busy.is_some() {
-            return;
-        }
-        let Some(job) = self.daemons[d].queue.pop_front() else {
-            return;
-        };
-        self.jobs += 1;
-        self.daemons[d].busy = Some(self.jobs);
-        let call = self.daemons[d].worker.start_job(job);
-        self.on_call(d, call);
-    }
-
-    /// The worker's next call: carried out, its answer due when it completes.
-    fn on_call(&mut self, d: usize, call: Option<Call>) {
-        let Some(call) = call else {
-            self.daemons[d].busy = None;
-            return;
-        };
-        let who = format!("d{d}");
-        let job = self.daemons[d].busy.unwrap_or(0);
-        let timeout = self.settings.worker_timeout;
-        let (answer, took) = match call {
-            Call::Done(report) => {
-                self.daemons[d].busy = None;
-                let attempted = matches!(report, WorkerReport::Attempted { .. });
-                if let WorkerReport::Attempted { group, outcome, .. } = &report {
-                    self.log(&who, &format!("attempt on {group} ended: {outcome:?}"));
-                }
-                self.step(d, Input::Worker(report));
-                if attempted {
-                    let state = lock(&self.daemons[d].belief).state.clone();
-                    self.step(d, Input::State(state));
-                }
-                return self.next_job(d);
-            }
-            Call::Sleep(how_long) => (Answer::Done(Ok(())), how_long.as_millis() as Ms),
-            Call::Infos(addrs) => {
-                let mut took = 1;
-                let reports = addrs
-                    .iter()
-                    .map(|a| {
-                        let info = match self.reach(d, a) {
-                            Reach::Up(s) => Ok(self.world.info(s, &self.net, self.now)),
-                            Reach::Refused => Err(refused(a)),
-                            Reach::Silent => {
-                                took = timeout;
-                                Err(timed_out(a))
-                            }
-                        };
-                        ReplicaReport {
-                            addr: a.clone(),
-                            info,
-                        }
-                    })
-                    .collect();
-                (Answer::Infos(reports), took)
-            }
-            Call::Role(a) => match self.reach(d, &a) {
-                Reach::Up(s) => (Answer::Role(Ok(self.world.role(s, &self.net))), 1),
-                Reach::Refused => (Answer::Role(Err(refused(&a))), 1),
-                Reach::Silent => (Answer::Role(Err(timed_out(&a))), timeout),
-            },
-            Call::Promote(a) => match self.reach(d, &a) {
-                Reach::Up(s) => {
-                    let group = self.world.servers[s].group;
-                    self.inv
-                        .on_command(group, d, job, self.now, &format!("SLAVEOF NO ONE on {a}"));
-                    let master = self
-                        .state_master(group)
-                        .filter(|&m| self.world.servers[m].role == SimRole::Master);
-                    let reply = self.world.promote(s);
-                    self.log(&who, &format!("SLAVEOF NO ONE on {a}: {reply:?}"));
-                    if reply.is_ok() {
-                        let health = self.health();
-                        self.inv.on_promotion(group, master, s, &health);
-                    }
-                    let reply = match reply {
-                        Ok(()) => PromoteReply::Accepted,
-                        Err(text) => PromoteReply::Refused(text),
-                    };
-                    (Answer::Promote(reply), 1)
-                }
-                Reach::Refused => (Answer::Promote(PromoteReply::NoReply(refused(&a))), 1),
-                Reach::Silent => (
-                    Answer::Promote(PromoteReply::NoReply(timed_out(&a))),
-                    timeout,
-                ),
-            },
-            Call::Repoint(addrs, to) => {
-                let mut took = 1;
-                let mut failures = Vec::new();
-                for a in &addrs {
-                    match self.reach(d, a) {
-                        Reach::Up(s) => {
-                            let group = self.world.servers[s].group;
-                            self.inv.on_command(
-                                group,
-                                d,
-                                job,
-                                self.now,
-                                &format!("SLAVEOF {to} on {a}"),
-                            );
-                            self.world.follow(s, &to, self.now);
-                        }
-                        Reach::Refused => failures.push(refused(a).to_string()),
-                        Reach::Silent => {
-                            took = timeout;
-                            failures.push(timed_out(a).to_string());
-                        }
-                    }
-                }
-                self.log(
-                    &who,
-                    &format!(
-                        "re-point {} to {to}: {} failed",
-                        list(&addrs),
-                        failures.len()
-                    ),
-                );
-                (Answer::Failures(failures), took)
-            }
-            Call::FollowAfresh(a, master) => match self.reach(d, &a) {
-                Reach::Up(s) => {
-                    let group = self.world.servers[s].group;
-                    self.inv
-                        .on_command(group, d, job, self.now, &format!("fence {a} to {master}"));
-                    self.world.follow(s, &master, self.now);
-                    self.log(&who, &format!("fenced {a}: now a replica of {master}"));
-                    (Answer::Done(Ok(())), 1)
-                }
-                Reach::Refused => (Answer::Done(Err(refused(&a))), 1),
-                Reach::Silent => (Answer::Done(Err(timed_out(&a))), timeout),
-            },
-            Call::Propose(action) => {
-                let what = describe_action(&action);
-                if let Action::FailoverEnd(record) = &action
-                    && record.outcome == redis_failover::Outcome::Failed
-                {
-                    let g = self.groups.iter().position(|n| *n == record.group);
-                    if let Some(g) = g {
-                        let candidate = self.promotable(d, g, record.down_for_ms);
-                        let reason = record.reason.clone().unwrap_or_default();
-                        self.inv.on_failed(g, self.now, candidate, &reason);
-                    }
-                }
-                match self.coord.propose(d, &self.net, self.now, action) {
-                    Ok(()) => {
-                        self.log(&who, &format!("recorded {what}"));
-                        self.refresh_belief(d);
-                        (Answer::Done(Ok(())), 2)
-                    }
-                    Err(e) => {
-                        self.log(&who, &format!("cannot record {what}: {e}"));
-                        let took = if self.net.connected(Node::Daemon(d), Node::Coordinator) {
-                            2
-                        } else {
-                            PROPOSAL_TIMEOUT
-                        };
-                        (Answer::Done(Err(Error::Server(e))), took)
-                    }
-                }
-            }
-        };
-        let i = self.daemons[d].incarnation;
-        self.at(self.now + took, Ev::Worker(d, i, answer));
-    }
-
-    /// The daemon's belief after its own proposal was applied (the real brokers apply
-    /// a committed change locally before `propose` returns).
-    fn refresh_belief(&mut self, d: usize) {
-        let mut b = lock(&self.daemons[d].belief);
-        b.state = self.coord.state.clone();
-        b.version = self.coord.version;
-    }
-
-    /// A replica of group `g`'s current master that daemon `d` can reach and that
-    /// would accept promotion, if any.
-    /// One whose link has been down for ten windows more than the master's outage
-    /// (`down_for`) holds data too old (Sentinel's rule, `redis/election.rs`).
-    fn promotable(&self, d: usize, g: usize, down_for: Ms) -> Option<String> {
-        let master = &self.coord.state.groups.get(&self.groups[g])?.master;
-        let stale_after = (down_for + 10 * self.settings.max_down_time) / 1000;
-        self.world
-            .servers
-            .iter()
-            .find(|s| {
-                s.group == g
-                    && s.priority > 0
-                    && !s.refuses_promotion
-                    && matches!(&s.role, SimRole::Replica { master: m, link_up, down_since, .. }
-                        if m == master && (*link_up || (self.now - down_since) / 1000 <= stale_after))
-                    && matches!(self.reach(d, &s.addr), Reach::Up(_))
-            })
-            .map(|s| s.addr.to_string())
-    }
-
-    fn reach(&self, d: usize, a: &Addr) -> Reach {
-        let Some(s) = self.world.index(a) else {
-            return Reach::Refused;
-        };
-        if !self.net.connected(Node::Daemon(d), Node::Server(s)) {
-            Reach::Silent
-        } else if !self.world.servers[s].up {
-            Reach::Refused
-        } else if !self.world.servers[s].answers(self.now) {
-            Reach::Silent
-        } else {
-            Reach::Up(s)
-        }
-    }
-
-    fn probe(&mut self, d: usize, probe: Probe) {
+    pub(super) fn probe(&mut self, d: usize, probe: Probe) {
         let i = self.daemons[d].incarnation;
         let started = self.now_at(self.now, 0).mono;
         let (answer, took) = match self.reach(d, &probe.addr) {
@@ -764,7 +550,7 @@ impl Sim {
         self.at(self.now + took, Ev::Probe(d, i, result));
     }
 
-    fn heartbeat(&mut self, d: usize) {
+    pub(super) fn heartbeat(&mut self, d: usize) {
         let known = lock(&self.daemons[d].belief).version;
         let Some(contact) = self.coord.contact(d, &self.net, self.now, known) else {
             return;
@@ -790,7 +576,7 @@ impl Sim {
         }
     }
 
-    fn restart_daemon(&mut self, d: usize) {
+    pub(super) fn restart_daemon(&mut self, d: usize) {
         let incarnation = self.daemons[d].incarnation + 1;
         self.coord.daemon_restarted(d);
         let fresh = self.new_daemon(d, incarnation);
@@ -800,303 +586,30 @@ impl Sim {
         self.at(self.now, Ev::Heartbeat(d, incarnation));
         self.at(self.now, Ev::Tick(d, incarnation));
     }
-
-    fn apply_fault(&mut self, fault: Fault) {
-        self.log("fault", &format!("{fault:?}"));
-        match fault {
-            Fault::KillMaster(g) => {
-                if let Some(m) = self.state_master(g) {
-                    self.kill_server(m);
-                }
-            }
-            Fault::KillServer(s) => self.kill_server(s),
-            Fault::FreezeMaster { group, lasts } => {
-                if let Some(m) = self.state_master(group) {
-                    self.world.servers[m].frozen_until = self.now + lasts;
-                    let until = self.now + lasts;
-                    self.at(until, Ev::Thaw);
-                }
-            }
-            Fault::RestartServer(s) => {
-                self.world.servers[s].up = true;
-            }
-            Fault::IsolateMaster {
-                group,
-                from_replicas,
-                lasts,
-            } => {
-                let Some(m) = self.state_master(group) else {
-                    return;
-                };
-                let mut cuts = Vec::new();
-                for d in 0..self.daemons.len() {
-                    cuts.push((Node::Daemon(d), Node::Server(m)));
-                    cuts.push((Node::Server(m), Node::Daemon(d)));
-                }
-                if from_replicas {
-                    for s in 0..self.world.servers.len() {
-                        if s != m {
-                            cuts.push((Node::Server(m), Node::Server(s)));
-                            cuts.push((Node::Server(s), Node::Server(m)));
-                        }
-                    }
-                }
-                self.partition(cuts, lasts);
-            }
-            Fault::IsolateDaemonFromServers { daemon, lasts } => {
-                let cuts = (0..self.world.servers.len())
-                    .flat_map(|s| {
-                        [
-                            (Node::Daemon(daemon), Node::Server(s)),
-                            (Node::Server(s), Node::Daemon(daemon)),
-                        ]
-                    })
-                    .collect();
-                self.partition(cuts, lasts);
-            }
-            Fault::IsolateDaemon { daemon, lasts } => {
-                let mut cuts = vec![
-                    (Node::Daemon(daemon), Node::Coordinator),
-                    (Node::Coordinator, Node::Daemon(daemon)),
-                ];
-                for other in 0..self.daemons.len() {
-                    if other != daemon {
-                        cuts.push((Node::Daemon(daemon), Node::Daemon(other)));
-                    }
-                }
-                self.partition(cuts, lasts);
-            }
-            Fault::CutReplication { group, lasts } => {
-                let Some(m) = self.state_master(group) else {
-                    return;
-                };
-                let replicas: Vec<usize> = (0..self.world.servers.len())
-                    .filter(|&s| s != m && self.world.servers[s].group == group)
-                    .collect();
-                if replicas.is_empty() {
-                    return;
-                }
-                let r = replicas[self.rng.pick(replicas.len())];
-                self.partition(vec![(Node::Server(m), Node::Server(r))], lasts);
-            }
-            Fault::Stall { daemon, lasts } => {
-                if self.daemons[daemon].up {
-                    let until = self.now + lasts;
-                    self.daemons[daemon].stalled_until = until;
-                    let i = self.daemons[daemon].incarnation;
-                    self.at(until, Ev::StallEnds(daemon, i, lasts));
-                }
-            }
-            Fault::KillDaemon { daemon, down_for } => {
-                if self.daemons[daemon].up {
-                    self.daemons[daemon].up = false;
-                    self.at(self.now + down_for, Ev::RestartDaemon(daemon));
-                }
-            }
-            Fault::ClockJump { daemon, by_ms } => {
-                let offset = &self.daemons[daemon].wall_offset;
-                offset.fetch_add(by_ms, Ordering::SeqCst);
-            }
-        }
-    }
-
-    fn kill_server(&mut self, s: usize) {
-        self.world.servers[s].up = false;
-        // Every kept connection to it is reset: its daemons see the link close.
-        for d in 0..self.daemons.len() {
-            let i = self.daemons[d].incarnation;
-            let closed: Vec<u64> = self.daemons[d]
-                .conns
-                .iter()
-                .filter(|(_, c)| *c == s)
-                .map(|(w, _)| *w)
-                .collect();
-            self.daemons[d].conns.retain(|(_, c)| *c != s);
-            if !self.net.connected(Node::Daemon(d), Node::Server(s)) {
-                continue;
-            }
-            for watch_id in closed {
-                let closed = LinkClosed {
-                    watch_id,
-                    addr: self.world.servers[s].addr.clone(),
-                    why: "connection reset".into(),
-                };
-                self.at(self.now + 1, Ev::Closed(d, i, closed));
-            }
-        }
-    }
-
-    fn partition(&mut self, cuts: Vec<(Node, Node)>, lasts: Ms) {
-        self.seq += 1;
-        let id = self.seq;
-        self.partitions.insert(id, cuts);
-        self.rebuild_net();
-        self.at(self.now + lasts, Ev::PartitionEnds(id));
-    }
-
-    fn rebuild_net(&mut self) {
-        self.net.heal_all();
-        for cuts in self.partitions.values() {
-            for (from, to) in cuts {
-                self.net.cut(*from, *to);
-            }
-        }
-    }
-
-    /// The end of the faults: every partition heals, every daemon runs; servers are
-    /// restarted or left as they are (drawn per seed).
-    fn heal(&mut self) {
-        self.inv.observe(&self.health());
-        self.partitions.clear();
-        self.rebuild_net();
-        for d in 0..self.daemons.len() {
-            if !self.daemons[d].up {
-                self.restart_daemon(d);
-            }
-            self.daemons[d].stalled_until = self.daemons[d].stalled_until.min(self.now);
-        }
-        if self.restart_servers_at_heal {
-            for s in &mut self.world.servers {
-                s.up = true;
-            }
-        }
-        self.log("sim", "heal: partitions gone, every daemon runs");
-        self.inv.observe(&self.health());
-    }
-
-    /// Which daemon sees which server healthy now (see `invariants.rs`).
-    fn health(&self) -> super::invariants::Health {
-        let mut up = Vec::new();
-        for d in 0..self.daemons.len() {
-            let daemon = &self.daemons[d];
-            let runs = daemon.up && daemon.stalled_until <= self.now;
-            let row = (0..self.world.servers.len())
-                .map(|s| {
-                    // A server that thaws now was silent until now.
-                    runs && self.world.servers[s].up
-                        && self.world.servers[s].frozen_until < self.now
-                        && self.net.connected(Node::Daemon(d), Node::Server(s))
-                })
-                .collect();
-            up.push(row);
-        }
-        super::invariants::Health {
-            now: self.now,
-            sees_up: up,
-        }
-    }
-
-    /// Per group: whether its master is dead while a replica could be promoted.
-    fn stuck(&self) -> Vec<(usize, bool, String)> {
-        (0..self.groups.len())
-            .map(|g| {
-                let group = self.coord.state.groups.get(&self.groups[g]);
-                let master_dead = self
-                    .state_master(g)
-                    .is_none_or(|m| !self.world.servers[m].answers(self.now));
-                let candidate = super::invariants::eligible_in(&self.world.servers, g);
-                let detail = format!(
-                    "master {} dead, {} could be promoted{}",
-                    group.map_or(String::new(), |g| g.master.to_string()),
-                    candidate.clone().unwrap_or_default(),
-                    group
-                        .and_then(|g| g.failed.clone())
-                        .map_or(String::new(), |f| format!(
-                            "; the group is switched off: {f}"
-                        ))
-                );
-                let off = group.is_some_and(|g| g.failed.is_some());
-                (g, master_dead && candidate.is_some() && !off, detail)
-            })
-            .collect()
-    }
-
-    fn end_report(&self) -> super::invariants::End {
-        super::invariants::End {
-            now: self.now,
-            state: self.coord.state.clone(),
-            groups: self.groups.clone(),
-            servers: self.world.servers.clone(),
-            masters_up: (0..self.groups.len())
-                .map(|g| self.world.masters_up(g, self.now, FENCE_SETTLE))
-                .collect(),
-            named_answers: (0..self.groups.len())
-                .map(|g| {
-                    self.state_master(g).is_some_and(|m| {
-                        self.world
-                            .masters_up(g, self.now, FENCE_SETTLE)
-                            .contains(&m)
-                    })
-                })
-                .collect(),
-            restarted_servers: self.restart_servers_at_heal,
-            heal_at: self.settings.heal_at,
-        }
-    }
 }
 
-enum Reach {
+pub(super) enum Reach {
     Up(usize),
     Refused,
     Silent,
 }
 
-fn refused(a: &Addr) -> Error {
+pub(super) fn refused(a: &Addr) -> Error {
     Error::Server(format!("{a}: connection refused"))
 }
 
-fn timed_out(a: &Addr) -> Error {
+pub(super) fn timed_out(a: &Addr) -> Error {
     Error::Server(format!("{a}: timed out"))
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn list(addrs: &[Addr]) -> String {
+pub(super) fn list(addrs: &[Addr]) -> String {
     addrs
         .iter()
         .map(|a| a.to_string())
         .collect::<Vec<_>>()
         .join(",")
-}
-
-fn describe_job(job: &WorkerJob) -> String {
-    match job {
-        WorkerJob::Failover(r) => format!(
-            "failover of {} master {}{}",
-            r.group,
-            r.master,
-            r.resume
-                .as_ref()
-                .map_or(String::new(), |x| format!(" (resume to {})", x.new_master))
-        ),
-        WorkerJob::Fence(f) => format!("fence {} in {} to {}", list(&f.targets), f.group, f.master),
-        WorkerJob::Switchover(_) => "switchover".into(),
-        WorkerJob::Configure(c) => format!("configure {}", c.master),
-    }
-}
-
-fn describe_action(action: &Action) -> String {
-    match action {
-        Action::FailoverBegin {
-            group,
-            new_master,
-            passed_over,
-            ..
-        } => {
-            format!(
-                "failover-begin of {group} to {new_master} ({} passed over)",
-                passed_over.len()
-            )
-        }
-        Action::FailoverEnd(r) => format!(
-            "failover-end of {}: {:?} {:?}",
-            r.group, r.outcome, r.reason
-        ),
-        Action::KnownReplicas {
-            group, replicas, ..
-        } => format!("known replicas of {group}: {}", list(replicas)),
-        other => format!("{other:?}"),
-    }
 }

@@ -1,0 +1,269 @@
+//! The worker's calls, carried out: each call to servers, the broker or the clock
+//! changes the simulated world (or not, when the network says so) and is answered at
+//! the simulated time it completes.
+
+use super::daemon::{Answer, Call};
+use super::run::{Ev, PROPOSAL_TIMEOUT, Reach, Sim, list, lock, refused, timed_out};
+use super::world::{Ms, Node, SimRole};
+use redis_failover::Addr;
+use redis_failover::broker::Action;
+use redis_failover::error::Error;
+use redis_failover::monitor::core::Input;
+use redis_failover::redis::ReplicaReport;
+use redis_failover::worker::servers::PromoteReply;
+use redis_failover::worker::{WorkerJob, WorkerReport};
+
+impl Sim {
+    /// Starts the next queued job when the worker is idle.
+    pub(super) fn next_job(&mut self, d: usize) {
+        if self.daemons[d].busy.is_some() {
+            return;
+        }
+        let Some(job) = self.daemons[d].queue.pop_front() else {
+            return;
+        };
+        self.jobs += 1;
+        self.daemons[d].busy = Some(self.jobs);
+        let call = self.daemons[d].worker.start_job(job);
+        self.on_call(d, call);
+    }
+
+    /// The worker's next call: carried out, its answer due when it completes.
+    pub(super) fn on_call(&mut self, d: usize, call: Option<Call>) {
+        let Some(call) = call else {
+            self.daemons[d].busy = None;
+            return;
+        };
+        let who = format!("d{d}");
+        let job = self.daemons[d].busy.unwrap_or(0);
+        let timeout = self.settings.worker_timeout;
+        let (answer, took) = match call {
+            Call::Done(report) => {
+                self.daemons[d].busy = None;
+                let attempted = matches!(report, WorkerReport::Attempted { .. });
+                if let WorkerReport::Attempted { group, outcome, .. } = &report {
+                    self.log(&who, &format!("attempt on {group} ended: {outcome:?}"));
+                }
+                self.step(d, Input::Worker(report));
+                if attempted {
+                    let state = lock(&self.daemons[d].belief).state.clone();
+                    self.step(d, Input::State(state));
+                }
+                return self.next_job(d);
+            }
+            Call::Sleep(how_long) => (Answer::Done(Ok(())), how_long.as_millis() as Ms),
+            Call::Infos(addrs) => {
+                let mut took = 1;
+                let reports = addrs
+                    .iter()
+                    .map(|a| {
+                        let info = match self.reach(d, a) {
+                            Reach::Up(s) => Ok(self.world.info(s, &self.net, self.now)),
+                            Reach::Refused => Err(refused(a)),
+                            Reach::Silent => {
+                                took = timeout;
+                                Err(timed_out(a))
+                            }
+                        };
+                        ReplicaReport {
+                            addr: a.clone(),
+                            info,
+                        }
+                    })
+                    .collect();
+                (Answer::Infos(reports), took)
+            }
+            Call::Role(a) => match self.reach(d, &a) {
+                Reach::Up(s) => (Answer::Role(Ok(self.world.role(s, &self.net))), 1),
+                Reach::Refused => (Answer::Role(Err(refused(&a))), 1),
+                Reach::Silent => (Answer::Role(Err(timed_out(&a))), timeout),
+            },
+            Call::Promote(a) => match self.reach(d, &a) {
+                Reach::Up(s) => {
+                    let group = self.world.servers[s].group;
+                    self.inv
+                        .on_command(group, d, job, self.now, &format!("SLAVEOF NO ONE on {a}"));
+                    let master = self
+                        .state_master(group)
+                        .filter(|&m| self.world.servers[m].role == SimRole::Master);
+                    let reply = self.world.promote(s);
+                    self.log(&who, &format!("SLAVEOF NO ONE on {a}: {reply:?}"));
+                    if reply.is_ok() {
+                        let health = self.health();
+                        self.inv.on_promotion(group, master, s, &health);
+                    }
+                    let reply = match reply {
+                        Ok(()) => PromoteReply::Accepted,
+                        Err(text) => PromoteReply::Refused(text),
+                    };
+                    (Answer::Promote(reply), 1)
+                }
+                Reach::Refused => (Answer::Promote(PromoteReply::NoReply(refused(&a))), 1),
+                Reach::Silent => (
+                    Answer::Promote(PromoteReply::NoReply(timed_out(&a))),
+                    timeout,
+                ),
+            },
+            Call::Repoint(addrs, to) => {
+                let mut took = 1;
+                let mut failures = Vec::new();
+                for a in &addrs {
+                    match self.reach(d, a) {
+                        Reach::Up(s) => {
+                            let group = self.world.servers[s].group;
+                            self.inv.on_command(
+                                group,
+                                d,
+                                job,
+                                self.now,
+                                &format!("SLAVEOF {to} on {a}"),
+                            );
+                            self.world.follow(s, &to, self.now);
+                        }
+                        Reach::Refused => failures.push(refused(a).to_string()),
+                        Reach::Silent => {
+                            took = timeout;
+                            failures.push(timed_out(a).to_string());
+                        }
+                    }
+                }
+                self.log(
+                    &who,
+                    &format!(
+                        "re-point {} to {to}: {} failed",
+                        list(&addrs),
+                        failures.len()
+                    ),
+                );
+                (Answer::Failures(failures), took)
+            }
+            Call::FollowAfresh(a, master) => match self.reach(d, &a) {
+                Reach::Up(s) => {
+                    let group = self.world.servers[s].group;
+                    self.inv
+                        .on_command(group, d, job, self.now, &format!("fence {a} to {master}"));
+                    self.world.follow(s, &master, self.now);
+                    self.log(&who, &format!("fenced {a}: now a replica of {master}"));
+                    (Answer::Done(Ok(())), 1)
+                }
+                Reach::Refused => (Answer::Done(Err(refused(&a))), 1),
+                Reach::Silent => (Answer::Done(Err(timed_out(&a))), timeout),
+            },
+            Call::Propose(action) => {
+                let what = describe_action(&action);
+                if let Action::FailoverEnd(record) = &action
+                    && record.outcome == redis_failover::Outcome::Failed
+                {
+                    let g = self.groups.iter().position(|n| *n == record.group);
+                    if let Some(g) = g {
+                        let candidate = self.promotable(d, g, record.down_for_ms);
+                        let reason = record.reason.clone().unwrap_or_default();
+                        self.inv.on_failed(g, self.now, candidate, &reason);
+                    }
+                }
+                match self.coord.propose(d, &self.net, self.now, action) {
+                    Ok(()) => {
+                        self.log(&who, &format!("recorded {what}"));
+                        self.refresh_belief(d);
+                        (Answer::Done(Ok(())), 2)
+                    }
+                    Err(e) => {
+                        self.log(&who, &format!("cannot record {what}: {e}"));
+                        let took = if self.net.connected(Node::Daemon(d), Node::Coordinator) {
+                            2
+                        } else {
+                            PROPOSAL_TIMEOUT
+                        };
+                        (Answer::Done(Err(Error::Server(e))), took)
+                    }
+                }
+            }
+        };
+        let i = self.daemons[d].incarnation;
+        self.at(self.now + took, Ev::Worker(d, i, answer));
+    }
+
+    /// The daemon's belief after its own proposal was applied (the real brokers apply
+    /// a committed change locally before `propose` returns).
+    pub(super) fn refresh_belief(&mut self, d: usize) {
+        let mut b = lock(&self.daemons[d].belief);
+        b.state = self.coord.state.clone();
+        b.version = self.coord.version;
+    }
+
+    /// A replica of group `g`'s current master that daemon `d` can reach and that
+    /// would accept promotion, if any.
+    /// One whose link has been down for ten windows more than the master's outage
+    /// (`down_for`) holds data too old (Sentinel's rule, `redis/election.rs`).
+    pub(super) fn promotable(&self, d: usize, g: usize, down_for: Ms) -> Option<String> {
+        let master = &self.coord.state.groups.get(&self.groups[g])?.master;
+        let stale_after = (down_for + 10 * self.settings.max_down_time) / 1000;
+        self.world
+            .servers
+            .iter()
+            .find(|s| {
+                s.group == g
+                    && s.priority > 0
+                    && !s.refuses_promotion
+                    && matches!(&s.role, SimRole::Replica { master: m, link_up, down_since, .. }
+                        if m == master && (*link_up || (self.now - down_since) / 1000 <= stale_after))
+                    && matches!(self.reach(d, &s.addr), Reach::Up(_))
+            })
+            .map(|s| s.addr.to_string())
+    }
+
+    pub(super) fn reach(&self, d: usize, a: &Addr) -> Reach {
+        let Some(s) = self.world.index(a) else {
+            return Reach::Refused;
+        };
+        if !self.net.connected(Node::Daemon(d), Node::Server(s)) {
+            Reach::Silent
+        } else if !self.world.servers[s].up {
+            Reach::Refused
+        } else if !self.world.servers[s].answers(self.now) {
+            Reach::Silent
+        } else {
+            Reach::Up(s)
+        }
+    }
+}
+
+pub(super) fn describe_job(job: &WorkerJob) -> String {
+    match job {
+        WorkerJob::Failover(r) => format!(
+            "failover of {} master {}{}",
+            r.group,
+            r.master,
+            r.resume
+                .as_ref()
+                .map_or(String::new(), |x| format!(" (resume to {})", x.new_master))
+        ),
+        WorkerJob::Fence(f) => format!("fence {} in {} to {}", list(&f.targets), f.group, f.master),
+        WorkerJob::Switchover(_) => "switchover".into(),
+        WorkerJob::Configure(c) => format!("configure {}", c.master),
+    }
+}
+
+pub(super) fn describe_action(action: &Action) -> String {
+    match action {
+        Action::FailoverBegin {
+            group,
+            new_master,
+            passed_over,
+            ..
+        } => {
+            format!(
+                "failover-begin of {group} to {new_master} ({} passed over)",
+                passed_over.len()
+            )
+        }
+        Action::FailoverEnd(r) => format!(
+            "failover-end of {}: {:?} {:?}",
+            r.group, r.outcome, r.reason
+        ),
+        Action::KnownReplicas {
+            group, replicas, ..
+        } => format!("known replicas of {group}: {}", list(replicas)),
+        other => format!("{other:?}"),
+    }
+}

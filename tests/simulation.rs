@@ -10,6 +10,7 @@
 //! - `SIM_SEED=S cargo test --release --test simulation`: replays seed S exactly and
 //!   prints its whole trace (faults, jobs, commands, records).
 
+#[allow(dead_code, unused_imports)]
 mod sim;
 
 use sim::{Settings, run_seed};

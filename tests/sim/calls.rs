@@ -3,7 +3,9 @@
 //! the simulated time it completes.
 
 use super::daemon::{Answer, Call};
+use super::faults::Fault;
 use super::run::{Ev, PROPOSAL_TIMEOUT, Reach, Sim, list, lock, refused, timed_out};
+use super::scenario::Trigger;
 use super::world::{Ms, Node, SimRole};
 use redis_failover::Addr;
 use redis_failover::broker::Action;
@@ -151,6 +153,10 @@ impl Sim {
             },
             Call::Propose(action) => {
                 let what = describe_action(&action);
+                let action_group = match &action {
+                    Action::FailoverBegin { group, .. } => Some(group.clone()),
+                    _ => None,
+                };
                 if let Action::FailoverEnd(record) = &action
                     && record.outcome == redis_failover::Outcome::Failed
                 {
@@ -165,6 +171,7 @@ impl Sim {
                     Ok(()) => {
                         self.log(&who, &format!("recorded {what}"));
                         self.refresh_belief(d);
+                        self.fire_triggers(d, &action_group);
                         (Answer::Done(Ok(())), 2)
                     }
                     Err(e) => {
@@ -181,6 +188,26 @@ impl Sim {
         };
         let i = self.daemons[d].incarnation;
         self.at(self.now + took, Ev::Worker(d, i, answer));
+    }
+
+    /// A failover-begin of `group` was recorded by daemon `d`: the scenario's faults
+    /// waiting for that moment happen now (each once).
+    pub(super) fn fire_triggers(&mut self, d: usize, group: &Option<String>) {
+        let Some(group) = group else { return };
+        let Some(g) = self.groups.iter().position(|n| n == group) else {
+            return;
+        };
+        let (fire, keep): (Vec<Trigger>, Vec<Trigger>) = std::mem::take(&mut self.triggers)
+            .into_iter()
+            .partition(|t| matches!(t, Trigger::KillRecorder { group, .. } if *group == g));
+        self.triggers = keep;
+        for trigger in fire {
+            let Trigger::KillRecorder { down_for, .. } = trigger;
+            self.apply_fault(Fault::KillDaemon {
+                daemon: d,
+                down_for,
+            });
+        }
     }
 
     /// The daemon's belief after its own proposal was applied (the real brokers apply

@@ -31,6 +31,8 @@ pub enum Fault {
     IsolateDaemon { daemon: usize, lasts: Ms },
     /// The current master's writes stop reaching one replica (one way).
     CutReplication { group: usize, lasts: Ms },
+    /// The group's current master's writes stop reaching this server (one way).
+    CutReplicationTo { server: usize, lasts: Ms },
     /// A daemon stops running (a long pause, a stopped VM) and then goes on.
     Stall { daemon: usize, lasts: Ms },
     /// A daemon's process dies and starts again later with nothing in memory.

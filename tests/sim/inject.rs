@@ -3,11 +3,53 @@
 
 use super::faults::Fault;
 use super::run::{Ev, FENCE_SETTLE, Sim};
+use super::scenario::Expect;
 use super::world::{Ms, Node};
 use redis_failover::monitor::core::probe::LinkClosed;
 use std::sync::atomic::Ordering;
 
 impl Sim {
+    /// A scenario's expectation, checked now; a miss is a violation.
+    pub(super) fn check(&mut self, expect: &Expect) {
+        let state_group = |g: usize| self.coord.state.groups.get(&self.groups[g]);
+        let miss = match expect {
+            Expect::Master { group, addr } => {
+                let master = state_group(*group).map(|g| g.master.to_string());
+                (master.as_deref() != Some(addr.as_str()))
+                    .then(|| format!("the master of g{group} is {master:?}, not {addr}"))
+            }
+            Expect::Writable { group, addrs } => {
+                let mut up: Vec<String> = self
+                    .world
+                    .masters_up(*group, self.now, 0)
+                    .iter()
+                    .map(|&s| self.world.servers[s].addr.to_string())
+                    .collect();
+                up.sort();
+                let mut want = addrs.clone();
+                want.sort();
+                (up != want).then(|| {
+                    format!("the masters of g{group} that answer are {up:?}, not {want:?}")
+                })
+            }
+            Expect::Failed { group, failed } => {
+                let is = state_group(*group).is_some_and(|g| g.failed.is_some());
+                (is != *failed).then(|| format!("g{group} failed: {is}, expected {failed}"))
+            }
+            Expect::Trace { text, present } => {
+                let has = self.trace.iter().any(|l| l.contains(text.as_str()));
+                (has != *present)
+                    .then(|| format!("the trace {} {text:?}", if has { "has" } else { "lacks" }))
+            }
+        };
+        if let Some(miss) = miss {
+            let now = self.now;
+            self.inv
+                .violations
+                .push(format!("expected at {now} ms: {miss}"));
+        }
+    }
+
     pub(super) fn apply_fault(&mut self, fault: Fault) {
         self.log("fault", &format!("{fault:?}"));
         match fault {
@@ -85,6 +127,12 @@ impl Sim {
                 }
                 let r = replicas[self.rng.pick(replicas.len())];
                 self.partition(vec![(Node::Server(m), Node::Server(r))], lasts);
+            }
+            Fault::CutReplicationTo { server, lasts } => {
+                let group = self.world.servers[server].group;
+                if let Some(m) = self.state_master(group).filter(|&m| m != server) {
+                    self.partition(vec![(Node::Server(m), Node::Server(server))], lasts);
+                }
             }
             Fault::Stall { daemon, lasts } => {
                 if self.daemons[daemon].up {

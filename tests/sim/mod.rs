@@ -14,6 +14,8 @@ pub mod inject;
 pub mod invariants;
 pub mod rng;
 pub mod run;
+pub mod scenario;
 pub mod world;
 
-pub use run::{Settings, run_seed};
+pub use run::{Settings, run_script, run_seed};
+pub use scenario::Script;

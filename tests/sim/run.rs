@@ -7,6 +7,7 @@ use super::daemon::{Answer, Belief, WorkerLink};
 use super::faults::{self, Fault, Shape};
 use super::invariants::Invariants;
 use super::rng::Rng;
+use super::scenario::{Expect, Script, Trigger};
 use super::world::{Ms, Net, Node, Server, SimRole, World};
 use redis_failover::Addr;
 use redis_failover::broker::{Action, GroupSpec, ReplicatedState};
@@ -83,6 +84,8 @@ pub(super) enum Ev {
     Heal,
     /// A frozen server runs again (the health the invariants track changes).
     Thaw,
+    /// A scenario's expectation is due.
+    Expect(usize),
 }
 
 pub(super) struct SimDaemon {
@@ -120,6 +123,9 @@ pub struct Sim {
     pub(super) inv: Invariants,
     pub(super) trace: Vec<String>,
     pub(super) restart_servers_at_heal: bool,
+    /// A scenario's expectations and moment-triggered faults.
+    pub(super) expectations: Vec<(Ms, Expect)>,
+    pub(super) triggers: Vec<Trigger>,
     /// The cluster's members (every daemon).
     pub(super) members: usize,
 }
@@ -128,6 +134,11 @@ pub struct Sim {
 pub fn run_seed(seed: u64, settings: &Settings) -> Outcome {
     let mut sim = Sim::new(seed, settings.clone());
     sim.run();
+    finish(sim)
+}
+
+/// What a run that has ended leaves.
+fn finish(mut sim: Sim) -> Outcome {
     let failovers = sim
         .coord
         .state
@@ -143,7 +154,66 @@ pub fn run_seed(seed: u64, settings: &Settings) -> Outcome {
     }
 }
 
-pub(super) fn addr(group: usize, index: usize) -> Addr {
+/// Runs a scenario (see `scenario.rs`) to its end.
+pub fn run_script(script: Script, settings: &Settings) -> Outcome {
+    let settings = Settings {
+        heal_at: script.end_at + 1,
+        end_at: script.end_at,
+        ..settings.clone()
+    };
+    let mut sim = Sim::build(
+        Rng::new(0),
+        settings,
+        script.topology,
+        script.plan,
+        false,
+        "scenario",
+    );
+    for (i, (at, _)) in script.expectations.iter().enumerate() {
+        sim.at(*at, Ev::Expect(i));
+    }
+    sim.expectations = script.expectations;
+    sim.triggers = script.triggers;
+    sim.run();
+    finish(sim)
+}
+
+/// One server of a cluster to simulate.
+pub struct ServerSpec {
+    pub priority: u32,
+    pub refuses_promotion: bool,
+    pub run_id: String,
+}
+
+/// A cluster to simulate: its daemons, and each group's servers (the master first).
+pub struct Topology {
+    pub daemons: usize,
+    pub groups: Vec<Vec<ServerSpec>>,
+}
+
+impl Topology {
+    /// 1 to 5 daemons, 1 or 2 groups of a master and 1 to 3 replicas, some replicas
+    /// with priority 0 or refusing promotion.
+    fn draw(rng: &mut Rng) -> Topology {
+        let daemons = [1, 2, 3, 3, 3, 5][rng.pick(6)];
+        let groups = (0..rng.range(1, 2))
+            .map(|_| {
+                let replicas = rng.range(1, 3) as usize;
+                (0..=replicas)
+                    .map(|i| ServerSpec {
+                        priority: if i > 0 && rng.chance(15) { 0 } else { 100 },
+                        refuses_promotion: i > 0 && rng.chance(20),
+                        run_id: format!("{:040x}", rng.next_u64()),
+                    })
+                    .collect()
+            })
+            .collect();
+        Topology { daemons, groups }
+    }
+}
+
+/// The address of server `index` of group `group` (the master is index 0).
+pub fn addr(group: usize, index: usize) -> Addr {
     Addr {
         host: format!("10.0.{group}.{}", index + 1),
         port: 6379,
@@ -153,14 +223,41 @@ pub(super) fn addr(group: usize, index: usize) -> Addr {
 impl Sim {
     pub(super) fn new(seed: u64, settings: Settings) -> Sim {
         let mut rng = Rng::new(seed);
-        let daemons = [1, 2, 3, 3, 3, 5][rng.pick(6)];
-        let groups = rng.range(1, 2) as usize;
+        let topology = Topology::draw(&mut rng);
+        let shape = Shape {
+            daemons: topology.daemons,
+            groups: topology.groups.len(),
+            servers: topology.groups.iter().map(Vec::len).sum(),
+        };
+        let plan = faults::plan(&mut rng, &shape, settings.heal_at - 1_000);
+        let restart_servers_at_heal = rng.chance(50);
+        let label = format!("seed {seed}");
+        Sim::build(
+            rng,
+            settings,
+            topology,
+            plan,
+            restart_servers_at_heal,
+            &label,
+        )
+    }
+
+    /// A run of the given cluster and faults.
+    pub(super) fn build(
+        rng: Rng,
+        settings: Settings,
+        topology: Topology,
+        plan: Vec<(Ms, Fault)>,
+        restart_servers_at_heal: bool,
+        label: &str,
+    ) -> Sim {
+        let daemons = topology.daemons;
+        let groups = topology.groups.len();
         let mut world = World::default();
         let mut state = ReplicatedState::default();
         let mut names = Vec::new();
-        for g in 0..groups {
-            let replicas = rng.range(1, 3) as usize;
-            for i in 0..=replicas {
+        for (g, servers) in topology.groups.into_iter().enumerate() {
+            for (i, spec) in servers.into_iter().enumerate() {
                 let role = if i == 0 {
                     SimRole::Master
                 } else {
@@ -177,9 +274,9 @@ impl Sim {
                     up: true,
                     role,
                     offset: 0,
-                    priority: if i > 0 && rng.chance(15) { 0 } else { 100 },
-                    refuses_promotion: i > 0 && rng.chance(20),
-                    run_id: format!("{:040x}", rng.next_u64()),
+                    priority: spec.priority,
+                    refuses_promotion: spec.refuses_promotion,
+                    run_id: spec.run_id,
                     frozen_until: 0,
                 });
             }
@@ -191,13 +288,6 @@ impl Sim {
             let _ = state.apply(Action::Add(vec![spec]));
             names.push(name);
         }
-        let shape = Shape {
-            daemons,
-            groups,
-            servers: world.servers.len(),
-        };
-        let plan = faults::plan(&mut rng, &shape, settings.heal_at - 1_000);
-        let restart_servers_at_heal = rng.chance(50);
         let coord = Coordinator::new(daemons, state, settings.session_timeout);
         let mut sim = Sim {
             inv: Invariants::new(&settings, daemons),
@@ -218,10 +308,12 @@ impl Sim {
             jobs: 0,
             trace: Vec::new(),
             restart_servers_at_heal,
+            expectations: Vec::new(),
+            triggers: Vec::new(),
             members: daemons,
         };
         sim.log("sim", &format!(
-            "seed {seed}: {daemons} daemon(s), {groups} group(s), {} servers; faults: {plan:?}; at heal: {}",
+            "{label}: {daemons} daemon(s), {groups} group(s), {} servers; faults: {plan:?}; at heal: {}",
             sim.world.servers.len(),
             if restart_servers_at_heal { "restart every server" } else { "servers stay as they are" }
         ));
@@ -465,6 +557,11 @@ impl Sim {
             }
             Ev::Heal => self.heal(),
             Ev::Thaw => self.inv.observe(&self.health()),
+            Ev::Expect(i) => {
+                if let Some((_, expect)) = self.expectations.get(i).cloned() {
+                    self.check(&expect);
+                }
+            }
         }
     }
 

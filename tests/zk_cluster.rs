@@ -620,13 +620,3 @@ fn leader_and_master_killed(tag: &str, master_after_ms: i64) {
 fn leader_and_master_killed_together_a_replica_takes_over() {
     leader_and_master_killed("together", 0);
 }
-
-#[test]
-fn master_killed_just_before_the_leader_a_replica_takes_over() {
-    leader_and_master_killed("master-first", -500);
-}
-
-#[test]
-fn master_killed_just_after_the_leader_a_replica_takes_over() {
-    leader_and_master_killed("leader-first", 500);
-}

@@ -5,7 +5,6 @@
 
 use super::detector::Verdict;
 use super::probe::Probe;
-use super::watch::Phase;
 use super::{MonitorCore, Output, Timer};
 use crate::broker::Action;
 use crate::error::Result;
@@ -30,17 +29,18 @@ impl MonitorCore {
         let Some(watch) = self
             .watches
             .get_mut(group)
-            .filter(|w| w.watch_id == probe.watch_id)
+            .filter(|w| w.watch_id() == probe.watch_id)
         else {
             return;
         };
-        watch.check_in_flight = false;
+        let watched = watch.check_returned();
         let ok = matches!(role, Ok(Role::Master { .. }));
-        let phase = watch.phase;
         let took = finished.saturating_duration_since(started);
-        self.sinks.metrics.on_check_counted(&watch.counts, took, ok);
+        self.sinks
+            .metrics
+            .on_check_counted(watch.counts(), took, ok);
         self.mark_link(group, ok, None);
-        if phase != Phase::Watching {
+        if !watched {
             return;
         }
         let failure = match role {
@@ -51,7 +51,7 @@ impl MonitorCore {
                 return self.master_is_replica(group, master, state);
             }
             Ok(Role::Other(role)) => {
-                let master = self.watches.get(group).map(|w| w.master.to_string());
+                let master = self.watches.get(group).map(|w| w.master().to_string());
                 format!(
                     "{} reports role {role}, not master",
                     master.unwrap_or_default()
@@ -77,36 +77,34 @@ impl MonitorCore {
         let Some(watch) = self.watches.get_mut(group) else {
             return;
         };
-        let watch_id = watch.watch_id;
-        watch.master_offset = offset;
-        let failures = watch.detector.failures_in_a_row();
-        if failures > 0 {
+        let watch_id = watch.watch_id();
+        let answered = watch.answered(finished, offset, replicas);
+        if answered.failures_before > 0 {
             log::info!(
-                "group {group}: master {} answers again after {failures} failed check(s)",
-                watch.master
+                "group {group}: master {} answers again after {} failed check(s)",
+                watch.master(),
+                answered.failures_before
             );
         }
-        watch.detector.on_success(finished);
-        self.up_again(group);
-        let Some(watch) = self.watches.get_mut(group) else {
-            return;
+        // Only the acting daemon records what it sees in the replicated state, fences
+        // (a server's role changed without the cluster's say: only while this daemon
+        // still acts, its lease may have run out since the check) and configures.
+        let fence = if acting {
+            watch.take_fence_targets()
+        } else {
+            Vec::new()
         };
-        let (changed, new) = watch.take_listed(replicas);
-        // Only the acting daemon records what it sees in the replicated state.
-        if !new.is_empty() && acting {
+        let configure = acting && watch.take_configure();
+        let master = watch.master().clone();
+        if let (true, Some(known)) = (acting, answered.known_grew) {
             self.outputs.push(Output::Propose(Action::KnownReplicas {
                 group: group.to_string(),
-                master: watch.master.clone(),
-                replicas: watch.known.clone(),
+                master: master.clone(),
+                replicas: known,
             }));
         }
-        let fence = watch.unlisted_known();
-        let refresh = changed && !watch.refresh_pending;
-        if refresh {
-            watch.refresh_pending = true;
-        }
-        if !watch.observed_ok {
-            watch.observed_ok = true;
+        self.up_again(group);
+        if answered.observe_ok {
             let last_ok_ms = self.now.unix_ms(finished);
             self.sinks.observed.update(group, |o| {
                 o.state = WatchState::Ok;
@@ -115,24 +113,18 @@ impl MonitorCore {
                 o.last_error = None;
             });
         }
-        let configure = acting && !watch.configured;
-        if configure {
-            watch.configured = true;
-        }
         if let (true, Some(settings)) = (configure, self.settings.min_replicas) {
             let job = ConfigureJob {
                 group: group.to_string(),
-                master: watch.master.clone(),
+                master,
                 settings,
             };
             self.send_to_worker(WorkerJob::Configure(job));
         }
-        // Fencing changes a server's role without the cluster's say: only while this
-        // daemon still acts (its lease may have run out since the check).
-        if !fence.is_empty() && acting {
-            self.fence_probes(group, watch_id, fence);
+        if !fence.is_empty() {
+            self.fence_probes(watch_id, fence);
         }
-        if refresh {
+        if answered.refresh {
             self.schedule(self.now.mono, Timer::RefreshReplicas, watch_id);
         }
         self.publish_replicas(group);
@@ -148,10 +140,9 @@ impl MonitorCore {
         };
         log::warn!(
             "group {group}: {} reports role slave of {master} (link {state}), not master; it is no longer watched",
-            watch.master
+            watch.master()
         );
-        watch.phase = Phase::Stopped;
-        watch.observed_ok = false;
+        watch.stop();
         self.sinks.observed.update(group, |o| {
             o.state = WatchState::NotMaster;
             o.replicating_from = Some(master);
@@ -164,20 +155,19 @@ impl MonitorCore {
         let Some(watch) = self.watches.get_mut(group) else {
             return;
         };
-        let watch_id = watch.watch_id;
-        let verdict = watch.detector.on_failure(finished);
-        let failures = watch.detector.failures_in_a_row();
+        let watch_id = watch.watch_id();
+        let verdict = watch.failed(finished);
+        let failures = watch.detector().failures_in_a_row();
         if failures == 1 {
             log::warn!("group {group}: check of master failed: {failure}");
         } else {
             log::debug!("group {group}: check {failures} of master failed: {failure}");
         }
         let failing_since = watch
-            .detector
+            .detector()
             .first_failure()
             .map(|at| self.now.unix_ms(at));
-        let last_ok = self.now.unix_ms(watch.detector.last_success());
-        watch.observed_ok = false;
+        let last_ok = self.now.unix_ms(watch.detector().last_success());
         let state = if verdict == Verdict::Down {
             WatchState::Down
         } else {
@@ -210,19 +200,19 @@ impl MonitorCore {
         };
         log::error!(
             "group {group}: master {} is down: no successful check for {} ms, {} failed checks in a row",
-            watch.master,
-            self.now.since(watch.detector.last_success()).as_millis(),
-            watch.detector.failures_in_a_row()
+            watch.master(),
+            self.now.since(watch.detector().last_success()).as_millis(),
+            watch.detector().failures_in_a_row()
         );
-        watch.phase = Phase::FailingOver;
-        let master = watch.master.clone();
+        watch.hand_to_worker();
+        let master = watch.master().clone();
         let request = FailoverRequest {
             group: group.to_string(),
             master: master.clone(),
             replicas: watch.failover_replicas(),
-            last_success: watch.detector.last_answer(),
-            master_offset: watch.master_offset,
-            watch_id: watch.watch_id,
+            last_success: watch.detector().last_answer(),
+            master_offset: watch.master_offset(),
+            watch_id: watch.watch_id(),
             resume: None,
         };
         self.sinks.events.publish(Event::FailoverNeeded {

@@ -285,7 +285,13 @@ impl MonitorCore {
     pub fn watched(&self) -> Vec<(String, Addr, bool)> {
         self.watches
             .iter()
-            .map(|(name, w)| (name.clone(), w.master.clone(), w.phase == Phase::Watching))
+            .map(|(name, w)| {
+                (
+                    name.clone(),
+                    w.master().clone(),
+                    w.phase() == Phase::Watching,
+                )
+            })
             .collect()
     }
 
@@ -362,23 +368,21 @@ impl MonitorCore {
         let Some(watch) = self.watches.get_mut(&*group) else {
             return;
         };
-        if watch.phase != Phase::Watching {
+        if watch.phase() != Phase::Watching {
             return;
         }
         match timer {
-            Timer::Check if !watch.check_in_flight => {
-                watch.check_in_flight = true;
+            Timer::Check if watch.start_check() => {
                 let probe = Probe {
                     watch_id,
-                    addr: watch.master.clone(),
+                    addr: watch.master().clone(),
                     kind: ProbeKind::Master,
                     due,
                 };
                 self.batch.push(probe);
             }
             Timer::RefreshReplicas => {
-                let replicas = watch.listed_addrs();
-                watch.refresh_outstanding = replicas.len();
+                let replicas = watch.start_refresh();
                 if replicas.is_empty() {
                     let next = self.now.mono + REPLICA_REFRESH;
                     self.schedule(next, Timer::RefreshReplicas, watch_id);
@@ -401,7 +405,7 @@ impl MonitorCore {
     fn current(&mut self, group: &str, watch_id: u64) -> Option<&mut Watch> {
         self.watches
             .get_mut(group)
-            .filter(|w| w.watch_id == watch_id)
+            .filter(|w| w.watch_id() == watch_id)
             .map(|w| &mut **w)
     }
 
@@ -424,12 +428,9 @@ impl MonitorCore {
             // success the next sync replaces this watch (new master, new id) and after a
             // failure it stops it; either way this timer is then ignored. Should the
             // outcome not have reached the broker, the group is still watched.
-            watch.phase = Phase::Watching;
-            watch.detector.restart(now);
-            // The worker wrote the observation meanwhile (failing over, switching over).
-            watch.observed_ok = false;
+            watch.attempt_ended(now);
             if outcome != Outcome::Succeeded {
-                log::info!("group {group}: watching master {} again", watch.master);
+                log::info!("group {group}: watching master {} again", watch.master());
             }
             self.schedule(now, Timer::Check, watch_id);
         }
@@ -445,7 +446,7 @@ impl MonitorCore {
         } = job;
         if let Some(watch) = self.current(&group, watch_id) {
             for (addr, _) in &results {
-                watch.fence_pending.remove(addr);
+                watch.fence_done(addr);
             }
         }
         for (addr, result) in results {
@@ -483,7 +484,7 @@ impl MonitorCore {
                 "no monitored group {group:?}"
             )));
         };
-        let busy = match watch.phase {
+        let busy = match watch.phase() {
             Phase::Watching => None,
             Phase::FailingOver => Some("a failover or switchover of the group is under way"),
             Phase::Stopped => Some(
@@ -493,11 +494,11 @@ impl MonitorCore {
         if let Some(why) = busy {
             return command.refuse(SwitchoverError::Conflict(why.into()));
         }
-        watch.phase = Phase::FailingOver;
+        watch.hand_to_worker();
         let job = SwitchoverJob {
             command,
-            master: watch.master.clone(),
-            watch_id: watch.watch_id,
+            master: watch.master().clone(),
+            watch_id: watch.watch_id(),
         };
         self.send_to_worker(WorkerJob::Switchover(job));
     }
@@ -537,11 +538,8 @@ impl MonitorCore {
         let Some(watch) = self.watches.get_mut(group) else {
             return;
         };
-        let replicas = watch.replica_statuses();
-        if replicas == watch.published_replicas {
-            return;
+        if let Some(replicas) = watch.replicas_to_publish() {
+            self.sinks.observed.update(group, |o| o.replicas = replicas);
         }
-        watch.published_replicas = replicas.clone();
-        self.sinks.observed.update(group, |o| o.replicas = replicas);
     }
 }

@@ -26,27 +26,26 @@ impl MonitorCore {
         let Some(watch) = self.watches.get_mut(group) else {
             return;
         };
-        let watch_id = watch.watch_id;
+        let watch_id = watch.watch_id();
         if self.tilt.is_on() {
             // This daemon's checks cannot be trusted now (see `tilt.rs`): no verdict.
             log::debug!("group {group}: master looks down, but this daemon is in tilt");
             let next = self.next_check(watch_id, due + interval / 2);
             return self.schedule(next, Timer::Check, watch_id);
         }
-        if !watch.reported_down {
-            watch.reported_down = true;
+        if watch.report_down() {
             log::warn!(
                 "group {group}: master {} is down as this daemon sees it: no successful check for {} ms, {} failed checks in a row",
-                watch.master,
-                self.now.since(watch.detector.last_success()).as_millis(),
-                watch.detector.failures_in_a_row()
+                watch.master(),
+                self.now.since(watch.detector().last_success()).as_millis(),
+                watch.detector().failures_in_a_row()
             );
             self.sinks.events.publish(Event::MasterDown {
                 group: group.to_string(),
-                master: watch.master.clone(),
+                master: watch.master().clone(),
             });
         }
-        if let Some(why) = &watch.failover_off {
+        if let Some(why) = watch.failover_off() {
             // Checks and fencing go on; the failover waits for a person.
             log::debug!("group {group}: master is down, and automatic failover is off: {why}");
         } else if self.acting && self.agreed(group) {
@@ -65,17 +64,16 @@ impl MonitorCore {
         };
         let peers = views
             .iter()
-            .filter(|v| v.finds_down(group, &watch.master))
+            .filter(|v| v.finds_down(group, watch.master()))
             .count();
-        let votes = peers + usize::from(watch.detector.is_down(self.now.mono));
+        let votes = peers + usize::from(watch.detector().is_down(self.now.mono));
         let agreed = votes >= needed;
-        if !agreed && watch.waiting_for_quorum != Some(votes) {
+        if watch.waiting_for(votes, agreed) {
             log::warn!(
                 "group {group}: {votes} of the {needed} daemons needed find master {} down; no failover until enough do",
-                watch.master
+                watch.master()
             );
         }
-        watch.waiting_for_quorum = (!agreed).then_some(votes);
         agreed
     }
 
@@ -97,12 +95,12 @@ impl MonitorCore {
             down: self
                 .watches
                 .values()
-                .filter(|w| !tilt && w.phase != Phase::Stopped && w.detector.is_down(now))
+                .filter(|w| !tilt && w.phase() != Phase::Stopped && w.detector().is_down(now))
                 .filter_map(|w| {
-                    let group = self.by_id.get(&w.watch_id)?;
+                    let group = self.by_id.get(&w.watch_id())?;
                     Some(DownMaster {
                         group: group.to_string(),
-                        master: w.master.clone(),
+                        master: w.master().clone(),
                     })
                 })
                 .collect(),
@@ -116,7 +114,7 @@ impl MonitorCore {
                 let current = self
                     .watches
                     .get(&down.group)
-                    .is_some_and(|w| w.master == down.master);
+                    .is_some_and(|w| *w.master() == down.master);
                 if current {
                     *peers.entry(down.group.as_str()).or_default() += 1;
                 }
@@ -125,15 +123,13 @@ impl MonitorCore {
         let acting = self.acting;
         let mut ready = Vec::new();
         for (name, watch) in self.watches.iter_mut() {
-            let down_here = !tilt && watch.detector.is_down(now);
+            let down_here = !tilt && watch.detector().is_down(now);
             let votes = peers.get(name.as_str()).copied().unwrap_or(0) + usize::from(down_here);
-            if votes != watch.down_votes {
-                watch.down_votes = votes;
+            if watch.set_down_votes(votes) {
                 let shown = votes as u32;
                 self.sinks.observed.update(name, |o| o.down_votes = shown);
             }
-            let may_fail_over = watch.phase == Phase::Watching && watch.failover_off.is_none();
-            if acting && down_here && may_fail_over {
+            if acting && down_here && watch.may_fail_over() {
                 ready.push(name.clone());
             }
         }
@@ -149,12 +145,10 @@ impl MonitorCore {
         let Some(watch) = self.watches.get_mut(group) else {
             return;
         };
-        watch.waiting_for_quorum = None;
-        if watch.reported_down {
-            watch.reported_down = false;
+        if watch.report_up() {
             self.sinks.events.publish(Event::MasterUp {
                 group: group.to_string(),
-                master: watch.master.clone(),
+                master: watch.master().clone(),
             });
         }
     }

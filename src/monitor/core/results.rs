@@ -38,7 +38,7 @@ impl MonitorCore {
         let Some(watch) = self.watches.get(&*group) else {
             return;
         };
-        let is_master = probe.addr == watch.master;
+        let is_master = probe.addr == *watch.master();
         match probe.kind {
             ProbeKind::Master if is_master => {
                 let lag = started.saturating_duration_since(probe.due);
@@ -77,13 +77,13 @@ impl MonitorCore {
         // Fencing changes a server's role without the cluster's say: only while this
         // daemon still acts (its lease may have run out since the check).
         if !claims_master || !acting {
-            watch.fence_pending.remove(&probe.addr);
+            watch.fence_done(&probe.addr);
             return;
         }
         let job = FenceJob {
             group: group.to_string(),
             watch_id: probe.watch_id,
-            master: watch.master.clone(),
+            master: watch.master().clone(),
             targets: vec![probe.addr],
         };
         self.send_to_worker(WorkerJob::Fence(job));
@@ -98,9 +98,7 @@ impl MonitorCore {
         if let Err(e) = &info {
             log::debug!("group {group}: replica INFO failed: {e}");
         }
-        watch.infos.insert(probe.addr, info.ok());
-        watch.refresh_outstanding = watch.refresh_outstanding.saturating_sub(1);
-        if watch.refresh_outstanding > 0 {
+        if !watch.replica_info(probe.addr, info.ok()) {
             return;
         }
         self.publish_replicas(group);
@@ -123,7 +121,7 @@ impl MonitorCore {
         let Some(watch) = self.watches.get_mut(&*group) else {
             return;
         };
-        if addr != watch.master {
+        if addr != *watch.master() {
             log::debug!("group {group}: link to {addr} closed: {why}");
             return;
         }
@@ -131,7 +129,7 @@ impl MonitorCore {
         let Some(watch) = self.watches.get(&*group) else {
             return;
         };
-        if watch.phase == super::watch::Phase::Watching && !watch.check_in_flight {
+        if watch.recheck_on_close() {
             // Spread: when every link closes at once (a network blip, a daemon resumed
             // after a stop), the checks do not all reconnect in the same instant.
             let at = self.now.mono + self.recheck_spread(watch_id);
@@ -144,31 +142,22 @@ impl MonitorCore {
         let Some(watch) = self.watches.get_mut(group) else {
             return;
         };
-        if watch.link_down != up {
+        if !watch.set_link(up) {
             return;
         }
-        watch.link_down = !up;
         if let Some(why) = why {
             log::warn!(
                 "group {group}: link to master {} is down ({why}); checking again now",
-                watch.master
+                watch.master()
             );
         }
         self.sinks.observed.update(group, |o| o.disconnected = !up);
     }
 
     /// Asks servers that may claim master for their role (in the next batch).
-    pub(super) fn fence_probes(&mut self, group: &str, watch_id: u64, targets: Vec<Addr>) {
-        let Some(watch) = self
-            .watches
-            .get_mut(group)
-            .filter(|w| w.watch_id == watch_id)
-        else {
-            return;
-        };
+    pub(super) fn fence_probes(&mut self, watch_id: u64, targets: Vec<Addr>) {
         let now = self.now.mono;
         for addr in targets {
-            watch.fence_pending.insert(addr.clone());
             self.batch.push(Probe {
                 watch_id,
                 addr,

@@ -3,7 +3,6 @@
 //! subscribers told when a failover moved a master, and failovers an earlier leader
 //! began finished by this one.
 
-use super::detector::DownDetector;
 use super::watch::{Phase, Watch};
 use super::{MonitorCore, Output, Timer};
 use crate::address::Addr;
@@ -12,7 +11,7 @@ use crate::observe::events::Event;
 use crate::redis::ListedReplica;
 use crate::worker::WorkerJob;
 use crate::worker::failover::{FailoverRequest, Resume};
-use std::collections::{HashMap, HashSet};
+
 use std::sync::Arc;
 
 impl MonitorCore {
@@ -30,20 +29,15 @@ impl MonitorCore {
             kept += usize::from(existing.is_some());
             let fresh = match existing {
                 None => true,
-                Some(w) if w.phase == Phase::FailingOver => false,
-                Some(w) if w.revision != group.revision => {
-                    if w.master != group.master {
-                        switched_from = Some(w.master.clone());
+                Some(w) if w.phase() == Phase::FailingOver => false,
+                Some(w) if w.revision() != group.revision => {
+                    if *w.master() != group.master {
+                        switched_from = Some(w.master().clone());
                     }
                     true
                 }
                 Some(w) => {
-                    if w.known != group.known_replicas {
-                        w.known = group.known_replicas.clone();
-                    }
-                    if w.failover_off != group.failed {
-                        w.failover_off = group.failed.clone();
-                    }
+                    w.follow_state(group);
                     false
                 }
             };
@@ -73,7 +67,7 @@ impl MonitorCore {
         for name in removed {
             log::info!("group {name}: no longer monitored");
             if let Some(watch) = self.watches.remove(&name) {
-                self.forget(watch.watch_id);
+                self.forget(watch.watch_id());
             }
             self.sinks.observed.lock().remove(&name);
         }
@@ -114,20 +108,20 @@ impl MonitorCore {
                 continue;
             };
             // Our own failover under way, or a master changed since: nothing to finish.
-            if watch.phase == Phase::FailingOver || watch.master != *old_master {
+            if watch.phase() == Phase::FailingOver || watch.master() != old_master {
                 continue;
             }
             log::warn!(
                 "group {name}: failover to {new_master} was begun by an earlier leader and not ended; finishing it"
             );
-            watch.phase = Phase::FailingOver;
+            watch.hand_to_worker();
             let request = FailoverRequest {
                 group: name.clone(),
                 master: old_master.clone(),
                 replicas: replicas.clone(),
-                last_success: watch.detector.last_answer(),
-                master_offset: watch.master_offset,
-                watch_id: watch.watch_id,
+                last_success: watch.detector().last_answer(),
+                master_offset: watch.master_offset(),
+                watch_id: watch.watch_id(),
                 resume: Some(Resume {
                     new_master: new_master.clone(),
                     started_at_ms: *started_at_ms,
@@ -146,8 +140,8 @@ impl MonitorCore {
         let listed = self
             .watches
             .get(&group.name)
-            .filter(|w| w.master == group.master)
-            .map(|w| w.listed.clone())
+            .filter(|w| *w.master() == group.master)
+            .map(|w| w.listed().to_vec())
             .unwrap_or_else(|| {
                 group
                     .known_replicas
@@ -160,7 +154,7 @@ impl MonitorCore {
             });
         let watch_id = self.next_watch_id;
         self.next_watch_id += 1;
-        if let Some(old) = self.watches.get(&group.name).map(|w| w.watch_id) {
+        if let Some(old) = self.watches.get(&group.name).map(|w| w.watch_id()) {
             self.forget(old);
         }
         self.by_id.insert(watch_id, Arc::from(group.name.as_str()));
@@ -172,34 +166,10 @@ impl MonitorCore {
             ),
             None => log::info!("group {}: watching master {}", group.name, group.master),
         }
-        let phase = Phase::Watching;
-        self.watches.insert(
-            group.name.clone(),
-            Box::new(Watch {
-                master: group.master.clone(),
-                revision: group.revision,
-                watch_id,
-                phase,
-                failover_off: group.failed.clone(),
-                detector: DownDetector::new(self.settings.max_down_time, now),
-                check_in_flight: false,
-                link_down: false,
-                refresh_pending: false,
-                refresh_outstanding: 0,
-                listed,
-                known: group.known_replicas.clone(),
-                reported_down: false,
-                down_votes: 0,
-                waiting_for_quorum: None,
-                fence_pending: HashSet::new(),
-                master_offset: 0,
-                infos: HashMap::new(),
-                counts: self.sinks.metrics.check_counts(&group.name),
-                configured: false,
-                observed_ok: false,
-                published_replicas: Vec::new(),
-            }),
-        );
+        let counts = self.sinks.metrics.check_counts(&group.name);
+        let max_down_time = self.settings.max_down_time;
+        let watch = Watch::new(group, watch_id, listed, counts, max_down_time, now);
+        self.watches.insert(group.name.clone(), Box::new(watch));
         self.sinks.observed.update(&group.name, |o| {
             *o = Default::default();
         });

@@ -43,8 +43,9 @@ pub trait Broker: Send + Sync {
             log::warn!("cannot record a change: {e}");
         }
     }
-    /// A copy of the current replicated state.
-    fn state(&self) -> ReplicatedState;
+    /// The current replicated state, as a shared snapshot: reading it copies nothing
+    /// (a broker makes a new snapshot when the state changes, not when it is read).
+    fn state(&self) -> std::sync::Arc<ReplicatedState>;
     /// Whether this daemon acts: checks masters and fails them over. True for a
     /// standalone daemon, and for a cluster's leader while it holds its lease.
     fn is_acting(&self) -> bool;

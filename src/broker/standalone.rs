@@ -7,12 +7,12 @@ use super::{Action, Broker, ClusterStatus, ReplicatedState, Subscribers};
 use crate::error::Result;
 use crate::sync::lock;
 use crossbeam_channel::Receiver;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// In-memory broker for a single daemon.
 #[derive(Default)]
 pub struct StandaloneBroker {
-    state: Mutex<ReplicatedState>,
+    state: Mutex<Arc<ReplicatedState>>,
     subscribers: Subscribers,
     http_addr: String,
 }
@@ -28,12 +28,13 @@ impl StandaloneBroker {
 
 impl Broker for StandaloneBroker {
     fn propose(&self, action: Action) -> Result<()> {
-        lock(&self.state).apply(action)?;
+        // Copy-on-write: snapshots handed out earlier keep what they saw.
+        Arc::make_mut(&mut lock(&self.state)).apply(action)?;
         self.subscribers.notify();
         Ok(())
     }
 
-    fn state(&self) -> ReplicatedState {
+    fn state(&self) -> Arc<ReplicatedState> {
         lock(&self.state).clone()
     }
 

@@ -14,6 +14,7 @@ use redis_failover::monitor::core::Input;
 use redis_failover::redis::ReplicaReport;
 use redis_failover::worker::servers::PromoteReply;
 use redis_failover::worker::{WorkerJob, WorkerReport};
+use std::sync::Arc;
 
 impl Sim {
     /// Starts the next queued job when the worker is idle.
@@ -49,7 +50,7 @@ impl Sim {
                 self.step(d, Input::Worker(report));
                 if attempted {
                     let state = lock(&self.daemons[d].belief).state.clone();
-                    self.step(d, Input::State(state));
+                    self.step(d, Input::State(Arc::new(state)));
                 }
                 return self.next_job(d);
             }

@@ -193,8 +193,8 @@ impl Broker for Bridge {
         }
     }
 
-    fn state(&self) -> ReplicatedState {
-        self.belief().state
+    fn state(&self) -> Arc<ReplicatedState> {
+        Arc::new(self.belief().state)
     }
 
     fn is_acting(&self) -> bool {

@@ -669,7 +669,7 @@ impl Sim {
             if lock(&self.daemons[d].belief).leader {
                 self.log(&format!("d{d}"), "leads");
             }
-            self.step(d, Input::State(state));
+            self.step(d, Input::State(Arc::new(state)));
         }
     }
 

@@ -233,6 +233,6 @@ fn sentinel_section(view: &View) -> String {
 
 /// `ROLE` on a Sentinel: `["sentinel", [master names]]`.
 pub fn role(ctx: &Context, out: &mut Out) {
-    let names: Vec<String> = ctx.daemon.broker.state().groups.into_keys().collect();
+    let names: Vec<String> = ctx.daemon.broker.state().groups.keys().cloned().collect();
     out.array(2).bulk("sentinel").bulks(&names);
 }

@@ -42,7 +42,7 @@ pub type Fields = Vec<(&'static str, String)>;
 /// What one command sees of the daemon.
 pub struct View {
     pub groups: Vec<GroupStatus>,
-    state: ReplicatedState,
+    state: std::sync::Arc<ReplicatedState>,
     pub cluster: ClusterStatus,
     now_ms: u64,
     /// When the Sentinel port started (Unix ms).

@@ -48,7 +48,7 @@ fn view(g: &GroupStatus, known: Vec<Addr>) -> View {
     );
     View {
         groups: vec![g.clone()],
-        state,
+        state: state.into(),
         cluster: ClusterStatus::default(),
         now_ms: NOW,
         started_ms: NOW - 60_000,
@@ -166,7 +166,7 @@ fn flags_follow_the_link_the_detector_and_the_failover() {
 fn replicas_include_known_ones_the_master_does_not_list_as_down() {
     let g = group(WatchState::Ok);
     let mut v = view(&g, vec![addr(6380), addr(6381), addr(6379)]);
-    v.state.in_progress.insert(
+    std::sync::Arc::make_mut(&mut v.state).in_progress.insert(
         "cache".into(),
         Action::FailoverBegin {
             group: "cache".into(),
@@ -204,20 +204,22 @@ fn the_old_masters_down_state_is_not_shown_for_the_new_master() {
     g.disconnected = true;
     g.down_since_ms = Some(NOW - 1500);
     let mut v = view(&g, vec![]);
-    v.state.history.push_back(crate::broker::FailoverRecord {
-        group: "cache".into(),
-        old_master: addr(6378),
-        new_master: Some(addr(6379)),
-        started_at_ms: NOW - 400,
-        down_for_ms: 1100,
-        duration_ms: 20,
-        outcome: Outcome::Succeeded,
-        reason: None,
-        begun: true,
-        passed_over: vec![],
-        count: 1,
-        first_started_at_ms: None,
-    });
+    std::sync::Arc::make_mut(&mut v.state)
+        .history
+        .push_back(crate::broker::FailoverRecord {
+            group: "cache".into(),
+            old_master: addr(6378),
+            new_master: Some(addr(6379)),
+            started_at_ms: NOW - 400,
+            down_for_ms: 1100,
+            duration_ms: 20,
+            outcome: Outcome::Succeeded,
+            reason: None,
+            begun: true,
+            passed_over: vec![],
+            count: 1,
+            first_started_at_ms: None,
+        });
     let fields = master_fields(&v, &g);
     assert_eq!(get(&fields, "flags"), Some("master"));
     // A new run of failures of the new master counts.

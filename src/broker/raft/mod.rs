@@ -98,11 +98,29 @@ pub struct Shared {
     subscribers: Subscribers,
     /// The other members' views of the masters, as their links bring them.
     views: Views,
+    /// The state as of an applied index, shared by every reader until the next entry
+    /// is applied.
+    snapshot: Mutex<Option<(u64, Arc<ReplicatedState>)>>,
 }
 
 impl Shared {
     fn lock_machine(&self) -> MutexGuard<'_, StateMachine> {
         lock(&self.machine)
+    }
+
+    /// The applied state as a shared snapshot, made anew only after an entry was
+    /// applied since the last one.
+    fn snapshot(&self) -> Arc<ReplicatedState> {
+        let machine = self.lock_machine();
+        let mut snapshot = lock(&self.snapshot);
+        match &*snapshot {
+            Some((index, state)) if *index == machine.applied_index => state.clone(),
+            _ => {
+                let state = Arc::new(machine.data.state.clone());
+                *snapshot = Some((machine.applied_index, state.clone()));
+                state
+            }
+        }
     }
 
     fn notify(&self) {
@@ -202,6 +220,7 @@ impl RaftBroker {
             }),
             subscribers: Subscribers::default(),
             views: Views::default(),
+            snapshot: Mutex::new(None),
         });
         let node = Node::new(raw, transport, shared.clone(), me, options.tick, to_join);
         let (commands_tx, commands_rx) = crossbeam_channel::unbounded();
@@ -253,8 +272,8 @@ impl Broker for RaftBroker {
         }
     }
 
-    fn state(&self) -> ReplicatedState {
-        self.shared.lock_machine().data.state.clone()
+    fn state(&self) -> Arc<ReplicatedState> {
+        self.shared.snapshot()
     }
 
     fn is_acting(&self) -> bool {

@@ -92,7 +92,7 @@ impl ZkOptions {
 /// put back) restarts the count.
 #[derive(Default)]
 struct Cached {
-    state: ReplicatedState,
+    state: Arc<ReplicatedState>,
     czxid: i64,
     mzxid: i64,
 }
@@ -122,7 +122,7 @@ impl Shared {
         lock(&self.lease).is_some_and(|until| Instant::now() < until)
     }
 
-    fn state(&self) -> ReplicatedState {
+    fn state(&self) -> Arc<ReplicatedState> {
         lock(&self.cache).state.clone()
     }
 
@@ -134,10 +134,10 @@ impl Shared {
         }
         cache.czxid = stat.czxid;
         cache.mzxid = stat.mzxid;
-        if cache.state == state {
+        if *cache.state == state {
             return false;
         }
-        cache.state = state;
+        cache.state = Arc::new(state);
         true
     }
 
@@ -256,7 +256,7 @@ impl Broker for ZkBroker {
         }
     }
 
-    fn state(&self) -> ReplicatedState {
+    fn state(&self) -> Arc<ReplicatedState> {
         self.shared.state()
     }
 

@@ -231,7 +231,7 @@ impl Session {
         }
         // A missing state znode gets this daemon's copy (empty on a first start), so an
         // ensemble that lost its data does not make the cluster forget its groups.
-        let known = serde_json::to_vec(&self.shared.state()).unwrap_or_default();
+        let known = serde_json::to_vec(&*self.shared.state()).unwrap_or_default();
         self.ensure(&client, &options.state_path(), known)?;
         let prefix = format!("{}/{}", options.election_path(), election::PREFIX);
         let data = match &options.sentinel_addr {
@@ -443,7 +443,7 @@ impl Session {
             Err(CallError::Zk(ZkError::NoNode)) => {
                 // Deleted by hand: put back the last known state, then read it again.
                 log::warn!("zk: {path} was deleted; writing back the last known state");
-                let known = serde_json::to_vec(&self.shared.state()).unwrap_or_default();
+                let known = serde_json::to_vec(&*self.shared.state()).unwrap_or_default();
                 self.ensure(&client, &path, known)?;
                 return self.read_state();
             }

@@ -119,8 +119,9 @@ impl Now {
 
 /// What happened, as the core is told.
 pub enum Input {
-    /// The replicated state (after a change of it or of the leadership).
-    State(ReplicatedState),
+    /// The replicated state (after a change of it or of the leadership), as the
+    /// broker's shared snapshot.
+    State(Arc<ReplicatedState>),
     /// What a checker turn found.
     Checked(CheckerReport),
     /// The failover worker finished a job.

@@ -8,9 +8,8 @@
 //! promotion's deadline and `ROLE` polling, what counts as promoted, the election) are
 //! the worker's, and a fake never has to reimplement them.
 //!
-//! The planned switchover (`switchover.rs`) still speaks to the old master and its
-//! target through [`RedisNode`] for the steps only it has (`CLIENT PAUSE`, catch-up,
-//! demotion); it uses this trait for the rest.
+//! The planned switchover (`switchover.rs`) uses it too, with the steps only it has
+//! (`CLIENT PAUSE`, `CLIENT UNPAUSE`, the old master's demotion).
 
 use crate::address::Addr;
 use crate::config::MinReplicas;
@@ -49,6 +48,17 @@ pub trait Servers: Send + Sync {
     /// Bounded write loss: sets `min-replicas-to-write` and `min-replicas-max-lag` on a
     /// master (and keeps them across a restart, as best effort).
     fn bound_write_loss(&self, master: &Addr, settings: &MinReplicas) -> Result<()>;
+
+    /// A switchover's pause: `CLIENT PAUSE <ms> WRITE` on the old master. `Ok(Err(text))`
+    /// when the server refused it (before Redis 6.2), `Err` when it did not answer.
+    fn pause_writes(&self, master: &Addr, ms: u64) -> Result<std::result::Result<(), String>>;
+
+    /// `CLIENT UNPAUSE`: writes resume on the old master.
+    fn unpause_writes(&self, master: &Addr) -> Result<()>;
+
+    /// A switchover's demotion: `SLAVEOF <to>` on the old master, tried once more on
+    /// failure (and kept across a restart, as best effort).
+    fn demote(&self, master: &Addr, to: &Addr) -> Result<()>;
 }
 
 /// How a server answered `SLAVEOF NO ONE`.
@@ -157,6 +167,34 @@ impl Servers for RedisServers {
             .replication_info()
             .is_ok_and(|info| info.ledisdb_version.is_some());
         node.follow_afresh(master, ledisdb)
+    }
+
+    fn pause_writes(&self, master: &Addr, ms: u64) -> Result<std::result::Result<(), String>> {
+        let ms = ms.to_string();
+        let replies = self
+            .node(master)
+            .pipeline_raw(&[&["CLIENT", "PAUSE", &ms, "WRITE"]])?;
+        Ok(match replies.into_iter().next() {
+            Some(Reply::Error(refusal)) => Err(refusal),
+            _ => Ok(()),
+        })
+    }
+
+    fn unpause_writes(&self, master: &Addr) -> Result<()> {
+        self.node(master).call(&["CLIENT", "UNPAUSE"]).map(|_| ())
+    }
+
+    fn demote(&self, master: &Addr, to: &Addr) -> Result<()> {
+        let mut node = self.node(master);
+        if let Err(first) = node.slave_of(Some(to)) {
+            log::warn!("{master}: SLAVEOF {to}: {first}; trying once more");
+            node = self.node(master);
+            node.slave_of(Some(to))?;
+        }
+        if let Err(e) = node.config_rewrite() {
+            log::debug!("{master}: CONFIG REWRITE after SLAVEOF: {e}");
+        }
+        Ok(())
     }
 
     fn bound_write_loss(&self, master: &Addr, settings: &MinReplicas) -> Result<()> {

@@ -42,16 +42,16 @@
 //! off until the worker is done. The HTTP handler waits for the result on a reply
 //! channel, for a bounded time (`switchover_request.rs`).
 //!
-//! Servers and time: the replicas' `INFO`, the promotion and the re-pointing go through
-//! the worker's [`Servers`](super::Servers), and every wait through its clock. The steps
-//! only a switchover has (the master's `ROLE` and `INFO`, `CLIENT PAUSE`, the catch-up's
-//! `INFO`, the demotion, `CLIENT UNPAUSE`) still open their own [`RedisNode`]
-//! connections: a simulation cannot run a switchover yet.
+//! Servers and time: every command goes through the worker's
+//! [`Servers`](super::Servers) (each on a connection of its own: the pause is the
+//! server's, not a connection's), and every wait through its clock, so a simulation
+//! runs a switchover as it runs a failover.
 
 use super::WorkerContext;
 use super::attempt::{Attempt, Kind};
 use super::fault;
 use super::promotion::{PROMOTION_TIMEOUT, promote, promotion_timeout};
+use super::servers::Servers;
 use super::switchover_request::{
     SwitchoverCommand, SwitchoverError, SwitchoverReport, SwitchoverRequest, SwitchoverResult,
     choose_target, ledisdb_refusal,
@@ -60,7 +60,7 @@ use crate::address::Addr;
 use crate::broker::{Action, Outcome};
 use crate::clock::Clock;
 use crate::observe::status::WatchState;
-use crate::redis::{NodeOptions, RedisNode, Reply, Role};
+use crate::redis::Role;
 use std::time::{Duration, Instant};
 
 /// How much longer than `switchover_timeout` the pause is asked for: room for the
@@ -101,8 +101,6 @@ struct Switch<'a> {
     ctx: &'a WorkerContext,
     at: Attempt,
     master: Addr,
-    /// The connection to the old master that paused its writes.
-    old: RedisNode,
     /// The old master may hold a pause of ours (set from the moment it was asked for).
     paused_on: Option<Addr>,
     /// When the writes were paused, if they were.
@@ -121,7 +119,6 @@ fn switch_over(
         ctx,
         at: Attempt::start(ctx, Kind::Switchover, &request.group, master, 0),
         master: master.clone(),
-        old: RedisNode::new(master.clone(), ctx.node_options.clone()),
         paused_on: None,
         paused_at: None,
         notes: Vec::new(),
@@ -152,14 +149,10 @@ fn switch_over(
 }
 
 impl Switch<'_> {
-    fn options(&self) -> &NodeOptions {
-        &self.ctx.node_options
-    }
-
     /// Step 1, `role`: the master is alive and master; its replicas.
     fn master_replicas(&mut self) -> Result<Vec<Addr>, SwitchoverError> {
         let master = self.master.clone();
-        let listed = match self.old.role() {
+        let listed = match self.ctx.servers.role(&master) {
             Ok(Role::Master { replicas, .. }) => replicas,
             Ok(other) => {
                 return Err(self.refuse(
@@ -190,7 +183,12 @@ impl Switch<'_> {
     /// refused before anything changes. A master whose `INFO` fails goes on: the `pause`
     /// step still refuses a server without `CLIENT PAUSE`.
     fn refuse_ledisdb(&mut self) -> Result<(), SwitchoverError> {
-        match self.old.replication_info() {
+        let report = self.ctx.servers.infos(std::slice::from_ref(&self.master));
+        let info = match report.into_iter().next() {
+            Some(report) => report.info,
+            None => return Ok(()),
+        };
+        match info {
             Ok(info) => match info.ledisdb_version {
                 Some(version) => Err(self.refuse("role", ledisdb_refusal(&self.master, &version))),
                 None => Ok(()),
@@ -251,15 +249,10 @@ impl Switch<'_> {
     /// `force`.
     fn pause(&mut self, command: &SwitchoverCommand, force: bool) -> Result<(), SwitchoverError> {
         let master = self.master.clone();
-        let pause_ms = (command.catch_up_timeout + PAUSE_BEYOND_CATCH_UP)
-            .as_millis()
-            .to_string();
+        let pause_ms = (command.catch_up_timeout + PAUSE_BEYOND_CATCH_UP).as_millis() as u64;
         self.paused_on = Some(master.clone());
-        let replies = self
-            .old
-            .pipeline_raw(&[&["CLIENT", "PAUSE", &pause_ms, "WRITE"]]);
-        match replies.as_ref().map(|r| r.first()) {
-            Ok(Some(Reply::Error(e))) => {
+        match self.ctx.servers.pause_writes(&master, pause_ms) {
+            Ok(Err(e)) => {
                 self.paused_on = None;
                 if !force {
                     return Err(self.abort(
@@ -297,7 +290,7 @@ impl Switch<'_> {
     /// it reached.
     fn catch_up(&mut self, target: &Addr, timeout: Duration) -> Result<i64, SwitchoverError> {
         let master = self.master.clone();
-        let goal = match self.old.role() {
+        let goal = match self.ctx.servers.role(&master) {
             Ok(Role::Master { offset, .. }) => offset,
             Ok(other) => {
                 let error =
@@ -313,7 +306,8 @@ impl Switch<'_> {
         };
         let clock = self.ctx.clock.as_ref();
         let deadline = self.paused_at.unwrap_or_else(|| clock.now()) + timeout;
-        let reached = match wait_for_offset(target, goal, deadline, self.options(), clock) {
+        let servers = self.ctx.servers.as_ref();
+        let reached = match wait_for_offset(target, goal, deadline, servers, clock) {
             Ok(reached) => reached,
             Err(seen) => {
                 let error = SwitchoverError::Unavailable(format!(
@@ -342,10 +336,14 @@ impl Switch<'_> {
             target,
             promotion_timeout(self.ctx.max_down_time),
         ) {
-            let back = RedisNode::new(target.clone(), self.options().clone())
-                .slave_of(Some(&self.master))
-                .map(|()| format!("{target} is a replica of {} again", self.master))
-                .unwrap_or_else(|e| format!("{target} could not be made a replica again: {e}"));
+            let failures = self
+                .ctx
+                .servers
+                .repoint(std::slice::from_ref(target), &self.master);
+            let back = match failures.first() {
+                None => format!("{target} is a replica of {} again", self.master),
+                Some(e) => format!("{target} could not be made a replica again: {e}"),
+            };
             let error =
                 SwitchoverError::Unavailable(format!("promotion of {target} failed: {e}; {back}"));
             return Err(self.abort("promote", error));
@@ -359,17 +357,9 @@ impl Switch<'_> {
     /// Step 6, `demote`: the old master follows the target, and so do the others.
     fn demote(&mut self, others: &[Addr], target: &Addr) {
         let master = self.master.clone();
-        let options = self.ctx.node_options.clone();
         let servers = self.ctx.servers.as_ref();
-        let old = &mut self.old;
-        let (demoted, failures) = std::thread::scope(|scope| {
-            let repointing = scope.spawn(|| servers.repoint(others, target));
-            let demoted = demote(old, &master, target, &options);
-            let failures = repointing
-                .join()
-                .unwrap_or_else(|_| vec!["the re-pointing thread panicked".into()]);
-            (demoted, failures)
-        });
+        let demoted = servers.demote(&master, target);
+        let failures = servers.repoint(others, target);
         match &demoted {
             Ok(()) => self.at.step(
                 "demote",
@@ -421,7 +411,7 @@ impl Switch<'_> {
         }
         let recorded = self.at.record_end(self.ctx);
         let unpaused = match self.paused_on.take() {
-            Some(old_master) => match self.old.call(&["CLIENT", "UNPAUSE"]) {
+            Some(old_master) => match self.ctx.servers.unpause_writes(&old_master) {
                 Ok(_) => true,
                 Err(e) => {
                     log::warn!(
@@ -470,7 +460,7 @@ impl Switch<'_> {
     fn abort(&mut self, name: &str, error: SwitchoverError) -> SwitchoverError {
         let mut reason = error.to_string();
         if let Some(master) = self.paused_on.take() {
-            match unpause(&master, self.options()) {
+            match self.ctx.servers.unpause_writes(&master) {
                 Ok(()) => reason.push_str(&format!("; writes resumed on {master}")),
                 Err(e) => reason.push_str(&format!(
                     "; CLIENT UNPAUSE failed ({e}): writes resume on {master} when the pause runs out"
@@ -498,7 +488,7 @@ impl Switch<'_> {
     /// or aborts the attempt), only let the writes go.
     fn abandon(&mut self, name: &str) -> SwitchoverError {
         if let Some(master) = self.paused_on.take()
-            && let Err(e) = unpause(&master, self.options())
+            && let Err(e) = self.ctx.servers.unpause_writes(&master)
         {
             log::warn!("{master}: CLIENT UNPAUSE failed: {e}");
         }
@@ -517,49 +507,25 @@ fn wait_for_offset(
     target: &Addr,
     goal: i64,
     deadline: Instant,
-    options: &NodeOptions,
+    servers: &dyn Servers,
     clock: &dyn Clock,
 ) -> std::result::Result<i64, String> {
-    let mut node = RedisNode::new(target.clone(), options.clone());
     loop {
-        let seen = match node.replication_info() {
-            Ok(info) if info.offset >= goal => return Ok(info.offset),
-            Ok(info) => format!(
+        let report = servers.infos(std::slice::from_ref(target));
+        let info = report.into_iter().next().map(|r| r.info);
+        let seen = match info {
+            Some(Ok(info)) if info.offset >= goal => return Ok(info.offset),
+            Some(Ok(info)) => format!(
                 "offset {} of {goal}, link {}",
                 info.offset,
                 if info.link_up { "up" } else { "down" }
             ),
-            Err(e) => e.to_string(),
+            Some(Err(e)) => e.to_string(),
+            None => "no INFO".into(),
         };
         if clock.now() >= deadline {
             return Err(seen);
         }
         clock.sleep(CATCH_UP_POLL);
     }
-}
-
-/// `SLAVEOF <target>` on the old master, on the connection at hand and then once more
-/// on a fresh one; `CONFIG REWRITE` as best effort.
-fn demote(
-    old: &mut RedisNode,
-    master: &Addr,
-    target: &Addr,
-    options: &NodeOptions,
-) -> crate::error::Result<()> {
-    if let Err(first) = old.slave_of(Some(target)) {
-        log::warn!("{master}: SLAVEOF {target}: {first}; trying once more");
-        *old = RedisNode::new(master.clone(), options.clone());
-        old.slave_of(Some(target))?;
-    }
-    if let Err(e) = old.config_rewrite() {
-        log::debug!("{master}: CONFIG REWRITE after SLAVEOF: {e}");
-    }
-    Ok(())
-}
-
-/// `CLIENT UNPAUSE` on a fresh connection.
-fn unpause(master: &Addr, options: &NodeOptions) -> crate::error::Result<()> {
-    RedisNode::new(master.clone(), options.clone())
-        .call(&["CLIENT", "UNPAUSE"])
-        .map(|_| ())
 }

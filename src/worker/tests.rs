@@ -196,6 +196,23 @@ impl Servers for FakeServers {
         self.note(format!("min-replicas {} {master}", settings.to_write));
         Ok(())
     }
+
+    fn pause_writes(&self, master: &Addr, ms: u64) -> Result<std::result::Result<(), String>> {
+        self.note(format!("CLIENT PAUSE {ms} WRITE {master}"));
+        Ok(Ok(()))
+    }
+
+    fn unpause_writes(&self, master: &Addr) -> Result<()> {
+        self.note(format!("CLIENT UNPAUSE {master}"));
+        Ok(())
+    }
+
+    fn demote(&self, master: &Addr, to: &Addr) -> Result<()> {
+        self.repoint(std::slice::from_ref(master), to)
+            .into_iter()
+            .next()
+            .map_or(Ok(()), |e| Err(Error::Server(e)))
+    }
 }
 
 fn addr(port: u16) -> Addr {

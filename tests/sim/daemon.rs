@@ -165,6 +165,26 @@ impl Servers for Bridge {
     fn bound_write_loss(&self, _master: &Addr, _settings: &MinReplicas) -> Result<()> {
         Ok(())
     }
+
+    // Switchovers are not driven in the simulation yet: the pause is not modelled.
+    fn pause_writes(&self, _master: &Addr, _ms: u64) -> Result<std::result::Result<(), String>> {
+        Ok(Ok(()))
+    }
+
+    fn unpause_writes(&self, _master: &Addr) -> Result<()> {
+        Ok(())
+    }
+
+    fn demote(&self, master: &Addr, to: &Addr) -> Result<()> {
+        match self
+            .repoint(std::slice::from_ref(master), to)
+            .into_iter()
+            .next()
+        {
+            Some(failure) => Err(Error::Server(failure)),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Clock for Bridge {

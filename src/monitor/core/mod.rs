@@ -544,3 +544,6 @@ impl MonitorCore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,7 +13,6 @@ use crate::observe::status::WatchState;
 use crate::redis::{ListedReplica, Role};
 use crate::worker::WorkerJob;
 use crate::worker::bounded_loss::ConfigureJob;
-use crate::worker::failover::FailoverRequest;
 use std::time::Instant;
 
 impl MonitorCore {
@@ -204,17 +203,9 @@ impl MonitorCore {
             self.now.since(watch.detector().last_success()).as_millis(),
             watch.detector().failures_in_a_row()
         );
-        watch.hand_to_worker();
         let master = watch.master().clone();
-        let request = FailoverRequest {
-            group: group.to_string(),
-            master: master.clone(),
-            replicas: watch.failover_replicas(),
-            last_success: watch.detector().last_answer(),
-            master_offset: watch.master_offset(),
-            watch_id: watch.watch_id(),
-            resume: None,
-        };
+        let replicas = watch.failover_replicas();
+        let request = watch.hand_over_failover(group, replicas, None);
         self.sinks.events.publish(Event::FailoverNeeded {
             group: group.to_string(),
             master,

@@ -10,7 +10,7 @@ use crate::broker::{Action, Group, Outcome, ReplicatedState};
 use crate::observe::events::Event;
 use crate::redis::ListedReplica;
 use crate::worker::WorkerJob;
-use crate::worker::failover::{FailoverRequest, Resume};
+use crate::worker::failover::Resume;
 
 use std::sync::Arc;
 
@@ -114,19 +114,11 @@ impl MonitorCore {
             log::warn!(
                 "group {name}: failover to {new_master} was begun by an earlier leader and not ended; finishing it"
             );
-            watch.hand_to_worker();
-            let request = FailoverRequest {
-                group: name.clone(),
-                master: old_master.clone(),
-                replicas: replicas.clone(),
-                last_success: watch.detector().last_answer(),
-                master_offset: watch.master_offset(),
-                watch_id: watch.watch_id(),
-                resume: Some(Resume {
-                    new_master: new_master.clone(),
-                    started_at_ms: *started_at_ms,
-                }),
+            let resume = Resume {
+                new_master: new_master.clone(),
+                started_at_ms: *started_at_ms,
             };
+            let request = watch.hand_over_failover(name, replicas.clone(), Some(resume));
             self.send_to_worker(WorkerJob::Failover(request));
         }
     }

@@ -7,6 +7,7 @@ use crate::broker::Group;
 use crate::observe::metrics::CheckCounts;
 use crate::observe::status::ReplicaStatus;
 use crate::redis::{ListedReplica, ReplicationInfo};
+use crate::worker::failover::{FailoverRequest, Resume};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -142,10 +143,6 @@ impl Watch {
         &self.counts
     }
 
-    pub fn master_offset(&self) -> i64 {
-        self.master_offset
-    }
-
     /// Why automatic failover is off for this group, if it is.
     pub fn failover_off(&self) -> Option<&str> {
         self.failover_off.as_deref()
@@ -256,6 +253,26 @@ impl Watch {
     /// The worker takes the group (a failover or a switchover).
     pub fn hand_to_worker(&mut self) {
         self.phase = Phase::FailingOver;
+    }
+
+    /// The worker takes the group to fail its master over (or to finish a failover an
+    /// earlier leader began, `resume`), electing from and re-pointing `replicas`.
+    pub fn hand_over_failover(
+        &mut self,
+        group: &str,
+        replicas: Vec<Addr>,
+        resume: Option<Resume>,
+    ) -> FailoverRequest {
+        self.phase = Phase::FailingOver;
+        FailoverRequest {
+            group: group.to_string(),
+            master: self.master.clone(),
+            replicas,
+            last_success: self.detector.last_answer(),
+            master_offset: self.master_offset,
+            watch_id: self.watch_id,
+            resume,
+        }
     }
 
     /// The worker's attempt ended: checks resume at `now` with a whole new window.

@@ -43,4 +43,6 @@ scenarios!(
     failed_group,
     tilt,
     isolated_leader,
+    raft_resume,
+    raft_isolated_leader,
 );

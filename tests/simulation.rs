@@ -1,7 +1,8 @@
 //! The deterministic simulator's runs (see `tests/sim/`): whole clusters of daemons
 //! running the real monitor core and failover worker against simulated servers, a
-//! simulated coordinator and injected faults, with the invariants of
-//! `tests/sim/invariants.rs` checked on every run.
+//! simulated cluster (odd seeds: raft-rs itself, `tests/sim/raft.rs`; even seeds: the
+//! ZooKeeper-like coordinator, `tests/sim/cluster.rs`) and injected faults, with the
+//! invariants of `tests/sim/invariants.rs` checked on every run.
 //!
 //! - `cargo test --release --test simulation`: 2,000 fixed seeds (`cargo test`, as CI
 //!   runs it, a debug build, runs the first 500).

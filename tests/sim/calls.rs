@@ -4,7 +4,7 @@
 
 use super::daemon::{Answer, Call};
 use super::faults::Fault;
-use super::run::{Ev, PROPOSAL_TIMEOUT, Reach, Sim, list, lock, refused, timed_out};
+use super::run::{Ev, Reach, Sim, list, lock, refused, timed_out};
 use super::scenario::Trigger;
 use super::world::{Ms, Node, SimRole};
 use redis_failover::Addr;
@@ -168,21 +168,18 @@ impl Sim {
                         self.inv.on_failed(g, self.now, candidate, &reason);
                     }
                 }
-                match self.coord.propose(d, &self.net, self.now, action) {
+                let running = self.running();
+                match self.coord.propose(d, &self.net, self.now, action, &running) {
                     Ok(()) => {
                         self.log(&who, &format!("recorded {what}"));
                         self.refresh_belief(d);
                         self.fire_triggers(d, &action_group);
                         (Answer::Done(Ok(())), 2)
                     }
-                    Err(e) => {
-                        self.log(&who, &format!("cannot record {what}: {e}"));
-                        let took = if self.net.connected(Node::Daemon(d), Node::Coordinator) {
-                            2
-                        } else {
-                            PROPOSAL_TIMEOUT
-                        };
-                        (Answer::Done(Err(Error::Server(e))), took)
+                    Err(refusal) => {
+                        let why = refusal.why;
+                        self.log(&who, &format!("cannot record {what}: {why}"));
+                        (Answer::Done(Err(Error::Server(why))), refusal.after)
                     }
                 }
             }
@@ -211,20 +208,12 @@ impl Sim {
         }
     }
 
-    /// The daemon's belief after its own proposal was applied (the real brokers apply
-    /// a committed change locally before `propose` returns).
-    pub(super) fn refresh_belief(&mut self, d: usize) {
-        let mut b = lock(&self.daemons[d].belief);
-        b.state = self.coord.state.clone();
-        b.version = self.coord.version;
-    }
-
     /// A replica of group `g`'s current master that daemon `d` can reach and that
     /// would accept promotion, if any.
     /// One whose link has been down for ten windows more than the master's outage
     /// (`down_for`) holds data too old (Sentinel's rule, `redis/election.rs`).
     pub(super) fn promotable(&self, d: usize, g: usize, down_for: Ms) -> Option<String> {
-        let master = &self.coord.state.groups.get(&self.groups[g])?.master;
+        let master = &self.coord.state().groups.get(&self.groups[g])?.master;
         let stale_after = (down_for + 10 * self.settings.max_down_time) / 1000;
         self.world
             .servers

@@ -35,6 +35,9 @@ pub struct Coordinator {
 /// What a daemon learns at a contact.
 pub struct Contact {
     pub leader: bool,
+    /// Until when the daemon acts, when the cluster says (Raft's lease); else the
+    /// daemon's own lease from this contact.
+    pub lease_until: Option<Ms>,
     pub state: Option<(u64, ReplicatedState)>,
     pub views: Vec<(usize, MastersView, Ms)>,
 }
@@ -104,6 +107,7 @@ impl Coordinator {
             .collect();
         Some(Contact {
             leader: self.leader == Some(d),
+            lease_until: None,
             state: (known_version != self.version).then(|| (self.version, self.state.clone())),
             views,
         })

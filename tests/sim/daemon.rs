@@ -29,8 +29,8 @@ pub struct Belief {
     pub id: usize,
     pub members: usize,
     pub leader: bool,
-    pub last_contact: Ms,
-    pub lease: Ms,
+    /// Until when its last contact lets it act (while `leader`).
+    pub acting_until: Ms,
     pub version: u64,
     pub state: ReplicatedState,
     pub views: Vec<(usize, MastersView, Ms)>,
@@ -39,7 +39,7 @@ pub struct Belief {
 
 impl Belief {
     pub fn acting(&self) -> bool {
-        self.leader && self.now < self.last_contact + self.lease
+        self.leader && self.now < self.acting_until
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 impl Sim {
     /// A scenario's expectation, checked now; a miss is a violation.
     pub(super) fn check(&mut self, expect: &Expect) {
-        let state_group = |g: usize| self.coord.state.groups.get(&self.groups[g]);
+        let state_group = |g: usize| self.coord.state().groups.get(&self.groups[g]);
         let miss = match expect {
             Expect::Master { group, addr } => {
                 let master = state_group(*group).map(|g| g.master.to_string());
@@ -245,7 +245,7 @@ impl Sim {
     pub(super) fn stuck(&self) -> Vec<(usize, bool, String)> {
         (0..self.groups.len())
             .map(|g| {
-                let group = self.coord.state.groups.get(&self.groups[g]);
+                let group = self.coord.state().groups.get(&self.groups[g]);
                 let master_dead = self
                     .state_master(g)
                     .is_none_or(|m| !self.world.servers[m].answers(self.now));
@@ -269,7 +269,7 @@ impl Sim {
     pub(super) fn end_report(&self) -> super::invariants::End {
         super::invariants::End {
             now: self.now,
-            state: self.coord.state.clone(),
+            state: self.coord.state().clone(),
             groups: self.groups.clone(),
             servers: self.world.servers.clone(),
             masters_up: (0..self.groups.len())

@@ -15,6 +15,11 @@ impl Rng {
         z ^ (z >> 31)
     }
 
+    /// The stream's position, as a seed for another source (draws nothing).
+    pub fn peek(&self) -> u64 {
+        self.0
+    }
+
     /// A number in `lo..=hi`.
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next_u64() % (hi - lo + 1)

@@ -3,9 +3,11 @@
 
 use super::calls::describe_job;
 use super::cluster::Coordinator;
+use super::coord::Coord;
 use super::daemon::{Answer, Belief, WorkerLink};
 use super::faults::{self, Fault, Shape};
 use super::invariants::Invariants;
+use super::raft::RaftCluster;
 use super::rng::Rng;
 use super::scenario::{Expect, Script, Trigger};
 use super::world::{Ms, Net, Node, Server, SimRole, World};
@@ -113,7 +115,7 @@ pub struct Sim {
     pub(super) world: World,
     pub(super) net: Net,
     pub(super) partitions: BTreeMap<u64, Vec<(Node, Node)>>,
-    pub(super) coord: Coordinator,
+    pub(super) coord: Coord,
     pub(super) daemons: Vec<SimDaemon>,
     pub(super) groups: Vec<String>,
     pub(super) epoch: Instant,
@@ -139,9 +141,10 @@ pub fn run_seed(seed: u64, settings: &Settings) -> Outcome {
 
 /// What a run that has ended leaves.
 fn finish(mut sim: Sim) -> Outcome {
+    sim.inv.violations.extend(sim.coord.problems());
     let failovers = sim
         .coord
-        .state
+        .state()
         .history
         .iter()
         .filter(|r| r.outcome == redis_failover::Outcome::Succeeded)
@@ -166,7 +169,7 @@ pub fn run_script(script: Script, settings: &Settings) -> Outcome {
         settings,
         script.topology,
         script.plan,
-        false,
+        (false, script.raft),
         "scenario",
     );
     for (i, (at, _)) in script.expectations.iter().enumerate() {
@@ -231,26 +234,30 @@ impl Sim {
         };
         let plan = faults::plan(&mut rng, &shape, settings.heal_at - 1_000);
         let restart_servers_at_heal = rng.chance(50);
+        // Not drawn from `rng`: the even seeds keep every draw they had before.
+        let raft = seed % 2 == 1;
         let label = format!("seed {seed}");
         Sim::build(
             rng,
             settings,
             topology,
             plan,
-            restart_servers_at_heal,
+            (restart_servers_at_heal, raft),
             &label,
         )
     }
 
-    /// A run of the given cluster and faults.
+    /// A run of the given cluster and faults; `options` are whether every server
+    /// restarts at the heal and whether the cluster is Raft.
     pub(super) fn build(
         rng: Rng,
         settings: Settings,
         topology: Topology,
         plan: Vec<(Ms, Fault)>,
-        restart_servers_at_heal: bool,
+        options: (bool, bool),
         label: &str,
     ) -> Sim {
+        let (restart_servers_at_heal, raft) = options;
         let daemons = topology.daemons;
         let groups = topology.groups.len();
         let mut world = World::default();
@@ -288,7 +295,13 @@ impl Sim {
             let _ = state.apply(Action::Add(vec![spec]));
             names.push(name);
         }
-        let coord = Coordinator::new(daemons, state, settings.session_timeout);
+        let epoch = Instant::now();
+        let coord = if raft {
+            let seed = rng.peek();
+            Coord::Raft(Box::new(RaftCluster::new(daemons, state, seed, epoch)))
+        } else {
+            Coord::Zk(Coordinator::new(daemons, state, settings.session_timeout))
+        };
         let mut sim = Sim {
             inv: Invariants::new(&settings, daemons),
             settings,
@@ -302,7 +315,7 @@ impl Sim {
             coord,
             daemons: Vec::new(),
             groups: names,
-            epoch: Instant::now(),
+            epoch,
             wall_epoch: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
             time: Arc::new(AtomicU64::new(0)),
             jobs: 0,
@@ -313,7 +326,8 @@ impl Sim {
             members: daemons,
         };
         sim.log("sim", &format!(
-            "{label}: {daemons} daemon(s), {groups} group(s), {} servers; faults: {plan:?}; at heal: {}",
+            "{label}: {daemons} daemon(s) over {}, {groups} group(s), {} servers; faults: {plan:?}; at heal: {}",
+            sim.coord.name(),
             sim.world.servers.len(),
             if restart_servers_at_heal { "restart every server" } else { "servers stay as they are" }
         ));
@@ -362,8 +376,7 @@ impl Sim {
             id: d,
             members: self.members,
             leader: false,
-            last_contact: 0,
-            lease: s.lease,
+            acting_until: 0,
             version: 0,
             state: ReplicatedState::default(),
             views: Vec::new(),
@@ -567,7 +580,7 @@ impl Sim {
 
     /// The server the replicated state names master of group `g`.
     pub(super) fn state_master(&self, g: usize) -> Option<usize> {
-        let group = self.coord.state.groups.get(&self.groups[g])?;
+        let group = self.coord.state().groups.get(&self.groups[g])?;
         self.world.index(&group.master)
     }
 
@@ -607,12 +620,17 @@ impl Sim {
                 self.next_job(d);
             }
             Output::Propose(action) => {
-                let done = self.coord.propose(d, &self.net, self.now, action);
+                let running = self.running();
+                let done = self.coord.propose(d, &self.net, self.now, action, &running);
                 if done.is_ok() {
                     self.refresh_belief(d);
                 }
             }
-            Output::ShareView(view) => self.coord.share_view(d, &self.net, self.now, view),
+            Output::ShareView(view) => {
+                let running = self.running();
+                self.coord
+                    .share_view(d, &self.net, self.now, view, &running);
+            }
         }
     }
 
@@ -645,43 +663,6 @@ impl Sim {
             answer,
         };
         self.at(self.now + took, Ev::Probe(d, i, result));
-    }
-
-    pub(super) fn heartbeat(&mut self, d: usize) {
-        let known = lock(&self.daemons[d].belief).version;
-        let Some(contact) = self.coord.contact(d, &self.net, self.now, known) else {
-            return;
-        };
-        let (changed, state) = {
-            let mut b = lock(&self.daemons[d].belief);
-            let was_leader = b.leader;
-            b.leader = contact.leader;
-            b.last_contact = self.now;
-            b.views = contact.views;
-            let new_state = contact.state.is_some();
-            if let Some((version, state)) = contact.state {
-                b.version = version;
-                b.state = state;
-            }
-            (new_state || was_leader != b.leader, b.state.clone())
-        };
-        if changed {
-            if lock(&self.daemons[d].belief).leader {
-                self.log(&format!("d{d}"), "leads");
-            }
-            self.step(d, Input::State(Arc::new(state)));
-        }
-    }
-
-    pub(super) fn restart_daemon(&mut self, d: usize) {
-        let incarnation = self.daemons[d].incarnation + 1;
-        self.coord.daemon_restarted(d);
-        let fresh = self.new_daemon(d, incarnation);
-        let old = std::mem::replace(&mut self.daemons[d], fresh);
-        drop(old);
-        self.log(&format!("d{d}"), "starts again with nothing in memory");
-        self.at(self.now, Ev::Heartbeat(d, incarnation));
-        self.at(self.now, Ev::Tick(d, incarnation));
     }
 }
 

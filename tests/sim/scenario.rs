@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! daemons 3
+//! broker raft                           # or zookeeper (the default): the coordinator
 //! group g0: master, replica, replica refuses, replica priority 0
 //! end 30s
 //! at 5s kill master g0                  # also: freeze master g0 for 3s,
@@ -49,6 +50,9 @@ pub struct Script {
     pub triggers: Vec<Trigger>,
     pub expectations: Vec<(Ms, Expect)>,
     pub end_at: Ms,
+    /// `broker raft`: the daemons form a Raft cluster (raft-rs) rather than use the
+    /// ZooKeeper-like coordinator.
+    pub raft: bool,
 }
 
 /// `5s`, `1.5s`, `200ms`.
@@ -109,6 +113,7 @@ impl Script {
             triggers: Vec::new(),
             expectations: Vec::new(),
             end_at: 30_000,
+            raft: false,
         };
         for (n, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();
@@ -128,6 +133,8 @@ impl Script {
         match words[..] {
             ["daemons", n] => self.topology.daemons = n.parse().map_err(|_| "not a count")?,
             ["end", t] => self.end_at = time(t)?,
+            ["broker", "raft"] => self.raft = true,
+            ["broker", "zookeeper"] => self.raft = false,
             ["group", name, ..] => {
                 let g = group(name.trim_end_matches(':'))?;
                 if g != self.topology.groups.len() {

@@ -25,6 +25,7 @@ mod auth;
 mod frame;
 mod handshake;
 mod inbound;
+pub mod lease;
 mod log_limit;
 mod node;
 mod replay;

@@ -17,6 +17,7 @@
 //! leader) answers only once it is committed and applied here.
 
 use super::admission::Admission;
+use super::lease;
 use super::storage::DiskStorage;
 use super::transport::{Event, Hello, Transport};
 use super::{Shared, peer_id};
@@ -184,11 +185,8 @@ impl Node {
             Command::Propose { action, reply } => {
                 // Only the acting leader begins a failover: a deposed one's begin must
                 // not reach the new leader through raft-rs's forwarding.
-                if matches!(action, Action::FailoverBegin { .. }) && !self.shared.acting() {
-                    let _ = reply.send(Err(Error::Unavailable(
-                        "only the acting leader may begin a failover; this node no longer acts"
-                            .into(),
-                    )));
+                if let Err(e) = lease::may_propose(&action, self.shared.acting()) {
+                    let _ = reply.send(Err(e));
                     return;
                 }
                 let data = match serde_json::to_vec(&action) {
@@ -528,25 +526,16 @@ impl Node {
         Ok(())
     }
 
-    /// Until when this leader may act: half an election timeout after the moment by
-    /// which a majority (itself included) had last answered it. A follower that answered
-    /// at that moment does not start an election before a whole election timeout has
-    /// passed, so the lease ends before any other leader can be elected.
+    /// Until when this leader may act (see `lease.rs`).
     fn lease_until(&self) -> Option<Instant> {
-        let voters: Vec<u64> = self.members();
-        let needed = voters.len() / 2; // answers needed besides this node's own
-        let mut heard: Vec<Instant> = voters
-            .iter()
-            .filter(|id| **id != self.id)
-            .filter_map(|id| self.last_heard.get(id).copied())
-            .collect();
-        heard.sort_unstable_by(|a, b| b.cmp(a));
-        let quorum_at = if needed == 0 {
-            Instant::now()
-        } else {
-            *heard.get(needed - 1)?
-        };
-        Some(quorum_at + self.tick * (super::ELECTION_TICKS as u32) / 2)
+        let voters = self.members();
+        lease::lease_until(
+            &voters,
+            self.id,
+            &self.last_heard,
+            Instant::now(),
+            self.tick,
+        )
     }
 
     /// Publishes leadership and the cluster view for the broker's readers.
@@ -555,10 +544,13 @@ impl Node {
         let applied_term = self.shared.lock_machine().applied_term;
         // A new leader acts only once it has applied an entry of its own term: then it
         // has every committed entry, including any failover-begin without an end.
-        let acting_until =
-            (raft.state == StateRole::Leader && applied_term == raft.term && !self.removed)
-                .then(|| self.lease_until())
-                .flatten();
+        let acting_until = lease::acting_until(
+            raft.state == StateRole::Leader,
+            applied_term,
+            raft.term,
+            self.removed,
+            || self.lease_until(),
+        );
         let acting = acting_until.is_some();
         let leader = raft.leader_id;
         let book = self.transport.book();

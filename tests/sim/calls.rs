@@ -2,9 +2,10 @@
 //! changes the simulated world (or not, when the network says so) and is answered at
 //! the simulated time it completes.
 
+use super::coord::Proposed;
 use super::daemon::{Answer, Call};
 use super::faults::Fault;
-use super::run::{Ev, Reach, Sim, list, lock, refused, timed_out};
+use super::run::{Ev, PROPOSAL_TIMEOUT, Reach, Sim, lock};
 use super::scenario::Trigger;
 use super::world::{Ms, Node, SimRole};
 use redis_failover::Addr;
@@ -15,6 +16,17 @@ use redis_failover::redis::ReplicaReport;
 use redis_failover::worker::servers::PromoteReply;
 use redis_failover::worker::{WorkerJob, WorkerReport};
 use std::sync::Arc;
+
+/// How often a worker waiting for its proposal looks again.
+const POLL: Ms = 10;
+
+/// A worker's proposal not applied yet.
+pub struct Pending {
+    seq: u64,
+    deadline: Ms,
+    what: String,
+    group: Option<String>,
+}
 
 impl Sim {
     /// Starts the next queued job when the worker is idle.
@@ -169,12 +181,24 @@ impl Sim {
                     }
                 }
                 let running = self.running();
-                match self.coord.propose(d, &self.net, self.now, action, &running) {
-                    Ok(()) => {
-                        self.log(&who, &format!("recorded {what}"));
-                        self.refresh_belief(d);
-                        self.fire_triggers(d, &action_group);
+                match self
+                    .coord
+                    .propose(d, &self.net, self.now, action, &running, true)
+                {
+                    Ok(Proposed::Done) => {
+                        self.recorded(d, &what, &action_group);
                         (Answer::Done(Ok(())), 2)
+                    }
+                    Ok(Proposed::Pending(seq)) => {
+                        let pending = Pending {
+                            seq,
+                            deadline: self.now + PROPOSAL_TIMEOUT,
+                            what,
+                            group: action_group,
+                        };
+                        let i = self.daemons[d].incarnation;
+                        let ev = Ev::ProposalDue(d, i, Box::new(pending));
+                        return self.at(self.now + POLL, ev);
                     }
                     Err(refusal) => {
                         let why = refusal.why;
@@ -186,6 +210,40 @@ impl Sim {
         };
         let i = self.daemons[d].incarnation;
         self.at(self.now + took, Ev::Worker(d, i, answer));
+    }
+
+    /// The worker's proposal was applied by its daemon's node.
+    fn recorded(&mut self, d: usize, what: &str, group: &Option<String>) {
+        self.log(&format!("d{d}"), &format!("recorded {what}"));
+        self.refresh_belief(d);
+        self.fire_triggers(d, group);
+    }
+
+    /// A worker's pending proposal: answered once applied, or failed at the broker's
+    /// proposal timeout (as the real broker answers its caller).
+    pub(super) fn proposal_due(&mut self, d: usize, p: Pending) {
+        let give_up = self.now >= p.deadline;
+        let answer = match self.coord.poll(d, p.seq, give_up) {
+            Some(Ok(())) => {
+                self.recorded(d, &p.what, &p.group);
+                Ok(())
+            }
+            Some(Err(why)) => Err(why),
+            None if give_up => {
+                Err("not committed within 5 s: is a majority of the raft cluster up?".to_string())
+            }
+            None => {
+                let i = self.daemons[d].incarnation;
+                return self.at(self.now + POLL, Ev::ProposalDue(d, i, Box::new(p)));
+            }
+        };
+        if let Err(why) = &answer {
+            let what = &p.what;
+            self.log(&format!("d{d}"), &format!("cannot record {what}: {why}"));
+        }
+        let i = self.daemons[d].incarnation;
+        let answer = Answer::Done(answer.map_err(Error::Server));
+        self.at(self.now, Ev::Worker(d, i, answer));
     }
 
     /// A failover-begin of `group` was recorded by daemon `d`: the scenario's faults
@@ -283,4 +341,20 @@ pub(super) fn describe_action(action: &Action) -> String {
         } => format!("known replicas of {group}: {}", list(replicas)),
         other => format!("{other:?}"),
     }
+}
+
+pub(super) fn refused(a: &Addr) -> Error {
+    Error::Server(format!("{a}: connection refused"))
+}
+
+pub(super) fn timed_out(a: &Addr) -> Error {
+    Error::Server(format!("{a}: timed out"))
+}
+
+pub(super) fn list(addrs: &[Addr]) -> String {
+    addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }

@@ -19,6 +19,13 @@ pub enum Coord {
     Raft(Box<RaftCluster>),
 }
 
+/// A proposal that did not fail.
+pub enum Proposed {
+    Done,
+    /// Not applied yet: poll with this ticket until the proposal timeout.
+    Pending(u64),
+}
+
 /// Why a proposal failed, and after how long its caller hears so.
 pub struct Refusal {
     pub why: String,
@@ -71,18 +78,34 @@ impl Coord {
         now: Ms,
         action: Action,
         running: &[bool],
-    ) -> Result<(), Refusal> {
+        waits: bool,
+    ) -> Result<Proposed, Refusal> {
         match self {
-            Coord::Zk(c) => c.propose(d, net, now, action).map_err(|why| Refusal {
-                why,
-                after: if net.connected(Node::Daemon(d), Node::Coordinator) {
-                    2
-                } else {
-                    PROPOSAL_TIMEOUT
-                },
-            }),
-            Coord::Raft(r) => r.propose(d, net, now, action, running, PROPOSAL_TIMEOUT),
+            Coord::Zk(c) => c
+                .propose(d, net, now, action)
+                .map(|()| Proposed::Done)
+                .map_err(|why| Refusal {
+                    why,
+                    after: if net.connected(Node::Daemon(d), Node::Coordinator) {
+                        2
+                    } else {
+                        PROPOSAL_TIMEOUT
+                    },
+                }),
+            Coord::Raft(r) => r.propose(d, net, now, action, running, waits),
         }
+    }
+
+    /// The result of a pending proposal, once known; with `give_up`, it is dropped.
+    pub fn poll(&mut self, d: usize, seq: u64, give_up: bool) -> Option<Result<(), String>> {
+        let Coord::Raft(r) = self else {
+            return Some(Err("no such proposal".into()));
+        };
+        let result = r.poll(d, seq);
+        if result.is_none() && give_up {
+            r.abandon(d, seq);
+        }
+        result
     }
 
     pub fn share_view(

@@ -18,7 +18,7 @@
 //! each is replaced by one derived from the seed, so a seed replays exactly.
 
 use super::cluster::Contact;
-use super::coord::Refusal;
+use super::coord::{Proposed, Refusal};
 use super::world::{Ms, Net, Node};
 use raft::eraftpb::{ConfState, Entry, EntryType, Message};
 use raft::storage::MemStorage;
@@ -26,7 +26,7 @@ use raft::{Config, RawNode, StateRole};
 use redis_failover::broker::raft::{ELECTION_TICKS, HEARTBEAT_TICKS, lease};
 use redis_failover::broker::views::MastersView;
 use redis_failover::broker::{Action, ReplicatedState};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 /// The real broker's default tick (`raft_tick_interval`).
@@ -43,9 +43,9 @@ struct Member {
     heard_term: u64,
     incarnation: u64,
     next_seq: u64,
-    /// The proposal being waited for, and its result once applied here.
-    waiting: Option<u64>,
-    result: Option<Result<(), String>>,
+    /// The proposals waited for, by sequence number, and their results once applied
+    /// here.
+    waiting: BTreeMap<u64, Option<Result<(), String>>>,
     /// The other members' views, as they were sent to this one.
     views: Vec<Option<(MastersView, Ms)>>,
 }
@@ -146,8 +146,7 @@ impl RaftCluster {
             heard_term: 0,
             incarnation,
             next_seq: 1,
-            waiting: None,
-            result: None,
+            waiting: BTreeMap::new(),
             views: vec![None; self.storages.len()],
         };
         fix_timeout(self.seed, &mut member);
@@ -216,9 +215,10 @@ impl RaftCluster {
         (m.applied + 1, m.state.clone())
     }
 
-    /// A proposal of daemon `d`: answered once its node applies it, refused at once
-    /// when the node knows no leader (or may not begin a failover), and failed after
-    /// the broker's proposal timeout when it is not committed by then.
+    /// A proposal of daemon `d`: done once its node applies it (at once when a
+    /// majority is connected), refused at once when the node knows no leader (or may
+    /// not begin a failover). When it is not applied yet, a caller that `waits` gets a
+    /// ticket for [`RaftCluster::poll`]; one that does not (the core) a refusal.
     pub fn propose(
         &mut self,
         d: usize,
@@ -226,42 +226,52 @@ impl RaftCluster {
         now: Ms,
         action: Action,
         running: &[bool],
-        timeout: Ms,
-    ) -> Result<(), Refusal> {
-        let refuse = |why: String, after: Ms| Refusal { why, after };
+        waits: bool,
+    ) -> Result<Proposed, Refusal> {
+        let refuse = |why: String| Refusal { why, after: 2 };
         let acting = self.acting_until(d, now).is_some();
-        lease::may_propose(&action, acting).map_err(|e| refuse(e.to_string(), 2))?;
+        lease::may_propose(&action, acting).map_err(|e| refuse(e.to_string()))?;
         let data = serde_json::to_vec(&action)
-            .map_err(|e| refuse(format!("cannot encode {action:?}: {e}"), 2))?;
+            .map_err(|e| refuse(format!("cannot encode {action:?}: {e}")))?;
         let m = &mut self.members[d];
         let seq = m.next_seq;
         m.next_seq += 1;
         let mut context = (d as u64).to_be_bytes().to_vec();
         context.extend_from_slice(&m.incarnation.to_be_bytes());
         context.extend_from_slice(&seq.to_be_bytes());
-        m.waiting = Some(seq);
-        m.result = None;
         if let Err(e) = m.raw.propose(context, data) {
-            m.waiting = None;
             let why = match e {
                 raft::Error::ProposalDropped => {
                     "no raft leader: the cluster is electing one or has no quorum".to_string()
                 }
                 other => format!("raft refused the proposal: {other}"),
             };
-            return Err(refuse(why, 2));
+            return Err(refuse(why));
         }
+        self.members[d].waiting.insert(seq, None);
         self.pump(net, now, running);
-        let m = &mut self.members[d];
-        m.waiting = None;
-        match m.result.take() {
-            Some(Ok(())) => Ok(()),
-            Some(Err(e)) => Err(refuse(e, 2)),
-            None => Err(refuse(
-                "not committed within 5 s: is a majority of the raft cluster up?".into(),
-                timeout,
-            )),
+        match self.poll(d, seq) {
+            Some(Ok(())) => Ok(Proposed::Done),
+            Some(Err(e)) => Err(refuse(e)),
+            None if waits => Ok(Proposed::Pending(seq)),
+            None => {
+                self.abandon(d, seq);
+                Err(refuse("not applied yet".into()))
+            }
         }
+    }
+
+    /// The result of daemon `d`'s proposal `seq`, once its node has applied it.
+    pub fn poll(&mut self, d: usize, seq: u64) -> Option<Result<(), String>> {
+        let waiting = &mut self.members[d].waiting;
+        let result = waiting.get(&seq).cloned().flatten()?;
+        waiting.remove(&seq);
+        Some(result)
+    }
+
+    /// Daemon `d` stops waiting for proposal `seq` (the broker's proposal timeout).
+    pub fn abandon(&mut self, d: usize, seq: u64) {
+        self.members[d].waiting.remove(&seq);
     }
 
     /// Daemon `d` sends its view of the masters to every member it is connected to.
@@ -388,8 +398,8 @@ fn apply(m: &mut Member, entries: Vec<Entry>, d: usize, problems: &mut Vec<Strin
                 .map(u64::from_be_bytes)
         };
         let mine = word(0) == Some(d as u64) && word(1) == Some(m.incarnation);
-        if mine && word(2).is_some() && word(2) == m.waiting {
-            m.result = Some(result);
+        if let Some(slot) = word(2).filter(|_| mine).and_then(|q| m.waiting.get_mut(&q)) {
+            *slot = Some(result);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! One simulated run: the cluster drawn from the seed, the event loop, the driver of
 //! each daemon's core and worker, and the trace of what happened.
 
-use super::calls::describe_job;
+use super::calls::{describe_job, refused, timed_out};
 use super::cluster::Coordinator;
 use super::coord::Coord;
 use super::daemon::{Answer, Belief, WorkerLink};
@@ -77,6 +77,8 @@ pub(super) enum Ev {
     Probe(usize, u64, ProbeResult),
     Closed(usize, u64, LinkClosed),
     Worker(usize, u64, Answer),
+    /// A worker's proposal not applied yet (see `calls.rs`).
+    ProposalDue(usize, u64, Box<super::calls::Pending>),
     StallEnds(usize, u64, Ms),
     RestartDaemon(usize),
     Replicate,
@@ -486,7 +488,8 @@ impl Sim {
             | Ev::Heartbeat(d, i)
             | Ev::Probe(d, i, _)
             | Ev::Closed(d, i, _)
-            | Ev::Worker(d, i, _) => Some((*d, *i)),
+            | Ev::Worker(d, i, _)
+            | Ev::ProposalDue(d, i, _) => Some((*d, *i)),
             _ => None,
         };
         if let Some((d, i)) = daemon_of {
@@ -524,6 +527,7 @@ impl Sim {
                 let next = self.daemons[d].worker.answer(answer);
                 self.on_call(d, next);
             }
+            Ev::ProposalDue(d, _, pending) => self.proposal_due(d, *pending),
             Ev::StallEnds(d, i, lasted) => {
                 if self.runs(d, i) {
                     self.log(
@@ -621,7 +625,9 @@ impl Sim {
             }
             Output::Propose(action) => {
                 let running = self.running();
-                let done = self.coord.propose(d, &self.net, self.now, action, &running);
+                let done = self
+                    .coord
+                    .propose(d, &self.net, self.now, action, &running, false);
                 if done.is_ok() {
                     self.refresh_belief(d);
                 }
@@ -672,22 +678,6 @@ pub(super) enum Reach {
     Silent,
 }
 
-pub(super) fn refused(a: &Addr) -> Error {
-    Error::Server(format!("{a}: connection refused"))
-}
-
-pub(super) fn timed_out(a: &Addr) -> Error {
-    Error::Server(format!("{a}: timed out"))
-}
-
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-pub(super) fn list(addrs: &[Addr]) -> String {
-    addrs
-        .iter()
-        .map(|a| a.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
 }

@@ -63,3 +63,50 @@ pub fn may_propose(action: &Action, acting: bool) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TICK: Duration = Duration::from_millis(100);
+
+    #[test]
+    fn the_lease_runs_half_an_election_timeout_from_the_majoritys_answer() {
+        let now = Instant::now();
+        let heard = HashMap::from([(2, now), (3, now + Duration::from_millis(200))]);
+        // Three voters: one answer besides this node's own; the latest counts.
+        let until = lease_until(&[1, 2, 3], 1, &heard, now, TICK);
+        assert_eq!(until, Some(now + Duration::from_millis(700)));
+        // Five voters: two answers needed; the second latest counts.
+        let until = lease_until(&[1, 2, 3, 4, 5], 1, &heard, now, TICK);
+        assert_eq!(until, Some(now + Duration::from_millis(500)));
+        // Nobody answered: no lease; alone, this node is its own majority.
+        assert_eq!(lease_until(&[1, 2, 3], 1, &HashMap::new(), now, TICK), None);
+        let alone = lease_until(&[1], 1, &HashMap::new(), now, TICK);
+        assert_eq!(alone, Some(now + Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn only_a_caught_up_leader_acts_and_begins_failovers() {
+        let at = Instant::now();
+        assert_eq!(acting_until(true, 3, 3, false, || Some(at)), Some(at));
+        assert_eq!(acting_until(true, 2, 3, false, || Some(at)), None);
+        assert_eq!(acting_until(false, 3, 3, false, || Some(at)), None);
+        assert_eq!(acting_until(true, 3, 3, true, || Some(at)), None);
+        let addr = |host: &str| crate::address::Addr {
+            host: host.into(),
+            port: 6379,
+        };
+        let begin = Action::FailoverBegin {
+            group: "g".into(),
+            old_master: addr("10.0.0.1"),
+            new_master: addr("10.0.0.2"),
+            replicas: Vec::new(),
+            started_at_ms: 0,
+            passed_over: Vec::new(),
+        };
+        assert!(may_propose(&begin, false).is_err());
+        assert!(may_propose(&begin, true).is_ok());
+        assert!(may_propose(&Action::Delete(Vec::new()), false).is_ok());
+    }
+}

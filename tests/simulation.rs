@@ -5,11 +5,15 @@
 //! invariants of `tests/sim/invariants.rs` checked on every run.
 //!
 //! - `cargo test --release --test simulation`: 2,000 fixed seeds (`cargo test`, as CI
-//!   runs it, a debug build, runs the first 500).
+//!   runs it, a debug build, runs the first 200).
 //! - `SIM_SEEDS=N cargo test --release --test simulation`: N random seeds more;
 //!   prints `N seeds, F failures`.
 //! - `SIM_SEED=S cargo test --release --test simulation`: replays seed S exactly and
 //!   prints its whole trace (faults, jobs, commands, records).
+//!
+//! The scenarios (`tests/scenarios/*.scn`: a cluster, faults at given times and what
+//! must be true when, format in `tests/sim/scenario.rs`) run in this binary too, in
+//! `scenarios::` (`cargo test --test simulation scenarios::`), each in milliseconds.
 
 #[allow(dead_code, unused_imports)]
 mod sim;
@@ -17,11 +21,11 @@ mod sim;
 use sim::{Settings, run_seed};
 use std::time::Instant;
 
-/// The fixed seeds: 2,000 in a release build (about 13 s on two cores); 500 in the debug
-/// build that `cargo test` and CI make, which is five times slower (about 16 s). Each of
+/// The fixed seeds: 2,000 in a release build (about 15 s on two cores); 200 in the debug
+/// build that `cargo test` and CI make, which is five times slower (about 7 s). Each of
 /// the three bugs reverted to prove the simulator (see `docs/development.md`) fails a
-/// seed below 500.
-const CI_SEEDS: u64 = if cfg!(debug_assertions) { 500 } else { 2_000 };
+/// seed below 200 (25, 3 and 120).
+const CI_SEEDS: u64 = if cfg!(debug_assertions) { 200 } else { 2_000 };
 
 /// Runs `seeds` on every core; returns the failing outcomes' reports and how many
 /// failovers succeeded in all.
@@ -112,4 +116,48 @@ fn every_fault_schedule_keeps_the_invariants() {
         count as f64 / took.as_secs_f64()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The scenarios, one test each.
+mod scenarios {
+    use super::sim::{Script, Settings, run_script};
+
+    fn run(name: &str) {
+        let path = format!("{}/tests/scenarios/{name}.scn", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let script = Script::parse(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let outcome = run_script(script, &Settings::default());
+        assert!(
+            outcome.violations.is_empty(),
+            "{name}.scn:\n  {}\ntrace:\n{}",
+            outcome.violations.join("\n  "),
+            outcome.trace.join("\n")
+        );
+    }
+
+    macro_rules! scenarios {
+        ($($name:ident),* $(,)?) => {
+            $(
+                #[test]
+                fn $name() {
+                    run(stringify!($name));
+                }
+            )*
+        };
+    }
+
+    scenarios!(
+        detector,
+        quorum,
+        veto,
+        election,
+        pass_over,
+        resume,
+        fencing,
+        failed_group,
+        tilt,
+        isolated_leader,
+        raft_resume,
+        raft_isolated_leader,
+    );
 }

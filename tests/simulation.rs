@@ -150,6 +150,7 @@ mod scenarios {
         detector,
         quorum,
         veto,
+        switchover,
         election,
         pass_over,
         resume,

@@ -39,6 +39,9 @@ impl Sim {
         };
         self.jobs += 1;
         self.daemons[d].busy = Some(self.jobs);
+        if matches!(job, WorkerJob::Switchover(_)) {
+            self.inv.planned(self.jobs);
+        }
         let call = self.daemons[d].worker.start_job(job);
         self.on_call(d, call);
     }
@@ -105,7 +108,7 @@ impl Sim {
                     self.log(&who, &format!("SLAVEOF NO ONE on {a}: {reply:?}"));
                     if reply.is_ok() {
                         let health = self.health();
-                        self.inv.on_promotion(group, master, s, &health);
+                        self.inv.on_promotion(job, group, master, s, &health);
                     }
                     let reply = match reply {
                         Ok(()) => PromoteReply::Accepted,
@@ -159,6 +162,19 @@ impl Sim {
                         .on_command(group, d, job, self.now, &format!("fence {a} to {master}"));
                     self.world.follow(s, &master, self.now);
                     self.log(&who, &format!("fenced {a}: now a replica of {master}"));
+                    (Answer::Done(Ok(())), 1)
+                }
+                Reach::Refused => (Answer::Done(Err(refused(&a))), 1),
+                Reach::Silent => (Answer::Done(Err(timed_out(&a))), timeout),
+            },
+            Call::Pause(a, pause) => match self.reach(d, &a) {
+                Reach::Up(s) => {
+                    let until = pause.map_or(0, |ms| self.now + ms);
+                    self.world.servers[s].paused_until = until;
+                    let what = pause.map_or("CLIENT UNPAUSE".into(), |ms| {
+                        format!("CLIENT PAUSE {ms} WRITE")
+                    });
+                    self.log(&who, &format!("{what} on {a}"));
                     (Answer::Done(Ok(())), 1)
                 }
                 Reach::Refused => (Answer::Done(Err(refused(&a))), 1),

@@ -74,6 +74,8 @@ pub enum Call {
     Promote(Addr),
     Repoint(Vec<Addr>, Addr),
     FollowAfresh(Addr, Addr),
+    /// `CLIENT PAUSE <ms> WRITE` (`Some`) or `CLIENT UNPAUSE` (`None`).
+    Pause(Addr, Option<u64>),
     Sleep(Duration),
     Propose(Action),
     /// The job is finished.
@@ -166,13 +168,18 @@ impl Servers for Bridge {
         Ok(())
     }
 
-    // Switchovers are not driven in the simulation yet: the pause is not modelled.
-    fn pause_writes(&self, _master: &Addr, _ms: u64) -> Result<std::result::Result<(), String>> {
-        Ok(Ok(()))
+    fn pause_writes(&self, master: &Addr, ms: u64) -> Result<std::result::Result<(), String>> {
+        match self.call(Call::Pause(master.clone(), Some(ms))) {
+            Some(Answer::Done(done)) => done.map(Ok),
+            _ => Err(gone()),
+        }
     }
 
-    fn unpause_writes(&self, _master: &Addr) -> Result<()> {
-        Ok(())
+    fn unpause_writes(&self, master: &Addr) -> Result<()> {
+        match self.call(Call::Pause(master.clone(), None)) {
+            Some(Answer::Done(done)) => done,
+            _ => Err(gone()),
+        }
     }
 
     fn demote(&self, master: &Addr, to: &Addr) -> Result<()> {

@@ -33,6 +33,9 @@ pub enum Fault {
     CutReplication { group: usize, lasts: Ms },
     /// The group's current master's writes stop reaching this server (one way).
     CutReplicationTo { server: usize, lasts: Ms },
+    /// A planned switchover of the group asked of the acting daemon (to this server,
+    /// or the best replica).
+    Switchover { group: usize, to: Option<usize> },
     /// A daemon stops running (a long pause, a stopped VM) and then goes on.
     Stall { daemon: usize, lasts: Ms },
     /// A daemon's process dies and starts again later with nothing in memory.

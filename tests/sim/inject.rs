@@ -2,13 +2,44 @@
 //! what the invariants are shown of the world.
 
 use super::faults::Fault;
+use super::run::lock;
 use super::run::{Ev, FENCE_SETTLE, Sim};
 use super::scenario::Expect;
 use super::world::{Ms, Node};
+use redis_failover::monitor::core::Input;
 use redis_failover::monitor::core::probe::LinkClosed;
+use redis_failover::worker::switchover_request::{SwitchoverCommand, SwitchoverRequest};
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 impl Sim {
+    /// A switchover asked through the API of the daemon that acts (as a client that
+    /// asks any daemon is sent to the leader); refused when none acts.
+    fn switchover(&mut self, group: usize, to: Option<usize>) {
+        let acting = (0..self.daemons.len()).find(|&d| {
+            let daemon = &self.daemons[d];
+            let mut belief = lock(&daemon.belief);
+            belief.now = self.now;
+            daemon.up && belief.acting()
+        });
+        let Some(d) = acting else {
+            self.log("api", "switchover refused: no daemon acts");
+            return;
+        };
+        let (reply, _answers) = crossbeam_channel::bounded(1);
+        let command = SwitchoverCommand {
+            request: SwitchoverRequest {
+                group: self.groups[group].clone(),
+                to: to.map(|s| self.world.servers[s].addr.clone()),
+                force: false,
+            },
+            catch_up_timeout: Duration::from_secs(5),
+            reply,
+        };
+        self.log(&format!("d{d}"), &format!("switchover of g{group} asked"));
+        self.step(d, Input::Switchover(command));
+    }
+
     /// A scenario's expectation, checked now; a miss is a violation.
     pub(super) fn check(&mut self, expect: &Expect) {
         let state_group = |g: usize| self.coord.state().groups.get(&self.groups[g]);
@@ -134,6 +165,7 @@ impl Sim {
                     self.partition(vec![(Node::Server(m), Node::Server(server))], lasts);
                 }
             }
+            Fault::Switchover { group, to } => self.switchover(group, to),
             Fault::Stall { daemon, lasts } => {
                 if self.daemons[daemon].up {
                     let until = self.now + lasts;

@@ -5,7 +5,8 @@
 //!   job has acted on the group, an earlier job must not act on it again.
 //! - **A healthy master stays.** A master that a quorum of daemons could check without
 //!   fault for the whole window (the down window plus four check intervals, which
-//!   covers a shared view's age) is never replaced by a promotion.
+//!   covers a shared view's age) is never replaced by a promotion, except by a planned
+//!   switchover.
 //! - **Liveness.** Once the faults are over (partitions healed, every daemon running),
 //!   a group whose master is dead and that has an eligible replica (up, priority above
 //!   0, one that accepts promotion) has a new master within [`LIVENESS_BOUND`], unless
@@ -54,6 +55,8 @@ pub struct Invariants {
     /// The last job that acted on each group, and its daemon.
     last_actor: BTreeMap<usize, (u64, usize)>,
     superseded: BTreeSet<u64>,
+    /// Jobs that are planned switchovers.
+    planned: BTreeSet<u64>,
     stuck_since: BTreeMap<usize, Ms>,
     pub violations: Vec<String>,
 }
@@ -66,6 +69,7 @@ impl Invariants {
             last_bad: Vec::new(),
             last_actor: BTreeMap::new(),
             superseded: BTreeSet::new(),
+            planned: BTreeSet::new(),
             stuck_since: BTreeMap::new(),
             violations: Vec::new(),
         }
@@ -107,14 +111,23 @@ impl Invariants {
 
     /// Server `promoted` of `group` was made master while `master` (if the state names
     /// one that says it is master) was the group's master.
+    /// Job `job` is a planned switchover: it replaces a healthy master on purpose.
+    pub fn planned(&mut self, job: u64) {
+        self.planned.insert(job);
+    }
+
     pub fn on_promotion(
         &mut self,
+        job: u64,
         group: usize,
         master: Option<usize>,
         promoted: usize,
         health: &Health,
     ) {
         self.observe(health);
+        if self.planned.contains(&job) {
+            return;
+        }
         let Some(m) = master.filter(|m| *m != promoted) else {
             return;
         };

@@ -287,6 +287,7 @@ impl Sim {
                     refuses_promotion: spec.refuses_promotion,
                     run_id: spec.run_id,
                     frozen_until: 0,
+                    paused_until: 0,
                 });
             }
             let name = format!("g{g}");
@@ -551,7 +552,7 @@ impl Sim {
             Ev::ClientWrite => {
                 for g in 0..self.groups.len() {
                     if let Some(m) = self.state_master(g) {
-                        self.world.write(m, 100);
+                        self.world.write(m, 100, self.now);
                     }
                 }
                 if self.now > self.settings.heal_at {
@@ -650,7 +651,7 @@ impl Sim {
                     ProbeKind::Master | ProbeKind::Role => {
                         if probe.kind == ProbeKind::Master {
                             // The beacon: a write the master replicates.
-                            self.world.write(s, 10);
+                            self.world.write(s, 10, self.now);
                         }
                         ProbeAnswer::Role(self.world.role(s, &self.net))
                     }

@@ -199,6 +199,14 @@ impl Script {
         let topology = &self.topology;
         Ok(match words {
             ["kill", "master", g] => Fault::KillMaster(group(g)?),
+            ["switchover", g] => Fault::Switchover {
+                group: group(g)?,
+                to: None,
+            },
+            ["switchover", g, "to", s] => Fault::Switchover {
+                group: group(g)?,
+                to: Some(server(s, topology)?),
+            },
             ["freeze", "master", g, "for", t] => Fault::FreezeMaster {
                 group: group(g)?,
                 lasts: time(t)?,

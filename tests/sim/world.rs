@@ -83,6 +83,8 @@ pub struct Server {
     /// Answers `SLAVEOF NO ONE` with an error (a server where the command is renamed).
     pub refuses_promotion: bool,
     pub run_id: String,
+    /// Writes paused (`CLIENT PAUSE ... WRITE`) until then.
+    pub paused_until: Ms,
     /// Stopped (`SIGSTOP`, a long fork, swapping) until then: connections stay open,
     /// nothing is answered, nothing is sent to its replicas.
     pub frozen_until: Ms,
@@ -170,10 +172,10 @@ impl World {
         }
     }
 
-    /// A write (a client's, or a beacon) on a master.
-    pub fn write(&mut self, index: usize, bytes: i64) {
+    /// A write (a client's, or a beacon) on a master whose writes are not paused.
+    pub fn write(&mut self, index: usize, bytes: i64, now: Ms) {
         let server = &mut self.servers[index];
-        if server.up && server.role == SimRole::Master {
+        if server.up && server.role == SimRole::Master && server.paused_until <= now {
             server.offset += bytes;
         }
     }

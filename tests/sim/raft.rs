@@ -22,8 +22,8 @@ use super::coord::{Proposed, Refusal};
 use super::world::{Ms, Net, Node};
 use raft::eraftpb::{ConfState, Entry, EntryType, Message};
 use raft::storage::MemStorage;
-use raft::{Config, RawNode, StateRole};
-use redis_failover::broker::raft::{ELECTION_TICKS, HEARTBEAT_TICKS, lease};
+use raft::{RawNode, StateRole};
+use redis_failover::broker::raft::{ELECTION_TICKS, lease, raft_config};
 use redis_failover::broker::views::MastersView;
 use redis_failover::broker::{Action, ReplicatedState};
 use std::collections::{BTreeMap, HashMap};
@@ -64,20 +64,6 @@ pub struct RaftCluster {
     seed: u64,
     /// What went wrong in the simulation itself (reported as violations).
     pub problems: Vec<String>,
-}
-
-fn config(id: u64, applied: u64) -> Config {
-    Config {
-        id,
-        election_tick: ELECTION_TICKS,
-        heartbeat_tick: HEARTBEAT_TICKS,
-        applied,
-        pre_vote: true,
-        check_quorum: true,
-        max_size_per_msg: 1024 * 1024,
-        max_inflight_msgs: 256,
-        ..Config::default()
-    }
 }
 
 /// A deterministic mix of the values (SplitMix64's finaliser).
@@ -135,7 +121,7 @@ impl RaftCluster {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let storage = self.storages[d].clone();
         // Our own settings over our own storage: raft-rs refusing them is a bug here.
-        let raw = RawNode::new(&config(d as u64 + 1, 0), storage, &logger)
+        let raw = RawNode::new(&raft_config(d as u64 + 1, 0), storage, &logger)
             .unwrap_or_else(|e| panic!("d{d}: raft-rs cannot start: {e}"));
         let mut member = Member {
             raw,

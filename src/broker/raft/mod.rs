@@ -397,10 +397,10 @@ fn warn_about_the_secret(secret: Option<&Secret>, tls: bool, transport: &Transpo
     }
 }
 
-/// raft-rs's node with this daemon's settings: pre-vote and check-quorum on, so a
-/// partitioned leader steps down.
-fn raw_node(id: u64, applied: u64, storage: DiskStorage) -> Result<raft::RawNode<DiskStorage>> {
-    let config = raft::Config {
+/// The raft-rs settings of every node: pre-vote and check-quorum on, so a partitioned
+/// leader steps down (shared with the simulator, `tests/sim/raft.rs`).
+pub fn raft_config(id: u64, applied: u64) -> raft::Config {
+    raft::Config {
         id,
         election_tick: ELECTION_TICKS,
         heartbeat_tick: HEARTBEAT_TICKS,
@@ -410,7 +410,12 @@ fn raw_node(id: u64, applied: u64, storage: DiskStorage) -> Result<raft::RawNode
         max_size_per_msg: 1024 * 1024,
         max_inflight_msgs: 256,
         ..raft::Config::default()
-    };
+    }
+}
+
+/// raft-rs's node with this daemon's settings ([`raft_config`]).
+fn raw_node(id: u64, applied: u64, storage: DiskStorage) -> Result<raft::RawNode<DiskStorage>> {
+    let config = raft_config(id, applied);
     config
         .validate()
         .map_err(|e| Error::InvalidInput(format!("raft settings: {e}")))?;

@@ -281,21 +281,6 @@ impl MonitorCore {
         self.tilt.is_on()
     }
 
-    /// The groups watched, with the master each watch checks (for the simulator's
-    /// invariants and for tests).
-    pub fn watched(&self) -> Vec<(String, Addr, bool)> {
-        self.watches
-            .iter()
-            .map(|(name, w)| {
-                (
-                    name.clone(),
-                    w.master().clone(),
-                    w.phase() == Phase::Watching,
-                )
-            })
-            .collect()
-    }
-
     /// Time passed: the clocks compared, the end of a tilt, due timers, the views.
     fn on_tick(&mut self) {
         let now = self.now.mono;

@@ -596,3 +596,40 @@ fn repeated_stopped_attempts_are_one_history_entry_with_a_count() {
     assert_eq!(failovers_total(&locked.daemon, "aborted"), Ok(count), "{g}");
     assert_eq!(port_of(&g["master"]), locked.master.port);
 }
+
+fn min_replicas_to_write(master: &RedisServer) -> Result<(), String> {
+    match master.cmd(&["CONFIG", "GET", "min-replicas-to-write"])? {
+        redis::Value::Array(v) if v.get(1) == Some(&redis::Value::BulkString(b"1".to_vec())) => {
+            Ok(())
+        }
+        other => Err(format!("min-replicas-to-write: {other:?}")),
+    }
+}
+
+/// Bounded write loss survives a restart of the master without a config file (as in a
+/// container): the restart forgets the `CONFIG SET`, and the daemon sets it again.
+#[test]
+fn a_restarted_master_gets_the_bounded_loss_settings_again() {
+    let mut master = RedisServer::master();
+    let daemon = watch(&master, &["-min_replicas_to_write=1"]);
+    wait_until(
+        Duration::from_secs(20),
+        "min-replicas-to-write 1 on the master",
+        || min_replicas_to_write(&master),
+    );
+    master.restart();
+    wait_until(
+        Duration::from_secs(20),
+        "min-replicas-to-write 1 on the master again after its restart",
+        || min_replicas_to_write(&master),
+    );
+    assert!(
+        daemon
+            .log()
+            .matches("refuses writes unless 1 replica")
+            .count()
+            >= 2,
+        "the log says the settings were sent twice:\n{}",
+        daemon.log()
+    );
+}

@@ -27,9 +27,41 @@ use std::time::Instant;
 /// seed below 200 (25, 3 and 120).
 const CI_SEEDS: u64 = if cfg!(debug_assertions) { 200 } else { 2_000 };
 
-/// Runs `seeds` on every core; returns the failing outcomes' reports and how many
-/// failovers succeeded in all.
-fn run_all(seeds: Vec<u64>) -> (Vec<String>, usize) {
+/// What the seeds came to, beside their failures.
+#[derive(Default)]
+struct Totals {
+    failovers: usize,
+    /// Runs with bounded write loss on, the writes they acknowledged and lost, and the
+    /// longest span of one master's lost writes.
+    bounded_runs: usize,
+    acknowledged: usize,
+    lost: usize,
+    longest_loss_ms: u64,
+}
+
+impl Totals {
+    fn add(&mut self, outcome: &sim::Outcome) {
+        self.failovers += outcome.failovers;
+        let w = outcome.writes;
+        if w.bounded {
+            self.bounded_runs += 1;
+            self.acknowledged += w.acknowledged;
+            self.lost += w.lost;
+            self.longest_loss_ms = self.longest_loss_ms.max(w.longest_ms);
+        }
+    }
+
+    fn merge(&mut self, other: Totals) {
+        self.failovers += other.failovers;
+        self.bounded_runs += other.bounded_runs;
+        self.acknowledged += other.acknowledged;
+        self.lost += other.lost;
+        self.longest_loss_ms = self.longest_loss_ms.max(other.longest_loss_ms);
+    }
+}
+
+/// Runs `seeds` on every core; returns the failing outcomes' reports and the totals.
+fn run_all(seeds: Vec<u64>) -> (Vec<String>, Totals) {
     let settings = Settings::default();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let chunks: Vec<Vec<u64>> = (0..threads)
@@ -41,12 +73,12 @@ fn run_all(seeds: Vec<u64>) -> (Vec<String>, usize) {
             .map(|chunk| {
                 let settings = &settings;
                 scope.spawn(move || {
-                    let mut failovers = 0;
+                    let mut totals = Totals::default();
                     let failures = chunk
                         .into_iter()
                         .filter_map(|seed| {
                             let outcome = run_seed(seed, settings);
-                            failovers += outcome.failovers;
+                            totals.add(&outcome);
                             if outcome.violations.is_empty() {
                                 return None;
                             }
@@ -59,17 +91,20 @@ fn run_all(seeds: Vec<u64>) -> (Vec<String>, usize) {
                             ))
                         })
                         .collect::<Vec<_>>();
-                    (failures, failovers)
+                    (failures, totals)
                 })
             })
             .collect();
-        let mut all = (Vec::new(), 0);
+        let mut all = (Vec::new(), Totals::default());
         for handle in handles {
-            let (failures, failovers) = handle
-                .join()
-                .unwrap_or_else(|_| (vec!["a simulation thread panicked".into()], 0));
+            let (failures, totals) = handle.join().unwrap_or_else(|_| {
+                (
+                    vec!["a simulation thread panicked".into()],
+                    Totals::default(),
+                )
+            });
             all.0.extend(failures);
-            all.1 += failovers;
+            all.1.merge(totals);
         }
         all
     })
@@ -84,6 +119,7 @@ fn every_fault_schedule_keeps_the_invariants() {
     if let Some(seed) = env_u64("SIM_SEED") {
         let outcome = run_seed(seed, &Settings::default());
         println!("{}", outcome.trace.join("\n"));
+        println!("writes: {:?}", outcome.writes);
         assert!(
             outcome.violations.is_empty(),
             "seed {seed}:\n{}",
@@ -107,13 +143,18 @@ fn every_fault_schedule_keeps_the_invariants() {
     };
     let started = Instant::now();
     let count = seeds.len();
-    let (failures, failovers) = run_all(seeds);
+    let (failures, totals) = run_all(seeds);
     let took = started.elapsed();
     println!(
-        "{count} seeds, {} failures ({label} seeds, {failovers} failovers, {:.1} s, {:.0} seeds/s)",
+        "{count} seeds, {} failures ({label} seeds, {} failovers, {:.1} s, {:.0} seeds/s)",
         failures.len(),
+        totals.failovers,
         took.as_secs_f64(),
         count as f64 / took.as_secs_f64()
+    );
+    println!(
+        "bounded write loss (min_replicas_to_write 1, max lag 2 s) in {} runs: {} of {} acknowledged writes lost, the longest loss of one master {} ms",
+        totals.bounded_runs, totals.lost, totals.acknowledged, totals.longest_loss_ms
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
@@ -160,5 +201,8 @@ mod scenarios {
         isolated_leader,
         raft_resume,
         raft_isolated_leader,
+        bounded_loss,
+        bounded_loss_restart,
+        unbounded_loss,
     );
 }

@@ -22,9 +22,11 @@ pub struct ConfigureJob {
     pub settings: MinReplicas,
 }
 
-/// `CONFIG SET min-replicas-to-write ... min-replicas-max-lag ...` on the master.
-pub fn run(ctx: &WorkerContext, job: &ConfigureJob) {
-    match ctx.servers.bound_write_loss(&job.master, &job.settings) {
+/// `CONFIG SET min-replicas-to-write ... min-replicas-max-lag ...` on the master;
+/// whether it took.
+pub fn run(ctx: &WorkerContext, job: &ConfigureJob) -> bool {
+    let result = ctx.servers.bound_write_loss(&job.master, &job.settings);
+    match &result {
         Ok(()) => log::info!(
             "group {}: master {} refuses writes unless {} replica(s) acknowledged within {} s",
             job.group,
@@ -38,4 +40,5 @@ pub fn run(ctx: &WorkerContext, job: &ConfigureJob) {
             job.master
         ),
     }
+    result.is_ok()
 }

@@ -91,8 +91,12 @@ pub enum WorkerReport {
         watch_id: u64,
         outcome: Outcome,
     },
-    /// A master was configured (what happened is in the log).
-    Configured,
+    /// A master was configured, or could not be (what happened is in the log).
+    Configured {
+        group: String,
+        master: crate::address::Addr,
+        ok: bool,
+    },
     /// Fencing ran; what it found at each address.
     Fenced {
         job: FenceJob,
@@ -130,11 +134,16 @@ pub fn run_job(ctx: &WorkerContext, job: WorkerJob) -> WorkerReport {
             attempted(group, watch_id, || switchover::run(ctx, job))
         }
         WorkerJob::Configure(job) => {
-            let configured = catch_unwind(AssertUnwindSafe(|| bounded_loss::run(ctx, &job)));
-            if configured.is_err() {
-                log::error!("group {}: configuring the master panicked", job.group);
+            let ok = catch_unwind(AssertUnwindSafe(|| bounded_loss::run(ctx, &job)))
+                .unwrap_or_else(|_| {
+                    log::error!("group {}: configuring the master panicked", job.group);
+                    false
+                });
+            WorkerReport::Configured {
+                group: job.group,
+                master: job.master,
+                ok,
             }
-            WorkerReport::Configured
         }
         WorkerJob::Fence(job) => {
             let results =

@@ -104,7 +104,7 @@ impl Sim {
                     let master = self
                         .state_master(group)
                         .filter(|&m| self.world.servers[m].role == SimRole::Master);
-                    let reply = self.world.promote(s);
+                    let reply = self.world.promote(s, self.now);
                     self.log(&who, &format!("SLAVEOF NO ONE on {a}: {reply:?}"));
                     if reply.is_ok() {
                         let health = self.health();
@@ -175,6 +175,20 @@ impl Sim {
                         format!("CLIENT PAUSE {ms} WRITE")
                     });
                     self.log(&who, &format!("{what} on {a}"));
+                    (Answer::Done(Ok(())), 1)
+                }
+                Reach::Refused => (Answer::Done(Err(refused(&a))), 1),
+                Reach::Silent => (Answer::Done(Err(timed_out(&a))), timeout),
+            },
+            Call::Configure(a, settings) => match self.reach(d, &a) {
+                Reach::Up(s) => {
+                    let lag = Ms::from(settings.max_lag_secs) * 1000;
+                    self.world.servers[s].min_replicas = Some((settings.to_write as usize, lag));
+                    let what = format!(
+                        "CONFIG SET min-replicas-to-write {} min-replicas-max-lag {} on {a}",
+                        settings.to_write, settings.max_lag_secs
+                    );
+                    self.log(&who, &what);
                     (Answer::Done(Ok(())), 1)
                 }
                 Reach::Refused => (Answer::Done(Err(refused(&a))), 1),

@@ -76,6 +76,8 @@ pub enum Call {
     FollowAfresh(Addr, Addr),
     /// `CLIENT PAUSE <ms> WRITE` (`Some`) or `CLIENT UNPAUSE` (`None`).
     Pause(Addr, Option<u64>),
+    /// `CONFIG SET min-replicas-to-write ... min-replicas-max-lag ...`.
+    Configure(Addr, MinReplicas),
     Sleep(Duration),
     Propose(Action),
     /// The job is finished.
@@ -164,8 +166,11 @@ impl Servers for Bridge {
         }
     }
 
-    fn bound_write_loss(&self, _master: &Addr, _settings: &MinReplicas) -> Result<()> {
-        Ok(())
+    fn bound_write_loss(&self, master: &Addr, settings: &MinReplicas) -> Result<()> {
+        match self.call(Call::Configure(master.clone(), *settings)) {
+            Some(Answer::Done(done)) => done,
+            _ => Err(gone()),
+        }
     }
 
     fn pause_writes(&self, master: &Addr, ms: u64) -> Result<std::result::Result<(), String>> {

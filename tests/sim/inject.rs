@@ -97,9 +97,7 @@ impl Sim {
                     self.at(until, Ev::Thaw);
                 }
             }
-            Fault::RestartServer(s) => {
-                self.world.servers[s].up = true;
-            }
+            Fault::RestartServer(s) => self.world.restart(s, self.now),
             Fault::IsolateMaster {
                 group,
                 from_replicas,
@@ -188,7 +186,7 @@ impl Sim {
     }
 
     pub(super) fn kill_server(&mut self, s: usize) {
-        self.world.servers[s].up = false;
+        self.world.kill(s);
         // Every kept connection to it is reset: its daemons see the link close.
         for d in 0..self.daemons.len() {
             let i = self.daemons[d].incarnation;
@@ -243,8 +241,8 @@ impl Sim {
             self.daemons[d].stalled_until = self.daemons[d].stalled_until.min(self.now);
         }
         if self.restart_servers_at_heal {
-            for s in &mut self.world.servers {
-                s.up = true;
+            for s in 0..self.world.servers.len() {
+                self.world.restart(s, self.now);
             }
         }
         self.log("sim", "heal: partitions gone, every daemon runs");

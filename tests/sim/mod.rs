@@ -17,7 +17,9 @@ pub mod raft;
 pub mod rng;
 pub mod run;
 pub mod scenario;
+pub mod topology;
 pub mod world;
+pub mod writes;
 
-pub use run::{Settings, run_script, run_seed};
+pub use run::{Outcome, Settings, run_script, run_seed};
 pub use scenario::Script;

@@ -10,9 +10,12 @@ use super::invariants::Invariants;
 use super::raft::RaftCluster;
 use super::rng::Rng;
 use super::scenario::{Expect, Script, Trigger};
+use super::topology::{Topology, addr};
 use super::world::{Ms, Net, Node, Server, SimRole, World};
+use super::writes::{Clients, Loss};
 use redis_failover::Addr;
 use redis_failover::broker::{Action, GroupSpec, ReplicatedState};
+use redis_failover::config::MinReplicas;
 use redis_failover::error::Error;
 use redis_failover::monitor::core::probe::{
     Answer as ProbeAnswer, CheckerReport, LinkClosed, Probe, ProbeKind, ProbeResult,
@@ -38,6 +41,11 @@ pub struct Settings {
     /// Faults happen before this; then every partition heals, every daemon runs.
     pub heal_at: Ms,
     pub end_at: Ms,
+    /// Bounded write loss on (the daemons set it on every master; clients stay with
+    /// their master until a write fails: see `writes.rs`).
+    pub bounded_loss: Option<MinReplicas>,
+    /// Clients stay with their master until a write fails (always, with bounded loss).
+    pub sticky_clients: bool,
 }
 
 impl Default for Settings {
@@ -51,6 +59,8 @@ impl Default for Settings {
             lease: 1_000,
             heal_at: 30_000,
             end_at: 60_000,
+            bounded_loss: None,
+            sticky_clients: false,
         }
     }
 }
@@ -60,6 +70,7 @@ pub struct Outcome {
     pub violations: Vec<String>,
     pub trace: Vec<String>,
     pub failovers: usize,
+    pub writes: Loss,
 }
 
 /// The proposal deadline of the real brokers.
@@ -132,6 +143,7 @@ pub struct Sim {
     pub(super) triggers: Vec<Trigger>,
     /// The cluster's members (every daemon).
     pub(super) members: usize,
+    pub(super) clients: Clients,
 }
 
 /// Runs one seed to its end.
@@ -151,11 +163,13 @@ fn finish(mut sim: Sim) -> Outcome {
         .iter()
         .filter(|r| r.outcome == redis_failover::Outcome::Succeeded)
         .count();
+    let writes = sim.judge_writes();
     sim.stop_workers();
     Outcome {
         violations: sim.inv.violations.clone(),
         trace: std::mem::take(&mut sim.trace),
         failovers,
+        writes,
     }
 }
 
@@ -164,6 +178,8 @@ pub fn run_script(script: Script, settings: &Settings) -> Outcome {
     let settings = Settings {
         heal_at: script.end_at + 1,
         end_at: script.end_at,
+        bounded_loss: script.bounded_loss,
+        sticky_clients: script.sticky_clients,
         ..settings.clone()
     };
     let mut sim = Sim::build(
@@ -180,49 +196,18 @@ pub fn run_script(script: Script, settings: &Settings) -> Outcome {
     sim.expectations = script.expectations;
     sim.triggers = script.triggers;
     sim.run();
-    finish(sim)
-}
-
-/// One server of a cluster to simulate.
-pub struct ServerSpec {
-    pub priority: u32,
-    pub refuses_promotion: bool,
-    pub run_id: String,
-}
-
-/// A cluster to simulate: its daemons, and each group's servers (the master first).
-pub struct Topology {
-    pub daemons: usize,
-    pub groups: Vec<Vec<ServerSpec>>,
-}
-
-impl Topology {
-    /// 1 to 5 daemons, 1 or 2 groups of a master and 1 to 3 replicas, some replicas
-    /// with priority 0 or refusing promotion.
-    fn draw(rng: &mut Rng) -> Topology {
-        let daemons = [1, 2, 3, 3, 3, 5][rng.pick(6)];
-        let groups = (0..rng.range(1, 2))
-            .map(|_| {
-                let replicas = rng.range(1, 3) as usize;
-                (0..=replicas)
-                    .map(|i| ServerSpec {
-                        priority: if i > 0 && rng.chance(15) { 0 } else { 100 },
-                        refuses_promotion: i > 0 && rng.chance(20),
-                        run_id: format!("{:040x}", rng.next_u64()),
-                    })
-                    .collect()
-            })
-            .collect();
-        Topology { daemons, groups }
+    let mut outcome = finish(sim);
+    let longest = outcome.writes.longest_ms;
+    for (within, bound) in script.loss {
+        if within != (longest <= bound) {
+            let want = if within { "within" } else { "over" };
+            outcome.violations.push(format!(
+                "the longest loss was {longest} ms ({} writes lost), expected {want} {bound} ms",
+                outcome.writes.lost
+            ));
+        }
     }
-}
-
-/// The address of server `index` of group `group` (the master is index 0).
-pub fn addr(group: usize, index: usize) -> Addr {
-    Addr {
-        host: format!("10.0.{group}.{}", index + 1),
-        port: 6379,
-    }
+    outcome
 }
 
 impl Sim {
@@ -239,6 +224,14 @@ impl Sim {
         // Not drawn from `rng`: the even seeds keep every draw they had before.
         let raft = seed % 2 == 1;
         let label = format!("seed {seed}");
+        // Also not drawn: one seed in five bounds the write loss (2 s of lag).
+        let settings = Settings {
+            bounded_loss: (seed % 5 == 2).then_some(MinReplicas {
+                to_write: 1,
+                max_lag_secs: 2,
+            }),
+            ..settings
+        };
         Sim::build(
             rng,
             settings,
@@ -288,6 +281,10 @@ impl Sim {
                     run_id: spec.run_id,
                     frozen_until: 0,
                     paused_until: 0,
+                    min_replicas: None,
+                    data: Vec::new(),
+                    last_ack: 0,
+                    since: 0,
                 });
             }
             let name = format!("g{g}");
@@ -305,6 +302,7 @@ impl Sim {
         } else {
             Coord::Zk(Coordinator::new(daemons, state, settings.session_timeout))
         };
+        let sticky_clients = settings.bounded_loss.is_some() || settings.sticky_clients;
         let mut sim = Sim {
             inv: Invariants::new(&settings, daemons),
             settings,
@@ -327,6 +325,7 @@ impl Sim {
             expectations: Vec::new(),
             triggers: Vec::new(),
             members: daemons,
+            clients: Clients::new(groups, sticky_clients),
         };
         sim.log("sim", &format!(
             "{label}: {daemons} daemon(s) over {}, {groups} group(s), {} servers; faults: {plan:?}; at heal: {}",
@@ -370,7 +369,7 @@ impl Sim {
             check_interval: Duration::from_millis(s.check_interval),
             max_down_time: Duration::from_millis(s.max_down_time),
             quorum: 0,
-            min_replicas: None,
+            min_replicas: s.bounded_loss,
             daemon: format!("d{d}"),
         };
         let wall_offset = Arc::new(AtomicU64::new(0));
@@ -550,11 +549,7 @@ impl Sim {
                 self.at(self.now + REPLICATION_STEP, Ev::Replicate);
             }
             Ev::ClientWrite => {
-                for g in 0..self.groups.len() {
-                    if let Some(m) = self.state_master(g) {
-                        self.world.write(m, 100, self.now);
-                    }
-                }
+                self.client_writes();
                 if self.now > self.settings.heal_at {
                     let stuck = self.stuck();
                     self.inv.liveness(self.now, &stuck);

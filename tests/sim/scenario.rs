@@ -18,14 +18,19 @@
 //! expect at 8s: writable in g0: 10.0.0.3   # the servers that say master and answer
 //! expect at 8s: g0 is failed                # or: g0 is not failed
 //! expect at 8s: trace has "passed over"     # or: trace lacks "..."
+//! min-replicas-to-write 1 max-lag 2s        # bounded write loss on (see writes.rs)
+//! clients stay with their master            # (always so with bounded loss)
+//! expect lost writes within 2.1s            # or: expect lost writes over 5s: the
+//!                                           # longest span of one master's lost writes
 //! ```
 //!
 //! Servers are named by their group and place: group `gN`'s servers are `10.0.N.1`
 //! (the master), `10.0.N.2`, ... on port 6379.
 
 use super::faults::Fault;
-use super::run::{ServerSpec, Topology};
+use super::topology::{ServerSpec, Topology};
 use super::world::Ms;
+use redis_failover::config::MinReplicas;
 
 /// What must be true at a time.
 #[derive(Debug, Clone)]
@@ -53,6 +58,10 @@ pub struct Script {
     /// `broker raft`: the daemons form a Raft cluster (raft-rs) rather than use the
     /// ZooKeeper-like coordinator.
     pub raft: bool,
+    pub bounded_loss: Option<MinReplicas>,
+    pub sticky_clients: bool,
+    /// The longest span of one master's lost writes: at most (`true`) or over this.
+    pub loss: Vec<(bool, Ms)>,
 }
 
 /// `5s`, `1.5s`, `200ms`.
@@ -114,6 +123,9 @@ impl Script {
             expectations: Vec::new(),
             end_at: 30_000,
             raft: false,
+            bounded_loss: None,
+            sticky_clients: false,
+            loss: Vec::new(),
         };
         for (n, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();
@@ -135,6 +147,15 @@ impl Script {
             ["end", t] => self.end_at = time(t)?,
             ["broker", "raft"] => self.raft = true,
             ["broker", "zookeeper"] => self.raft = false,
+            ["min-replicas-to-write", n, "max-lag", t] => {
+                self.bounded_loss = Some(MinReplicas {
+                    to_write: n.parse().map_err(|_| "not a count")?,
+                    max_lag_secs: (time(t)? / 1000) as u32,
+                })
+            }
+            ["clients", "stay", "with", "their", "master"] => self.sticky_clients = true,
+            ["expect", "lost", "writes", "within", t] => self.loss.push((true, time(t)?)),
+            ["expect", "lost", "writes", "over", t] => self.loss.push((false, time(t)?)),
             ["group", name, ..] => {
                 let g = group(name.trim_end_matches(':'))?;
                 if g != self.topology.groups.len() {

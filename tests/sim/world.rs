@@ -1,14 +1,18 @@
 //! Simulated Redis servers and the network between everything: roles, `SLAVEOF`,
 //! replication offsets that advance with writes and beacons, the link status and
 //! `master_last_io_seconds_ago` a replica reports, a restart with the data and role the
-//! server had, priority 0, and a replica that refuses promotion.
+//! server had, priority 0, a replica that refuses promotion, and
+//! `min-replicas-to-write` refusing a client's writes (`NOREPLICAS`).
 //!
 //! The rules are Redis's where they matter to a failover: a replica whose master's
 //! process dies sees its link drop at once (the connection is reset), one cut off from
 //! a live master keeps reporting the link up until `repl-timeout` (60 s) has passed
 //! without hearing from it, and a live master is heard at least every
 //! `repl-ping-replica-period` (10 s) and at every write (the daemons' beacons are
-//! writes).
+//! writes). A replica's `REPLCONF ACK` reaches its master while it hears its master and
+//! its master hears it; `min-replicas-to-write` counts the replicas acknowledged within
+//! `min-replicas-max-lag`. The setting is lost when the server restarts (a server with
+//! no config file, as in a container: the harder case).
 
 use redis_failover::Addr;
 use redis_failover::redis::{ListedReplica, ReplicationInfo, Role};
@@ -88,6 +92,27 @@ pub struct Server {
     /// Stopped (`SIGSTOP`, a long fork, swapping) until then: connections stay open,
     /// nothing is answered, nothing is sent to its replicas.
     pub frozen_until: Ms,
+    /// `min-replicas-to-write` and `min-replicas-max-lag` (in ms), set by `CONFIG SET`.
+    pub min_replicas: Option<(usize, Ms)>,
+    /// The client's writes it holds, oldest first (ids; beacons are not kept).
+    pub data: Vec<u64>,
+    /// A replica's last `REPLCONF ACK` that reached its master.
+    pub last_ack: Ms,
+    /// When it last became master or restarted (a setting is owed since then).
+    pub since: Ms,
+}
+
+/// Why a client's write was not acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum WriteError {
+    /// Down, frozen or unreachable: the client's connection fails or hangs.
+    NoAnswer,
+    /// `READONLY`: a replica.
+    ReadOnly,
+    /// `CLIENT PAUSE ... WRITE`: the client waits (and gives up at its timeout).
+    Paused,
+    /// `NOREPLICAS`: too few replicas acknowledged lately.
+    NoReplicas,
 }
 
 impl Server {
@@ -144,11 +169,15 @@ impl World {
                             // A (re)sync or new writes: the replica now has exactly
                             // what its master has (divergent writes are dropped).
                             self.servers[i].offset = master_offset;
+                            self.sync_data(m, i);
                             last_io = now;
                         } else if now.saturating_sub(last_io) >= REPL_PING {
                             last_io = now;
                         }
                         link_up = true;
+                        if net.hears(Node::Server(i), Node::Server(m)) {
+                            self.servers[i].last_ack = now;
+                        }
                     } else if link_up && now.saturating_sub(last_io) > REPL_TIMEOUT {
                         link_up = false;
                         down_since = now;
@@ -172,12 +201,91 @@ impl World {
         }
     }
 
-    /// A write (a client's, or a beacon) on a master whose writes are not paused.
+    /// A beacon (`PUBLISH`) on a master whose writes are not paused. `PUBLISH` is no
+    /// write command: `min-replicas-to-write` does not refuse it.
     pub fn write(&mut self, index: usize, bytes: i64, now: Ms) {
         let server = &mut self.servers[index];
         if server.up && server.role == SimRole::Master && server.paused_until <= now {
             server.offset += bytes;
         }
+    }
+
+    /// A client's write `id` (100 bytes), acknowledged or refused as Redis would.
+    pub fn client_write(&mut self, index: usize, id: u64, now: Ms) -> Result<(), WriteError> {
+        let good = self.good_replicas(index, now);
+        let server = &mut self.servers[index];
+        if !server.up {
+            return Err(WriteError::NoAnswer);
+        }
+        if server.role != SimRole::Master {
+            return Err(WriteError::ReadOnly);
+        }
+        if server.paused_until > now {
+            return Err(WriteError::Paused);
+        }
+        if let Some((to_write, _)) = server.min_replicas
+            && good < to_write
+        {
+            return Err(WriteError::NoReplicas);
+        }
+        server.offset += 100;
+        if server.frozen_until > now {
+            // Taken when it runs again; the client has given up by then (not counted).
+            return Err(WriteError::NoAnswer);
+        }
+        server.data.push(id);
+        Ok(())
+    }
+
+    /// The replicas whose last `REPLCONF ACK` to `index` is within its
+    /// `min-replicas-max-lag` (Redis's `repl_good_slaves_count`).
+    pub fn good_replicas(&self, index: usize, now: Ms) -> usize {
+        let master = &self.servers[index];
+        let max_lag = master.min_replicas.map_or(0, |(_, lag)| lag);
+        self.servers
+            .iter()
+            .filter(|r| {
+                r.up && now.saturating_sub(r.last_ack) <= max_lag
+                    && matches!(&r.role, SimRole::Replica { master: m, link_up: true, .. } if *m == master.addr)
+            })
+            .count()
+    }
+
+    /// The process stops: a `CONFIG SET` not written to a config file is gone.
+    pub fn kill(&mut self, index: usize) {
+        let server = &mut self.servers[index];
+        server.up = false;
+        server.min_replicas = None;
+    }
+
+    /// The process starts again with the data and role it had.
+    pub fn restart(&mut self, index: usize, now: Ms) {
+        let server = &mut self.servers[index];
+        if !server.up {
+            server.up = true;
+            server.since = now;
+        }
+    }
+
+    /// Replica `i` now holds what master `m` holds: the new tail when it had a prefix
+    /// of it (ids are unique, so a matching last id means a matching prefix), a full
+    /// copy otherwise.
+    fn sync_data(&mut self, m: usize, i: usize) {
+        let held = &self.servers[i].data;
+        let master = &self.servers[m].data;
+        let prefix = held.len() <= master.len()
+            && held
+                .last()
+                .is_none_or(|last| master[held.len() - 1] == *last);
+        let data = if prefix {
+            let tail = master[held.len()..].to_vec();
+            let mut data = std::mem::take(&mut self.servers[i].data);
+            data.extend(tail);
+            data
+        } else {
+            master.clone()
+        };
+        self.servers[i].data = data;
     }
 
     /// `ROLE`, as a real server answers it.
@@ -250,12 +358,15 @@ impl World {
     }
 
     /// `SLAVEOF NO ONE`: `Err(text)` when the server refuses it.
-    pub fn promote(&mut self, index: usize) -> Result<(), String> {
+    pub fn promote(&mut self, index: usize, now: Ms) -> Result<(), String> {
         let server = &mut self.servers[index];
         if server.refuses_promotion && server.role != SimRole::Master {
             return Err("ERR unknown command 'SLAVEOF'".into());
         }
-        server.role = SimRole::Master;
+        if server.role != SimRole::Master {
+            server.role = SimRole::Master;
+            server.since = now;
+        }
         Ok(())
     }
 

@@ -93,7 +93,7 @@ impl MonitorCore {
         } else {
             Vec::new()
         };
-        let configure = acting && watch.take_configure();
+        let configure = acting && watch.take_configure(self.now.mono);
         let master = watch.master().clone();
         if let (true, Some(known)) = (acting, answered.known_grew) {
             self.outputs.push(Output::Propose(Action::KnownReplicas {

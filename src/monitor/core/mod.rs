@@ -52,6 +52,8 @@ pub use quorum::VIEW_MAX_AGE_INTERVALS;
 
 /// How often the replicas' own `INFO` is read for the API (Sentinel reads it every 10 s).
 pub const REPLICA_REFRESH: Duration = Duration::from_secs(10);
+/// After a `CONFIG SET` of the bounded-loss settings failed, the next try.
+pub const CONFIGURE_RETRY: Duration = Duration::from_secs(30);
 /// The longest slot of the timer grid (see the module docs).
 pub const MAX_SLOT: Duration = Duration::from_millis(100);
 /// About how many checks go out together (see `MonitorCore::offset_in_interval`). Large
@@ -403,7 +405,15 @@ impl MonitorCore {
                 outcome,
             } => self.on_attempted(&group, watch_id, outcome),
             WorkerReport::Fenced { job, results } => self.on_fenced(job, results),
-            WorkerReport::Configured => {}
+            WorkerReport::Configured { group, master, ok } => {
+                let now = self.now.mono;
+                if let Some(watch) = self.watches.get_mut(&*group)
+                    && !ok
+                    && *watch.master() == master
+                {
+                    watch.configure_failed(now, CONFIGURE_RETRY);
+                }
+            }
         }
     }
 

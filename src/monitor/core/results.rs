@@ -125,6 +125,7 @@ impl MonitorCore {
             log::debug!("group {group}: link to {addr} closed: {why}");
             return;
         }
+        watch.link_closed();
         self.mark_link(&group, false, Some(&why));
         let Some(watch) = self.watches.get(&*group) else {
             return;

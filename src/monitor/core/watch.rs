@@ -60,8 +60,12 @@ pub struct Watch {
     /// The master's replication offset in its last `ROLE` reply.
     master_offset: i64,
     infos: HashMap<Addr, Option<ReplicationInfo>>,
-    /// The master got the bounded-loss settings (or needs none).
+    /// The master got the bounded-loss settings (or needs none) since it last failed a
+    /// check or closed its link: a restart loses a `CONFIG SET` where the server has no
+    /// config file, so a master that was gone is sent them again.
     configured: bool,
+    /// After `CONFIG SET` failed: not sent again before this.
+    configure_not_before: Option<Instant>,
     /// This group's check counters in the metrics.
     counts: Arc<CheckCounts>,
     /// The observation already says "ok, no error": a healthy check needs not write it.
@@ -113,6 +117,7 @@ impl Watch {
             master_offset: 0,
             infos: HashMap::new(),
             configured: false,
+            configure_not_before: None,
             counts,
             observed_ok: false,
             published_replicas: Vec::new(),
@@ -241,6 +246,7 @@ impl Watch {
     /// A check failed at `at`: the detector's verdict.
     pub fn failed(&mut self, at: Instant) -> Verdict {
         self.observed_ok = false;
+        self.link_closed();
         self.detector.on_failure(at)
     }
 
@@ -283,11 +289,27 @@ impl Watch {
         self.observed_ok = false;
     }
 
-    /// Whether the bounded-loss settings are still to be sent (true once).
-    pub fn take_configure(&mut self) -> bool {
-        let configure = !self.configured;
+    /// Whether the bounded-loss settings are to be sent now (then not again until the
+    /// master fails a check, closes its link, or the worker says they failed).
+    pub fn take_configure(&mut self, now: Instant) -> bool {
+        if self.configured || self.configure_not_before.is_some_and(|t| now < t) {
+            return false;
+        }
         self.configured = true;
-        configure
+        true
+    }
+
+    /// The worker could not set them: again in `retry_after`, or at once once the
+    /// master has failed a check or closed its link.
+    pub fn configure_failed(&mut self, now: Instant, retry_after: Duration) {
+        self.configured = false;
+        self.configure_not_before = Some(now + retry_after);
+    }
+
+    /// The master's link closed (it may have restarted): the settings are owed again.
+    pub fn link_closed(&mut self) {
+        self.configured = false;
+        self.configure_not_before = None;
     }
 
     /// Known replicas the master does not list (nor is) and that are not being looked

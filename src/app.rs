@@ -23,6 +23,7 @@ use crate::observe::status::{GroupStatus, Observations};
 use crate::redis::NodeOptions;
 use crate::shutdown::Shutdown;
 use crate::worker::hooks::Hooks;
+use crate::worker::manual_failover::{ManualFailoverCommand, ManualFailovers};
 use crate::worker::switchover_request::{SwitchoverCommand, Switchovers};
 use crate::worker::{self, RedisServers, WorkerContext};
 use crossbeam_channel::Receiver;
@@ -76,6 +77,7 @@ impl App {
         let http_addr = advertised(&Addr::from(http.local_addr()), &config);
         let broker = start_broker(&config, http_addr, tls.as_ref())?;
         let (switchovers, switchover_rx) = Switchovers::new(config.switchover_timeout);
+        let (manual_failovers, manual_failover_rx) = ManualFailovers::new();
         let daemon = Arc::new(Daemon {
             broker,
             observed: Arc::new(Observations::default()),
@@ -83,6 +85,8 @@ impl App {
             metrics: Arc::new(Metrics::new()),
             events: Arc::new(Events::default()),
             switchovers,
+            manual_failovers,
+            failover_block: config.failover_block,
         });
         let mut app = App {
             daemon,
@@ -93,7 +97,7 @@ impl App {
             threads: Vec::new(),
         };
         // Should a thread fail to start, dropping `app` stops those that did.
-        app.start_monitor_and_worker(&config, switchover_rx)?;
+        app.start_monitor_and_worker(&config, (switchover_rx, manual_failover_rx))?;
         app.start_helpers(&config)?;
         let access = ApiAccess::new(config.api_token.clone(), config.api_token_reads);
         app.http.serve(
@@ -132,8 +136,9 @@ impl App {
     fn start_monitor_and_worker(
         &mut self,
         config: &Config,
-        switchovers: Receiver<SwitchoverCommand>,
+        asked: (Receiver<SwitchoverCommand>, Receiver<ManualFailoverCommand>),
     ) -> Result<()> {
+        let (switchovers, manual_failovers) = asked;
         let daemon = &self.daemon;
         let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
         let (reports_tx, reports_rx) = crossbeam_channel::unbounded();
@@ -162,11 +167,13 @@ impl App {
             max_down_time: config.max_down_time,
             quorum: config.quorum,
             min_replicas: config.min_replicas,
+            failover_block: config.failover_block,
         };
         let channels = MonitorChannels {
             worker_jobs: jobs_tx,
             worker_reports: reports_rx,
             switchovers,
+            manual_failovers,
             shutdown: self.shutdown.clone(),
         };
         // The monitor first: it owns the worker's job channel, so it is joined first.

@@ -9,14 +9,16 @@
 //! [`App`]: crate::App
 
 use crate::address::{Addr, MasterSpec};
-use crate::broker::{Action, Broker, ClusterStatus, GroupSpec, ReplicatedState};
+use crate::broker::{Action, Broker, ClusterStatus, GroupSpec, Pause, ReplicatedState, holds};
 use crate::error::Result;
 use crate::observe::events::Events;
 use crate::observe::metrics::Metrics;
 use crate::observe::status::{GroupStatus, Observations, WatchState};
 use crate::worker::hooks::Hooks;
+use crate::worker::manual_failover::ManualFailovers;
 use crate::worker::switchover_request::Switchovers;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The shared parts of a running daemon.
 pub struct Daemon {
@@ -29,6 +31,10 @@ pub struct Daemon {
     pub events: Arc<Events>,
     /// Planned switchovers, run by the monitor and the failover worker.
     pub switchovers: Switchovers,
+    /// Failovers asked for by a person.
+    pub manual_failovers: ManualFailovers,
+    /// The anti-flapping block (`failover_block`), to show which groups it holds.
+    pub failover_block: Duration,
 }
 
 impl Daemon {
@@ -61,10 +67,67 @@ impl Daemon {
         ))
     }
 
+    /// Pauses automatic failover of `group` (every group when None) for `lasts` (until
+    /// resumed when None). Replicated: every daemon, and the next leader, holds it.
+    pub fn pause(&self, group: Option<&str>, lasts: Option<Duration>) -> Result<Pause> {
+        let since_ms = crate::clock::now_ms();
+        let pause = Pause {
+            since_ms,
+            until_ms: lasts.map(|d| since_ms.saturating_add(d.as_millis() as u64)),
+        };
+        let group = group.map(|g| self.group_name(g)).transpose()?;
+        self.broker.propose(Action::Pause {
+            group: group.clone(),
+            pause,
+        })?;
+        let until = lasts.map_or("until resumed".to_string(), |d| {
+            format!("for {} s", d.as_secs_f64())
+        });
+        match group {
+            Some(name) => log::warn!("group {name}: automatic failover paused {until}"),
+            None => log::warn!("every group: automatic failover paused {until}"),
+        }
+        Ok(pause)
+    }
+
+    /// Ends the pause of `group` (every pause when None).
+    pub fn resume(&self, group: Option<&str>) -> Result<()> {
+        let group = group.map(|g| self.group_name(g)).transpose()?;
+        self.broker.propose(Action::Resume {
+            group: group.clone(),
+        })?;
+        match group {
+            Some(name) => log::warn!("group {name}: automatic failover resumed"),
+            None => log::warn!("every group: automatic failover resumed"),
+        }
+        Ok(())
+    }
+
+    /// Acknowledges the group's failovers: the anti-flapping block is lifted.
+    pub fn acknowledge(&self, group: &str) -> Result<()> {
+        let group = self.group_name(group)?;
+        let at_ms = crate::clock::now_ms();
+        self.broker.propose(Action::Acknowledge {
+            group: group.clone(),
+            at_ms,
+        })?;
+        log::warn!("group {group}: failovers acknowledged; the anti-flapping block is lifted");
+        Ok(())
+    }
+
+    /// The name of the group `key` names (by name or current master), or a 404 reason.
+    fn group_name(&self, key: &str) -> Result<String> {
+        self.broker
+            .state()
+            .find(key)
+            .ok_or_else(|| crate::invalid_input!("no monitored group {key:?}"))
+    }
+
     /// Every group with what this daemon sees of it.
     pub fn groups(&self) -> Vec<GroupStatus> {
         let tilt = self.metrics.tilt_since_ms().is_some();
-        group_statuses(&self.broker.state(), &self.observed, tilt)
+        let holds = (self.failover_block, crate::clock::now_ms());
+        group_statuses(&self.broker.state(), &self.observed, tilt, holds)
     }
 
     /// This daemon's view of its cluster.
@@ -74,12 +137,17 @@ impl Daemon {
 }
 
 /// Joins the replicated state with this daemon's observations.
+///
+/// `failover_block` and the wall clock's `now_ms` say which groups are paused or blocked
+/// now (see `broker::holds`); `state` stays what the checks find.
 pub fn group_statuses(
     state: &ReplicatedState,
     observed: &Observations,
     tilt: bool,
+    (failover_block, now_ms): (Duration, u64),
 ) -> Vec<GroupStatus> {
     let observed = observed.lock();
+    let paused_all = state.paused_all.filter(|p| p.active(now_ms));
     state
         .groups
         .values()
@@ -108,6 +176,8 @@ pub fn group_statuses(
                 replicas: seen.replicas,
                 last_failover: state.last_failover(&group.name).cloned(),
                 tilt,
+                paused: group.paused.filter(|p| p.active(now_ms)).or(paused_all),
+                blocked: holds::blocked(group, failover_block, now_ms),
             }
         })
         .collect()

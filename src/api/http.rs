@@ -190,6 +190,9 @@ fn route(api: &Api, request: &Request) -> Answer {
     if let Some(name) = switchover_group(path) {
         return switchover(daemon, request, name, query);
     }
+    if let Some((status, body)) = super::operate::route(daemon, request, path, query) {
+        return Answer::text(status, body);
+    }
     match path {
         "/master" => master(daemon, request, query),
         "/api/v1/groups" => match request.method.as_str() {

@@ -199,6 +199,23 @@ impl Page<'_> {
             "Whether the group's master answered its last check with role master (1) or not (0).",
             |name| up.get(name).map(|is_up| u8::from(*is_up)),
         );
+        let now_ms = crate::clock::now_ms();
+        let all = self.state.paused_all.is_some_and(|p| p.active(now_ms));
+        let paused: HashMap<String, bool> = self
+            .state
+            .groups
+            .values()
+            .map(|g| {
+                let own = g.paused.is_some_and(|p| p.active(now_ms));
+                (g.name.clone(), all || own)
+            })
+            .collect();
+        self.per_group(
+            "redis_failover_paused",
+            "gauge",
+            "Whether automatic failover of the group is paused for maintenance (1) or not (0).",
+            |name| paused.get(name).map(|p| u8::from(*p)),
+        );
         self.per_group(
             "redis_failover_master_down_votes",
             "gauge",
@@ -526,6 +543,8 @@ mod tests {
             passed_over: vec![],
             count: 1,
             first_started_at_ms: None,
+            kind: Default::default(),
+            steps: Vec::new(),
         }))
         .unwrap();
         let page = render_text(&m, &s, &Observations::default(), false, &[]);

@@ -8,15 +8,17 @@
 //! node computes the same state from them; the ZooKeeper broker ([`zk`]) keeps the state
 //! itself in a znode and changes it with version-checked writes.
 
+pub mod holds;
 pub mod raft;
 pub mod standalone;
 mod state;
 pub mod views;
 pub mod zk;
 
+pub use holds::Pause;
 pub use state::{
-    Action, DaemonInfo, FAILOVER_HISTORY, FailoverRecord, Group, GroupSpec, Outcome, PassedOver,
-    ReplicatedState,
+    Action, AttemptKind, DaemonInfo, FAILOVER_HISTORY, FailoverRecord, Group, GroupSpec, Outcome,
+    PassedOver, ReplicatedState, Step,
 };
 
 use crate::address::Addr;

@@ -6,6 +6,7 @@
 //! the same actions, and the rules (one failover of a group at a time, a late result of
 //! a deposed leader never applied) are unit-tested here without servers.
 
+use super::holds::Pause;
 use crate::address::{Addr, MasterSpec};
 use crate::error::Result;
 use crate::invalid_input;
@@ -60,6 +61,14 @@ pub enum Action {
         master: Addr,
         replicas: Vec<Addr>,
     },
+    /// Maintenance: no automatic failover of `group` (every group when None) while the
+    /// pause holds (see `holds.rs`).
+    Pause { group: Option<String>, pause: Pause },
+    /// Ends the pause of `group` (every group's own pause and the pause of all, when
+    /// None).
+    Resume { group: Option<String> },
+    /// Lifts the anti-flapping block of `group` (see `holds.rs`) at `at_ms`.
+    Acknowledge { group: String, at_ms: u64 },
 }
 
 /// Where one daemon of a cluster can be reached.
@@ -103,6 +112,16 @@ pub struct Group {
     /// The master's replicas as last recorded (see [`Action::KnownReplicas`]).
     #[serde(default)]
     pub known_replicas: Vec<Addr>,
+    /// Paused for maintenance (see [`Action::Pause`]).
+    #[serde(default)]
+    pub paused: Option<Pause>,
+    /// When its last automatic failover ended (Unix ms): the anti-flapping block runs
+    /// from then.
+    #[serde(default)]
+    pub failed_over_at_ms: Option<u64>,
+    /// When a person last acknowledged its failovers (see [`Action::Acknowledge`]).
+    #[serde(default)]
+    pub acknowledged_at_ms: Option<u64>,
 }
 
 /// How a failover attempt ended.
@@ -118,6 +137,31 @@ pub enum Outcome {
     Failed,
 }
 
+/// What an attempt was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptKind {
+    /// A master the daemons found down, failed over automatically.
+    #[default]
+    Failover,
+    /// A failover a person asked for (`POST /api/v1/groups/NAME/failover`).
+    ManualFailover,
+    /// A planned switchover of a live master.
+    Switchover,
+    /// An automatic failover that a pause or the anti-flapping block held back.
+    HeldBack,
+}
+
+/// One step of an attempt, as its log line shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub name: String,
+    /// Since the attempt began, in ms.
+    pub at_ms: f64,
+    pub took_ms: f64,
+    pub detail: String,
+}
+
 /// A candidate that a failover tried to promote and gave up on, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PassedOver {
@@ -130,9 +174,12 @@ pub struct PassedOver {
 /// Consecutive stopped attempts of a group (aborted before any failover-begin) with the
 /// same reason share one record: `count` says how many, `first_started_at_ms` when the
 /// first began, and the other fields describe the last.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FailoverRecord {
     pub group: String,
+    /// Automatic or manual failover, switchover, or held back.
+    #[serde(default)]
+    pub kind: AttemptKind,
     pub old_master: Addr,
     pub new_master: Option<Addr>,
     /// Unix time in milliseconds.
@@ -160,6 +207,9 @@ pub struct FailoverRecord {
     /// when the record stands for one attempt.
     #[serde(default)]
     pub first_started_at_ms: Option<u64>,
+    /// Its steps with their times (the last attempt's, for a repeated record).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
 }
 
 fn one_attempt() -> u64 {
@@ -190,6 +240,7 @@ impl FailoverRecord {
         self.started_at_ms = next.started_at_ms;
         self.down_for_ms = next.down_for_ms;
         self.duration_ms = next.duration_ms;
+        self.steps = next.steps;
     }
 }
 
@@ -205,6 +256,9 @@ pub struct ReplicatedState {
     /// The cluster's daemons as they announced themselves, by id.
     #[serde(default)]
     pub daemons: BTreeMap<String, DaemonInfo>,
+    /// Every group paused for maintenance (see [`Action::Pause`]).
+    #[serde(default)]
+    pub paused_all: Option<Pause>,
 }
 
 impl ReplicatedState {
@@ -263,8 +317,30 @@ impl ReplicatedState {
             }
             Action::FailoverBegin { .. } => self.begin_failover(action)?,
             Action::FailoverEnd(record) => self.end_failover(record),
+            Action::Pause { group, pause } => match group {
+                None => self.paused_all = Some(pause),
+                Some(name) => self.group_mut(&name)?.paused = Some(pause),
+            },
+            Action::Resume { group } => match group {
+                None => {
+                    self.paused_all = None;
+                    for g in self.groups.values_mut() {
+                        g.paused = None;
+                    }
+                }
+                Some(name) => self.group_mut(&name)?.paused = None,
+            },
+            Action::Acknowledge { group, at_ms } => {
+                self.group_mut(&group)?.acknowledged_at_ms = Some(at_ms);
+            }
         }
         Ok(())
+    }
+
+    fn group_mut(&mut self, name: &str) -> Result<&mut Group> {
+        self.groups
+            .get_mut(name)
+            .ok_or_else(|| invalid_input!("no monitored group {name:?}"))
     }
 
     /// Records a failover-begin: one attempt at a time, and only of the master the
@@ -330,6 +406,10 @@ impl ReplicatedState {
                         group.master = new.clone();
                         group.revision = revision;
                         self.last_revision = revision;
+                        if record.kind == AttemptKind::Failover {
+                            let ended = record.started_at_ms.saturating_add(record.duration_ms);
+                            group.failed_over_at_ms = Some(ended);
+                        }
                     }
                     group.failed = None;
                 }
@@ -421,6 +501,11 @@ impl ReplicatedState {
             return;
         }
         self.last_revision += 1;
+        // A pause and the block's acknowledgement outlive a new master.
+        let earlier = self.groups.get(&name);
+        let paused = earlier.and_then(|g| g.paused);
+        let failed_over_at_ms = earlier.and_then(|g| g.failed_over_at_ms);
+        let acknowledged_at_ms = earlier.and_then(|g| g.acknowledged_at_ms);
         self.groups.insert(
             name.clone(),
             Group {
@@ -429,6 +514,9 @@ impl ReplicatedState {
                 failed: None,
                 revision: self.last_revision,
                 known_replicas: Vec::new(),
+                paused,
+                failed_over_at_ms,
+                acknowledged_at_ms,
             },
         );
     }

@@ -146,6 +146,9 @@ pub struct Config {
     pub notify_script_timeout: Duration,
     /// How long a switchover waits, writes paused, for the replica to catch up.
     pub switchover_timeout: Duration,
+    /// After an automatic failover, another automatic one of the group within this
+    /// waits for an acknowledgement; zero: off.
+    pub failover_block: Duration,
     pub broker: BrokerKind,
     pub raft: RaftConfig,
     pub zk: ZkConfig,
@@ -209,6 +212,10 @@ impl Settings {
                 self.switchover_timeout,
                 DEFAULT_SWITCHOVER_TIMEOUT_SECS,
             )?,
+            failover_block: match self.failover_block.unwrap_or(0.0) {
+                0.0 => Duration::ZERO,
+                secs => seconds("failover_block", Some(secs), 0.0)?,
+            },
             raft: self.raft(broker)?,
             zk: self.zk(broker)?,
             broker,

@@ -106,6 +106,8 @@ settings! {
     notify_script_timeout: f64,
     /// seconds a switchover waits, writes paused, for the replica to catch up (default 5)
     switchover_timeout: f64,
+    /// seconds after an automatic failover of a group in which another automatic one waits for POST /api/v1/groups/NAME/ack (default 0: off)
+    failover_block: f64,
     /// cluster broker: raft or zk (empty: standalone)
     broker: String,
     /// raft listen address

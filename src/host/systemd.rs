@@ -249,6 +249,8 @@ mod tests {
             metrics: Default::default(),
             events: Default::default(),
             switchovers: Default::default(),
+            manual_failovers: Default::default(),
+            failover_block: Default::default(),
         });
         let (notify, messages) = channel_notifier();
         let service = Service::start_with(daemon.clone(), notify, Some(Duration::from_millis(200)));

@@ -20,6 +20,7 @@ use crate::observe::metrics::Metrics;
 use crate::observe::status::Observations;
 use crate::redis::NodeOptions;
 use crate::shutdown::Shutdown;
+use crate::worker::manual_failover::ManualFailoverCommand;
 use crate::worker::switchover_request::{SwitchoverCommand, SwitchoverError};
 use crate::worker::{WorkerJob, WorkerReport};
 use checker::Checkers;
@@ -55,6 +56,8 @@ pub struct MonitorContext {
     pub quorum: usize,
     /// Bounded write loss, set on every master when given.
     pub min_replicas: Option<MinReplicas>,
+    /// The anti-flapping block (`failover_block`; zero: off).
+    pub failover_block: Duration,
 }
 
 /// The channels the monitor listens and talks on.
@@ -63,6 +66,8 @@ pub struct MonitorChannels {
     pub worker_reports: Receiver<WorkerReport>,
     /// Switchovers asked for through the API (`worker/switchover_request.rs`).
     pub switchovers: Receiver<SwitchoverCommand>,
+    /// Failovers asked for through the API (`worker/manual_failover.rs`).
+    pub manual_failovers: Receiver<ManualFailoverCommand>,
     pub shutdown: Shutdown,
 }
 
@@ -75,10 +80,13 @@ pub fn spawn(ctx: MonitorContext, channels: MonitorChannels) -> std::io::Result<
                 worker_jobs,
                 worker_reports,
                 switchovers,
+                manual_failovers,
                 shutdown,
             } = channels;
             match Monitor::new(ctx, worker_jobs) {
-                Ok(monitor) => monitor.run(worker_reports, switchovers, shutdown),
+                Ok(monitor) => {
+                    monitor.run(worker_reports, (switchovers, manual_failovers), shutdown)
+                }
                 Err(e) => log::error!("cannot start the checker threads: {e}; nothing is checked"),
             }
         })
@@ -90,6 +98,7 @@ enum Wake {
     Worker(Option<WorkerReport>),
     StateChanged,
     Switchover(Option<SwitchoverCommand>),
+    ManualFailover(Option<ManualFailoverCommand>),
     Timeout,
 }
 
@@ -149,6 +158,7 @@ impl Monitor {
             quorum: ctx.quorum,
             min_replicas: ctx.min_replicas,
             daemon,
+            failover_block: ctx.failover_block,
         };
         let sinks = Sinks {
             observed: ctx.observed,
@@ -171,9 +181,10 @@ impl Monitor {
     fn run(
         mut self,
         reports: Receiver<WorkerReport>,
-        mut switchovers: Receiver<SwitchoverCommand>,
+        asked: (Receiver<SwitchoverCommand>, Receiver<ManualFailoverCommand>),
         shutdown: Shutdown,
     ) {
+        let (mut switchovers, mut manual_failovers) = asked;
         let stop = shutdown.signal();
         self.sync();
         let mut woke = Instant::now();
@@ -206,6 +217,7 @@ impl Monitor {
                 recv(reports) -> report => Wake::Worker(report.ok()),
                 recv(self.changes) -> _ => Wake::StateChanged,
                 recv(switchovers) -> command => Wake::Switchover(command.ok()),
+                recv(manual_failovers) -> command => Wake::ManualFailover(command.ok()),
                 recv(stop) -> _ => break,
                 default(wait) => Wake::Timeout,
             };
@@ -241,6 +253,8 @@ impl Monitor {
                 Wake::Switchover(Some(command)) => self.on_switchover(command),
                 // The API is gone (an embedder dropped it): nothing more will come.
                 Wake::Switchover(None) => switchovers = crossbeam_channel::never(),
+                Wake::ManualFailover(Some(command)) => self.step(Input::ManualFailover(command)),
+                Wake::ManualFailover(None) => manual_failovers = crossbeam_channel::never(),
                 Wake::Timeout => {}
             }
         }

@@ -6,7 +6,7 @@
 //! failover worker and read by the API.
 
 use crate::address::Addr;
-use crate::broker::FailoverRecord;
+use crate::broker::{FailoverRecord, Pause};
 use crate::sync::lock;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -120,4 +120,9 @@ pub struct GroupStatus {
     /// This daemon is in tilt (its own loops ran late, see `monitor/core/tilt.rs`): the state
     /// shows what its checks say, but it starts no failover and counts no down vote.
     pub tilt: bool,
+    /// Paused for maintenance (the group, or every group): no automatic failover.
+    pub paused: Option<Pause>,
+    /// Why an automatic failover would wait for an acknowledgement now
+    /// (`failover_block`), if it would.
+    pub blocked: Option<String>,
 }

@@ -8,7 +8,7 @@
 
 use super::WorkerContext;
 use crate::address::Addr;
-use crate::broker::{Action, FailoverRecord, Outcome};
+use crate::broker::{Action, AttemptKind, FailoverRecord, Outcome, Step};
 use crate::clock::{Clock, millis};
 use crate::error::Result;
 use crate::observe::events::Event;
@@ -16,11 +16,17 @@ use crate::observe::metrics::OUTCOMES;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Steps kept in a record: enough for an election through several candidates, bounded
+/// so that the replicated history stays small.
+pub const MAX_STEPS: usize = 24;
+
 /// What an attempt is, as its log lines name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// A dead master replaced by its best replica.
     Failover,
+    /// The same, asked for by a person.
+    ManualFailover,
     /// A live master handed over to a replica (planned).
     Switchover,
 }
@@ -29,6 +35,7 @@ impl Kind {
     fn name(self) -> &'static str {
         match self {
             Kind::Failover => "failover",
+            Kind::ManualFailover => "manual failover",
             Kind::Switchover => "switchover",
         }
     }
@@ -69,6 +76,12 @@ impl Attempt {
                 passed_over: Vec::new(),
                 count: 1,
                 first_started_at_ms: None,
+                kind: match kind {
+                    Kind::Failover => AttemptKind::Failover,
+                    Kind::ManualFailover => AttemptKind::ManualFailover,
+                    Kind::Switchover => AttemptKind::Switchover,
+                },
+                steps: Vec::new(),
             },
             clock: ctx.clock.clone(),
             started,
@@ -92,22 +105,48 @@ impl Attempt {
 
     /// Logs the end of a step with its duration.
     pub fn step(&mut self, name: &str, detail: &str) {
-        log::info!("{}: {detail}", self.step_prefix(name));
-        self.step_started = self.clock.now();
+        let prefix = self.take_step(name, detail.to_string());
+        log::info!("{prefix}: {detail}");
     }
 
     /// Logs a step that went wrong without ending the attempt (a candidate passed over),
     /// with its duration.
     pub fn setback(&mut self, name: &str, detail: &str) {
-        log::warn!("{}: {detail}", self.step_prefix(name));
-        self.step_started = self.clock.now();
+        let prefix = self.take_step(name, detail.to_string());
+        log::warn!("{prefix}: {detail}");
     }
 
     /// Logs a step that ends the attempt (`verdict`: aborted, failed, refused,
     /// abandoned) with its duration.
     pub fn end_step(&mut self, name: &str, verdict: &str, reason: &str) {
-        log::warn!("{}: {verdict}: {reason}", self.step_prefix(name));
+        let prefix = self.take_step(name, format!("{verdict}: {reason}"));
+        log::warn!("{prefix}: {verdict}: {reason}");
+    }
+
+    /// Ends a step: kept in the record (at most [`MAX_STEPS`]; the `record` step
+    /// itself is only logged, the record being written by then), and the log line's
+    /// prefix returned.
+    fn take_step(&mut self, name: &str, detail: String) -> String {
+        let took = self.since(self.step_started);
+        let at = self.since(self.started);
+        let prefix = format!(
+            "group {}: {} step {name}: {} ms (at {} ms)",
+            self.record.group,
+            self.kind.name(),
+            millis(took),
+            millis(at)
+        );
+        if self.record.steps.len() < MAX_STEPS {
+            let round = |d: Duration| (d.as_secs_f64() * 10_000.0).round() / 10.0;
+            self.record.steps.push(Step {
+                name: name.to_string(),
+                at_ms: round(at),
+                took_ms: round(took),
+                detail,
+            });
+        }
         self.step_started = self.clock.now();
+        prefix
     }
 
     /// Logs a step that ends the attempt with `outcome`, and returns the outcome with
@@ -123,16 +162,6 @@ impl Attempt {
             Some(earlier) => format!("{earlier}; {note}"),
             None => note,
         });
-    }
-
-    fn step_prefix(&self, name: &str) -> String {
-        format!(
-            "group {}: {} step {name}: {} ms (at {} ms)",
-            self.record.group,
-            self.kind.name(),
-            millis(self.since(self.step_started)),
-            millis(self.since(self.started))
-        )
     }
 
     /// Records the attempt's end through the broker (the `record` step).

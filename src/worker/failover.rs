@@ -39,7 +39,12 @@ type Steps = std::result::Result<(), Stop>;
 /// Runs one failover attempt from start to end and records it through the broker.
 pub fn run(ctx: &WorkerContext, req: &FailoverRequest) -> FailoverRecord {
     let down_for_ms = down_for(ctx, req).as_millis() as u64;
-    let mut at = Attempt::start(ctx, Kind::Failover, &req.group, &req.master, down_for_ms);
+    let kind = if req.manual {
+        Kind::ManualFailover
+    } else {
+        Kind::Failover
+    };
+    let mut at = Attempt::start(ctx, kind, &req.group, &req.master, down_for_ms);
     log::warn!(
         "group {}: failover of master {} begins ({down_for_ms} ms without a successful check; replicas: {})",
         req.group,
@@ -441,6 +446,7 @@ mod tests {
             master_offset: 0,
             watch_id: 0,
             resume: None,
+            manual: false,
         };
         let reports = [
             report(2, "slave", Some("127.0.0.1:1")),

@@ -24,6 +24,8 @@ pub struct FailoverRequest {
     /// Set when an earlier leader recorded failover-begin and stopped before
     /// failover-end: finish that failover, never choose another replica.
     pub resume: Option<Resume>,
+    /// A person asked for it (`POST /api/v1/groups/NAME/failover`).
+    pub manual: bool,
 }
 
 /// A failover begun by an earlier leader: the replica it chose and when it began (which

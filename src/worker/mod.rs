@@ -21,6 +21,7 @@ mod failover_request;
 pub mod fault;
 pub mod fence;
 pub mod hooks;
+pub mod manual_failover;
 pub mod promotion;
 pub mod servers;
 pub mod switchover;

@@ -297,6 +297,7 @@ impl World {
             master_offset: 100,
             watch_id: 7,
             resume: None,
+            manual: false,
         };
         failover::run(&self.ctx, &request)
     }
@@ -478,6 +479,7 @@ fn a_failover_begun_by_an_earlier_leader_is_finished_with_its_replica() {
             new_master: addr(2),
             started_at_ms,
         }),
+        manual: false,
     };
     let WorkerReport::Attempted { outcome, .. } = run_job(&world.ctx, WorkerJob::Failover(request))
     else {

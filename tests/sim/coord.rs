@@ -15,7 +15,7 @@ use redis_failover::monitor::core::Input;
 
 /// Either cluster.
 pub enum Coord {
-    Zk(Coordinator),
+    Zk(Box<Coordinator>),
     Raft(Box<RaftCluster>),
 }
 

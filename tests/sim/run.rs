@@ -300,7 +300,11 @@ impl Sim {
             let seed = rng.peek();
             Coord::Raft(Box::new(RaftCluster::new(daemons, state, seed, epoch)))
         } else {
-            Coord::Zk(Coordinator::new(daemons, state, settings.session_timeout))
+            Coord::Zk(Box::new(Coordinator::new(
+                daemons,
+                state,
+                settings.session_timeout,
+            )))
         };
         let sticky_clients = settings.bounded_loss.is_some() || settings.sticky_clients;
         let mut sim = Sim {
@@ -371,6 +375,7 @@ impl Sim {
             quorum: 0,
             min_replicas: s.bounded_loss,
             daemon: format!("d{d}"),
+            failover_block: Duration::ZERO,
         };
         let wall_offset = Arc::new(AtomicU64::new(0));
         let core = MonitorCore::new(settings, sinks.clone(), self.now_at(self.now, 0));

@@ -68,7 +68,12 @@ impl View {
         let cluster = ctx.daemon.broker.cluster();
         let tilt_since_ms = ctx.daemon.metrics.tilt_since_ms();
         View {
-            groups: group_statuses(&state, &ctx.daemon.observed, tilt_since_ms.is_some()),
+            groups: group_statuses(
+                &state,
+                &ctx.daemon.observed,
+                tilt_since_ms.is_some(),
+                (ctx.daemon.failover_block, crate::clock::now_ms()),
+            ),
             tilt_since_ms,
             state,
             quorum: cluster.quorum(ctx.quorum),

@@ -31,6 +31,8 @@ fn group(state: WatchState) -> GroupStatus {
         }],
         last_failover: None,
         tilt: false,
+        paused: None,
+        blocked: None,
     }
 }
 
@@ -44,6 +46,9 @@ fn view(g: &GroupStatus, known: Vec<Addr>) -> View {
             failed: None,
             revision: 7,
             known_replicas: known,
+            paused: None,
+            failed_over_at_ms: None,
+            acknowledged_at_ms: None,
         },
     );
     View {
@@ -219,6 +224,8 @@ fn the_old_masters_down_state_is_not_shown_for_the_new_master() {
             passed_over: vec![],
             count: 1,
             first_started_at_ms: None,
+            kind: Default::default(),
+            steps: Vec::new(),
         });
     let fields = master_fields(&v, &g);
     assert_eq!(get(&fields, "flags"), Some("master"));

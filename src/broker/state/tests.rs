@@ -20,6 +20,8 @@ fn record(group: &str, outcome: Outcome, new: Option<&str>) -> FailoverRecord {
         passed_over: vec![],
         count: 1,
         first_started_at_ms: None,
+        kind: Default::default(),
+        steps: Vec::new(),
     }
 }
 

@@ -20,6 +20,7 @@
 //! slots (a tenth of the check interval, at most 100 ms), so detection stays as precise.
 
 mod detector;
+mod holds;
 mod master_check;
 pub mod probe;
 mod quorum;
@@ -37,6 +38,7 @@ use crate::observe::events::{Event, Events};
 use crate::observe::metrics::Metrics;
 use crate::observe::status::Observations;
 use crate::worker::fence::{FenceJob, FenceResult};
+use crate::worker::manual_failover::ManualFailoverCommand;
 use crate::worker::switchover::SwitchoverJob;
 use crate::worker::switchover_request::{SwitchoverCommand, SwitchoverError};
 use crate::worker::{WorkerJob, WorkerReport};
@@ -74,6 +76,9 @@ pub struct CoreSettings {
     pub min_replicas: Option<MinReplicas>,
     /// This daemon's name in the views it shares (its HTTP address).
     pub daemon: String,
+    /// After an automatic failover of a group, a second automatic one within this
+    /// waits for an acknowledgement (`failover_block`; zero: off).
+    pub failover_block: Duration,
 }
 
 /// Where the core publishes what it sees: all in memory, read by the API, `/metrics`
@@ -131,6 +136,8 @@ pub enum Input {
     /// A switchover asked through the API (the driver refuses it first when this daemon
     /// does not act, naming the leader).
     Switchover(SwitchoverCommand),
+    /// A failover a person asked for through the API.
+    ManualFailover(ManualFailoverCommand),
     /// One of this daemon's loops ran `late` behind (see `tilt.rs`).
     Late { what: &'static str, late: Duration },
     /// Time passed: fire due timers, share the view when due, compare the clocks.
@@ -211,6 +218,8 @@ pub struct MonitorCore {
     acting: bool,
     needed: usize,
     peer_views: Vec<MastersView>,
+    /// The replicated state last given (pauses and blocks are read from it).
+    latest: Option<Arc<ReplicatedState>>,
     /// Probes of this step, sent as one batch; the other outputs.
     batch: Vec<Probe>,
     outputs: Vec<Output>,
@@ -235,6 +244,7 @@ impl MonitorCore {
             acting: false,
             needed: 1,
             peer_views: Vec::new(),
+            latest: None,
             batch: Vec::new(),
             outputs: Vec::new(),
             settings,
@@ -249,7 +259,11 @@ impl MonitorCore {
         self.needed = cluster.quorum(self.settings.quorum);
         self.peer_views = cluster.peer_views(self.view_max_age());
         match input {
-            Input::State(state) => self.sync_groups(&state),
+            Input::State(state) => {
+                self.sync_groups(&state);
+                self.latest = Some(state);
+            }
+            Input::ManualFailover(command) => self.on_manual_failover(command),
             Input::Checked(report) => self.on_report(report),
             Input::Worker(report) => self.on_worker_report(report),
             Input::Switchover(command) => self.on_switchover(command),

@@ -5,10 +5,12 @@ use super::probe::{Answer, CheckerReport, Probe, ProbeKind, ProbeResult};
 use super::{ClusterView, CoreSettings, Input, MonitorCore, Now, Output, Sinks};
 use crate::address::Addr;
 use crate::broker::views::{DownMaster, MastersView};
-use crate::broker::{Action, GroupSpec, ReplicatedState};
+use crate::broker::{Action, AttemptKind, GroupSpec, Pause, ReplicatedState};
 use crate::error::Error;
 use crate::redis::{ListedReplica, Role};
 use crate::worker::WorkerJob;
+use crate::worker::manual_failover::ManualFailoverCommand;
+use crate::worker::switchover_request::SwitchoverError;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -57,6 +59,11 @@ struct Bench {
 
 impl Bench {
     fn new(members: usize) -> Bench {
+        Bench::with_block(members, Duration::ZERO)
+    }
+
+    /// A core whose anti-flapping block is `failover_block`.
+    fn with_block(members: usize, failover_block: Duration) -> Bench {
         let t0 = Instant::now();
         let settings = CoreSettings {
             check_interval: 100 * MS,
@@ -64,6 +71,7 @@ impl Bench {
             quorum: 0,
             min_replicas: None,
             daemon: "d0".into(),
+            failover_block,
         };
         let sinks = Sinks {
             observed: Default::default(),
@@ -316,4 +324,112 @@ fn a_new_leader_finishes_a_failover_an_earlier_one_began() {
         (resume.new_master.clone(), resume.started_at_ms),
         (addr(3), 42)
     );
+}
+
+/// The state with every group paused (or not), and the group's last automatic failover
+/// at `failed_over_at_ms`.
+fn held_state(paused: bool, failed_over_at_ms: Option<u64>) -> Arc<ReplicatedState> {
+    let mut state = (*state(vec![addr(2)], None)).clone();
+    if paused {
+        let pause = Pause {
+            since_ms: 0,
+            until_ms: None,
+        };
+        state.apply(Action::Pause { group: None, pause }).unwrap();
+    }
+    state.groups.get_mut("g").unwrap().failed_over_at_ms = failed_over_at_ms;
+    Arc::new(state)
+}
+
+/// The reasons of the held-back attempts proposed so far.
+fn held_back(bench: &Bench) -> Vec<String> {
+    bench
+        .outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Propose(Action::FailoverEnd(r)) if r.kind == AttemptKind::HeldBack => {
+                r.reason.clone()
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_paused_group_is_held_back_and_recorded_then_failed_over_once_resumed() {
+    let mut b = Bench::new(1);
+    b.step(Input::State(held_state(true, None)));
+    b.checks_until(500 * MS, healthy);
+    b.checks_until(5000 * MS, dead);
+    assert_eq!(failovers(&b), 0, "failed over while paused");
+    let held = held_back(&b);
+    assert!(
+        !held.is_empty() && held.iter().all(|r| r.contains("every group is paused")),
+        "held-back attempts recorded: {held:?}"
+    );
+    // Resumed: within one more window the master is failed over.
+    b.step(Input::State(held_state(false, None)));
+    b.checks_until(6500 * MS, dead);
+    assert_eq!(failovers(&b), 1, "not failed over after the resume");
+}
+
+#[test]
+fn a_second_automatic_failover_within_the_block_waits_for_an_acknowledgement() {
+    let mut b = Bench::with_block(1, Duration::from_secs(3600));
+    // The group was failed over automatically a minute before the bench's start.
+    let wall_start_ms = 1_800_000_000_000;
+    b.step(Input::State(held_state(
+        false,
+        Some(wall_start_ms - 60_000),
+    )));
+    b.checks_until(500 * MS, healthy);
+    b.checks_until(4000 * MS, dead);
+    assert_eq!(failovers(&b), 0, "failed over within the block");
+    let held = held_back(&b);
+    assert!(
+        held.iter().any(|r| r.contains("/api/v1/groups/g/ack")),
+        "{held:?}"
+    );
+    let mut acked = (*held_state(false, Some(wall_start_ms - 60_000))).clone();
+    acked
+        .apply(Action::Acknowledge {
+            group: "g".into(),
+            at_ms: wall_start_ms,
+        })
+        .unwrap();
+    b.step(Input::State(Arc::new(acked)));
+    b.checks_until(5500 * MS, dead);
+    assert_eq!(
+        failovers(&b),
+        1,
+        "not failed over after the acknowledgement"
+    );
+}
+
+#[test]
+fn a_manual_failover_needs_a_master_that_does_not_answer_and_ignores_a_pause() {
+    let mut b = Bench::new(1);
+    b.step(Input::State(held_state(true, None)));
+    b.checks_until(500 * MS, healthy);
+    let (reply, answer) = crossbeam_channel::bounded(1);
+    let group = "g".to_string();
+    b.step(Input::ManualFailover(ManualFailoverCommand {
+        group: group.clone(),
+        reply: reply.clone(),
+    }));
+    match answer.try_recv() {
+        Ok(Err(SwitchoverError::Conflict(why))) => assert!(why.contains("switchover"), "{why}"),
+        other => panic!("a live master: {other:?}"),
+    }
+    b.checks_until(700 * MS, dead);
+    b.step(Input::ManualFailover(ManualFailoverCommand {
+        group,
+        reply,
+    }));
+    assert_eq!(answer.try_recv().ok(), Some(Ok(addr(1).to_string())));
+    let jobs = b.jobs();
+    let Some(WorkerJob::Failover(request)) = jobs.first() else {
+        panic!("no failover job");
+    };
+    assert!(request.manual, "the job is not marked manual");
 }

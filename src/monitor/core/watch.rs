@@ -66,6 +66,9 @@ pub struct Watch {
     configured: bool,
     /// After `CONFIG SET` failed: not sent again before this.
     configure_not_before: Option<Instant>,
+    /// Why the last automatic failover was held back (pause, block), until the master
+    /// answers again.
+    held: Option<String>,
     /// This group's check counters in the metrics.
     counts: Arc<CheckCounts>,
     /// The observation already says "ok, no error": a healthy check needs not write it.
@@ -118,6 +121,7 @@ impl Watch {
             infos: HashMap::new(),
             configured: false,
             configure_not_before: None,
+            held: None,
             counts,
             observed_ok: false,
             published_replicas: Vec::new(),
@@ -217,6 +221,7 @@ impl Watch {
     /// The master answered as master at `at`, with its offset and replicas.
     pub fn answered(&mut self, at: Instant, offset: i64, replicas: Vec<ListedReplica>) -> Answered {
         self.master_offset = offset;
+        self.held = None;
         let failures_before = self.detector.failures_in_a_row();
         self.detector.on_success(at);
         let changed = !same_addresses(&self.listed, &replicas);
@@ -278,6 +283,7 @@ impl Watch {
             master_offset: self.master_offset,
             watch_id: self.watch_id,
             resume,
+            manual: false,
         }
     }
 
@@ -304,6 +310,13 @@ impl Watch {
     pub fn configure_failed(&mut self, now: Instant, retry_after: Duration) {
         self.configured = false;
         self.configure_not_before = Some(now + retry_after);
+    }
+
+    /// Notes why a failover is held back; true when that is news (to log it once).
+    pub fn set_held(&mut self, why: Option<String>) -> bool {
+        let changed = self.held != why;
+        self.held = why;
+        changed
     }
 
     /// The master's link closed (it may have restarted): the settings are owed again.

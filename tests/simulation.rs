@@ -204,5 +204,7 @@ mod scenarios {
         bounded_loss,
         bounded_loss_restart,
         unbounded_loss,
+        pause,
+        raft_pause,
     );
 }

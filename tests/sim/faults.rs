@@ -36,6 +36,9 @@ pub enum Fault {
     /// A planned switchover of the group asked of the acting daemon (to this server,
     /// or the best replica).
     Switchover { group: usize, to: Option<usize> },
+    /// A maintenance pause of the group begins (`on`) or ends, asked of the acting
+    /// daemon (scenarios only).
+    Pause { group: usize, on: bool },
     /// A daemon stops running (a long pause, a stopped VM) and then goes on.
     Stall { daemon: usize, lasts: Ms },
     /// A daemon's process dies and starts again later with nothing in memory.

@@ -6,6 +6,7 @@ use super::run::lock;
 use super::run::{Ev, FENCE_SETTLE, Sim};
 use super::scenario::Expect;
 use super::world::{Ms, Node};
+use redis_failover::broker::Action;
 use redis_failover::monitor::core::Input;
 use redis_failover::monitor::core::probe::LinkClosed;
 use redis_failover::worker::switchover_request::{SwitchoverCommand, SwitchoverRequest};
@@ -38,6 +39,43 @@ impl Sim {
         };
         self.log(&format!("d{d}"), &format!("switchover of g{group} asked"));
         self.step(d, Input::Switchover(command));
+    }
+
+    /// A pause of the group begins or ends, through the daemon that acts (as the API
+    /// proposes it); dropped when none acts.
+    fn pause(&mut self, group: usize, on: bool) {
+        let acting = (0..self.daemons.len()).find(|&d| {
+            let daemon = &self.daemons[d];
+            let mut belief = lock(&daemon.belief);
+            belief.now = self.now;
+            daemon.up && belief.acting()
+        });
+        let Some(d) = acting else {
+            self.log("api", "pause refused: no daemon acts");
+            return;
+        };
+        let group = Some(self.groups[group].clone());
+        let wall_ms = self
+            .now_at(self.now, 0)
+            .unix_ms(self.now_at(self.now, 0).mono);
+        let action = if on {
+            let pause = redis_failover::broker::Pause {
+                since_ms: wall_ms,
+                until_ms: None,
+            };
+            Action::Pause { group, pause }
+        } else {
+            Action::Resume { group }
+        };
+        let running = self.running();
+        let done = self
+            .coord
+            .propose(d, &self.net, self.now, action, &running, false);
+        self.log(&format!("d{d}"), &format!("pause {on}: {}", done.is_ok()));
+        // As the real broker wakes the monitor after any change of the state.
+        self.refresh_belief(d);
+        let state = lock(&self.daemons[d].belief).state.clone();
+        self.step(d, Input::State(std::sync::Arc::new(state)));
     }
 
     /// A scenario's expectation, checked now; a miss is a violation.
@@ -164,6 +202,7 @@ impl Sim {
                 }
             }
             Fault::Switchover { group, to } => self.switchover(group, to),
+            Fault::Pause { group, on } => self.pause(group, on),
             Fault::Stall { daemon, lasts } => {
                 if self.daemons[daemon].up {
                     let until = self.now + lasts;

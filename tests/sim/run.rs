@@ -625,6 +625,10 @@ impl Sim {
                 self.next_job(d);
             }
             Output::Propose(action) => {
+                if let Action::FailoverEnd(_) = &action {
+                    let what = super::calls::describe_action(&action);
+                    self.log(&format!("d{d}"), &format!("proposes {what}"));
+                }
                 let running = self.running();
                 let done = self
                     .coord

@@ -14,6 +14,7 @@
 //!                                       # cut d0 from servers for 5s, isolate d0 for 5s,
 //!                                       # stall d0 for 3s, kill d0 for 10s
 //! when failover-begin of g0 is recorded: kill its daemon for 10s
+//! at 2s pause g0                        # or: resume g0 (a maintenance pause)
 //! expect at 8s: master of g0 is 10.0.0.3
 //! expect at 8s: writable in g0: 10.0.0.3   # the servers that say master and answer
 //! expect at 8s: g0 is failed                # or: g0 is not failed
@@ -220,6 +221,14 @@ impl Script {
         let topology = &self.topology;
         Ok(match words {
             ["kill", "master", g] => Fault::KillMaster(group(g)?),
+            ["pause", g] => Fault::Pause {
+                group: group(g)?,
+                on: true,
+            },
+            ["resume", g] => Fault::Pause {
+                group: group(g)?,
+                on: false,
+            },
             ["switchover", g] => Fault::Switchover {
                 group: group(g)?,
                 to: None,

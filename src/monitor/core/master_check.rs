@@ -192,8 +192,12 @@ impl MonitorCore {
         }
     }
 
-    /// Enough daemons find the master down: hand the group to the worker.
+    /// Enough daemons find the master down: hand the group to the worker, unless a
+    /// pause or the anti-flapping block holds the failover back (see `holds.rs`).
     pub(super) fn declare_down(&mut self, group: &str) {
+        if let Some(why) = self.held_back(group) {
+            return self.hold_back(group, why);
+        }
         let Some(watch) = self.watches.get_mut(group) else {
             return;
         };

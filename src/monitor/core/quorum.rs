@@ -49,9 +49,6 @@ impl MonitorCore {
             // Checks and fencing go on; the failover waits for a person.
             log::debug!("group {group}: master is down, and automatic failover is off: {why}");
         } else if self.acting && self.agreed(group) {
-            if let Some(why) = self.held_back(group) {
-                return self.hold_back(group, why);
-            }
             return self.declare_down(group);
         }
         let next = self.next_check(watch_id, due + interval / 2);

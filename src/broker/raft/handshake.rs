@@ -3,11 +3,13 @@
 //! the records of the wire format in `transport.rs` carrying the nonces and proofs of
 //! `auth.rs`.
 //!
-//! The dialer sends its opening, reads the acceptor's challenge, sends its own proof,
-//! and only then checks the acceptor's: so when two daemons have different secrets, both
-//! log it. The acceptor answers the opening and checks the dialer's proof before it
-//! reads a single raft message. Each side ends with the [`Session`] that MACs the
-//! records after the handshake.
+//! The dialer sends its opening, reads the acceptor's challenge (a nonce), sends its
+//! proof, and then reads and checks the acceptor's. The acceptor answers the opening
+//! with its nonce alone, checks the dialer's proof, and sends its own only when the
+//! dialer's was right (so a stranger gets nothing to guess the secret against; see
+//! `auth.rs`); a wrong proof closes the connection, which the dialer logs as a
+//! refusal. Each side ends with the [`Session`] that MACs the records after the
+//! handshake.
 
 use super::auth::{self, ClusterKey, Handshake, Opening, Session};
 use super::frame;
@@ -48,7 +50,7 @@ pub fn tls_accept(tls: Option<&Tls>, socket: TcpStream) -> Result<Stream, String
     Ok(stream)
 }
 
-/// The dialer's side: proves this node to the peer `to` and checks the peer's proof.
+/// The dialer's side: proves this node to the peer `to`, then checks the peer's proof.
 pub fn dial(
     stream: &Stream,
     key: &ClusterKey,
@@ -75,7 +77,7 @@ pub fn dial(
     if kind != wire::KIND_AUTH_CHALLENGE {
         return Err(format!("expected a challenge, got a record of kind {kind}"));
     }
-    let (nonce, proof) = auth::decode_challenge(&payload)?;
+    let nonce = auth::decode_challenge(&payload)?;
     let handshake = Handshake::new(&opening, &nonce);
     writer
         .write_all(&frame::encode(
@@ -83,7 +85,20 @@ pub fn dial(
             &handshake.dialer_proof(key),
         ))
         .map_err(|e| e.to_string())?;
-    if !auth::proof_matches(&handshake.acceptor_proof(key), proof) {
+    let refused = || {
+        format!(
+            "peer {to:x} refused this node's proof of raft_secret: its raft_secret differs"
+        )
+    };
+    let proof = match wire::read_record(&mut reader, wire::MAX_HANDSHAKE, Some(deadline)) {
+        Ok(Some((wire::KIND_AUTH_ACCEPTED, proof))) => proof,
+        Ok(Some((kind, _))) => {
+            return Err(format!("expected the peer's proof, got a record of kind {kind}"));
+        }
+        // The acceptor closes the connection on a wrong proof (a reset, with TLS).
+        Ok(None) | Err(_) => return Err(refused()),
+    };
+    if !auth::proof_matches(&handshake.acceptor_proof(key), &proof) {
         return Err(format!(
             "peer {to:x} did not prove it knows raft_secret: its raft_secret differs, or it is not the peer"
         ));
@@ -92,8 +107,8 @@ pub fn dial(
 }
 
 /// The acceptor's side: answers the dialer's `opening` (the payload of its first
-/// record) with this node's nonce and proof, then checks the dialer's proof, all by
-/// `deadline`. Returns who the dialer is.
+/// record) with this node's nonce, checks the dialer's proof, and only then sends this
+/// node's own proof, all by `deadline`. Returns who the dialer is.
 pub fn answer(
     stream: &Stream,
     reader: &mut RecordReader<'_>,
@@ -112,14 +127,13 @@ pub fn answer(
     let hello = Hello::parse(&opening.hello)?;
     let nonce = auth::nonce()?;
     let handshake = Handshake::new(&opening, &nonce);
-    let challenge = auth::encode_challenge(&nonce, &handshake.acceptor_proof(key));
     let left = deadline.saturating_duration_since(Instant::now());
     let _ = stream
         .socket()
         .set_write_timeout(Some(left.max(Duration::from_millis(1))));
     let mut writer = stream;
     writer
-        .write_all(&frame::encode(wire::KIND_AUTH_CHALLENGE, &challenge))
+        .write_all(&frame::encode(wire::KIND_AUTH_CHALLENGE, &nonce))
         .map_err(|e| format!("cannot send the challenge: {e}"))?;
     let Some((kind, proof)) = wire::read_record(reader, wire::MAX_HANDSHAKE, Some(deadline))?
     else {
@@ -136,5 +150,11 @@ pub fn answer(
             hello.raft_addr, hello.id
         ));
     }
+    writer
+        .write_all(&frame::encode(
+            wire::KIND_AUTH_ACCEPTED,
+            &handshake.acceptor_proof(key),
+        ))
+        .map_err(|e| format!("cannot send this node's proof: {e}"))?;
     Ok((hello, handshake.session(key)?))
 }

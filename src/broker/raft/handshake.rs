@@ -13,7 +13,6 @@
 
 use super::auth::{self, ClusterKey, Handshake, Opening, Session};
 use super::frame;
-use super::inbound::HANDSHAKE_TIMEOUT;
 use super::wire::{self, Hello, RecordReader};
 use crate::net::tls::{Stream, Tls};
 use std::io::Write;
@@ -40,13 +39,17 @@ pub fn tls_dial(
 
 /// The acceptor's connection as it will be used: with `tls`, a mutual TLS session whose
 /// peer presented a certificate from the cluster's CA (a peer without one is refused
-/// here, with why); else plain.
-pub fn tls_accept(tls: Option<&Tls>, socket: TcpStream) -> Result<Stream, String> {
+/// here, with why), its whole handshake done by `deadline`; else plain.
+pub fn tls_accept(
+    tls: Option<&Tls>,
+    socket: TcpStream,
+    deadline: Instant,
+) -> Result<Stream, String> {
     let Some(tls) = tls else {
         return Ok(Stream::plain(socket));
     };
     let stream = Stream::server(socket, tls.raft_server_connection()?);
-    stream.handshake(HANDSHAKE_TIMEOUT)?;
+    stream.handshake(deadline.saturating_duration_since(Instant::now()))?;
     Ok(stream)
 }
 

@@ -295,10 +295,11 @@ impl Node {
                 }
             }
             Event::Unreachable(id) => self.raw.report_unreachable(id),
-            // Only a member's view counts (a removed node's does not).
+            // Only a member's view counts (a removed node's does not), once, under the
+            // peer id the transport authenticated; none can count as this node's.
             Event::View(from, view) => {
-                if self.members().contains(&from) {
-                    self.shared.views.record(view);
+                if from != self.id && self.members().contains(&from) {
+                    self.shared.views.record(&format!("{from:016x}"), view);
                 }
             }
             Event::SnapshotSent(id, ok) => {
@@ -513,6 +514,7 @@ impl Node {
                     log::info!("raft: peer {id:x} left the cluster");
                     machine.data.members.remove(&id);
                     self.admission.removed(id);
+                    self.shared.views.forget(&format!("{id:016x}"));
                     if id == self.id {
                         log::warn!(
                             "raft: this node was removed from the cluster; it no longer takes part"

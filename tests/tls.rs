@@ -32,6 +32,7 @@ fn options(ca: &Pki, own: Option<&CertFiles>) -> TlsOptions {
             ca_cert: Some(ca.ca.clone()),
             cert: own.map(|f| f.cert.clone()),
             key: own.map(|f| f.key.clone()),
+            raft_ca_cert: None,
         },
         ..TlsOptions::default()
     }

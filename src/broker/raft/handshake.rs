@@ -14,7 +14,8 @@
 use super::auth::{self, ClusterKey, Handshake, Opening, Session};
 use super::frame;
 use super::wire::{self, Hello, RecordReader};
-use crate::net::tls::{Stream, Tls};
+use crate::net::tls::{Stream, Tls, fingerprint};
+use rustls::server::ParsedCertificate;
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -51,6 +52,38 @@ pub fn tls_accept(
     let stream = Stream::server(socket, tls.raft_server_connection()?);
     stream.handshake(deadline.saturating_duration_since(Instant::now()))?;
     Ok(stream)
+}
+
+/// With `tls_raft`, the acceptor's check that the dialer is the member its hello
+/// claims: its certificate (already verified against the Raft CA) must name the host of
+/// that `raft_addr` (or `tls_server_name`, when set) in its subject alternative names,
+/// as the dialer checks the acceptor's. Without it, any certificate of the CA (also
+/// the Redis servers' CA, often) could pose as any member.
+pub fn certificate_names_peer(
+    tls: Option<&Tls>,
+    stream: &Stream,
+    raft_addr: &str,
+) -> Result<(), String> {
+    let Some(tls) = tls else {
+        return Ok(());
+    };
+    let cert = stream
+        .peer_certificate()
+        .ok_or("TLS: the peer presented no certificate")?;
+    let host = raft_addr.rsplit_once(':').map_or(raft_addr, |(host, _)| host);
+    let name = tls.server_name_for(host)?;
+    let named = ParsedCertificate::try_from(&cert)
+        .and_then(|parsed| rustls::client::verify_server_name(&parsed, &name));
+    named.map_err(|e| {
+        let expected = match &tls.options().server_name {
+            Some(server_name) => format!("tls_server_name {server_name}"),
+            None => format!("{host}, the host of the raft address {raft_addr} it claims"),
+        };
+        format!(
+            "its certificate (SHA-256 {}) does not name {expected}: a peer's certificate must hold its raft_addr host in its subject alternative names ({e})",
+            fingerprint(&cert)
+        )
+    })
 }
 
 /// The dialer's side: proves this node to the peer `to`, then checks the peer's proof.

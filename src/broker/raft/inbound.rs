@@ -279,21 +279,22 @@ impl Inbound {
         }
     }
 
-    /// Records where a peer that said hello can be reached: a known peer's addresses are
-    /// updated; an unknown one is added while the book is small.
+    /// Records where a peer that said hello can be reached, where nothing else says:
+    /// an unknown peer is added while the book is small; a known one keeps the raft
+    /// address the log (or the configuration) gave it, and gets the HTTP and Sentinel
+    /// addresses of its hello, which the addresses a member announced through the log
+    /// outrank (see `node.rs`, `publish`).
     fn record_hello(&self, hello: &Hello) {
         let mut book = lock(&self.book);
         if !book.contains_key(&hello.id) && book.len() >= MAX_BOOK {
             return;
         }
-        book.insert(
-            hello.id,
-            PeerAddrs {
-                raft_addr: hello.raft_addr.clone(),
-                http_addr: Some(hello.http_addr.clone()),
-                sentinel_addr: hello.sentinel_addr.clone(),
-            },
-        );
+        let peer = book.entry(hello.id).or_insert_with(|| PeerAddrs {
+            raft_addr: hello.raft_addr.clone(),
+            ..PeerAddrs::default()
+        });
+        peer.http_addr = Some(hello.http_addr.clone());
+        peer.sentinel_addr = hello.sentinel_addr.clone();
     }
 }
 
@@ -373,6 +374,7 @@ impl Reader {
             }
             (_, other) => return Err(format!("expected a hello, got a record of kind {other}")),
         };
+        handshake::certificate_names_peer(self.inbound.tls.as_deref(), stream, &hello.raft_addr)?;
         self.slot.authenticated();
         self.inbound.record_hello(&hello);
         while let Some((kind, payload)) = wire::read_record(&mut reader, frame::MAX_RECORD, None)? {

@@ -8,6 +8,7 @@
 //! on [`Stream::socket`].
 
 use super::verify::{Side, explain_io};
+use rustls::pki_types::CertificateDer;
 use rustls::{ClientConnection, ServerConnection};
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
@@ -62,6 +63,17 @@ impl Stream {
 
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
+    }
+
+    /// The certificate the other end presented (its leaf), once the TLS handshake is
+    /// done; None on plain TCP.
+    pub fn peer_certificate(&self) -> Option<CertificateDer<'static>> {
+        let session = self.tls.as_ref()?.borrow();
+        let certs = match &*session {
+            Session::Client(c) => c.peer_certificates(),
+            Session::Server(s) => s.peer_certificates(),
+        };
+        certs?.first().map(|c| c.clone().into_owned())
     }
 
     /// Runs the TLS handshake to its end within `timeout`, however the peer's bytes

@@ -398,7 +398,8 @@ fn a_daemon_with_the_wrong_secret_cannot_take_part() {
         &format!("g={}", m1.addr()),
         "a write with one node of three shut out",
     );
-    // The leader's links to node 2 fail the handshake at both ends.
+    // The leader's links to node 2 fail the handshake, logged at both ends: node 2
+    // refuses the leader's proof (the dialer proves first), the leader is refused.
     wait_for_log(
         &cluster.nodes[2],
         "node 2 to refuse the leader's proof",
@@ -406,8 +407,8 @@ fn a_daemon_with_the_wrong_secret_cannot_take_part() {
     );
     wait_for_log(
         &cluster.nodes[leader],
-        "the leader to refuse node 2's proof",
-        &["did not prove it knows raft_secret"],
+        "the leader to log that node 2 refused its proof",
+        &["refused this node's proof of raft_secret"],
     );
     assert_eq!(
         group_list(&cluster.nodes[2]).unwrap(),

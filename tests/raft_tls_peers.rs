@@ -233,7 +233,10 @@ fn a_certificate_must_name_the_member_it_claims_and_a_hello_moves_no_address() {
     let mut cluster = RaftCluster::start(3, &refs(&args), &[]);
     let leader = cluster.wait_for_leader(&[0, 1, 2], ELECTION);
     let member = (leader + 1) % 3;
-    let (member_addr, member_id) = (cluster.raft_addr(member), peer_id(&cluster.raft_addr(member)));
+    let (member_addr, member_id) = (
+        cluster.raft_addr(member),
+        peer_id(&cluster.raft_addr(member)),
+    );
     let leader_id = peer_id(&cluster.raft_addr(leader));
     let real_http = cluster.status(member).expect("status")["http_addr"]
         .as_str()
@@ -241,7 +244,11 @@ fn a_certificate_must_name_the_member_it_claims_and_a_hello_moves_no_address() {
         .to_string();
     wait_until(LONG, "the member's announced address", || {
         let listed = listed_http_addr(&cluster, leader, member);
-        if listed == real_http { Ok(()) } else { Err(listed) }
+        if listed == real_http {
+            Ok(())
+        } else {
+            Err(listed)
+        }
     });
 
     // A certificate from the cluster's CA, but for another host (a Redis server's,
@@ -283,7 +290,10 @@ fn a_certificate_must_name_the_member_it_claims_and_a_hello_moves_no_address() {
     let until = Instant::now() + Duration::from_secs(2);
     while Instant::now() < until {
         let listed = listed_http_addr(&cluster, leader, member);
-        assert_eq!(listed, real_http, "a hello moved a member's announced address");
+        assert_eq!(
+            listed, real_http,
+            "a hello moved a member's announced address"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 

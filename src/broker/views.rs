@@ -81,9 +81,7 @@ impl Views {
     pub fn record(&self, member: &str, mut view: MastersView) {
         view.daemon = member.to_string();
         let mut views = lock(&self.by_member);
-        let renewed = views
-            .get(member)
-            .is_none_or(|(old, _)| old.seq != view.seq);
+        let renewed = views.get(member).is_none_or(|(old, _)| old.seq != view.seq);
         match views.get_mut(member) {
             Some(entry) if !renewed => entry.0 = view,
             _ => {
@@ -164,7 +162,11 @@ mod tests {
         assert_eq!(fresh.len(), 2, "{fresh:?}");
         let mut who: Vec<&str> = fresh.iter().map(|v| v.daemon.as_str()).collect();
         who.sort_unstable();
-        assert_eq!(who, ["member-1", "member-2"], "views carry the member, not the name");
+        assert_eq!(
+            who,
+            ["member-1", "member-2"],
+            "views carry the member, not the name"
+        );
         views.forget("member-1");
         assert_eq!(views.fresh(Duration::from_secs(5)).len(), 1);
     }

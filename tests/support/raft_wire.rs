@@ -156,7 +156,9 @@ impl Dialer {
         let mut stream = connect(port);
         let nonce = [0x5au8; 32];
         let hello = hello(raft_addr);
-        stream.write_all(&frame(KIND_AUTH_OPEN, &opening(&nonce, to, &hello))).ok()?;
+        stream
+            .write_all(&frame(KIND_AUTH_OPEN, &opening(&nonce, to, &hello)))
+            .ok()?;
         let (kind, challenge) = read_record(&mut stream)?;
         assert_eq!(kind, KIND_AUTH_CHALLENGE, "the answer to an opening");
         assert_eq!(challenge.len(), 32, "the acceptor's nonce alone");

@@ -70,7 +70,9 @@ pub fn certificate_names_peer(
     let cert = stream
         .peer_certificate()
         .ok_or("TLS: the peer presented no certificate")?;
-    let host = raft_addr.rsplit_once(':').map_or(raft_addr, |(host, _)| host);
+    let host = raft_addr
+        .rsplit_once(':')
+        .map_or(raft_addr, |(host, _)| host);
     let name = tls.server_name_for(host)?;
     let named = ParsedCertificate::try_from(&cert)
         .and_then(|parsed| rustls::client::verify_server_name(&parsed, &name));
@@ -121,15 +123,14 @@ pub fn dial(
             &handshake.dialer_proof(key),
         ))
         .map_err(|e| e.to_string())?;
-    let refused = || {
-        format!(
-            "peer {to:x} refused this node's proof of raft_secret: its raft_secret differs"
-        )
-    };
+    let refused =
+        || format!("peer {to:x} refused this node's proof of raft_secret: its raft_secret differs");
     let proof = match wire::read_record(&mut reader, wire::MAX_HANDSHAKE, Some(deadline)) {
         Ok(Some((wire::KIND_AUTH_ACCEPTED, proof))) => proof,
         Ok(Some((kind, _))) => {
-            return Err(format!("expected the peer's proof, got a record of kind {kind}"));
+            return Err(format!(
+                "expected the peer's proof, got a record of kind {kind}"
+            ));
         }
         // The acceptor closes the connection on a wrong proof (a reset, with TLS).
         Ok(None) | Err(_) => return Err(refused()),

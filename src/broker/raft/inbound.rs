@@ -113,7 +113,9 @@ impl Slots {
             .count();
         let (full, of_host) = if from_host >= MAX_HANDSHAKING_PER_HOST {
             (
-                format!("{from_host} connections from {host} are in their handshake (at most {MAX_HANDSHAKING_PER_HOST})"),
+                format!(
+                    "{from_host} connections from {host} are in their handshake (at most {MAX_HANDSHAKING_PER_HOST})"
+                ),
                 true,
             )
         } else if self.handshaking.len() >= MAX_HANDSHAKING {
@@ -223,7 +225,9 @@ impl Inbound {
             match slots.room_for(&host, Instant::now()) {
                 Ok(evicted) => {
                     slots.open += 1;
-                    slots.handshaking.insert(serial, (host.clone(), Instant::now()));
+                    slots
+                        .handshaking
+                        .insert(serial, (host.clone(), Instant::now()));
                     evicted
                 }
                 Err(why) => {

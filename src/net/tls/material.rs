@@ -112,7 +112,6 @@ pub fn build(options: &TlsOptions) -> Result<Built, LoadError> {
         raft_server,
         has_client_cert: identity.is_some(),
         summary: summary(options, roots.as_deref(), identity.as_ref()),
-
     })
 }
 

@@ -239,6 +239,10 @@ fn bad_tls_settings_are_refused_naming_the_key() {
             "tls_sentinel",
         ),
         (
+            vec![format!("-tls_raft_ca_cert_file={}", pki.ca.display())],
+            "tls_raft_ca_cert_file",
+        ),
+        (
             vec![ca.clone(), "-tls".into(), "-tls_server_name=a b".into()],
             "tls_server_name",
         ),

@@ -21,6 +21,7 @@ pub const KIND_AUTH_OPEN: u8 = 3;
 pub const KIND_AUTH_CHALLENGE: u8 = 4;
 pub const KIND_AUTH_PROOF: u8 = 5;
 pub const KIND_SEALED: u8 = 6;
+pub const KIND_SEALED_VIEW: u8 = 8;
 pub const KIND_AUTH_ACCEPTED: u8 = 9;
 
 /// A record: length, CRC32, kind, payload.
@@ -182,12 +183,21 @@ impl Dialer {
 
     /// A raft message as the next record, with its right MAC.
     pub fn sealed(&mut self, message: &[u8]) -> Vec<u8> {
+        self.sealed_as(KIND_SEALED, message)
+    }
+
+    /// A view of the masters (JSON) as the next record, with its right MAC.
+    pub fn sealed_view(&mut self, view: &[u8]) -> Vec<u8> {
+        self.sealed_as(KIND_SEALED_VIEW, view)
+    }
+
+    fn sealed_as(&mut self, kind: u8, payload: &[u8]) -> Vec<u8> {
         let tag = mac(
             &self.session_key,
-            &[&self.next.to_be_bytes(), &[KIND_SEALED], message],
+            &[&self.next.to_be_bytes(), &[kind], payload],
         );
         self.next += 1;
-        frame(KIND_SEALED, &[message, &tag].concat())
+        frame(kind, &[payload, &tag].concat())
     }
 
     /// Sends bytes; false if the connection is gone.

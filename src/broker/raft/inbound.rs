@@ -12,7 +12,8 @@
 //!   milliseconds, theirs never ends.
 //! - A connection must complete its whole handshake (with `tls_raft` the TLS handshake,
 //!   which requires a client certificate from the cluster's CA; then the hello, or the
-//!   `raft_secret` challenge-response of `auth.rs`) within [`HANDSHAKE_TIMEOUT`],
+//!   `raft_secret` challenge-response of `auth.rs`, and with `tls_raft` a certificate
+//!   that names the host of the hello's raft address) within [`HANDSHAKE_TIMEOUT`],
 //!   however its bytes trickle. After that it may
 //!   stay idle (a follower's link to another follower carries nothing for a long time),
 //!   but a record, once begun, must be whole within `wire::RECORD_TIMEOUT`.

@@ -51,10 +51,13 @@
 //! not to this node) is dropped and logged.
 //!
 //! With `tls_raft`, every connection is first a mutual TLS session (`net::tls`): the
-//! dialer verifies the acceptor's certificate against the cluster's CA and the peer's
-//! host (or `tls_server_name`), and presents its own, which the acceptor requires and
-//! verifies against the same CA. The records above then flow inside the session,
-//! unchanged; with `raft_secret` too, its challenge-response and MACs run inside TLS.
+//! dialer verifies the acceptor's certificate against the cluster's CA
+//! (`tls_raft_ca_cert_file`, else `tls_ca_cert_file`) and the peer's host (or
+//! `tls_server_name`), and presents its own, which the acceptor requires and verifies
+//! against the same CA, and then, once it has read the hello, against the host of the
+//! raft address the hello claims (or `tls_server_name`): a certificate stands for the
+//! member on its host, not for any member. The records above then flow inside the
+//! session, unchanged; with `raft_secret` too, its challenge-response and MACs run inside TLS.
 //! The acceptor sends no session tickets, so nothing flows its way after the handshake
 //! either. A dialer whose certificate the acceptor refused learns it from the alert on
 //! its next send, and treats the link as never made (logged, with backoff).

@@ -49,8 +49,10 @@ pub const MAX_HANDSHAKING: usize = 16;
 /// Of those, from any one host.
 pub const MAX_HANDSHAKING_PER_HOST: usize = 8;
 /// A connection in its handshake for this long may be closed to make room for a new
-/// one (a real peer's handshake takes milliseconds, even over TLS).
-pub const EVICT_AFTER: Duration = Duration::from_secs(1);
+/// one: a real peer's whole handshake takes a few round trips (milliseconds on a LAN,
+/// even over TLS). Short, so that a stranger who keeps reopening the connections it
+/// loses must do so faster than this to keep a peer out.
+pub const EVICT_AFTER: Duration = Duration::from_millis(250);
 /// How long an inbound connection may take to say (and, with a secret, prove) who it is.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The pause after a failed accept (out of descriptors: wait for some to be freed).
@@ -245,8 +247,8 @@ impl Inbound {
                 let _ = stream.shutdown(std::net::Shutdown::Both);
             }
             let line = format!(
-                "raft: closed a connection still in its handshake after {} s, to make room for one from {from}",
-                EVICT_AFTER.as_secs()
+                "raft: closed a connection still in its handshake after {} ms or more, to make room for one from {from}",
+                EVICT_AFTER.as_millis()
             );
             self.warn(&host, &line);
         }

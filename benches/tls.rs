@@ -70,6 +70,7 @@ fn node_options(pki: Option<&Pki>) -> NodeOptions {
                 ca_cert: Some(pki.ca.clone()),
                 cert: Some(own.cert),
                 key: Some(own.key),
+                raft_ca_cert: None,
             },
             ..TlsOptions::default()
         };

@@ -1,7 +1,8 @@
 //! The Raft port against strangers, and the Raft data directory against damage, with
 //! real `redis-failover` processes (`-broker=raft`):
 //!
-//! - with `raft_secret`, forged hellos, forged messages, a wrong secret and records
+//! - with `raft_secret`, a stranger gets nothing keyed by the secret (the dialer
+//!   proves first), and forged hellos, forged messages, a wrong secret and records
 //!   injected into an authenticated connection are refused and logged, and change
 //!   nothing; without one, messages from a non-member are dropped;
 //! - a daemon with the wrong secret cannot take part; the others elect and replicate;
@@ -223,6 +224,80 @@ fn with_a_secret_forged_hellos_and_messages_are_refused_and_change_nothing() {
     );
 }
 
+/// Everything the acceptor on `port` sends to a stranger who opens a handshake with
+/// version byte `version` as the member at `member_addr` and then sends a wrong
+/// proof, until it closes the connection; with the dialer nonce and hello used.
+fn what_a_stranger_gets(port: u16, to: u64, member_addr: &str, version: u8) -> (Vec<u8>, Vec<u8>) {
+    use std::io::{Read, Write};
+    let nonce = [0x33u8; 32];
+    let hello = raft_wire::hello(member_addr);
+    let mut opening = raft_wire::opening(&nonce, to, &hello);
+    opening[0] = version;
+    let mut stream = raft_wire::connect(port);
+    stream
+        .write_all(&frame(raft_wire::KIND_AUTH_OPEN, &opening))
+        .expect("send the opening");
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut proved = false;
+    let started = Instant::now();
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+        }
+        // After the challenge (a record header of 8 bytes, then its kind), a wrong proof.
+        if !proved && received.len() > 9 {
+            proved = true;
+            let _ = stream.write_all(&frame(raft_wire::KIND_AUTH_PROOF, &[0u8; 32]));
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the acceptor kept the connection of a wrong proof open"
+        );
+    }
+    (received, [&nonce[..], &hello].concat())
+}
+
+#[test]
+fn a_stranger_gets_nothing_to_guess_the_secret_against() {
+    // Whatever version of the handshake a stranger speaks, and whatever it sends, the
+    // acceptor sends no proof (nothing keyed by the secret) before the stranger has
+    // proven that it knows the secret: there is nothing to test guesses against offline.
+    let args = with_secret(SECRET);
+    let mut cluster = RaftCluster::start(1, &refs(&args), &[]);
+    cluster.wait_for_leader(&[0], ELECTION);
+    let (port, to) = (cluster.raft_ports[0], id(&cluster, 0));
+    let member_addr = cluster.raft_addr(0);
+    for version in [1u8, 2] {
+        let (received, sent) = what_a_stranger_gets(port, to, &member_addr, version);
+        let (nonce, hello) = sent.split_at(32);
+        // The record after the 8-byte header and the kind: the acceptor's challenge.
+        let Some(challenge) = received.get(9..) else {
+            continue; // refused outright: nothing sent at all
+        };
+        for start in 0..challenge.len().saturating_sub(31) {
+            let acceptor_nonce = &challenge[start..start + 32];
+            let transcript = raft_wire::transcript(nonce, acceptor_nonce, to, hello);
+            let proof = raft_wire::acceptor_proof(SECRET.as_bytes(), &transcript);
+            assert!(
+                !received.windows(32).any(|w| w == &proof[..]),
+                "handshake version {version}: the acceptor sent its proof of the secret to a stranger ({} bytes received)",
+                received.len()
+            );
+        }
+    }
+    // A real peer still proves itself, and the acceptor then proves itself too.
+    let peer = raft_wire::Dialer::handshake(port, to, "127.0.0.1:1", SECRET)
+        .expect("a challenge to an opening");
+    assert!(peer.acceptor_proved, "no proof after a right one");
+    wait_for_log(
+        &cluster.nodes[0],
+        "the refusals logged",
+        &["handshake version 1", "wrong proof of raft_secret"],
+    );
+}
+
 #[test]
 fn without_a_secret_forged_messages_from_a_non_member_change_nothing() {
     let m1 = RedisServer::master();
@@ -323,7 +398,8 @@ fn a_daemon_with_the_wrong_secret_cannot_take_part() {
         &format!("g={}", m1.addr()),
         "a write with one node of three shut out",
     );
-    // The leader's links to node 2 fail the handshake at both ends.
+    // The leader's links to node 2 fail the handshake, logged at both ends: node 2
+    // refuses the leader's proof (the dialer proves first), the leader is refused.
     wait_for_log(
         &cluster.nodes[2],
         "node 2 to refuse the leader's proof",
@@ -331,8 +407,8 @@ fn a_daemon_with_the_wrong_secret_cannot_take_part() {
     );
     wait_for_log(
         &cluster.nodes[leader],
-        "the leader to refuse node 2's proof",
-        &["did not prove it knows raft_secret"],
+        "the leader to log that node 2 refused its proof",
+        &["refused this node's proof of raft_secret"],
     );
     assert_eq!(
         group_list(&cluster.nodes[2]).unwrap(),

@@ -32,6 +32,7 @@ fn options(ca: &Pki, own: Option<&CertFiles>) -> TlsOptions {
             ca_cert: Some(ca.ca.clone()),
             cert: own.map(|f| f.cert.clone()),
             key: own.map(|f| f.key.clone()),
+            raft_ca_cert: None,
         },
         ..TlsOptions::default()
     }
@@ -236,6 +237,10 @@ fn bad_tls_settings_are_refused_naming_the_key() {
         (
             vec![cert.clone(), key.clone(), "-tls_sentinel".into()],
             "tls_sentinel",
+        ),
+        (
+            vec![format!("-tls_raft_ca_cert_file={}", pki.ca.display())],
+            "tls_raft_ca_cert_file",
         ),
         (
             vec![ca.clone(), "-tls".into(), "-tls_server_name=a b".into()],

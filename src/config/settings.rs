@@ -168,8 +168,10 @@ settings! {
     tls_http: bool,
     /// true: serve the Sentinel-compatible port over TLS with tls_cert_file
     tls_sentinel: bool,
-    /// true: raft links use mutual TLS, certificates signed by tls_ca_cert_file
+    /// true: raft links use mutual TLS, certificates signed by tls_raft_ca_cert_file (or tls_ca_cert_file) and naming the peer's raft_addr host
     tls_raft: bool,
+    /// CA certificates (PEM) that raft peers' certificates must be signed by (default: tls_ca_cert_file)
+    tls_raft_ca_cert_file: String,
 }
 
 /// The largest config file read: far above any real one (10,000 groups take about

@@ -44,6 +44,7 @@ impl Settings {
             ca_cert: path(self.tls_ca_cert_file.as_ref()),
             cert: path(self.tls_cert_file.as_ref()),
             key: path(self.tls_key_file.as_ref()),
+            raft_ca_cert: path(self.tls_raft_ca_cert_file.as_ref()),
         };
         let config = TlsConfig {
             data_nodes: self.tls.unwrap_or(false),
@@ -58,7 +59,11 @@ impl Settings {
         };
         check_combinations(&config, broker, sentinel_on)?;
         let files = &config.options.files;
-        if files.ca_cert.is_some() || files.cert.is_some() || files.key.is_some() {
+        if files.ca_cert.is_some()
+            || files.cert.is_some()
+            || files.key.is_some()
+            || files.raft_ca_cert.is_some()
+        {
             // Read and parsed now, so that a bad file stops the start (exit status 2).
             Tls::load(config.options.clone()).map_err(|e| invalid_input!("{e}"))?;
         }
@@ -103,13 +108,18 @@ fn check_combinations(config: &TlsConfig, broker: BrokerKind, sentinel_on: bool)
             "tls_sentinel: the Sentinel port is off (set sentinel_addr)"
         ));
     }
+    if files.raft_ca_cert.is_some() && !config.raft {
+        return Err(invalid_input!(
+            "tls_raft_ca_cert_file: applies to the raft links, and tls_raft is off"
+        ));
+    }
     if config.raft {
         if broker != BrokerKind::Raft {
             return Err(invalid_input!("tls_raft: needs -broker=raft"));
         }
-        if files.ca_cert.is_none() {
+        if files.ca_cert.is_none() && files.raft_ca_cert.is_none() {
             return Err(invalid_input!(
-                "tls_ca_cert_file: required with tls_raft (the cluster's CA, which every peer's certificate must be signed by)"
+                "tls_raft_ca_cert_file: required with tls_raft (the cluster's CA, which every peer's certificate must be signed by), or tls_ca_cert_file"
             ));
         }
         if !identity {

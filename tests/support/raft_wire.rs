@@ -21,6 +21,8 @@ pub const KIND_AUTH_OPEN: u8 = 3;
 pub const KIND_AUTH_CHALLENGE: u8 = 4;
 pub const KIND_AUTH_PROOF: u8 = 5;
 pub const KIND_SEALED: u8 = 6;
+pub const KIND_SEALED_VIEW: u8 = 8;
+pub const KIND_AUTH_ACCEPTED: u8 = 9;
 
 /// A record: length, CRC32, kind, payload.
 pub fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
@@ -115,6 +117,29 @@ fn mac(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
+/// The payload of a dialer's opening (handshake version 2).
+pub fn opening(nonce: &[u8; 32], to: u64, hello: &[u8]) -> Vec<u8> {
+    let mut opening = vec![2u8];
+    opening.extend_from_slice(nonce);
+    opening.extend_from_slice(&to.to_be_bytes());
+    opening.extend_from_slice(hello);
+    opening
+}
+
+/// What both proofs and the session key are computed over.
+pub fn transcript(dialer_nonce: &[u8], acceptor_nonce: &[u8], to: u64, hello: &[u8]) -> Vec<u8> {
+    let mut transcript = dialer_nonce.to_vec();
+    transcript.extend_from_slice(acceptor_nonce);
+    transcript.extend_from_slice(&to.to_be_bytes());
+    transcript.extend_from_slice(hello);
+    transcript
+}
+
+/// The acceptor's proof that it knows `secret`, over `transcript`.
+pub fn acceptor_proof(secret: &[u8], transcript: &[u8]) -> Vec<u8> {
+    mac(secret, &[b"redis-failover raft acceptor v1\0", transcript])
+}
+
 /// A connection that went through the `raft_secret` handshake as the peer `raft_addr`,
 /// with `secret` (right or wrong) and a fixed dialer nonce.
 pub struct Dialer {
@@ -126,30 +151,31 @@ pub struct Dialer {
 }
 
 impl Dialer {
-    /// Runs the handshake; `None` if the acceptor closed the connection instead.
+    /// Runs the handshake; `None` if the acceptor closed the connection instead of
+    /// sending its challenge.
     pub fn handshake(port: u16, to: u64, raft_addr: &str, secret: &str) -> Option<Dialer> {
         let mut stream = connect(port);
         let nonce = [0x5au8; 32];
         let hello = hello(raft_addr);
-        let mut opening = vec![1u8];
-        opening.extend_from_slice(&nonce);
-        opening.extend_from_slice(&to.to_be_bytes());
-        opening.extend_from_slice(&hello);
-        stream.write_all(&frame(KIND_AUTH_OPEN, &opening)).ok()?;
+        stream
+            .write_all(&frame(KIND_AUTH_OPEN, &opening(&nonce, to, &hello)))
+            .ok()?;
         let (kind, challenge) = read_record(&mut stream)?;
         assert_eq!(kind, KIND_AUTH_CHALLENGE, "the answer to an opening");
-        assert_eq!(challenge.len(), 64, "nonce and proof");
-        let mut transcript = nonce.to_vec();
-        transcript.extend_from_slice(&challenge[..32]);
-        transcript.extend_from_slice(&to.to_be_bytes());
-        transcript.extend_from_slice(&hello);
+        assert_eq!(challenge.len(), 32, "the acceptor's nonce alone");
+        let transcript = transcript(&nonce, &challenge, to, &hello);
         let key = secret.as_bytes();
         let proof = mac(key, &[b"redis-failover raft dialer v1\0", &transcript]);
         stream.write_all(&frame(KIND_AUTH_PROOF, &proof)).ok()?;
-        let expected = mac(key, &[b"redis-failover raft acceptor v1\0", &transcript]);
+        // The acceptor's proof follows only a right proof; else the connection closes.
+        let expected = acceptor_proof(key, &transcript);
+        let acceptor_proved = matches!(
+            read_record(&mut stream),
+            Some((KIND_AUTH_ACCEPTED, proof)) if proof == expected
+        );
         Some(Dialer {
             stream,
-            acceptor_proved: expected == challenge[32..],
+            acceptor_proved,
             session_key: mac(key, &[b"redis-failover raft session v1\0", &transcript]),
             next: 0,
         })
@@ -157,12 +183,21 @@ impl Dialer {
 
     /// A raft message as the next record, with its right MAC.
     pub fn sealed(&mut self, message: &[u8]) -> Vec<u8> {
+        self.sealed_as(KIND_SEALED, message)
+    }
+
+    /// A view of the masters (JSON) as the next record, with its right MAC.
+    pub fn sealed_view(&mut self, view: &[u8]) -> Vec<u8> {
+        self.sealed_as(KIND_SEALED_VIEW, view)
+    }
+
+    fn sealed_as(&mut self, kind: u8, payload: &[u8]) -> Vec<u8> {
         let tag = mac(
             &self.session_key,
-            &[&self.next.to_be_bytes(), &[KIND_SEALED], message],
+            &[&self.next.to_be_bytes(), &[kind], payload],
         );
         self.next += 1;
-        frame(KIND_SEALED, &[message, &tag].concat())
+        frame(kind, &[payload, &tag].concat())
     }
 
     /// Sends bytes; false if the connection is gone.

@@ -23,6 +23,15 @@
 //! `hello` is the dialer's hello as it sent it (JSON). The labels keep one kind of proof
 //! from ever standing in for another. The records that carry these values, and their
 //! order, are in `transport.rs`.
+//!
+//! The dialer proves first: the acceptor answers an opening with its nonce alone, and
+//! sends its own proof only once the dialer's is right. So a stranger who connects gets
+//! nothing keyed by the secret to test guesses against offline (in version 1 of the
+//! handshake the acceptor's proof came with its nonce, before the dialer proved
+//! anything). A guess can only be tried online, one connection per guess, each logged.
+//! The dialer only proves itself to the address of a member it dials, so what it sends
+//! reaches a guesser only through a network path that guesser controls; a long random
+//! secret is what keeps that out of reach.
 
 use crate::secret::Secret;
 use hmac::{Hmac, KeyInit, Mac};
@@ -34,8 +43,9 @@ type HmacSha256 = Hmac<Sha256>;
 pub const NONCE_LEN: usize = 32;
 pub const TAG_LEN: usize = 32;
 
-/// The version byte that starts the dialer's opening record.
-const VERSION: u8 = 1;
+/// The version byte that starts the dialer's opening record: 2 since the dialer proves
+/// first (a version 1 dialer is refused, saying so).
+const VERSION: u8 = 2;
 const ACCEPTOR: &[u8] = b"redis-failover raft acceptor v1\0";
 const DIALER: &[u8] = b"redis-failover raft dialer v1\0";
 const SESSION: &[u8] = b"redis-failover raft session v1\0";
@@ -100,7 +110,7 @@ impl Opening {
         };
         if version != VERSION {
             return Err(format!(
-                "handshake version {version}, this node speaks {VERSION}"
+                "handshake version {version}, this node speaks {VERSION} (a daemon of an older release: run the same release on every member)"
             ));
         }
         if rest.len() < NONCE_LEN + 8 {
@@ -116,22 +126,15 @@ impl Opening {
     }
 }
 
-/// The acceptor's answer: `nonce (32) | acceptor proof (32)`.
-pub fn encode_challenge(nonce: &Nonce, proof: &Tag) -> Vec<u8> {
-    [&nonce[..], &proof[..]].concat()
-}
-
-pub fn decode_challenge(payload: &[u8]) -> Result<(Nonce, &[u8]), String> {
-    if payload.len() != NONCE_LEN + TAG_LEN {
-        return Err(format!(
-            "challenge of {} bytes (expected {})",
-            payload.len(),
-            NONCE_LEN + TAG_LEN
-        ));
-    }
-    let (nonce, proof) = payload.split_at(NONCE_LEN);
-    let nonce = nonce.try_into().map_err(|_| "bad nonce")?;
-    Ok((nonce, proof))
+/// The acceptor's challenge: its nonce alone (its proof follows only once the dialer
+/// has proven itself).
+pub fn decode_challenge(payload: &[u8]) -> Result<Nonce, String> {
+    payload.try_into().map_err(|_| {
+        format!(
+            "challenge of {} bytes (expected a nonce of {NONCE_LEN}: is the peer of an older release?)",
+            payload.len()
+        )
+    })
 }
 
 /// One handshake, as both sides see it once the acceptor has chosen its nonce.
@@ -243,10 +246,9 @@ mod tests {
                 .unwrap_err()
                 .contains("version")
         );
-        let challenge = encode_challenge(&[7; 32], &[9; 32]);
-        let (n, proof) = decode_challenge(&challenge).unwrap();
-        assert_eq!((n, proof), ([7; 32], &[9u8; 32][..]));
-        assert!(decode_challenge(&[0; 63]).is_err());
+        assert_eq!(decode_challenge(&[7; 32]).unwrap(), [7; 32]);
+        assert!(decode_challenge(&[0; 64]).is_err(), "a version 1 challenge");
+        assert!(decode_challenge(&[0; 31]).is_err());
     }
 
     #[test]

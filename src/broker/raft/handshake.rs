@@ -3,17 +3,19 @@
 //! the records of the wire format in `transport.rs` carrying the nonces and proofs of
 //! `auth.rs`.
 //!
-//! The dialer sends its opening, reads the acceptor's challenge, sends its own proof,
-//! and only then checks the acceptor's: so when two daemons have different secrets, both
-//! log it. The acceptor answers the opening and checks the dialer's proof before it
-//! reads a single raft message. Each side ends with the [`Session`] that MACs the
-//! records after the handshake.
+//! The dialer sends its opening, reads the acceptor's challenge (a nonce), sends its
+//! proof, and then reads and checks the acceptor's. The acceptor answers the opening
+//! with its nonce alone, checks the dialer's proof, and sends its own only when the
+//! dialer's was right (so a stranger gets nothing to guess the secret against; see
+//! `auth.rs`); a wrong proof closes the connection, which the dialer logs as a
+//! refusal. Each side ends with the [`Session`] that MACs the records after the
+//! handshake.
 
 use super::auth::{self, ClusterKey, Handshake, Opening, Session};
 use super::frame;
-use super::inbound::HANDSHAKE_TIMEOUT;
 use super::wire::{self, Hello, RecordReader};
-use crate::net::tls::{Stream, Tls};
+use crate::net::tls::{Stream, Tls, fingerprint};
+use rustls::server::ParsedCertificate;
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -38,17 +40,55 @@ pub fn tls_dial(
 
 /// The acceptor's connection as it will be used: with `tls`, a mutual TLS session whose
 /// peer presented a certificate from the cluster's CA (a peer without one is refused
-/// here, with why); else plain.
-pub fn tls_accept(tls: Option<&Tls>, socket: TcpStream) -> Result<Stream, String> {
+/// here, with why), its whole handshake done by `deadline`; else plain.
+pub fn tls_accept(
+    tls: Option<&Tls>,
+    socket: TcpStream,
+    deadline: Instant,
+) -> Result<Stream, String> {
     let Some(tls) = tls else {
         return Ok(Stream::plain(socket));
     };
     let stream = Stream::server(socket, tls.raft_server_connection()?);
-    stream.handshake(HANDSHAKE_TIMEOUT)?;
+    stream.handshake(deadline.saturating_duration_since(Instant::now()))?;
     Ok(stream)
 }
 
-/// The dialer's side: proves this node to the peer `to` and checks the peer's proof.
+/// With `tls_raft`, the acceptor's check that the dialer is the member its hello
+/// claims: its certificate (already verified against the Raft CA) must name the host of
+/// that `raft_addr` (or `tls_server_name`, when set) in its subject alternative names,
+/// as the dialer checks the acceptor's. Without it, any certificate of the CA (also
+/// the Redis servers' CA, often) could pose as any member.
+pub fn certificate_names_peer(
+    tls: Option<&Tls>,
+    stream: &Stream,
+    raft_addr: &str,
+) -> Result<(), String> {
+    let Some(tls) = tls else {
+        return Ok(());
+    };
+    let cert = stream
+        .peer_certificate()
+        .ok_or("TLS: the peer presented no certificate")?;
+    let host = raft_addr
+        .rsplit_once(':')
+        .map_or(raft_addr, |(host, _)| host);
+    let name = tls.server_name_for(host)?;
+    let named = ParsedCertificate::try_from(&cert)
+        .and_then(|parsed| rustls::client::verify_server_name(&parsed, &name));
+    named.map_err(|e| {
+        let expected = match &tls.options().server_name {
+            Some(server_name) => format!("tls_server_name {server_name}"),
+            None => format!("{host}, the host of the raft address {raft_addr} it claims"),
+        };
+        format!(
+            "its certificate (SHA-256 {}) does not name {expected}: a peer's certificate must hold its raft_addr host in its subject alternative names ({e})",
+            fingerprint(&cert)
+        )
+    })
+}
+
+/// The dialer's side: proves this node to the peer `to`, then checks the peer's proof.
 pub fn dial(
     stream: &Stream,
     key: &ClusterKey,
@@ -75,7 +115,7 @@ pub fn dial(
     if kind != wire::KIND_AUTH_CHALLENGE {
         return Err(format!("expected a challenge, got a record of kind {kind}"));
     }
-    let (nonce, proof) = auth::decode_challenge(&payload)?;
+    let nonce = auth::decode_challenge(&payload)?;
     let handshake = Handshake::new(&opening, &nonce);
     writer
         .write_all(&frame::encode(
@@ -83,7 +123,19 @@ pub fn dial(
             &handshake.dialer_proof(key),
         ))
         .map_err(|e| e.to_string())?;
-    if !auth::proof_matches(&handshake.acceptor_proof(key), proof) {
+    let refused =
+        || format!("peer {to:x} refused this node's proof of raft_secret: its raft_secret differs");
+    let proof = match wire::read_record(&mut reader, wire::MAX_HANDSHAKE, Some(deadline)) {
+        Ok(Some((wire::KIND_AUTH_ACCEPTED, proof))) => proof,
+        Ok(Some((kind, _))) => {
+            return Err(format!(
+                "expected the peer's proof, got a record of kind {kind}"
+            ));
+        }
+        // The acceptor closes the connection on a wrong proof (a reset, with TLS).
+        Ok(None) | Err(_) => return Err(refused()),
+    };
+    if !auth::proof_matches(&handshake.acceptor_proof(key), &proof) {
         return Err(format!(
             "peer {to:x} did not prove it knows raft_secret: its raft_secret differs, or it is not the peer"
         ));
@@ -92,8 +144,8 @@ pub fn dial(
 }
 
 /// The acceptor's side: answers the dialer's `opening` (the payload of its first
-/// record) with this node's nonce and proof, then checks the dialer's proof, all by
-/// `deadline`. Returns who the dialer is.
+/// record) with this node's nonce, checks the dialer's proof, and only then sends this
+/// node's own proof, all by `deadline`. Returns who the dialer is.
 pub fn answer(
     stream: &Stream,
     reader: &mut RecordReader<'_>,
@@ -112,14 +164,13 @@ pub fn answer(
     let hello = Hello::parse(&opening.hello)?;
     let nonce = auth::nonce()?;
     let handshake = Handshake::new(&opening, &nonce);
-    let challenge = auth::encode_challenge(&nonce, &handshake.acceptor_proof(key));
     let left = deadline.saturating_duration_since(Instant::now());
     let _ = stream
         .socket()
         .set_write_timeout(Some(left.max(Duration::from_millis(1))));
     let mut writer = stream;
     writer
-        .write_all(&frame::encode(wire::KIND_AUTH_CHALLENGE, &challenge))
+        .write_all(&frame::encode(wire::KIND_AUTH_CHALLENGE, &nonce))
         .map_err(|e| format!("cannot send the challenge: {e}"))?;
     let Some((kind, proof)) = wire::read_record(reader, wire::MAX_HANDSHAKE, Some(deadline))?
     else {
@@ -136,5 +187,11 @@ pub fn answer(
             hello.raft_addr, hello.id
         ));
     }
+    writer
+        .write_all(&frame::encode(
+            wire::KIND_AUTH_ACCEPTED,
+            &handshake.acceptor_proof(key),
+        ))
+        .map_err(|e| format!("cannot send this node's proof: {e}"))?;
     Ok((hello, handshake.session(key)?))
 }

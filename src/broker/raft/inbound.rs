@@ -3,10 +3,18 @@
 //!
 //! - At most [`MAX_INBOUND`] connections at once, each read by its own thread, so at
 //!   most that many reader threads; and at most [`MAX_HANDSHAKING`] of them still in
-//!   their handshake. A connection beyond either limit is closed at once and logged.
-//! - A connection must complete its handshake (with `tls_raft` the TLS handshake, which
-//!   requires a client certificate from the cluster's CA; then the hello, or the
-//!   `raft_secret` challenge-response of `auth.rs`) within [`HANDSHAKE_TIMEOUT`]. After that it may
+//!   their handshake, [`MAX_HANDSHAKING_PER_HOST`] from any one host. A new connection
+//!   beyond a handshake limit takes the place of the oldest one in its handshake (from
+//!   that host, for the per-host limit) once that one has been at it for
+//!   [`EVICT_AFTER`], far longer than a real peer takes; otherwise, and beyond
+//!   [`MAX_INBOUND`], it is closed at once. Either is logged. So connections that
+//!   trickle their handshake cannot keep a real peer out: its handshake takes
+//!   milliseconds, theirs never ends.
+//! - A connection must complete its whole handshake (with `tls_raft` the TLS handshake,
+//!   which requires a client certificate from the cluster's CA; then the hello, or the
+//!   `raft_secret` challenge-response of `auth.rs`, and with `tls_raft` a certificate
+//!   that names the host of the hello's raft address) within [`HANDSHAKE_TIMEOUT`],
+//!   however its bytes trickle. After that it may
 //!   stay idle (a follower's link to another follower carries nothing for a long time),
 //!   but a record, once begun, must be whole within `wire::RECORD_TIMEOUT`.
 //! - Accept errors (out of file descriptors, a connection aborted before it was
@@ -27,7 +35,7 @@ use crate::shutdown::Shutdown;
 use crate::sync::lock;
 use crossbeam_channel::Sender;
 use raft::eraftpb::Message;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -38,6 +46,13 @@ use std::time::{Duration, Instant};
 pub const MAX_INBOUND: usize = 64;
 /// Inbound connections that have not finished their handshake yet.
 pub const MAX_HANDSHAKING: usize = 16;
+/// Of those, from any one host.
+pub const MAX_HANDSHAKING_PER_HOST: usize = 8;
+/// A connection in its handshake for this long may be closed to make room for a new
+/// one: a real peer's whole handshake takes a few round trips (milliseconds on a LAN,
+/// even over TLS). Short, so that a stranger who keeps reopening the connections it
+/// loses must do so faster than this to keep a peer out.
+pub const EVICT_AFTER: Duration = Duration::from_millis(250);
 /// How long an inbound connection may take to say (and, with a secret, prove) who it is.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The pause after a failed accept (out of descriptors: wait for some to be freed).
@@ -74,11 +89,62 @@ pub type AddressBook = Arc<Mutex<HashMap<u64, PeerAddrs>>>;
 /// Open inbound connections by serial number, so a stop can unblock their readers.
 pub type Connections = Arc<Mutex<HashMap<u64, TcpStream>>>;
 
-/// How many inbound connections are open, and how many of them are authenticated.
+/// How many inbound connections are open, and which of them are still in their
+/// handshake (by serial number, so the oldest first: from which host, since when).
 #[derive(Default)]
 struct Slots {
     open: usize,
-    handshaking: usize,
+    handshaking: BTreeMap<u64, (Arc<str>, Instant)>,
+}
+
+impl Slots {
+    /// Makes room for one more connection in its handshake from `host`: `Ok(None)`
+    /// when there is room, `Ok(Some(serial))` when the connection `serial` must give
+    /// up its place (taken out of the handshaking ones here), `Err(why)` when the new
+    /// one must be refused.
+    fn room_for(&mut self, host: &str, now: Instant) -> Result<Option<u64>, String> {
+        if self.open >= MAX_INBOUND {
+            return Err(format!(
+                "{} connections are open (at most {MAX_INBOUND})",
+                self.open
+            ));
+        }
+        let from_host = self
+            .handshaking
+            .values()
+            .filter(|(h, _)| &**h == host)
+            .count();
+        let (full, of_host) = if from_host >= MAX_HANDSHAKING_PER_HOST {
+            (
+                format!(
+                    "{from_host} connections from {host} are in their handshake (at most {MAX_HANDSHAKING_PER_HOST})"
+                ),
+                true,
+            )
+        } else if self.handshaking.len() >= MAX_HANDSHAKING {
+            (
+                format!(
+                    "{} connections are in their handshake (at most {MAX_HANDSHAKING})",
+                    self.handshaking.len()
+                ),
+                false,
+            )
+        } else {
+            return Ok(None);
+        };
+        let oldest = self
+            .handshaking
+            .iter()
+            .find(|(_, (h, _))| !of_host || &**h == host)
+            .map(|(&serial, &(_, since))| (serial, since));
+        match oldest {
+            Some((serial, since)) if now.saturating_duration_since(since) >= EVICT_AFTER => {
+                self.handshaking.remove(&serial);
+                Ok(Some(serial))
+            }
+            _ => Err(full),
+        }
+    }
 }
 
 /// What the acceptor and every reader share.
@@ -156,29 +222,35 @@ impl Inbound {
         from: String,
         serial: u64,
     ) -> Option<JoinHandle<()>> {
-        {
+        let host: Arc<str> = host_of(&from).into();
+        let evicted = {
             let mut slots = lock(&self.slots);
-            let full = if slots.open >= MAX_INBOUND {
-                Some(format!(
-                    "{} connections are open (at most {MAX_INBOUND})",
-                    slots.open
-                ))
-            } else if slots.handshaking >= MAX_HANDSHAKING {
-                Some(format!(
-                    "{} connections are in their handshake (at most {MAX_HANDSHAKING})",
-                    slots.handshaking
-                ))
-            } else {
-                None
-            };
-            if let Some(why) = full {
-                drop(slots);
-                let line = format!("raft: refused a connection from {from}: {why}");
-                self.warn(host_of(&from), &line);
-                return None;
+            match slots.room_for(&host, Instant::now()) {
+                Ok(evicted) => {
+                    slots.open += 1;
+                    slots
+                        .handshaking
+                        .insert(serial, (host.clone(), Instant::now()));
+                    evicted
+                }
+                Err(why) => {
+                    drop(slots);
+                    let line = format!("raft: refused a connection from {from}: {why}");
+                    self.warn(&host, &line);
+                    return None;
+                }
             }
-            slots.open += 1;
-            slots.handshaking += 1;
+        };
+        if let Some(old) = evicted {
+            // Its reader sees the connection end, and gives back its slot.
+            if let Some(stream) = lock(&self.connections).get(&old) {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+            let line = format!(
+                "raft: closed a connection still in its handshake after {} ms or more, to make room for one from {from}",
+                EVICT_AFTER.as_millis()
+            );
+            self.warn(&host, &line);
         }
         crate::net::keep_alive(&stream);
         if let Ok(clone) = stream.try_clone() {
@@ -214,21 +286,22 @@ impl Inbound {
         }
     }
 
-    /// Records where a peer that said hello can be reached: a known peer's addresses are
-    /// updated; an unknown one is added while the book is small.
+    /// Records where a peer that said hello can be reached, where nothing else says:
+    /// an unknown peer is added while the book is small; a known one keeps the raft
+    /// address the log (or the configuration) gave it, and gets the HTTP and Sentinel
+    /// addresses of its hello, which the addresses a member announced through the log
+    /// outrank (see `node.rs`, `publish`).
     fn record_hello(&self, hello: &Hello) {
         let mut book = lock(&self.book);
         if !book.contains_key(&hello.id) && book.len() >= MAX_BOOK {
             return;
         }
-        book.insert(
-            hello.id,
-            PeerAddrs {
-                raft_addr: hello.raft_addr.clone(),
-                http_addr: Some(hello.http_addr.clone()),
-                sentinel_addr: hello.sentinel_addr.clone(),
-            },
-        );
+        let peer = book.entry(hello.id).or_insert_with(|| PeerAddrs {
+            raft_addr: hello.raft_addr.clone(),
+            ..PeerAddrs::default()
+        });
+        peer.http_addr = Some(hello.http_addr.clone());
+        peer.sentinel_addr = hello.sentinel_addr.clone();
     }
 }
 
@@ -243,8 +316,7 @@ impl Slot {
     fn authenticated(&mut self) {
         if !self.authenticated {
             self.authenticated = true;
-            let mut slots = lock(&self.inbound.slots);
-            slots.handshaking = slots.handshaking.saturating_sub(1);
+            lock(&self.inbound.slots).handshaking.remove(&self.serial);
         }
     }
 }
@@ -253,9 +325,7 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut slots = lock(&self.inbound.slots);
         slots.open = slots.open.saturating_sub(1);
-        if !self.authenticated {
-            slots.handshaking = slots.handshaking.saturating_sub(1);
-        }
+        slots.handshaking.remove(&self.serial);
         drop(slots);
         lock(&self.inbound.connections).remove(&self.serial);
     }
@@ -271,7 +341,7 @@ struct Reader {
 impl Reader {
     fn run(mut self, socket: TcpStream) {
         let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-        let stream = match handshake::tls_accept(self.inbound.tls.as_deref(), socket) {
+        let stream = match handshake::tls_accept(self.inbound.tls.as_deref(), socket, deadline) {
             Ok(stream) => stream,
             Err(why) => {
                 let line = format!("raft: refused the connection from {}: {why}", self.from);
@@ -311,6 +381,7 @@ impl Reader {
             }
             (_, other) => return Err(format!("expected a hello, got a record of kind {other}")),
         };
+        handshake::certificate_names_peer(self.inbound.tls.as_deref(), stream, &hello.raft_addr)?;
         self.slot.authenticated();
         self.inbound.record_hello(&hello);
         while let Some((kind, payload)) = wire::read_record(&mut reader, frame::MAX_RECORD, None)? {
@@ -346,5 +417,49 @@ impl Reader {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slots_with(hosts: &[&str], since: Instant) -> Slots {
+        let mut slots = Slots::default();
+        for (serial, host) in hosts.iter().enumerate() {
+            slots.open += 1;
+            slots
+                .handshaking
+                .insert(serial as u64, ((*host).into(), since));
+        }
+        slots
+    }
+
+    #[test]
+    fn a_handshake_that_drags_on_makes_room_for_a_new_one() {
+        let now = Instant::now();
+        let old = now - EVICT_AFTER;
+        // Room: nobody evicted.
+        assert_eq!(slots_with(&["a"; 3], now).room_for("a", now), Ok(None));
+        // Full of fresh handshakes: refused, naming the limit.
+        let hosts: Vec<&str> = (0..MAX_HANDSHAKING)
+            .map(|i| if i % 2 == 0 { "a" } else { "b" })
+            .collect();
+        let why = slots_with(&hosts, now).room_for("c", now).unwrap_err();
+        assert!(why.contains("in their handshake"), "{why}");
+        // Full of old ones: the oldest gives up its place.
+        let mut slots = slots_with(&hosts, old);
+        assert_eq!(slots.room_for("c", now), Ok(Some(0)));
+        assert_eq!(slots.handshaking.len(), MAX_HANDSHAKING - 1);
+        // One host at its own limit: only its oldest is evicted, others are not.
+        let mut hosts = vec!["b"];
+        hosts.extend([&"a"; MAX_HANDSHAKING_PER_HOST]);
+        let mut slots = slots_with(&hosts, old);
+        assert_eq!(slots.room_for("a", now), Ok(Some(1)));
+        assert_eq!(slots.room_for("b", now), Ok(None));
+        let why = slots_with(&["a"; MAX_HANDSHAKING_PER_HOST], now)
+            .room_for("a", now)
+            .unwrap_err();
+        assert!(why.contains("from a"), "{why}");
     }
 }

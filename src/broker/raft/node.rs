@@ -295,10 +295,11 @@ impl Node {
                 }
             }
             Event::Unreachable(id) => self.raw.report_unreachable(id),
-            // Only a member's view counts (a removed node's does not).
+            // Only a member's view counts (a removed node's does not), once, under the
+            // peer id the transport authenticated; none can count as this node's.
             Event::View(from, view) => {
-                if self.members().contains(&from) {
-                    self.shared.views.record(view);
+                if from != self.id && self.members().contains(&from) {
+                    self.shared.views.record(&format!("{from:016x}"), view);
                 }
             }
             Event::SnapshotSent(id, ok) => {
@@ -513,6 +514,7 @@ impl Node {
                     log::info!("raft: peer {id:x} left the cluster");
                     machine.data.members.remove(&id);
                     self.admission.removed(id);
+                    self.shared.views.forget(&format!("{id:016x}"));
                     if id == self.id {
                         log::warn!(
                             "raft: this node was removed from the cluster; it no longer takes part"
@@ -563,19 +565,22 @@ impl Node {
                 .get(&id)
                 .map(|p| p.raft_addr.clone())
                 .or_else(|| (id == self.id).then(|| self.me.raft_addr.clone())),
+            // What a member announced through the log outranks what a connection's
+            // hello says (a hello is only as trustworthy as the link's authentication).
             http_addr: if id == self.id {
                 Some(self.me.http_addr.clone())
             } else {
-                book.get(&id)
-                    .and_then(|p| p.http_addr.clone())
-                    .or_else(|| announced(id).map(|d| d.http_addr.clone()))
+                announced(id)
+                    .map(|d| d.http_addr.clone())
+                    .or_else(|| book.get(&id).and_then(|p| p.http_addr.clone()))
             },
             sentinel_addr: if id == self.id {
                 self.me.sentinel_addr.clone()
             } else {
-                book.get(&id)
-                    .and_then(|p| p.sentinel_addr.clone())
-                    .or_else(|| announced(id).and_then(|d| d.sentinel_addr.clone()))
+                match announced(id) {
+                    Some(d) => d.sentinel_addr.clone(),
+                    None => book.get(&id).and_then(|p| p.sentinel_addr.clone()),
+                }
             },
             voter: raft.prs().conf().voters().contains(id),
             match_index: (raft.state == StateRole::Leader)

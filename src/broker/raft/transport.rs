@@ -30,16 +30,20 @@
 //! `auth.rs` for the MACs):
 //!
 //! ```text
-//! dialer → acceptor   kind 3  opening: version 1 (u8) | dialer nonce (32) | id of the
+//! dialer → acceptor   kind 3  opening: version 2 (u8) | dialer nonce (32) | id of the
 //!                             peer dialed (u64 BE) | hello (JSON, as above)
-//! acceptor → dialer   kind 4  challenge: acceptor nonce (32) | acceptor proof (32)
+//! acceptor → dialer   kind 4  challenge: acceptor nonce (32)
 //! dialer → acceptor   kind 5  proof: dialer proof (32)
+//! acceptor → dialer   kind 9  accepted: acceptor proof (32), only if the dialer's was right
 //! dialer → acceptor   kind 6  a raft message (protobuf) | its MAC (32), as many as needed
 //! ```
 //!
-//! The dialer sends its proof before it checks the acceptor's, so that when the two
-//! secrets differ both ends log it; it sends raft messages only once the acceptor's proof
-//! is right. The acceptor reads no raft message before the dialer's proof is right. The
+//! The dialer proves first: the acceptor sends nothing keyed by the secret until the
+//! dialer's proof is right (a wrong one closes the connection, and the dialer logs the
+//! refusal), so connecting yields nothing to test guesses of the secret against. The
+//! dialer sends raft messages only once the acceptor's proof is right; the acceptor
+//! reads no raft message before the dialer's proof is right. Version 1 of the handshake
+//! (the acceptor's proof sent with its nonce) is refused, naming the version. The
 //! handshake records are at most 4 KiB, and the whole handshake must be done within
 //! 5 s. After it, nothing flows from the acceptor to the dialer, so anything readable on
 //! the dialer's end means the acceptor has gone. A connection that breaks any of this
@@ -47,10 +51,13 @@
 //! not to this node) is dropped and logged.
 //!
 //! With `tls_raft`, every connection is first a mutual TLS session (`net::tls`): the
-//! dialer verifies the acceptor's certificate against the cluster's CA and the peer's
-//! host (or `tls_server_name`), and presents its own, which the acceptor requires and
-//! verifies against the same CA. The records above then flow inside the session,
-//! unchanged; with `raft_secret` too, its challenge-response and MACs run inside TLS.
+//! dialer verifies the acceptor's certificate against the cluster's CA
+//! (`tls_raft_ca_cert_file`, else `tls_ca_cert_file`) and the peer's host (or
+//! `tls_server_name`), and presents its own, which the acceptor requires and verifies
+//! against the same CA, and then, once it has read the hello, against the host of the
+//! raft address the hello claims (or `tls_server_name`): a certificate stands for the
+//! member on its host, not for any member. The records above then flow inside the
+//! session, unchanged; with `raft_secret` too, its challenge-response and MACs run inside TLS.
 //! The acceptor sends no session tickets, so nothing flows its way after the handshake
 //! either. A dialer whose certificate the acceptor refused learns it from the alert on
 //! its next send, and treats the link as never made (logged, with backoff).

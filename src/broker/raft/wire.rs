@@ -24,7 +24,7 @@ pub const KIND_HELLO: u8 = 1;
 pub const KIND_MESSAGE: u8 = 2;
 /// With `raft_secret`: the dialer's opening (version, nonce, whom it dialed, hello).
 pub const KIND_AUTH_OPEN: u8 = 3;
-/// With `raft_secret`: the acceptor's answer (its nonce and its proof).
+/// With `raft_secret`: the acceptor's answer to the opening (its nonce).
 pub const KIND_AUTH_CHALLENGE: u8 = 4;
 /// With `raft_secret`: the dialer's proof.
 pub const KIND_AUTH_PROOF: u8 = 5;
@@ -34,6 +34,8 @@ pub const KIND_SEALED: u8 = 6;
 pub const KIND_VIEW: u8 = 7;
 /// With `raft_secret`: a view followed by its MAC.
 pub const KIND_SEALED_VIEW: u8 = 8;
+/// With `raft_secret`: the acceptor's proof, sent once the dialer's proof was right.
+pub const KIND_AUTH_ACCEPTED: u8 = 9;
 
 /// The largest handshake record accepted (a hello holds two addresses and an id).
 pub const MAX_HANDSHAKE: usize = 4096;

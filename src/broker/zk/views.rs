@@ -33,10 +33,10 @@ pub fn run(shared: &Shared, views: Receiver<MastersView>) {
         });
         match round {
             Ok(others) => {
-                for bytes in others {
+                // A view counts for the znode it was read from, whatever it says.
+                for (znode, bytes) in others {
                     match MastersView::from_bytes(&bytes) {
-                        Ok(other) if other.daemon != view.daemon => shared.views.record(other),
-                        Ok(_) => {}
+                        Ok(other) => shared.views.record(&znode, other),
                         Err(e) => log::debug!("zk: a peer's view: {e}"),
                     }
                 }
@@ -47,13 +47,13 @@ pub fn run(shared: &Shared, views: Receiver<MastersView>) {
 }
 
 /// Writes `data` to `mine` (creating it, and its parent, when missing) and reads every
-/// other view under `base`.
+/// other view under `base`, with the name of its znode.
 fn exchange(
     zk: &ZooKeeper,
     base: &str,
     mine: &str,
     data: Vec<u8>,
-) -> zookeeper::ZkResult<Vec<Vec<u8>>> {
+) -> zookeeper::ZkResult<Vec<(String, Vec<u8>)>> {
     match zk.set_data(mine, data.clone(), None) {
         Ok(_) => {}
         Err(ZkError::NoNode) => {
@@ -86,7 +86,7 @@ fn exchange(
         }
         // A daemon that left between the listing and the read is simply not counted.
         if let Ok((bytes, _)) = zk.get_data(&path, false) {
-            others.push(bytes);
+            others.push((child, bytes));
         }
     }
     Ok(others)

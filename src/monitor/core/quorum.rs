@@ -12,7 +12,7 @@ use super::watch::Phase;
 use super::{MonitorCore, Output, Timer};
 use crate::broker::views::{DownMaster, MastersView};
 use crate::observe::events::Event;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// A peer's view counts while it was renewed within this many check intervals.
@@ -62,10 +62,14 @@ impl MonitorCore {
         let Some(watch) = self.watches.get_mut(group) else {
             return false;
         };
+        // One vote per daemon, however many views carry its name (the broker keys them
+        // by member: see `broker/views.rs`).
         let peers = views
             .iter()
             .filter(|v| v.finds_down(group, watch.master()))
-            .count();
+            .map(|v| v.daemon.as_str())
+            .collect::<HashSet<_>>()
+            .len();
         let votes = peers + usize::from(watch.detector().is_down(self.now.mono));
         let agreed = votes >= needed;
         if watch.waiting_for(votes, agreed) {
@@ -108,7 +112,9 @@ impl MonitorCore {
         self.outputs.push(Output::ShareView(view));
         let views = self.peer_views.clone();
         self.sinks.metrics.set_daemons_reporting(views.len() + 1);
-        let mut peers: HashMap<&str, usize> = HashMap::new();
+        // The daemons that find each group's master down: each once, however often it
+        // lists the group.
+        let mut peers: HashMap<&str, HashSet<&str>> = HashMap::new();
         for view in &views {
             for down in &view.down {
                 let current = self
@@ -116,7 +122,10 @@ impl MonitorCore {
                     .get(&down.group)
                     .is_some_and(|w| *w.master() == down.master);
                 if current {
-                    *peers.entry(down.group.as_str()).or_default() += 1;
+                    peers
+                        .entry(down.group.as_str())
+                        .or_default()
+                        .insert(view.daemon.as_str());
                 }
             }
         }
@@ -124,7 +133,7 @@ impl MonitorCore {
         let mut ready = Vec::new();
         for (name, watch) in self.watches.iter_mut() {
             let down_here = !tilt && watch.detector().is_down(now);
-            let votes = peers.get(name.as_str()).copied().unwrap_or(0) + usize::from(down_here);
+            let votes = peers.get(name.as_str()).map_or(0, HashSet::len) + usize::from(down_here);
             if watch.set_down_votes(votes) {
                 let shown = votes as u32;
                 self.sinks.observed.update(name, |o| o.down_votes = shown);

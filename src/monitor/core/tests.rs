@@ -433,3 +433,26 @@ fn a_manual_failover_needs_a_master_that_does_not_answer_and_ignores_a_pause() {
     };
     assert!(request.manual, "the job is not marked manual");
 }
+
+#[test]
+fn one_daemon_counts_once_however_many_views_carry_its_name() {
+    // Five members: three must find the master down. One peer's view, four times over,
+    // is one vote: with this daemon's, two.
+    let mut b = Bench::new(5);
+    b.step(Input::State(state(vec![addr(2)], None)));
+    b.checks_until(500 * MS, healthy);
+    let down = MastersView {
+        daemon: "d1".into(),
+        seq: 1,
+        down: vec![
+            DownMaster {
+                group: "g".into(),
+                master: addr(1),
+            };
+            2
+        ],
+    };
+    b.cluster.views = vec![down; 4];
+    b.checks_until(3500 * MS, dead);
+    assert_eq!(failovers(&b), 0, "one peer counted as several");
+}

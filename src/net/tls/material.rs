@@ -43,11 +43,11 @@ pub struct Built {
     /// For the HTTP API and the Sentinel port: this daemon's certificate, no client
     /// certificates asked. None without a certificate.
     pub server: Option<Arc<ServerConfig>>,
-    /// The Raft dialer: the peer verified against the CA, this daemon's certificate
-    /// presented. None unless both are there.
+    /// The Raft dialer: the peer verified against the Raft CA (`tls_raft_ca_cert_file`,
+    /// else the CA), this daemon's certificate presented. None unless both are there.
     pub raft_client: Option<Arc<ClientConfig>>,
-    /// The Raft acceptor: a client certificate from the CA required. None unless both
-    /// the CA and a certificate are there.
+    /// The Raft acceptor: a client certificate from the Raft CA required. None unless
+    /// both that CA and a certificate are there.
     pub raft_server: Option<Arc<ServerConfig>>,
     /// Whether a client certificate is presented to data nodes.
     pub has_client_cert: bool,
@@ -70,8 +70,13 @@ pub fn provider() -> Arc<CryptoProvider> {
 pub fn build(options: &TlsOptions) -> Result<Built, LoadError> {
     let provider = provider();
     let roots = match &options.files.ca_cert {
-        Some(path) => Some(Arc::new(read_roots(path)?)),
+        Some(path) => Some(Arc::new(read_roots("tls_ca_cert_file", path)?)),
         None => None,
+    };
+    // The Raft links trust their own CA when one is named, else the shared one.
+    let raft_roots = match &options.files.raft_ca_cert {
+        Some(path) => Some(Arc::new(read_roots("tls_raft_ca_cert_file", path)?)),
+        None => roots.clone(),
     };
     let identity = match (&options.files.cert, &options.files.key) {
         (Some(cert), Some(key)) => Some(read_identity(cert, key, &provider)?),
@@ -93,7 +98,7 @@ pub fn build(options: &TlsOptions) -> Result<Built, LoadError> {
         )),
         None => None,
     };
-    let (raft_client, raft_server) = match (&roots, &identity) {
+    let (raft_client, raft_server) = match (&raft_roots, &identity) {
         (Some(roots), Some(id)) => {
             let (client, server) = raft_configs(roots, id, &provider)?;
             (Some(client), Some(server))
@@ -159,7 +164,7 @@ fn raft_configs(
         .map_err(fail("tls_cert_file"))?;
     let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
         .build()
-        .map_err(|e| err("tls_ca_cert_file", &e.to_string()))?;
+        .map_err(|e| err("tls_raft_ca_cert_file", &e.to_string()))?;
     let mut server = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(fail("tls_cert_file"))?
@@ -207,8 +212,7 @@ fn read_certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'stat
     Ok(certs)
 }
 
-fn read_roots(path: &Path) -> Result<RootCertStore, LoadError> {
-    let key = "tls_ca_cert_file";
+fn read_roots(key: &'static str, path: &Path) -> Result<RootCertStore, LoadError> {
     let mut roots = RootCertStore::empty();
     for (n, cert) in read_certs(key, path)?.into_iter().enumerate() {
         roots.add(cert).map_err(|e| {
@@ -281,6 +285,9 @@ fn summary(options: &TlsOptions, roots: Option<&RootCertStore>, id: Option<&Iden
             roots.len(),
             path.display()
         ));
+    }
+    if let Some(path) = &options.files.raft_ca_cert {
+        parts.push(format!("the Raft peers' CA from {}", path.display()));
     }
     if parts.is_empty() {
         parts.push("no certificate or CA".into());

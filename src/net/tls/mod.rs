@@ -74,6 +74,9 @@ pub struct TlsFiles {
     pub cert: Option<PathBuf>,
     /// `tls_key_file`: its private key.
     pub key: Option<PathBuf>,
+    /// `tls_raft_ca_cert_file`: the CA(s) that sign Raft peers' certificates, when
+    /// not those of `ca_cert` (which also signs the data nodes' certificates).
+    pub raft_ca_cert: Option<PathBuf>,
 }
 
 /// What the handle is built from.

@@ -8,11 +8,12 @@
 //! on [`Stream::socket`].
 
 use super::verify::{Side, explain_io};
+use rustls::pki_types::CertificateDer;
 use rustls::{ClientConnection, ServerConnection};
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The TLS end of a connection.
 enum Session {
@@ -64,37 +65,51 @@ impl Stream {
         self.tls.is_some()
     }
 
-    /// Runs the TLS handshake to its end within about `timeout` (the socket's timeouts
-    /// are set to it, and left so). An error is explained in plain words (see
-    /// `verify::explain`). Nothing to do on plain TCP.
+    /// The certificate the other end presented (its leaf), once the TLS handshake is
+    /// done; None on plain TCP.
+    pub fn peer_certificate(&self) -> Option<CertificateDer<'static>> {
+        let session = self.tls.as_ref()?.borrow();
+        let certs = match &*session {
+            Session::Client(c) => c.peer_certificates(),
+            Session::Server(s) => s.peer_certificates(),
+        };
+        certs?.first().map(|c| c.clone().into_owned())
+    }
+
+    /// Runs the TLS handshake to its end within `timeout`, however the peer's bytes
+    /// trickle: one deadline for the whole handshake, not one per read (the socket's
+    /// timeouts are left at `timeout` afterwards). An error is explained in plain words
+    /// (see `verify::explain`). Nothing to do on plain TCP.
     pub fn handshake(&self, timeout: Duration) -> Result<(), String> {
         let Some(tls) = &self.tls else {
             return Ok(());
         };
-        let timeout = Some(timeout.max(Duration::from_millis(1)));
-        let set = self
-            .socket
-            .set_read_timeout(timeout)
-            .and_then(|()| self.socket.set_write_timeout(timeout));
-        set.map_err(|e| format!("TLS handshake: {e}"))?;
+        let timeout = timeout.max(Duration::from_millis(1));
+        let mut io = DeadlineIo {
+            socket: &self.socket,
+            deadline: Instant::now() + timeout,
+        };
         let mut session = tls.borrow_mut();
-        let mut socket = &self.socket;
         let side = self.side;
-        loop {
+        let outcome = loop {
             let done = match &mut *session {
-                Session::Client(c) if c.is_handshaking() => c.complete_io(&mut socket),
-                Session::Server(s) if s.is_handshaking() => s.complete_io(&mut socket),
-                _ => return Ok(()),
+                Session::Client(c) if c.is_handshaking() => c.complete_io(&mut io),
+                Session::Server(s) if s.is_handshaking() => s.complete_io(&mut io),
+                _ => break Ok(()),
             };
             match done {
-                Ok((0, 0)) => {
-                    return Err("TLS handshake: the peer closed the connection".into());
-                }
+                Ok((0, 0)) => break Err("TLS handshake: the peer closed the connection".into()),
                 Ok(_) => {}
-                Err(e) if is_timeout(&e) => return Err("TLS handshake timed out".into()),
-                Err(e) => return Err(format!("TLS handshake failed: {}", explain_io(&e, side))),
+                Err(e) if is_timeout(&e) => break Err("TLS handshake timed out".into()),
+                Err(e) => break Err(format!("TLS handshake failed: {}", explain_io(&e, side))),
             }
-        }
+        };
+        let set = self
+            .socket
+            .set_read_timeout(Some(timeout))
+            .and_then(|()| self.socket.set_write_timeout(Some(timeout)));
+        set.map_err(|e| format!("TLS handshake: {e}"))?;
+        outcome
     }
 
     /// Whether the peer has closed the connection (or sent anything at all, which on a
@@ -154,6 +169,43 @@ impl Stream {
             }
         }
         let _ = self.socket.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// The socket during a handshake: every read and write waits at most until the
+/// handshake's deadline, and fails with `TimedOut` once it has passed.
+struct DeadlineIo<'a> {
+    socket: &'a TcpStream,
+    deadline: Instant,
+}
+
+impl DeadlineIo<'_> {
+    fn left(&self) -> io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        Ok(left)
+    }
+}
+
+impl Read for DeadlineIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.socket.set_read_timeout(Some(self.left()?))?;
+        let mut socket = self.socket;
+        socket.read(buf)
+    }
+}
+
+impl Write for DeadlineIo<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.socket.set_write_timeout(Some(self.left()?))?;
+        let mut socket = self.socket;
+        socket.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

@@ -24,6 +24,7 @@ fn pki(dir: &Path, name: &str) -> TlsFiles {
         ca_cert: Some(dir.join(format!("{name}-ca.crt"))),
         cert: Some(dir.join(format!("{name}.crt"))),
         key: Some(dir.join(format!("{name}.key"))),
+        raft_ca_cert: None,
     };
     std::fs::write(files.ca_cert.as_ref().unwrap(), ca.pem()).unwrap();
     std::fs::write(files.cert.as_ref().unwrap(), leaf.pem()).unwrap();

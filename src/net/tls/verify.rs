@@ -146,7 +146,9 @@ fn certificate(e: &CertificateError, client: bool) -> String {
     };
     match e {
         CertificateError::UnknownIssuer => {
-            format!("{whose} is not signed by a CA in tls_ca_cert_file (unknown issuer)")
+            format!(
+                "{whose} is not signed by a CA in tls_ca_cert_file (or tls_raft_ca_cert_file, on the Raft port) (unknown issuer)"
+            )
         }
         CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
             format!(

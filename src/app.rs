@@ -96,6 +96,11 @@ impl App {
             shutdown: Shutdown::new(),
             threads: Vec::new(),
         };
+        if let Some(script) = &config.pre_failover_script {
+            let timeout = config.pre_failover_script_timeout;
+            let hook = crate::host::veto_script::hook(script.clone(), timeout);
+            app.daemon.hooks.add_before_promote(hook);
+        }
         // Should a thread fail to start, dropping `app` stops those that did.
         app.start_monitor_and_worker(&config, (switchover_rx, manual_failover_rx))?;
         app.start_helpers(&config)?;

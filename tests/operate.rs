@@ -239,3 +239,83 @@ fn a_pause_survives_a_zookeeper_leader_change() {
     let leader = cluster.wait_for_leader(&survivors, ELECTION);
     the_new_leader_holds_the_failover_back(&cluster.nodes[leader], master);
 }
+
+/// A script in `dir` that records its arguments, and vetoes unless `allow` exists.
+fn veto_script(dir: &std::path::Path, body: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("veto.sh");
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\necho \"$@\" >> {}/args\n{body}\n", dir.display()),
+    )
+    .expect("write the script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    format!("-pre_failover_script={}", path.display())
+}
+
+#[test]
+fn a_pre_failover_script_vetoes_a_failover_until_it_exits_0() {
+    let dir = support::TempDir::new("veto");
+    let allow = dir.path().join("allow");
+    let script = veto_script(
+        dir.path(),
+        &format!(
+            "[ -e {} ] && exit 0\necho 'not now: maintenance window'\nexit 1",
+            allow.display()
+        ),
+    );
+    let (mut master, a, b) = topology(100, 100);
+    let daemon = watch(&master, &[script.as_str()]);
+    master.kill();
+    let g = wait_for_group(&daemon, "g", "a vetoed attempt", |g| {
+        let r = g["last_failover"]["reason"].as_str().unwrap_or_default();
+        r.contains("vetoed before promoting") && r.contains("not now: maintenance window")
+    });
+    assert_eq!(g["master"], master.addr(), "{g}");
+    assert_eq!(g["last_failover"]["outcome"], "aborted", "{g}");
+    assert_eq!(role(&a), "slave");
+    assert_eq!(role(&b), "slave");
+    let args = std::fs::read_to_string(dir.path().join("args")).unwrap_or_default();
+    let first = args.lines().next().unwrap_or_default().to_string();
+    let (host, port) = master
+        .addr()
+        .rsplit_once(':')
+        .map(|(h, p)| (h.to_string(), p.to_string()))
+        .unwrap_or_default();
+    assert!(
+        first.starts_with(&format!("g {host} {port} 127.0.0.1 ")),
+        "the script's arguments: {first:?}"
+    );
+
+    std::fs::write(&allow, "").expect("allow");
+    let g = wait_for_group(
+        &daemon,
+        "g",
+        "the failover once the script allows it",
+        |g| failover_ended(g, "succeeded"),
+    );
+    let port = port_of(&g["master"]);
+    assert!(port == a.port || port == b.port, "{g}");
+    let steps = g["last_failover"]["steps"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(steps.iter().any(|s| s["name"] == "veto"), "{g}");
+}
+
+#[test]
+fn a_pre_failover_script_that_hangs_is_killed_and_counts_as_a_veto() {
+    let dir = support::TempDir::new("veto");
+    let script = veto_script(dir.path(), "sleep 60");
+    let (mut master, _a, _b) = topology(100, 100);
+    let daemon = watch(
+        &master,
+        &[script.as_str(), "-pre_failover_script_timeout=0.3"],
+    );
+    master.kill();
+    let g = wait_for_group(&daemon, "g", "an attempt stopped by the timeout", |g| {
+        let r = g["last_failover"]["reason"].as_str().unwrap_or_default();
+        r.contains("pre_failover_script timed out after 300 ms")
+    });
+    assert_eq!(g["master"], master.addr(), "{g}");
+}

@@ -31,6 +31,8 @@ pub const MIN_CHECK_INTERVAL_MS: i64 = 10;
 pub const DEFAULT_MAX_DOWN_TIME_SECS: f64 = 3.0;
 /// Default time a notification script may run before it is killed (Sentinel's).
 pub const DEFAULT_NOTIFY_SCRIPT_TIMEOUT_SECS: f64 = 60.0;
+/// The veto script delays the failover while it runs: a short default.
+pub const DEFAULT_PRE_FAILOVER_SCRIPT_TIMEOUT_SECS: f64 = 10.0;
 /// Default time a switchover waits for the chosen replica to catch up, writes paused.
 pub const DEFAULT_SWITCHOVER_TIMEOUT_SECS: f64 = 5.0;
 
@@ -144,6 +146,9 @@ pub struct Config {
     /// Run on each failover, see `notify.rs`.
     pub notify_script: Option<PathBuf>,
     pub notify_script_timeout: Duration,
+    /// Run before each promotion; may veto it (see `host/veto_script.rs`).
+    pub pre_failover_script: Option<PathBuf>,
+    pub pre_failover_script_timeout: Duration,
     /// How long a switchover waits, writes paused, for the replica to catch up.
     pub switchover_timeout: Duration,
     /// After an automatic failover, another automatic one of the group within this
@@ -206,6 +211,15 @@ impl Settings {
                 "notify_script_timeout",
                 self.notify_script_timeout,
                 DEFAULT_NOTIFY_SCRIPT_TIMEOUT_SECS,
+            )?,
+            pre_failover_script: match self.pre_failover_script.as_deref() {
+                None | Some("") => None,
+                Some(path) => Some(executable("pre_failover_script", path)?),
+            },
+            pre_failover_script_timeout: seconds(
+                "pre_failover_script_timeout",
+                self.pre_failover_script_timeout,
+                DEFAULT_PRE_FAILOVER_SCRIPT_TIMEOUT_SECS,
             )?,
             switchover_timeout: seconds(
                 "switchover_timeout",

@@ -104,6 +104,10 @@ settings! {
     notify_script: String,
     /// seconds the notify_script may run before it is killed (default 60)
     notify_script_timeout: f64,
+    /// program run before a replica is promoted, with <group> <old-ip> <old-port> <new-ip> <new-port>; a non-zero exit or a timeout stops the failover
+    pre_failover_script: String,
+    /// seconds the pre_failover_script may run before the failover is stopped (default 10)
+    pre_failover_script_timeout: f64,
     /// seconds a switchover waits, writes paused, for the replica to catch up (default 5)
     switchover_timeout: f64,
     /// seconds after an automatic failover of a group in which another automatic one waits for POST /api/v1/groups/NAME/ack (default 0: off)

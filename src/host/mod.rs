@@ -5,3 +5,4 @@
 pub mod logging;
 pub mod notify_script;
 pub mod systemd;
+pub mod veto_script;

@@ -354,7 +354,7 @@ impl Runner {
 }
 
 /// SIGKILL to the script's process group, then reap the script.
-fn kill_group(child: &mut Child) {
+pub(super) fn kill_group(child: &mut Child) {
     if let Ok(pid) = i32::try_from(child.id()) {
         // SAFETY: plain syscall. The script is not reaped yet, so its pid (which is its
         // process group id) cannot have been reused by another process.
@@ -368,7 +368,7 @@ fn kill_group(child: &mut Child) {
 
 /// An anonymous in-memory file for a script's output, or None if the kernel has no
 /// `memfd_create` (the output is then discarded).
-fn capture_file(name: &std::ffi::CStr) -> Option<File> {
+pub(super) fn capture_file(name: &std::ffi::CStr) -> Option<File> {
     use std::os::fd::FromRawFd;
     // SAFETY: `name` is NUL-terminated; the call returns a new descriptor or -1.
     let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
@@ -383,7 +383,7 @@ fn capture_file(name: &std::ffi::CStr) -> Option<File> {
     Some(unsafe { File::from_raw_fd(fd) })
 }
 
-fn as_stdio(file: &Option<File>) -> Stdio {
+pub(super) fn as_stdio(file: &Option<File>) -> Stdio {
     file.as_ref()
         .and_then(|f| f.try_clone().ok())
         .map(Stdio::from)
@@ -391,7 +391,7 @@ fn as_stdio(file: &Option<File>) -> Stdio {
 }
 
 /// `; stdout: "..."; stderr: "..."` for the streams that hold something.
-fn describe_output(stdout: &Option<File>, stderr: &Option<File>) -> String {
+pub(super) fn describe_output(stdout: &Option<File>, stderr: &Option<File>) -> String {
     let mut text = String::new();
     for (name, file) in [("stdout", stdout), ("stderr", stderr)] {
         let captured = read_captured(file);
@@ -420,7 +420,7 @@ fn read_captured(file: &Option<File>) -> String {
     }
 }
 
-fn describe_status(status: &ExitStatus) -> String {
+pub(super) fn describe_status(status: &ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exited with status {code}"),
         (None, Some(signal)) => format!("killed by signal {signal}"),

@@ -114,6 +114,12 @@ fn fresh_steps(ctx: &WorkerContext, req: &FailoverRequest, at: &mut Attempt) -> 
             .fail("elect", Outcome::Failed, "no candidate".into())
             .into());
     };
+    let vetoed = |reason: String| format!("vetoed before promoting {first}: {reason}");
+    match ctx.hooks.run_before_promote(&req.group, &req.master, first) {
+        Ok(false) => {}
+        Ok(true) => at.step("veto", &format!("no veto of {first}")),
+        Err(reason) => return Err(at.fail("veto", Outcome::Aborted, vetoed(reason)).into()),
+    }
     begin(ctx, req, first, at)?;
     let chosen = promote_in_order(ctx, req, at, &order, Vec::new(), true)?;
     at.record.new_master = Some(chosen.clone());

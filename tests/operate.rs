@@ -319,3 +319,25 @@ fn a_pre_failover_script_that_hangs_is_killed_and_counts_as_a_veto() {
     });
     assert_eq!(g["master"], master.addr(), "{g}");
 }
+
+#[test]
+fn a_pause_survives_a_restart_of_a_raft_node() {
+    let (master, _a, _b) = topology(100, 100);
+    let masters = format!("-masters=g={}", master.addr());
+    let mut args = FAST.to_vec();
+    args.push(&masters);
+    let mut cluster = RaftCluster::start(1, &args, &[]);
+    cluster.wait_for_leader(&[0], ELECTION);
+    wait_for_group(&cluster.nodes[0], "g", "g watched", |g| g["state"] == "ok");
+    assert_eq!(
+        post(&cluster.nodes[0], "/api/v1/groups/g/pause?for=3600").0,
+        200
+    );
+    let before = cluster.nodes[0].group("g")["paused"].clone();
+    cluster.nodes[0].restart();
+    cluster.wait_for_leader(&[0], ELECTION);
+    let g = wait_for_group(&cluster.nodes[0], "g", "the pause after the restart", |g| {
+        g["paused"].is_object()
+    });
+    assert_eq!(g["paused"], before, "{g}");
+}

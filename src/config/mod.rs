@@ -7,11 +7,14 @@
 //! merged result once and yields a [`Config`] that the rest of the crate can trust.
 
 pub mod cli;
+mod file_modes;
 mod settings;
 mod tls;
+mod zk_auth;
 
 pub use settings::{List, MAX_CONFIG_FILE, SECTION_KEYS, Settings};
 pub use tls::TlsConfig;
+pub use zk_auth::ZkAuth;
 
 use crate::address::{Addr, MasterSpec};
 use crate::error::{Error, Result};
@@ -34,7 +37,7 @@ pub const DEFAULT_NOTIFY_SCRIPT_TIMEOUT_SECS: f64 = 60.0;
 /// Default time a switchover waits for the chosen replica to catch up, writes paused.
 pub const DEFAULT_SWITCHOVER_TIMEOUT_SECS: f64 = 5.0;
 
-/// The largest `raft_secret_file` read (a secret is a line of text).
+/// The largest `raft_secret_file` or `zk_auth_file` read (a secret is a line of text).
 pub const MAX_SECRET_FILE: u64 = 4096;
 
 /// Default ZooKeeper session timeout, in milliseconds: within ZooKeeper's default
@@ -111,6 +114,9 @@ pub struct ZkConfig {
     pub addr: Vec<Addr>,
     pub base_dir: String,
     pub session_timeout: Duration,
+    /// `zk_auth` (or the content of `zk_auth_file`): the digest identity the daemon
+    /// logs in with; None: open ACLs, as before.
+    pub auth: Option<ZkAuth>,
 }
 
 /// Validated settings of one daemon.
@@ -151,6 +157,10 @@ pub struct Config {
     pub zk: ZkConfig,
     /// TLS towards data nodes and on what the daemon serves (`tls*` keys).
     pub tls: TlsConfig,
+    /// The config file read, if any (checked for its mode at start, `file_modes.rs`).
+    pub config_file: Option<PathBuf>,
+    /// Files secrets were read from (`raft_secret_file`, `zk_auth_file`).
+    pub secret_files: Vec<PathBuf>,
 }
 
 impl Default for Config {
@@ -212,6 +222,13 @@ impl Settings {
             raft: self.raft(broker)?,
             zk: self.zk(broker)?,
             broker,
+            config_file: self.config.clone(),
+            secret_files: [&self.raft_secret_file, &self.zk_auth_file]
+                .into_iter()
+                .flatten()
+                .filter(|path| !path.is_empty())
+                .map(PathBuf::from)
+                .collect(),
         })
     }
 
@@ -279,7 +296,9 @@ impl Settings {
                 "raft_secret ([raft] secret): give raft_secret or raft_secret_file, not both"
             )),
             (Some(secret), None) => Ok(Some(secret)),
-            (None, Some(path)) => read_secret_file(path).map(Some),
+            (None, Some(path)) => {
+                read_secret_file("raft_secret_file ([raft] secret_file)", path).map(Some)
+            }
             (None, None) => Ok(None),
         }
     }
@@ -377,6 +396,7 @@ impl Settings {
             addr,
             base_dir,
             session_timeout: Duration::from_millis(session_ms as u64),
+            auth: self.zk_auth()?,
         })
     }
 }
@@ -452,10 +472,10 @@ fn check_zk_path(path: &str) -> Result<()> {
     Ok(())
 }
 
-/// The secret in `raft_secret_file`: read once, at most [`MAX_SECRET_FILE`] bytes,
-/// without the whitespace around it (a trailing newline), and not empty.
-fn read_secret_file(path: &str) -> Result<Secret> {
-    let key = "raft_secret_file ([raft] secret_file)";
+/// The secret in a file (`raft_secret_file`, `zk_auth_file`, named by `key`): read
+/// once, at most [`MAX_SECRET_FILE`] bytes, without the whitespace around it (a
+/// trailing newline), and not empty.
+fn read_secret_file(key: &str, path: &str) -> Result<Secret> {
     let text = settings::read_bounded(std::path::Path::new(path), MAX_SECRET_FILE)
         .map_err(|e| invalid_input!("{key}: {path}: {e}"))?;
     let secret = text.trim();

@@ -5,7 +5,11 @@
 //!  <zk_path>/election/n_0000000007   ephemeral sequential, data = the daemon's HTTP address;
 //!                                    the lowest number leads (election.rs)
 //!  <zk_path>/state                   the whole ReplicatedState as JSON
+//!  <zk_path>/views/<http address>     ephemeral, each daemon's view of the masters
 //! ```
+//!
+//! - **Access.** With `zk_auth`, only the daemons' identity may change these znodes
+//!   (acl.rs); without it, anyone who can reach ZooKeeper can.
 //!
 //! - **State.** Any daemon accepts a write: [`ZkBroker::propose`] reads the state znode
 //!   with its version, applies the [`Action`] with [`ReplicatedState::apply`], and writes
@@ -26,6 +30,7 @@
 //!
 //! [`Action`]: crate::broker::Action
 
+mod acl;
 mod client;
 mod election;
 mod session;
@@ -34,6 +39,7 @@ mod views;
 use crate::broker::PROPOSAL_TIMEOUT;
 use crate::broker::views::{MastersView, Views};
 use crate::broker::{Action, Broker, ClusterStatus, ReplicatedState, Subscribers};
+use crate::config::ZkAuth;
 use crate::error::{Error, Result};
 use crate::shutdown::Shutdown;
 use crate::sync::lock;
@@ -64,9 +70,26 @@ pub struct ZkOptions {
     /// data (separated by a space), for `SENTINEL sentinels`.
     pub sentinel_addr: Option<String>,
     pub session_timeout: Duration,
+    /// `zk_auth`: the digest identity to log in with and to own the znodes (acl.rs).
+    pub auth: Option<ZkAuth>,
 }
 
 impl ZkOptions {
+    /// The znodes whose ACLs are checked before joining: the base and what the daemons
+    /// keep under it.
+    fn guarded_paths(&self) -> Vec<String> {
+        vec![
+            self.base.clone(),
+            self.election_path(),
+            self.state_path(),
+            self.views_path(),
+        ]
+    }
+
+    fn views_path(&self) -> String {
+        format!("{}/views", self.base)
+    }
+
     fn election_path(&self) -> String {
         format!("{}/election", self.base)
     }
@@ -101,6 +124,8 @@ struct Cached {
 /// a value in memory, never a ZooKeeper call.
 pub struct Shared {
     options: ZkOptions,
+    /// Who may change the znodes created, and the login of each session.
+    guard: acl::Guard,
     cache: Mutex<Cached>,
     /// `Some(until)` while this daemon leads: it acts until then (extended by every
     /// reply from ZooKeeper).
@@ -192,7 +217,10 @@ impl ZkBroker {
                 "zk_addr ([zk] addr): required with -broker=zk".into(),
             ));
         }
+        let guard = acl::Guard::new(options.auth.clone());
+        check_at_start(&options, &guard)?;
         let shared = Arc::new(Shared {
+            guard,
             status: Mutex::new(ClusterStatus {
                 broker: "zk".into(),
                 http_addr: options.http_addr.clone(),
@@ -299,6 +327,58 @@ impl Broker for ZkBroker {
 impl Drop for ZkBroker {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Checks the ACLs of the existing tree before anything starts, so a daemon given a tree
+/// others can write exits at once, naming the znode. With no ZooKeeper answering yet it
+/// starts anyway: every session checks again before joining (session.rs).
+fn check_at_start(options: &ZkOptions, guard: &acl::Guard) -> Result<()> {
+    if !guard.logs_in() {
+        log::warn!(
+            "zk: no zk_auth: the znodes under {} are open, anyone who can reach ZooKeeper at {} can stop or steer failovers (see docs/zookeeper.md)",
+            options.base,
+            options.servers.join(",")
+        );
+        return Ok(());
+    }
+    let servers = options.servers.join(",");
+    let postpone = |why: String| {
+        log::warn!(
+            "zk: cannot check the ACLs under {} at start ({why}); each session checks them before joining",
+            options.base
+        );
+        Ok(())
+    };
+    if !session::any_server_listens(&options.servers) {
+        return postpone(format!("no server accepts connections at {servers}"));
+    }
+    let client = match Client::connect(&servers, options.session_timeout, |_| {}) {
+        Ok(client) => client,
+        Err(e) => return postpone(e),
+    };
+    let limit = options.call_timeout().max(Duration::from_secs(5));
+    let (login, paths) = (guard.clone(), options.guarded_paths());
+    let checked = client.call(limit, move |zk| {
+        login.log_in(zk)?;
+        login.check_tree(zk, &paths)
+    });
+    client.close(Duration::from_secs(1));
+    match checked {
+        Ok(Ok(())) => {
+            log::info!(
+                "zk: logged in as {:?}; only it may change the znodes under {}",
+                options
+                    .auth
+                    .as_ref()
+                    .map(|a| a.user.as_str())
+                    .unwrap_or_default(),
+                options.base
+            );
+            Ok(())
+        }
+        Ok(Err(why)) => Err(Error::InvalidInput(format!("zk: {why}"))),
+        Err(e) => postpone(e.to_string()),
     }
 }
 

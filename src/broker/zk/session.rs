@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use zookeeper::{Acl, CreateMode, WatchedEvent, ZkError, ZkState};
+use zookeeper::{CreateMode, WatchedEvent, ZkError, ZkState};
 
 /// What wakes the session thread. `generation` names the client an event came from;
 /// events of replaced clients are ignored.
@@ -222,7 +222,13 @@ impl Session {
         self.node = None;
         self.watching = None;
         self.set_session("connecting", None);
+        self.log_in(&client)?;
         let options = self.options().clone();
+        let (guard, paths) = (self.shared.guard.clone(), options.guarded_paths());
+        if let Err(why) = self.call(&client, move |zk| guard.check_tree(zk, &paths))? {
+            log::error!("zk: {why}");
+            return Err(Lost::Session(format!("not joining: {why}")));
+        }
         for path in ancestors(&options.base)
             .into_iter()
             .chain([options.election_path()])
@@ -239,13 +245,9 @@ impl Session {
             None => options.http_addr.clone(),
         }
         .into_bytes();
+        let acl = self.shared.guard.for_new_znodes();
         let created = self.call(&client, move |zk| {
-            zk.create(
-                &prefix,
-                data,
-                Acl::open_unsafe().clone(),
-                CreateMode::EphemeralSequential,
-            )
+            zk.create(&prefix, data, acl, CreateMode::EphemeralSequential)
         })?;
         let name = created.rsplit('/').next().unwrap_or_default().to_string();
         log::info!(
@@ -288,13 +290,9 @@ impl Session {
             return Err(Lost::Shutdown);
         }
         let owned = path.to_string();
+        let acl = self.shared.guard.for_new_znodes();
         let result = client.call(self.options().call_timeout(), move |zk| {
-            zk.create(
-                &owned,
-                data,
-                Acl::open_unsafe().clone(),
-                CreateMode::Persistent,
-            )
+            zk.create(&owned, data, acl, CreateMode::Persistent)
         });
         match result {
             Ok(_) => {
@@ -308,6 +306,17 @@ impl Session {
             }
             Err(e) => Err(Lost::Session(format!("cannot create {path}: {e}"))),
         }
+    }
+
+    /// Logs the connection in with `zk_auth` (nothing without it). Each new connection
+    /// needs it, also one that resumes a session: ZooKeeper keeps logins per connection
+    /// and the crate does not send them again.
+    fn log_in(&mut self, client: &Client) -> Result<(), Lost> {
+        if !self.shared.guard.logs_in() {
+            return Ok(());
+        }
+        let guard = self.shared.guard.clone();
+        self.call(client, move |zk| guard.log_in(zk))
     }
 
     /// One call with the usual deadline; any failure loses the session's trust.
@@ -531,6 +540,9 @@ impl Session {
                 }
                 self.connected = true;
                 self.set_session("connected", None);
+                if let Some(client) = self.client.clone() {
+                    self.log_in(&client)?;
+                }
                 // The crate does not restore watches on a new connection: set them again.
                 self.watching = None;
                 self.read_state()?;
@@ -637,7 +649,7 @@ fn ancestors(path: &str) -> Vec<String> {
 }
 
 /// Whether any server accepts a TCP connection (within a short timeout each).
-fn any_server_listens(servers: &[String]) -> bool {
+pub(super) fn any_server_listens(servers: &[String]) -> bool {
     servers.iter().any(|server| {
         server.to_socket_addrs().is_ok_and(|mut addrs| {
             addrs.any(|addr| TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok())

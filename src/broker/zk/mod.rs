@@ -357,12 +357,22 @@ fn check_at_start(options: &ZkOptions, guard: &acl::Guard) -> Result<()> {
         Ok(client) => client,
         Err(e) => return postpone(e),
     };
-    let limit = options.call_timeout().max(Duration::from_secs(5));
-    let (login, paths) = (guard.clone(), options.guarded_paths());
-    let checked = client.call(limit, move |zk| {
-        login.log_in(zk)?;
-        login.check_tree(zk, &paths)
-    });
+    let deadline = Instant::now() + options.call_timeout().max(Duration::from_secs(5));
+    let checked = loop {
+        let (login, paths) = (guard.clone(), options.guarded_paths());
+        let limit = deadline.saturating_duration_since(Instant::now());
+        let result = client.call(limit, move |zk| {
+            login.log_in(zk)?;
+            login.check_tree(zk, &paths)
+        });
+        // The crate drops requests queued while its first connection is set up.
+        match result {
+            Err(CallError::Zk(ZkError::ConnectionLoss)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => break other,
+        }
+    };
     client.close(Duration::from_secs(1));
     match checked {
         Ok(Ok(())) => {

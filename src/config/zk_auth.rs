@@ -81,6 +81,19 @@ mod tests {
     }
 
     #[test]
+    fn the_config_file_key_and_the_flag_are_the_same_setting() {
+        let from_file = Settings::from_toml("[zk]\nauth = \"failover:pw\"")
+            .and_then(Settings::resolve)
+            .unwrap();
+        let auth = from_file.zk.auth.clone().unwrap();
+        assert_eq!(
+            (auth.user.as_str(), auth.password.expose()),
+            ("failover", "pw")
+        );
+        assert!(!format!("{:?}", from_file.zk).contains("pw\""), "redacted");
+    }
+
+    #[test]
     fn the_file_is_read_and_trimmed_and_not_both_are_given() {
         let dir = std::env::temp_dir().join(format!("zk-auth-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

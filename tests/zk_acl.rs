@@ -273,3 +273,39 @@ fn a_tree_others_can_write_is_refused_at_start_naming_the_znode() {
     cluster.wait_for_leader(&[0], ELECTION);
     let _ = operator.close();
 }
+
+#[test]
+fn after_a_zookeeper_restart_the_daemons_are_logged_in_and_write() {
+    let mut zk = ZooKeeper::start();
+    let dir = TempDir::new("zk-acl-restart");
+    let file = auth_file(dir.path(), "auth", 0o600);
+    let auth = format!("-zk_auth_file={}", file.display());
+    // The longest session the test ZooKeeper grants, so sessions outlive its restart
+    // and the client reconnects to them.
+    let mut cluster = ZkCluster::start(
+        2,
+        &zk.addr(),
+        "/zk/tests/acl-restart",
+        &[&auth, "-zk_session_timeout=5000"],
+    );
+    cluster.wait_for_leader(&[0, 1], ELECTION);
+    zk.restart();
+    let leader = cluster.wait_for_leader(&[0, 1], ELECTION);
+    // ZooKeeper keeps logins per connection: a session that went on without logging in
+    // again could not write (and logging in again on a busy client garbles replies).
+    write_ok(
+        &cluster.nodes[leader],
+        "POST",
+        "/master?masters=after=127.0.0.1:3",
+    );
+    wait_for_groups(
+        &cluster.nodes,
+        &[0, 1],
+        "after=127.0.0.1:3",
+        "a write after the restart",
+    );
+    let replaced = (0..2)
+        .filter(|&i| cluster.nodes[i].log().contains("without the zk_auth login"))
+        .count();
+    println!("daemons that replaced a reconnected session: {replaced}");
+}

@@ -4,7 +4,8 @@
 //! another Redis, forged views meet or block the quorum.
 //!
 //! With `zk_auth` (`user:password`) every session logs in with ZooKeeper's `digest`
-//! scheme ([`log_in`], again after each reconnect: the crate does not replay it), and
+//! scheme ([`Guard::log_in`]; ZooKeeper forgets a login with its connection and the
+//! crate does not replay it, so after a reconnect the session is replaced), and
 //! every znode the daemons create gets [`Acl`]s that give that identity everything and
 //! everyone else read access only ([`Guard::for_new_znodes`]). Reads stay open so an
 //! operator can look at the tree with `zkCli.sh` without the credentials; the tree holds

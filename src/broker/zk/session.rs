@@ -72,6 +72,10 @@ pub struct Session {
     previous_node: Option<String>,
     /// The crate's last reported state is `Connected` (or a call has just succeeded).
     connected: bool,
+    /// The current client reported its connection lost: its next `Connected` is a
+    /// new connection to the same session. (Its first `Connected` may come before the
+    /// listener is in place, so `Connected` reports are not counted.)
+    dropped: bool,
     /// This daemon is the lowest znode and has read the state since it became so.
     leading: bool,
     /// Whether subscribers were last told this daemon acts.
@@ -102,6 +106,7 @@ impl Session {
             node: None,
             previous_node: None,
             connected: false,
+            dropped: false,
             leading: false,
             announced_acting: false,
             last_reply: now,
@@ -219,6 +224,7 @@ impl Session {
         )
         .map_err(Lost::Session)?;
         self.client = Some(client.clone());
+        self.dropped = false;
         self.node = None;
         self.watching = None;
         self.set_session("connecting", None);
@@ -308,9 +314,9 @@ impl Session {
         }
     }
 
-    /// Logs the connection in with `zk_auth` (nothing without it). Each new connection
-    /// needs it, also one that resumes a session: ZooKeeper keeps logins per connection
-    /// and the crate does not send them again.
+    /// Logs a new client in with `zk_auth` (nothing without it), before any other
+    /// request. ZooKeeper keeps logins per connection and the crate does not send them
+    /// again when it reconnects, so a reconnect costs the session (see `on_state`).
     fn log_in(&mut self, client: &Client) -> Result<(), Lost> {
         if !self.shared.guard.logs_in() {
             return Ok(());
@@ -535,20 +541,28 @@ impl Session {
         #[allow(deprecated)]
         match state {
             ZkState::Connected => {
+                if self.dropped && self.shared.guard.logs_in() {
+                    // ZooKeeper forgets a login with its connection, and logging in
+                    // again here would race the other threads' requests: the crate
+                    // pairs replies with requests in order, and ZooKeeper answers a
+                    // login at once, ahead of requests still in its pipeline. A new
+                    // session logs in before anyone else uses it.
+                    return Err(Lost::Session(
+                        "connected again, without the zk_auth login (ZooKeeper keeps logins per connection)".into(),
+                    ));
+                }
                 if !self.connected {
                     log::info!("zk: connected again; checking the session");
                 }
                 self.connected = true;
                 self.set_session("connected", None);
-                if let Some(client) = self.client.clone() {
-                    self.log_in(&client)?;
-                }
                 // The crate does not restore watches on a new connection: set them again.
                 self.watching = None;
                 self.read_state()?;
                 self.probe()
             }
             ZkState::Connecting | ZkState::NotConnected | ZkState::ConnectedReadOnly => {
+                self.dropped = true;
                 if self.connected {
                     log::warn!("zk: connection to ZooKeeper lost ({state:?}); reconnecting");
                 }

@@ -309,3 +309,36 @@ fn after_a_zookeeper_restart_the_daemons_are_logged_in_and_write() {
         .count();
     println!("daemons that replaced a reconnected session: {replaced}");
 }
+
+#[test]
+fn a_config_file_others_can_read_is_warned_about_and_a_private_one_is_not() {
+    let dir = TempDir::new("config-modes");
+    let mut logs = Vec::new();
+    for mode in [0o644, 0o600] {
+        let config = dir.path().join(format!("failover-{mode:o}.toml"));
+        std::fs::write(&config, "check_interval = 1000\n").expect("write the config");
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let daemon = support::Daemon::start(&[&format!("-config={}", config.display())]);
+        let log = wait_until(LONG, "the daemon to be up", || {
+            let log = daemon.log();
+            if log.contains("listening on") {
+                Ok(log)
+            } else {
+                Err(log)
+            }
+        });
+        logs.push((config, log));
+    }
+    let (open, log) = &logs[0];
+    let line = log
+        .lines()
+        .find(|l| l.contains(&open.display().to_string()) && l.contains("WARN"))
+        .unwrap_or_else(|| panic!("no warning naming {}:\n{log}", open.display()));
+    assert!(line.contains("mode 644"), "{line}");
+    let (private, log) = &logs[1];
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("WARN") && l.contains(&private.display().to_string())),
+        "no warning for a file only its owner reads:\n{log}"
+    );
+}

@@ -342,3 +342,60 @@ fn a_config_file_others_can_read_is_warned_about_and_a_private_one_is_not() {
         "no warning for a file only its owner reads:\n{log}"
     );
 }
+
+#[test]
+fn a_tree_found_open_by_a_later_session_is_not_joined() {
+    let mut zk = ZooKeeper::start();
+    let dir = TempDir::new("zk-acl-late");
+    let file = auth_file(dir.path(), "auth", 0o600);
+    let operator = client(&zk, None);
+    for node in ["/zk", "/zk/tests", "/zk/tests/late", "/zk/tests/late/state"] {
+        operator
+            .create(
+                node,
+                Vec::new(),
+                Acl::open_unsafe().clone(),
+                CreateMode::Persistent,
+            )
+            .unwrap_or_else(|e| panic!("create {node}: {e:?}"));
+    }
+    let _ = operator.close();
+    // ZooKeeper is down when the daemon starts, so the check at start is postponed to
+    // the first session.
+    zk.kill();
+    let mut cluster = ZkCluster {
+        nodes: Vec::new(),
+        zk_addr: zk.addr(),
+        zk_path: "/zk/tests/late".to_string(),
+    };
+    cluster.add_node(
+        &[
+            &format!("-zk_auth_file={}", file.display()),
+            "-zk_session_timeout=2000",
+        ],
+        &[],
+    );
+    zk.restart();
+    let status = wait_until(LONG, "the session to refuse the tree", || {
+        let status = cluster.status(0)?;
+        let error = status["error"].as_str().unwrap_or_default().to_string();
+        if error.contains("/zk/tests/late") && error.contains("world:anyone") {
+            Ok(status)
+        } else {
+            Err(status.to_string())
+        }
+    });
+    assert_ne!(status["role"], "leader", "{status}");
+    assert_eq!(status["acting"], false, "{status}");
+    let election = client(&zk, None).get_children("/zk/tests/late/election", false);
+    assert!(
+        matches!(&election, Err(ZkError::NoNode)) || matches!(&election, Ok(c) if c.is_empty()),
+        "the daemon did not join: {election:?}"
+    );
+    let log = cluster.nodes[0].log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("/zk/tests/late")),
+        "{log}"
+    );
+}

@@ -76,6 +76,8 @@ pub struct Session {
     /// new connection to the same session. (Its first `Connected` may come before the
     /// listener is in place, so `Connected` reports are not counted.)
     dropped: bool,
+    /// Why the last session refused the tree (its ACLs), logged once.
+    refused: Option<String>,
     /// This daemon is the lowest znode and has read the state since it became so.
     leading: bool,
     /// Whether subscribers were last told this daemon acts.
@@ -107,6 +109,7 @@ impl Session {
             previous_node: None,
             connected: false,
             dropped: false,
+            refused: None,
             leading: false,
             announced_acting: false,
             last_reply: now,
@@ -232,7 +235,11 @@ impl Session {
         let options = self.options().clone();
         let (guard, paths) = (self.shared.guard.clone(), options.guarded_paths());
         if let Err(why) = self.call(&client, move |zk| guard.check_tree(zk, &paths))? {
-            log::error!("zk: {why}");
+            // Refused again at every retry: logged when it changes.
+            if self.refused.as_ref() != Some(&why) {
+                log::error!("zk: {why}");
+                self.refused = Some(why.clone());
+            }
             return Err(Lost::Session(format!("not joining: {why}")));
         }
         for path in ancestors(&options.base)
@@ -587,6 +594,8 @@ impl Session {
             log::debug!("zk: {why}; opening a new session");
         }
         lock(&self.shared.client).take();
+        // The client given up reports `Closed` once closed: that is no news.
+        self.generation += 1;
         if let Some(client) = self.client.take() {
             // Best effort: if the session still lives, end it so its znode goes now.
             client.close(Duration::from_millis(200));

@@ -218,7 +218,7 @@ impl ZkBroker {
             ));
         }
         let guard = acl::Guard::new(options.auth.clone());
-        check_at_start(&options, &guard)?;
+        acl::check_at_start(&options, &guard)?;
         let shared = Arc::new(Shared {
             guard,
             status: Mutex::new(ClusterStatus {
@@ -327,68 +327,6 @@ impl Broker for ZkBroker {
 impl Drop for ZkBroker {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-/// Checks the ACLs of the existing tree before anything starts, so a daemon given a tree
-/// others can write exits at once, naming the znode. With no ZooKeeper answering yet it
-/// starts anyway: every session checks again before joining (session.rs).
-fn check_at_start(options: &ZkOptions, guard: &acl::Guard) -> Result<()> {
-    if !guard.logs_in() {
-        log::warn!(
-            "zk: no zk_auth: the znodes under {} are open, anyone who can reach ZooKeeper at {} can stop or steer failovers (see docs/zookeeper.md)",
-            options.base,
-            options.servers.join(",")
-        );
-        return Ok(());
-    }
-    let servers = options.servers.join(",");
-    let postpone = |why: String| {
-        log::warn!(
-            "zk: cannot check the ACLs under {} at start ({why}); each session checks them before joining",
-            options.base
-        );
-        Ok(())
-    };
-    if !session::any_server_listens(&options.servers) {
-        return postpone(format!("no server accepts connections at {servers}"));
-    }
-    let client = match Client::connect(&servers, options.session_timeout, |_| {}) {
-        Ok(client) => client,
-        Err(e) => return postpone(e),
-    };
-    let deadline = Instant::now() + options.call_timeout().max(Duration::from_secs(5));
-    let checked = loop {
-        let (login, paths) = (guard.clone(), options.guarded_paths());
-        let limit = deadline.saturating_duration_since(Instant::now());
-        let result = client.call(limit, move |zk| {
-            login.log_in(zk)?;
-            login.check_tree(zk, &paths)
-        });
-        // The crate drops requests queued while its first connection is set up.
-        match result {
-            Err(CallError::Zk(ZkError::ConnectionLoss)) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            other => break other,
-        }
-    };
-    client.close(Duration::from_secs(1));
-    match checked {
-        Ok(Ok(())) => {
-            log::info!(
-                "zk: logged in as {:?}; only it may change the znodes under {}",
-                options
-                    .auth
-                    .as_ref()
-                    .map(|a| a.user.as_str())
-                    .unwrap_or_default(),
-                options.base
-            );
-            Ok(())
-        }
-        Ok(Err(why)) => Err(Error::InvalidInput(format!("zk: {why}"))),
-        Err(e) => postpone(e.to_string()),
     }
 }
 

@@ -71,6 +71,7 @@ fn thread_error(e: std::io::Error) -> Error {
 impl App {
     /// Binds the HTTP API and starts monitoring the configured masters.
     pub fn start(config: Config) -> Result<App> {
+        config.warn_open_secret_files();
         let tls = load_tls(&config)?;
         let https = tls.as_ref().filter(|_| config.tls.http);
         let http = HttpApi::bind(&config.addr, https)?;
@@ -346,6 +347,7 @@ fn start_broker(
             http_addr,
             sentinel_addr,
             session_timeout: config.zk.session_timeout,
+            auth: config.zk.auth.clone(),
         })?),
     })
 }

@@ -318,3 +318,80 @@ fn a_script_that_is_not_executable_is_a_config_error() {
         );
     }
 }
+
+/// The memory held by the daemon's captured script stdout (its in-memory files): the
+/// size written and the bytes actually held, or None when no run is captured now.
+fn captured_stdout(daemon: &Daemon) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let pid = daemon.pid()?;
+    let entries = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    entries.flatten().find_map(|entry| {
+        let target = std::fs::read_link(entry.path()).ok()?;
+        if !target.to_string_lossy().contains("memfd:notify-stdout") {
+            return None;
+        }
+        let meta = std::fs::metadata(entry.path()).ok()?;
+        Some((meta.len(), meta.blocks() * 512))
+    })
+}
+
+#[test]
+fn a_script_printing_100_mb_is_never_blocked_and_the_daemon_keeps_64_kib() {
+    const PRINTED: u64 = 100_000_000;
+    let (master, _replica) = pair();
+    let dir = TempDir::new("notify-flood");
+    let written = dir.path().join("written");
+    let script = script(
+        dir.path(),
+        "flood.sh",
+        &format!(
+            "yes 0123456789abcdef | head -c {PRINTED}\ntouch {}\nsleep 3",
+            written.display()
+        ),
+    );
+    let daemon = daemon(&format!("g={}", master.addr()), &script, 60);
+    wait_for_group(
+        &daemon,
+        "g",
+        "g watched with its replica",
+        watched_with_replica,
+    );
+    let (status, body) = daemon
+        .http("POST", "/api/v1/groups/g/switchover", "")
+        .expect("POST switchover");
+    assert_eq!(status, 200, "{body}");
+    // The script writes all of it (nothing blocks it), and while it still runs the
+    // daemon holds at most the 64 KiB kept plus what one poll lets through.
+    wait_until(LONG, "the script to write its 100 MB", || {
+        written
+            .exists()
+            .then_some(())
+            .ok_or_else(|| format!("captured so far: {:?}", captured_stdout(&daemon)))
+    });
+    let held = wait_until(
+        LONG,
+        "the output beyond 64 KiB to be discarded",
+        || match captured_stdout(&daemon) {
+            Some((size, held)) if size >= PRINTED && held <= 256 * 1024 => Ok(held),
+            seen => Err(format!("(size, bytes held) = {seen:?}")),
+        },
+    );
+    println!("captured stdout: {PRINTED} bytes written, {held} bytes held");
+    let line = wait_until(LONG, "the run in the log", || {
+        daemon
+            .log()
+            .lines()
+            .find(|l| l.contains("notify_script") && l.contains("exited with status 0"))
+            .map(String::from)
+            .ok_or_else(|| "not yet".to_string())
+    });
+    assert!(
+        line.contains(&format!("output truncated: {PRINTED} bytes in all")),
+        "{line}"
+    );
+    assert!(
+        line.len() < 16 * 1024,
+        "the log line is short: {} bytes",
+        line.len()
+    );
+}

@@ -7,11 +7,14 @@
 //! merged result once and yields a [`Config`] that the rest of the crate can trust.
 
 pub mod cli;
+mod file_modes;
 mod settings;
 mod tls;
+mod zk_auth;
 
 pub use settings::{List, MAX_CONFIG_FILE, SECTION_KEYS, Settings};
 pub use tls::TlsConfig;
+pub use zk_auth::ZkAuth;
 
 use crate::address::{Addr, MasterSpec};
 use crate::error::{Error, Result};
@@ -36,7 +39,7 @@ pub const DEFAULT_PRE_FAILOVER_SCRIPT_TIMEOUT_SECS: f64 = 10.0;
 /// Default time a switchover waits for the chosen replica to catch up, writes paused.
 pub const DEFAULT_SWITCHOVER_TIMEOUT_SECS: f64 = 5.0;
 
-/// The largest `raft_secret_file` read (a secret is a line of text).
+/// The largest `raft_secret_file` or `zk_auth_file` read (a secret is a line of text).
 pub const MAX_SECRET_FILE: u64 = 4096;
 
 /// Default ZooKeeper session timeout, in milliseconds: within ZooKeeper's default
@@ -113,6 +116,9 @@ pub struct ZkConfig {
     pub addr: Vec<Addr>,
     pub base_dir: String,
     pub session_timeout: Duration,
+    /// `zk_auth` (or the content of `zk_auth_file`): the digest identity the daemon
+    /// logs in with; None: open ACLs, as before.
+    pub auth: Option<ZkAuth>,
 }
 
 /// Validated settings of one daemon.
@@ -159,6 +165,10 @@ pub struct Config {
     pub zk: ZkConfig,
     /// TLS towards data nodes and on what the daemon serves (`tls*` keys).
     pub tls: TlsConfig,
+    /// The config file read, if any (checked for its mode at start, `file_modes.rs`).
+    pub config_file: Option<PathBuf>,
+    /// Files secrets were read from (`raft_secret_file`, `zk_auth_file`).
+    pub secret_files: Vec<PathBuf>,
 }
 
 impl Default for Config {
@@ -233,6 +243,13 @@ impl Settings {
             raft: self.raft(broker)?,
             zk: self.zk(broker)?,
             broker,
+            config_file: self.config.clone(),
+            secret_files: [&self.raft_secret_file, &self.zk_auth_file]
+                .into_iter()
+                .flatten()
+                .filter(|path| !path.is_empty())
+                .map(PathBuf::from)
+                .collect(),
         })
     }
 
@@ -300,7 +317,9 @@ impl Settings {
                 "raft_secret ([raft] secret): give raft_secret or raft_secret_file, not both"
             )),
             (Some(secret), None) => Ok(Some(secret)),
-            (None, Some(path)) => read_secret_file(path).map(Some),
+            (None, Some(path)) => {
+                read_secret_file("raft_secret_file ([raft] secret_file)", path).map(Some)
+            }
             (None, None) => Ok(None),
         }
     }
@@ -398,6 +417,7 @@ impl Settings {
             addr,
             base_dir,
             session_timeout: Duration::from_millis(session_ms as u64),
+            auth: self.zk_auth()?,
         })
     }
 }
@@ -473,10 +493,10 @@ fn check_zk_path(path: &str) -> Result<()> {
     Ok(())
 }
 
-/// The secret in `raft_secret_file`: read once, at most [`MAX_SECRET_FILE`] bytes,
-/// without the whitespace around it (a trailing newline), and not empty.
-fn read_secret_file(path: &str) -> Result<Secret> {
-    let key = "raft_secret_file ([raft] secret_file)";
+/// The secret in a file (`raft_secret_file`, `zk_auth_file`, named by `key`): read
+/// once, at most [`MAX_SECRET_FILE`] bytes, without the whitespace around it (a
+/// trailing newline), and not empty.
+fn read_secret_file(key: &str, path: &str) -> Result<Secret> {
     let text = settings::read_bounded(std::path::Path::new(path), MAX_SECRET_FILE)
         .map_err(|e| invalid_input!("{key}: {path}: {e}"))?;
     let secret = text.trim();
@@ -559,6 +579,9 @@ mod tests {
             ),
             ("broker = \"zk\"\n[zk]\nbase_dir = \"/zk/a\"", "zk_addr"),
             ("[zk]\nsession_timeout = 5", "zk_session_timeout"),
+            ("[zk]\nauth = \"nopassword\"", "zk_auth"),
+            ("[zk]\nauth = \"a:b\"\nauth_file = \"/x\"", "zk_auth"),
+            ("[zk]\nauth_file = \"/nonexistent\"", "zk_auth_file"),
             ("notify_script = \"/nonexistent/x.sh\"", "notify_script"),
             ("notify_script = \"/etc\"", "notify_script"),
             ("notify_script_timeout = 0", "notify_script_timeout"),

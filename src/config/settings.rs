@@ -80,6 +80,11 @@ macro_rules! settings {
                     self.raft_secret = None;
                     self.raft_secret_file = None;
                 }
+                // So are `zk_auth` and `zk_auth_file`.
+                if over.zk_auth.is_some() || over.zk_auth_file.is_some() {
+                    self.zk_auth = None;
+                    self.zk_auth_file = None;
+                }
                 Settings {
                     config: over.config.or(self.config),
                     $($name: over.$name.or(self.$name),)*
@@ -136,6 +141,10 @@ settings! {
     zk_path: String,
     /// milliseconds without contact before ZooKeeper expires a session (default 5000)
     zk_session_timeout: i64,
+    /// zooKeeper digest login user:password; znodes created are writable by it only
+    zk_auth: Secret,
+    /// file holding zk_auth (user:password), read at start (a trailing newline is trimmed)
+    zk_auth_file: String,
     /// password for the monitored servers (sent with AUTH); the Go original's name
     password: Secret,
     /// password for the monitored servers (sent with AUTH on every connection)
@@ -211,6 +220,8 @@ pub const SECTION_KEYS: &[(&str, &str, &str)] = &[
     ("zk", "addr", "zk_addr"),
     ("zk", "base_dir", "zk_path"),
     ("zk", "session_timeout", "zk_session_timeout"),
+    ("zk", "auth", "zk_auth"),
+    ("zk", "auth_file", "zk_auth_file"),
 ];
 
 impl Settings {

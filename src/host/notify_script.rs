@@ -27,9 +27,12 @@
 //! timeout's SIGKILL) is retried up to [`MAX_RETRIES`] times, [`RETRY_DELAY`] apart;
 //! status 2 or more means "do not retry". Output goes to anonymous in-memory files
 //! (no pipes to drain, so a script that leaves a background process holding its stdout
-//! cannot hang this thread) and is logged, truncated to [`OUTPUT_LIMIT`] bytes per
-//! stream: at info for status 0, at warn otherwise. At shutdown, running scripts are
-//! killed and queued runs dropped.
+//! cannot hang this thread, and a script that prints a lot is never blocked) and is
+//! logged, truncated to [`OUTPUT_LIMIT`] bytes per stream: at info for status 0, at warn
+//! otherwise. The files keep at most [`CAPTURE_LIMIT`] bytes: at every poll, whatever a
+//! script wrote past that is punched out of the file (its memory freed, its size kept,
+//! so the log says how much was discarded). At shutdown, running scripts are killed and
+//! queued runs dropped.
 
 use crate::observe::events::Event;
 use crate::shutdown::Shutdown;
@@ -52,6 +55,10 @@ pub const MAX_RETRIES: u32 = 10;
 pub const RETRY_DELAY: Duration = Duration::from_secs(30);
 /// Bytes of stdout and of stderr that are logged.
 pub const OUTPUT_LIMIT: usize = 2048;
+/// Bytes of each stream kept in memory while a script runs; the rest is discarded
+/// (counted, not stored). Memory per stream stays under this plus what a script can
+/// write in one [`POLL`].
+pub const CAPTURE_LIMIT: u64 = 64 * 1024;
 /// How often running scripts are checked for their end and their timeout.
 const POLL: Duration = Duration::from_millis(10);
 
@@ -270,6 +277,8 @@ impl Runner {
         let mut index = 0;
         while index < self.running.len() {
             let run = &mut self.running[index];
+            discard_excess(&run.stdout);
+            discard_excess(&run.stderr);
             let ended = match run.child.try_wait() {
                 Ok(Some(status)) => Some(Ended::Exited(status)),
                 Ok(None) if run.started.elapsed() >= self.timeout => Some(Ended::TimedOut),
@@ -293,6 +302,8 @@ impl Runner {
             kill_group(&mut run.child);
         }
         let took = run.started.elapsed().as_millis();
+        discard_excess(&run.stdout);
+        discard_excess(&run.stderr);
         let output = describe_output(&run.stdout, &run.stderr);
         let what = format!(
             "group {}: notify_script {} {}",
@@ -383,6 +394,45 @@ pub(super) fn capture_file(name: &std::ffi::CStr) -> Option<File> {
     Some(unsafe { File::from_raw_fd(fd) })
 }
 
+/// Frees what a script wrote to `file` beyond [`CAPTURE_LIMIT`] (the file keeps its
+/// size, so the total is still known; the bytes past the limit read as zeros).
+pub(super) fn discard_excess(file: &Option<File>) {
+    use std::os::fd::AsRawFd;
+    let Some(file) = file else {
+        return;
+    };
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = file.metadata() else {
+        return;
+    };
+    let size = meta.len();
+    // `blocks` counts 512-byte units in memory: a file punched already is left alone.
+    if size <= CAPTURE_LIMIT || meta.blocks() * 512 <= CAPTURE_LIMIT {
+        return;
+    }
+    let (Ok(offset), Ok(length)) = (
+        libc::off_t::try_from(CAPTURE_LIMIT),
+        libc::off_t::try_from(size - CAPTURE_LIMIT),
+    ) else {
+        return;
+    };
+    // SAFETY: plain syscall on a descriptor this thread owns.
+    let punched = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset,
+            length,
+        )
+    };
+    if punched != 0 {
+        log::debug!(
+            "notify_script: cannot discard output past {CAPTURE_LIMIT} bytes: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 pub(super) fn as_stdio(file: &Option<File>) -> Stdio {
     file.as_ref()
         .and_then(|f| f.try_clone().ok())
@@ -414,7 +464,10 @@ fn read_captured(file: &Option<File>) -> String {
     let n = file.read_at(&mut buf, 0).unwrap_or(0);
     let text = String::from_utf8_lossy(&buf[..n]).trim().to_string();
     if total as usize > n {
-        format!("{text} [... {total} bytes in all]")
+        let discarded = total.saturating_sub(CAPTURE_LIMIT);
+        format!(
+            "{text} [output truncated: {total} bytes in all, the first {n} logged, {discarded} discarded]"
+        )
     } else {
         text
     }
@@ -460,7 +513,13 @@ mod tests {
         let mut file = capture_file(c"test").unwrap();
         file.write_all(&vec![b'x'; OUTPUT_LIMIT + 10]).unwrap();
         let text = read_captured(&Some(file));
-        assert!(text.ends_with(&format!("[... {} bytes in all]", OUTPUT_LIMIT + 10)));
+        assert!(
+            text.contains(&format!(
+                "output truncated: {} bytes in all",
+                OUTPUT_LIMIT + 10
+            )),
+            "{text}"
+        );
         assert!(read_captured(&None).is_empty());
     }
 }

@@ -13,7 +13,9 @@
 //! the timeout; its output goes to in-memory files, so a script that prints megabytes
 //! or leaves a child holding its stdout cannot block the worker.
 
-use super::notify_script::{as_stdio, capture_file, describe_output, describe_status, kill_group};
+use super::notify_script::{
+    as_stdio, capture_file, describe_output, describe_status, discard_excess, kill_group,
+};
 use crate::address::Addr;
 use crate::worker::hooks::BeforePromote;
 use std::os::unix::process::CommandExt;
@@ -70,7 +72,11 @@ pub fn run(
                     describe_output(&stdout, &stderr)
                 ));
             }
-            Ok(None) => std::thread::sleep(POLL),
+            Ok(None) => {
+                discard_excess(&stdout);
+                discard_excess(&stderr);
+                std::thread::sleep(POLL);
+            }
             Err(e) => {
                 kill_group(&mut child);
                 return Err(format!("pre_failover_script: cannot wait for it: {e}"));

@@ -5,7 +5,11 @@
 //!  <zk_path>/election/n_0000000007   ephemeral sequential, data = the daemon's HTTP address;
 //!                                    the lowest number leads (election.rs)
 //!  <zk_path>/state                   the whole ReplicatedState as JSON
+//!  <zk_path>/views/<http address>     ephemeral, each daemon's view of the masters
 //! ```
+//!
+//! - **Access.** With `zk_auth`, only the daemons' identity may change these znodes
+//!   (acl.rs); without it, anyone who can reach ZooKeeper can.
 //!
 //! - **State.** Any daemon accepts a write: [`ZkBroker::propose`] reads the state znode
 //!   with its version, applies the [`Action`] with [`ReplicatedState::apply`], and writes
@@ -26,6 +30,7 @@
 //!
 //! [`Action`]: crate::broker::Action
 
+mod acl;
 mod client;
 mod election;
 mod session;
@@ -34,6 +39,7 @@ mod views;
 use crate::broker::PROPOSAL_TIMEOUT;
 use crate::broker::views::{MastersView, Views};
 use crate::broker::{Action, Broker, ClusterStatus, ReplicatedState, Subscribers};
+use crate::config::ZkAuth;
 use crate::error::{Error, Result};
 use crate::shutdown::Shutdown;
 use crate::sync::lock;
@@ -64,9 +70,26 @@ pub struct ZkOptions {
     /// data (separated by a space), for `SENTINEL sentinels`.
     pub sentinel_addr: Option<String>,
     pub session_timeout: Duration,
+    /// `zk_auth`: the digest identity to log in with and to own the znodes (acl.rs).
+    pub auth: Option<ZkAuth>,
 }
 
 impl ZkOptions {
+    /// The znodes whose ACLs are checked before joining: the base and what the daemons
+    /// keep under it.
+    fn guarded_paths(&self) -> Vec<String> {
+        vec![
+            self.base.clone(),
+            self.election_path(),
+            self.state_path(),
+            self.views_path(),
+        ]
+    }
+
+    fn views_path(&self) -> String {
+        format!("{}/views", self.base)
+    }
+
     fn election_path(&self) -> String {
         format!("{}/election", self.base)
     }
@@ -101,6 +124,8 @@ struct Cached {
 /// a value in memory, never a ZooKeeper call.
 pub struct Shared {
     options: ZkOptions,
+    /// Who may change the znodes created, and the login of each session.
+    guard: acl::Guard,
     cache: Mutex<Cached>,
     /// `Some(until)` while this daemon leads: it acts until then (extended by every
     /// reply from ZooKeeper).
@@ -192,7 +217,10 @@ impl ZkBroker {
                 "zk_addr ([zk] addr): required with -broker=zk".into(),
             ));
         }
+        let guard = acl::Guard::new(options.auth.clone());
+        acl::check_at_start(&options, &guard)?;
         let shared = Arc::new(Shared {
+            guard,
             status: Mutex::new(ClusterStatus {
                 broker: "zk".into(),
                 http_addr: options.http_addr.clone(),

@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use zookeeper::{Acl, CreateMode, WatchedEvent, ZkError, ZkState};
+use zookeeper::{CreateMode, WatchedEvent, ZkError, ZkState};
 
 /// What wakes the session thread. `generation` names the client an event came from;
 /// events of replaced clients are ignored.
@@ -72,6 +72,12 @@ pub struct Session {
     previous_node: Option<String>,
     /// The crate's last reported state is `Connected` (or a call has just succeeded).
     connected: bool,
+    /// The current client reported its connection lost: its next `Connected` is a
+    /// new connection to the same session. (Its first `Connected` may come before the
+    /// listener is in place, so `Connected` reports are not counted.)
+    dropped: bool,
+    /// Why the last session refused the tree (its ACLs), logged once.
+    refused: Option<String>,
     /// This daemon is the lowest znode and has read the state since it became so.
     leading: bool,
     /// Whether subscribers were last told this daemon acts.
@@ -102,6 +108,8 @@ impl Session {
             node: None,
             previous_node: None,
             connected: false,
+            dropped: false,
+            refused: None,
             leading: false,
             announced_acting: false,
             last_reply: now,
@@ -219,10 +227,21 @@ impl Session {
         )
         .map_err(Lost::Session)?;
         self.client = Some(client.clone());
+        self.dropped = false;
         self.node = None;
         self.watching = None;
         self.set_session("connecting", None);
+        self.log_in(&client)?;
         let options = self.options().clone();
+        let (guard, paths) = (self.shared.guard.clone(), options.guarded_paths());
+        if let Err(why) = self.call(&client, move |zk| guard.check_tree(zk, &paths))? {
+            // Refused again at every retry: logged when it changes.
+            if self.refused.as_ref() != Some(&why) {
+                log::error!("zk: {why}");
+                self.refused = Some(why.clone());
+            }
+            return Err(Lost::Session(format!("not joining: {why}")));
+        }
         for path in ancestors(&options.base)
             .into_iter()
             .chain([options.election_path()])
@@ -239,13 +258,9 @@ impl Session {
             None => options.http_addr.clone(),
         }
         .into_bytes();
+        let acl = self.shared.guard.for_new_znodes();
         let created = self.call(&client, move |zk| {
-            zk.create(
-                &prefix,
-                data,
-                Acl::open_unsafe().clone(),
-                CreateMode::EphemeralSequential,
-            )
+            zk.create(&prefix, data, acl, CreateMode::EphemeralSequential)
         })?;
         let name = created.rsplit('/').next().unwrap_or_default().to_string();
         log::info!(
@@ -288,13 +303,9 @@ impl Session {
             return Err(Lost::Shutdown);
         }
         let owned = path.to_string();
+        let acl = self.shared.guard.for_new_znodes();
         let result = client.call(self.options().call_timeout(), move |zk| {
-            zk.create(
-                &owned,
-                data,
-                Acl::open_unsafe().clone(),
-                CreateMode::Persistent,
-            )
+            zk.create(&owned, data, acl, CreateMode::Persistent)
         });
         match result {
             Ok(_) => {
@@ -308,6 +319,17 @@ impl Session {
             }
             Err(e) => Err(Lost::Session(format!("cannot create {path}: {e}"))),
         }
+    }
+
+    /// Logs a new client in with `zk_auth` (nothing without it), before any other
+    /// request. ZooKeeper keeps logins per connection and the crate does not send them
+    /// again when it reconnects, so a reconnect costs the session (see `on_state`).
+    fn log_in(&mut self, client: &Client) -> Result<(), Lost> {
+        if !self.shared.guard.logs_in() {
+            return Ok(());
+        }
+        let guard = self.shared.guard.clone();
+        self.call(client, move |zk| guard.log_in(zk))
     }
 
     /// One call with the usual deadline; any failure loses the session's trust.
@@ -526,6 +548,16 @@ impl Session {
         #[allow(deprecated)]
         match state {
             ZkState::Connected => {
+                if self.dropped && self.shared.guard.logs_in() {
+                    // ZooKeeper forgets a login with its connection, and logging in
+                    // again here would race the other threads' requests: the crate
+                    // pairs replies with requests in order, and ZooKeeper answers a
+                    // login at once, ahead of requests still in its pipeline. A new
+                    // session logs in before anyone else uses it.
+                    return Err(Lost::Session(
+                        "connected again, without the zk_auth login (ZooKeeper keeps logins per connection)".into(),
+                    ));
+                }
                 if !self.connected {
                     log::info!("zk: connected again; checking the session");
                 }
@@ -537,6 +569,7 @@ impl Session {
                 self.probe()
             }
             ZkState::Connecting | ZkState::NotConnected | ZkState::ConnectedReadOnly => {
+                self.dropped = true;
                 if self.connected {
                     log::warn!("zk: connection to ZooKeeper lost ({state:?}); reconnecting");
                 }
@@ -561,6 +594,8 @@ impl Session {
             log::debug!("zk: {why}; opening a new session");
         }
         lock(&self.shared.client).take();
+        // The client given up reports `Closed` once closed: that is no news.
+        self.generation += 1;
         if let Some(client) = self.client.take() {
             // Best effort: if the session still lives, end it so its znode goes now.
             client.close(Duration::from_millis(200));
@@ -637,7 +672,7 @@ fn ancestors(path: &str) -> Vec<String> {
 }
 
 /// Whether any server accepts a TCP connection (within a short timeout each).
-fn any_server_listens(servers: &[String]) -> bool {
+pub(super) fn any_server_listens(servers: &[String]) -> bool {
     servers.iter().any(|server| {
         server.to_socket_addrs().is_ok_and(|mut addrs| {
             addrs.any(|addr| TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok())

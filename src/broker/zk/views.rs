@@ -25,11 +25,12 @@ pub fn run(shared: &Shared, views: Receiver<MastersView>) {
         let Some((client, _)) = shared.client() else {
             continue;
         };
-        let base = format!("{}/views", shared.options.base);
+        let base = shared.options.views_path();
+        let acl = shared.guard.for_new_znodes();
         let mine = format!("{base}/{}", view.daemon);
         let data = view.to_bytes();
         let round = client.call(shared.options.call_timeout(), move |zk| {
-            exchange(zk, &base, &mine, data)
+            exchange(zk, &base, &mine, data, acl)
         });
         match round {
             Ok(others) => {
@@ -53,25 +54,16 @@ fn exchange(
     base: &str,
     mine: &str,
     data: Vec<u8>,
+    acl: Vec<Acl>,
 ) -> zookeeper::ZkResult<Vec<(String, Vec<u8>)>> {
     match zk.set_data(mine, data.clone(), None) {
         Ok(_) => {}
         Err(ZkError::NoNode) => {
-            match zk.create(
-                base,
-                Vec::new(),
-                Acl::open_unsafe().clone(),
-                CreateMode::Persistent,
-            ) {
+            match zk.create(base, Vec::new(), acl.clone(), CreateMode::Persistent) {
                 Ok(_) | Err(ZkError::NodeExists) => {}
                 Err(e) => return Err(e),
             }
-            match zk.create(
-                mine,
-                data,
-                Acl::open_unsafe().clone(),
-                CreateMode::Ephemeral,
-            ) {
+            match zk.create(mine, data, acl, CreateMode::Ephemeral) {
                 Ok(_) | Err(ZkError::NodeExists) => {}
                 Err(e) => return Err(e),
             }

@@ -5,7 +5,7 @@ const POLL_MS = 1000;
 const HISTORY_LIMIT = 100;
 const rows = new Map(); // group name -> {el, key}
 const $ = (id) => document.getElementById(id);
-const stats = { polls: 0, lastRenderMs: 0, rowsUpdated: 0, bytes: 0 };
+const stats = { polls: 0, firstRenderMs: null, lastRenderMs: 0, maxRenderMs: 0, rowsUpdated: 0, bytes: 0 };
 window.pageStats = stats;
 let pending = null; // an action waiting for a token
 let filterText = "";
@@ -63,6 +63,8 @@ async function poll() {
     const started = performance.now();
     render(groups, cluster, history);
     stats.lastRenderMs = performance.now() - started;
+    if (stats.firstRenderMs === null) stats.firstRenderMs = stats.lastRenderMs;
+    else stats.maxRenderMs = Math.max(stats.maxRenderMs, stats.lastRenderMs);
     stats.polls++;
     $("updated").textContent = "updated " + new Date().toLocaleTimeString();
     $("cost").textContent = "Last poll: " + Math.round(stats.bytes / 1024) + " KiB, rendered in " +

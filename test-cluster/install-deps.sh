@@ -77,3 +77,11 @@ fi
 if [ -x /usr/bin/chromedriver ]; then
     /usr/bin/chromedriver --version
 fi
+# HAProxy for the test of the documented health-check example (tests/health.rs); that
+# test says it was skipped without it.
+if [ ! -x /usr/sbin/haproxy ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends haproxy >/dev/null ||
+        echo "could not install haproxy: the HAProxy health-check test will be skipped" >&2
+fi

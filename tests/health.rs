@@ -68,7 +68,11 @@ fn health_checks_follow_the_master_through_a_failover() {
     for (path, status, says) in [
         ("/health/master", 400, "missing parameter: addr"),
         ("/health/master?addr=nohost", 400, "addr:"),
-        ("/health/replica?addr=127.0.0.1:1&max_lag=lots", 400, "max_lag"),
+        (
+            "/health/replica?addr=127.0.0.1:1&max_lag=lots",
+            400,
+            "max_lag",
+        ),
         ("/api/v1/groups/nosuch/master", 404, "no group named nosuch"),
     ] {
         let (got, body) = get(&daemon, path);
@@ -87,7 +91,11 @@ fn health_checks_follow_the_master_through_a_failover() {
     let body = wait_for_status(&daemon, &master_check, 503);
     assert!(body.contains(&old), "{body}");
     let new = wait_for_new_master(&daemon, "cache", &old);
-    assert_eq!(new, a.addr(), "the replica with the best priority is promoted");
+    assert_eq!(
+        new,
+        a.addr(),
+        "the replica with the best priority is promoted"
+    );
     wait_for_status(&daemon, &format!("/health/master?addr={new}"), 200);
     let body = wait_for_status(&daemon, "/api/v1/groups/cache/master", 200);
     assert_eq!(body, format!("{new}\n"));
@@ -154,9 +162,15 @@ fn history_lists_failovers_newest_first_by_group_and_limit() {
         summary(&history(&daemon, "?group=g")),
         vec![expected[0].clone(), expected[2].clone()]
     );
-    assert_eq!(summary(&history(&daemon, "?group=h")), vec![expected[1].clone()]);
+    assert_eq!(
+        summary(&history(&daemon, "?group=h")),
+        vec![expected[1].clone()]
+    );
     assert!(history(&daemon, "?group=nosuch").is_empty());
-    assert_eq!(summary(&history(&daemon, "?limit=1")), vec![expected[0].clone()]);
+    assert_eq!(
+        summary(&history(&daemon, "?limit=1")),
+        vec![expected[0].clone()]
+    );
     assert_eq!(
         summary(&history(&daemon, "?group=g&limit=1")),
         vec![expected[0].clone()]
@@ -171,4 +185,92 @@ fn history_lists_failovers_newest_first_by_group_and_limit() {
         assert_eq!(status, 400, "{bad}: {body}");
         assert!(body.contains("limit"), "{bad}: {body}");
     }
+}
+
+/// HAProxy, configured as docs/operations.md shows, in front of the servers.
+struct HaProxy {
+    child: std::process::Child,
+    port: u16,
+    _dir: support::TempDir,
+}
+
+impl Drop for HaProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const HAPROXY: &str = "/usr/sbin/haproxy";
+
+fn haproxy(daemon_port: u16, servers: &[&RedisServer]) -> HaProxy {
+    let dir = support::TempDir::new("haproxy");
+    let port = support::free_port();
+    let lines: Vec<String> = servers
+        .iter()
+        .map(|s| format!("    server {0} {0}\n", s.addr()))
+        .collect();
+    let config = format!(
+        "defaults\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n    timeout check 2s\n\
+         frontend redis_cache_write\n    mode tcp\n    bind 127.0.0.1:{port}\n    default_backend redis_cache_master\n\
+         backend redis_cache_master\n    mode tcp\n    option httpchk\n\
+         \x20   http-check send meth GET uri-lf /health/master?addr=%[srv_name]\n\
+         \x20   default-server check addr 127.0.0.1 port {daemon_port} inter 200ms fall 1 rise 1 on-marked-down shutdown-sessions\n{}",
+        lines.concat()
+    );
+    let path = dir.path().join("haproxy.cfg");
+    std::fs::write(&path, config).expect("write haproxy.cfg");
+    let child = std::process::Command::new(HAPROXY)
+        .arg("-f")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start haproxy");
+    HaProxy {
+        child,
+        port,
+        _dir: dir,
+    }
+}
+
+/// The port of the server behind HAProxy's frontend, as that server reports it.
+fn port_behind(front: u16) -> Result<String, String> {
+    match support::redis_cmd(front, &["CONFIG", "GET", "port"])? {
+        redis::Value::Array(items) => match items.get(1) {
+            Some(redis::Value::BulkString(port)) => Ok(String::from_utf8_lossy(port).into()),
+            other => Err(format!("{other:?}")),
+        },
+        other => Err(format!("{other:?}")),
+    }
+}
+
+#[test]
+fn haproxy_as_documented_sends_writes_to_the_master_through_a_failover() {
+    if !std::path::Path::new(HAPROXY).exists() {
+        eprintln!("SKIPPED: HAProxy is not installed at {HAPROXY} (apt-get install haproxy)");
+        return;
+    }
+    let mut master = RedisServer::master();
+    let replica = RedisServer::replica_of(master.port, 10);
+    master.wait_for_replicas(1);
+    let masters = format!("-masters=cache={}", master.addr());
+    let daemon = Daemon::start(&[&masters, "-check_interval=100", "-max_down_time=1"]);
+    daemon.wait_group_ok("cache", 1);
+    let proxy = haproxy(daemon.port, &[&master, &replica]);
+
+    let wait_for_port = |port: u16| {
+        wait_until(LONG, &format!("HAProxy sending to port {port}"), || {
+            let behind = port_behind(proxy.port)?;
+            support::redis_cmd(proxy.port, &["SET", "through", "haproxy"])?;
+            if behind == port.to_string() {
+                Ok(())
+            } else {
+                Err(format!("behind the frontend: port {behind}"))
+            }
+        })
+    };
+    wait_for_port(master.port);
+    master.kill();
+    wait_for_port(replica.port);
 }

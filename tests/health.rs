@@ -274,3 +274,56 @@ fn haproxy_as_documented_sends_writes_to_the_master_through_a_failover() {
     master.kill();
     wait_for_port(replica.port);
 }
+
+#[test]
+fn every_daemon_of_a_raft_cluster_answers_the_health_checks_and_the_history() {
+    let mut master = RedisServer::master();
+    let replica = RedisServer::replica_of(master.port, 10);
+    master.wait_for_replicas(1);
+    let mut cluster =
+        support::RaftCluster::start(3, &["-check_interval=100", "-max_down_time=1"], &[]);
+    let leader = cluster.wait_for_leader(&[0, 1, 2], LONG);
+    let (status, body) = cluster.nodes[leader]
+        .http(
+            "POST",
+            &format!("/master?masters=cache={}", master.addr()),
+            "",
+        )
+        .expect("POST /master");
+    assert_eq!(status, 200, "{body}");
+    for node in &cluster.nodes {
+        node.wait_group_ok("cache", 1);
+        let body = wait_for_status(node, "/api/v1/groups/cache/master", 200);
+        assert_eq!(body, format!("{}\n", master.addr()));
+        wait_for_status(
+            node,
+            &format!("/health/replica?addr={}", replica.addr()),
+            200,
+        );
+    }
+    let old = master.addr();
+    master.kill();
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        wait_for_status(
+            node,
+            &format!("/health/master?addr={}", replica.addr()),
+            200,
+        );
+        let (status, body) = get(node, &format!("/health/master?addr={old}"));
+        assert_eq!(status, 503, "node {i} (leader {leader}): {body}");
+        // The history is replicated: followers list the failover too.
+        let records = wait_until(LONG, &format!("the failover in node {i}'s history"), || {
+            let records = summary(&history(node, "?group=cache"));
+            if records.is_empty() {
+                Err("no record yet".into())
+            } else {
+                Ok(records)
+            }
+        });
+        assert_eq!(
+            records,
+            vec![format!("cache {old} -> {} succeeded", replica.addr())],
+            "node {i} (leader {leader})"
+        );
+    }
+}

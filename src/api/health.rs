@@ -12,14 +12,11 @@
 //!   that many bytes behind the most advanced replica the master lists), else `503`.
 //!
 //! "Answers" means this daemon's last check of the master succeeded: the group's state
-//! is not `starting`, `suspect`, `down`, `failing_over`, `switching_over`, `failed` or
-//! `not_master`, and the link is not down. A follower (Raft or ZooKeeper) does not
-//! check; it answers the master endpoints from the replicated state (the master the
-//! cluster agreed on, when no failover of it is under way and it is not failed) and
-//! says so in the body, and answers `503` for replicas, which only the leader sees.
+//! is not `starting`, `suspect`, `down`, `failing_over`, `switching_over`, `failed`,
+//! `not_master` or `follower`, and the link is not down. Every daemon of a Raft or
+//! ZooKeeper cluster checks the masters itself, so a load balancer may ask any of them.
 
 use crate::address::Addr;
-use crate::broker::ReplicatedState;
 use crate::daemon::Daemon;
 use crate::observe::status::{GroupStatus, WatchState};
 
@@ -119,32 +116,17 @@ fn not_answering(group: &GroupStatus) -> Option<String> {
         WatchState::SwitchingOver => "being switched over",
         WatchState::Failed => "failed: its failover failed",
         WatchState::NotMaster => "not a master: it reports itself a replica",
-        WatchState::Follower => "follower",
+        WatchState::Follower => "not checked by this daemon (follower)",
         // Ok, and any state that only says what automatic failover may do (paused,
         // blocked): the master answers when the link is up.
         _ if group.disconnected => "unreachable: the last check got no answer",
         _ => return None,
     };
     let why = match &group.last_error {
-        Some(error) if group.state != WatchState::Follower => format!("{state} ({error})"),
+        Some(error) => format!("{state} ({error})"),
         _ => state.to_string(),
     };
     Some(why)
-}
-
-/// On a follower: the master as the cluster agreed on it, unless it is failed or a
-/// failover of it is under way.
-fn agreed_master(state: &ReplicatedState, group: &str) -> Result<Addr, String> {
-    let Some(entry) = state.groups.get(group) else {
-        return Err(format!("no group named {group}"));
-    };
-    if let Some(reason) = &entry.failed {
-        return Err(format!("group {group} is failed: {reason}"));
-    }
-    if state.in_progress.contains_key(group) {
-        return Err(format!("group {group} is being failed over"));
-    }
-    Ok(entry.master.clone())
 }
 
 fn group_master(daemon: &Daemon, name: &str) -> Reply {
@@ -152,12 +134,6 @@ fn group_master(daemon: &Daemon, name: &str) -> Reply {
     let Some(group) = groups.iter().find(|g| g.name == name) else {
         return text(404, format!("no group named {name} is watched"));
     };
-    if group.state == WatchState::Follower {
-        return match agreed_master(&daemon.broker.state(), name) {
-            Ok(addr) => text(200, addr.to_string()),
-            Err(why) => text(503, why),
-        };
-    }
     match not_answering(group) {
         None => text(200, group.master.to_string()),
         Some(why) => text(503, format!("master {} of {name} is {why}", group.master)),
@@ -172,18 +148,6 @@ fn master(daemon: &Daemon, addr: &Addr) -> Reply {
             format!("{addr} is not the master of any watched group"),
         );
     };
-    if group.state == WatchState::Follower {
-        return match agreed_master(&daemon.broker.state(), &group.name) {
-            Ok(_) => text(
-                200,
-                format!(
-                    "{addr} is the master of {} (as the cluster agreed; this daemon is a follower and does not check)",
-                    group.name
-                ),
-            ),
-            Err(why) => text(503, why),
-        };
-    }
     match not_answering(group) {
         None => text(200, format!("{addr} is the master of {}", group.name)),
         Some(why) => text(503, format!("{addr}, master of {}, is {why}", group.name)),
@@ -196,12 +160,6 @@ fn replica(daemon: &Daemon, addr: &Addr, max_lag: Option<u64>) -> Reply {
         .iter()
         .find_map(|g| g.replicas.iter().find(|r| &r.addr == addr).map(|r| (g, r)));
     let Some((group, replica)) = found else {
-        if groups.iter().any(|g| g.state == WatchState::Follower) {
-            return text(
-                503,
-                "this daemon is a follower: it does not check replicas (ask the leader)",
-            );
-        }
         return text(
             503,
             format!("{addr} is not a replica the master of any watched group lists"),

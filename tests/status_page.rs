@@ -165,6 +165,72 @@ fn the_page_shows_the_new_master_after_a_kill_without_a_reload() {
     save_screenshot(&browser);
 }
 
+/// With `api_token` (reads too), the page asks for the token, then shows the group; its
+/// switchover button, confirmed, moves the master with the token in the header.
+#[test]
+fn the_page_asks_for_the_token_and_its_switchover_button_moves_the_master() {
+    let Some(browser) = browser() else { return };
+    let (master, a, _b) = topology(10, 20);
+    let masters = format!("-masters=cache={}", master.addr());
+    let token = "page-test-token";
+    let daemon = Daemon::start(&[
+        &masters,
+        "-check_interval=100",
+        "-max_down_time=1",
+        &format!("-api_token={token}"),
+        "-api_token_reads",
+    ]);
+    let (status, _) = daemon
+        .http_with(
+            "GET",
+            "/api/v1/groups",
+            "",
+            &[&format!("Authorization: Bearer {token}")],
+        )
+        .expect("GET /api/v1/groups");
+    assert_eq!(status, 200);
+    let bearer = format!("Authorization: Bearer {token}");
+    wait_until(LONG, "group cache ok with 2 replicas", || {
+        let (_, body) = daemon.http_with("GET", "/api/v1/groups", "", &[&bearer])?;
+        if body.contains("\"state\": \"ok\"") && body.contains(&a.addr()) {
+            Ok(())
+        } else {
+            Err(body)
+        }
+    });
+
+    browser
+        .goto(&format!("http://127.0.0.1:{}/", daemon.port))
+        .expect("open the page");
+    wait_until(LONG, "the page asking for the token", || {
+        match browser.run("return document.getElementById('auth').hidden")? {
+            Value::Bool(false) => Ok(()),
+            seen => Err(format!("token form hidden: {seen}")),
+        }
+    });
+    browser.type_into("#token", token).expect("type the token");
+    browser
+        .click("#auth-form button[type=submit]")
+        .expect("submit the token");
+    wait_for_page(&browser, &master.addr(), "ok");
+
+    browser
+        .click(r#".group[data-name="cache"] button[data-action="switchover"]"#)
+        .expect("click switchover");
+    browser.accept_dialog().expect("confirm the switchover");
+    let group = wait_for_page(&browser, &a.addr(), "ok");
+    assert!(
+        group["replicas"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r == &master.addr())),
+        "the old master is a replica now: {group}"
+    );
+    let notice = browser
+        .run("return document.getElementById('notice').textContent")
+        .expect("the notice");
+    assert_eq!(notice, "switchover: done", "{group}");
+}
+
 /// Pause from the page, kill the new master: nothing is promoted and the page says
 /// paused; resume from the page: the group is failed over.
 #[test]

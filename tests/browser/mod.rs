@@ -17,7 +17,7 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 /// The key of an element reference in WebDriver replies.
-const ELEMENT: &str = "element-6066-11e4-a52e-4f08d5749a66";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// A browser session; the driver (and the browser with it) is stopped on drop.
 pub struct Browser {
@@ -97,16 +97,38 @@ impl Browser {
 
     /// Clicks the element `css` selects, as a user would (WebDriver's element click).
     pub fn click(&self, css: &str) -> Result<(), String> {
+        let id = self.element(css)?;
+        self.command("POST", &format!("element/{id}/click"), Some(json!({})))
+            .map(|_| ())
+    }
+
+    /// Types `text` into the element `css` selects, as a user would.
+    pub fn type_into(&self, css: &str, text: &str) -> Result<(), String> {
+        let id = self.element(css)?;
+        self.command(
+            "POST",
+            &format!("element/{id}/value"),
+            Some(json!({ "text": text })),
+        )
+        .map(|_| ())
+    }
+
+    /// Accepts the page's open `confirm()` dialog.
+    pub fn accept_dialog(&self) -> Result<(), String> {
+        self.command("POST", "alert/accept", Some(json!({})))
+            .map(|_| ())
+    }
+
+    fn element(&self, css: &str) -> Result<String, String> {
         let found = self.command(
             "POST",
             "element",
             Some(json!({"using": "css selector", "value": css})),
         )?;
-        let id = found[ELEMENT]
+        found[ELEMENT]
             .as_str()
-            .ok_or_else(|| format!("no element {css}: {found}"))?;
-        self.command("POST", &format!("element/{id}/click"), Some(json!({})))
-            .map(|_| ())
+            .map(String::from)
+            .ok_or_else(|| format!("no element {css}: {found}"))
     }
 
     /// A PNG of the window.

@@ -162,6 +162,24 @@ fn the_page_shows_the_new_master_after_a_kill_without_a_reload() {
             Err(group.to_string())
         }
     });
+    // The name filter hides the groups that do not match, and shows them again.
+    let shown =
+        || browser.run(r#"return !document.querySelector('.group[data-name="cache"]').hidden"#);
+    browser
+        .type_into("#filter", "nomatch")
+        .expect("type a filter");
+    assert_eq!(shown(), Ok(Value::Bool(false)), "filtered out");
+    browser.clear("#filter").expect("clear the filter");
+    browser.type_into("#filter", "CAC").expect("type a filter");
+    assert_eq!(shown(), Ok(Value::Bool(true)), "matches, whatever the case");
+    browser.clear("#filter").expect("clear the filter");
+    assert_eq!(shown(), Ok(Value::Bool(true)), "no filter");
+    let count = browser.run("return document.getElementById('shown').textContent");
+    assert_eq!(
+        count,
+        Ok(Value::from("")),
+        "a cleared filter shows no count"
+    );
     save_screenshot(&browser);
 }
 

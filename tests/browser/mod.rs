@@ -113,6 +113,13 @@ impl Browser {
         .map(|_| ())
     }
 
+    /// Empties the input the element `css` selects.
+    pub fn clear(&self, css: &str) -> Result<(), String> {
+        let id = self.element(css)?;
+        self.command("POST", &format!("element/{id}/clear"), Some(json!({})))
+            .map(|_| ())
+    }
+
     /// Accepts the page's open `confirm()` dialog.
     pub fn accept_dialog(&self) -> Result<(), String> {
         self.command("POST", "alert/accept", Some(json!({})))

@@ -68,7 +68,7 @@ async function poll() {
     stats.polls++;
     $("updated").textContent = "updated " + new Date().toLocaleTimeString();
     $("cost").textContent = "Last poll: " + Math.round(stats.bytes / 1024) + " KiB, rendered in " +
-      stats.lastRenderMs.toFixed(1) + " ms (" + stats.rowsUpdated + " rows changed).";
+      stats.lastRenderMs.toFixed(1) + " ms (" + stats.rowsUpdated + (stats.rowsUpdated === 1 ? " row" : " rows") + " changed).";
     if ($("notice").textContent.startsWith("cannot reach")) notice("");
   } catch (e) {
     if (e.status === 401) askToken(e.message);
@@ -269,11 +269,12 @@ function showCount() {
   $("shown").textContent = filterText ? shown + " of " + rows.size + " shown" : "";
 }
 
-$("filter").addEventListener("input", (e) => {
+function onFilter(e) {
   filterText = e.target.value.trim().toLowerCase();
   for (const [name, row] of rows) applyFilter(row.el, name);
   showCount();
-});
+}
+for (const event of ["input", "change", "search"]) $("filter").addEventListener(event, onFilter);
 $("auth-form").addEventListener("submit", (e) => {
   e.preventDefault();
   sessionStorage.setItem("api_token", $("token").value);

@@ -103,6 +103,13 @@ fn health_checks_follow_the_master_through_a_failover() {
     assert_eq!(status, 503, "the old master after the failover: {body}");
     // The other replica follows the new master and is healthy again.
     wait_for_status(&daemon, &format!("/health/replica?addr={}", b.addr()), 200);
+    // A load balancer's routine 503s do not fill the log; bad requests still show.
+    let log = daemon.log();
+    assert!(
+        !log.contains("-> 503"),
+        "503s of health checks logged:\n{log}"
+    );
+    assert!(log.contains("/health/master?addr=nohost -> 400"), "{log}");
 }
 
 fn history(daemon: &Daemon, query: &str) -> Vec<Value> {

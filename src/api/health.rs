@@ -198,3 +198,38 @@ fn replica(daemon: &Daemon, addr: &Addr, max_lag: Option<u64>) -> Reply {
         ),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_paths_are_told_apart_from_the_other_group_endpoints() {
+        assert_eq!(
+            group_master_path("/api/v1/groups/cache/master"),
+            Some("cache")
+        );
+        assert_eq!(group_master_path("/api/v1/groups//master"), None);
+        assert_eq!(group_master_path("/api/v1/groups/a/b/master"), None);
+        assert_eq!(group_master_path("/api/v1/groups/cache/switchover"), None);
+        assert!(is_health_check("/health/master?addr=a:1"));
+        assert!(is_health_check("/api/v1/groups/cache/master"));
+        assert!(!is_health_check("/api/v1/groups"));
+        assert!(!is_health_check("/master"));
+    }
+
+    #[test]
+    fn bad_parameters_get_a_reason() {
+        assert_eq!(addr_param("addr=h:1").map(|a| a.port), Ok(1));
+        for bad in ["", "addr=", "addr=h", "addr=h:99999", "addr=%FF"] {
+            let Err((status, reason)) = addr_param(bad) else {
+                panic!("{bad} accepted");
+            };
+            assert_eq!(status, 400, "{bad}");
+            assert!(!reason.trim().is_empty(), "{bad}");
+        }
+        assert_eq!(max_lag_param("max_lag=10"), Ok(Some(10)));
+        assert_eq!(max_lag_param(""), Ok(None));
+        assert!(max_lag_param("max_lag=-1").is_err());
+    }
+}

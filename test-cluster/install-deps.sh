@@ -5,7 +5,7 @@
 # same (npm ci in tests/node, with Debian's nodejs and npm when Node.js is missing),
 # ZooKeeper for the -broker=zk tests and test-cluster/zk-cluster.sh (Debian's zookeeper
 # package; it pulls in a Java runtime), and iptables for the partition tests (they run
-# only as root).
+# only as root), and Chromium with chromedriver for the status page test.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
@@ -61,4 +61,27 @@ if command -v npm >/dev/null 2>&1; then
     fi
     echo "node $(node --version), node-redis $(cd "$node_dir" &&
         node -p 'require("redis/package.json").version' 2>/dev/null || echo '(not installed)')"
+fi
+# Chromium and its WebDriver for the status page's browser test (tests/status_page.rs
+# talks WebDriver to chromedriver directly: no Selenium). Without them that test says
+# it was skipped.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    echo "installing chromium and chromium-driver with apt-get" >&2
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    { $sudo apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+            chromium chromium-driver fonts-liberation >/dev/null; } ||
+        echo "could not install chromium: the status page's browser test will be skipped" >&2
+fi
+if [ -x /usr/bin/chromedriver ]; then
+    /usr/bin/chromedriver --version
+fi
+# HAProxy for the test of the documented health-check example (tests/health.rs); that
+# test says it was skipped without it.
+if [ ! -x /usr/sbin/haproxy ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends haproxy >/dev/null ||
+        echo "could not install haproxy: the HAProxy health-check test will be skipped" >&2
 fi

@@ -11,6 +11,9 @@
 //! - `GET /api/v1/cluster`: this daemon's view of the cluster (role, term, leader, peers).
 //! - `POST`/`DELETE /api/v1/cluster/peers?addr=host:port`: add or remove a Raft member.
 //! - `GET /metrics`: Prometheus text format (see `metrics.rs`).
+//! - `GET /`: the status page (`page/`); `GET /health/...` and
+//!   `/api/v1/groups/<name>/master` for load balancers (`health.rs`); `GET /api/v1/history`
+//!   (`history.rs`).
 //! - `POST /api/v1/reload`: read the TLS certificates and keys from disk again (as
 //!   SIGHUP does); a broken file is refused and the old ones stay in use.
 //!
@@ -163,7 +166,9 @@ struct Api {
 /// the transport refused them with 413.
 fn handle(api: &Api, request: &Request) -> Response {
     let reply = route(api, request);
-    if reply.status >= 400 {
+    if reply.status >= 400
+        && !(reply.status == 503 && super::health::is_health_check(&request.target))
+    {
         log::info!(
             "HTTP {} {} -> {}: {}",
             request.method,
@@ -182,11 +187,31 @@ fn handle(api: &Api, request: &Request) -> Response {
 fn route(api: &Api, request: &Request) -> Answer {
     let daemon = &api.daemon;
     let read = matches!(request.method.as_str(), "GET" | "HEAD");
+    let url = request.target.as_str();
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    // The status page holds no data (its script asks with the token): served before the check.
+    if let Some((status, content_type, body)) = super::page::route(&request.method, path) {
+        return Answer {
+            status,
+            body,
+            content_type,
+        };
+    }
     if let Err(Refused(reason)) = api.access.check(read, authorization(request)) {
         return Answer::text(401, format!("{reason}\n"));
     }
-    let url = request.target.as_str();
-    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    if let Some((status, body)) = super::health::route(daemon, &request.method, path, query) {
+        return Answer::text(status, body);
+    }
+    if let Some((status, content_type, body)) =
+        super::history::route(daemon, &request.method, path, query)
+    {
+        return Answer {
+            status,
+            body,
+            content_type,
+        };
+    }
     if let Some(name) = switchover_group(path) {
         return switchover(daemon, request, name, query);
     }

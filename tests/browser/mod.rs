@@ -96,10 +96,19 @@ impl Browser {
     }
 
     /// Clicks the element `css` selects, as a user would (WebDriver's element click).
+    /// The page redraws a group's row when the group changes: an element found just
+    /// before a redraw is stale by the click, so the click looks it up again (for up
+    /// to 5 s), as a user would click the button now on the screen.
     pub fn click(&self, css: &str) -> Result<(), String> {
-        let id = self.element(css)?;
-        self.command("POST", &format!("element/{id}/click"), Some(json!({})))
-            .map(|_| ())
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let id = self.element(css)?;
+            match self.command("POST", &format!("element/{id}/click"), Some(json!({}))) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.contains("stale element") && std::time::Instant::now() < deadline => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Types `text` into the element `css` selects, as a user would.

@@ -9,7 +9,7 @@ mod support;
 use serde_json::Value;
 use std::time::Duration;
 use support::groups::*;
-use support::{Daemon, RaftCluster, RedisServer, ZkCluster, ZooKeeper};
+use support::{Daemon, RaftCluster, RedisServer, ZkCluster, ZooKeeper, wait_until};
 
 const FAST: [&str; 2] = ["-check_interval=100", "-max_down_time=1"];
 const ELECTION: Duration = Duration::from_secs(15);
@@ -184,19 +184,57 @@ fn pause_through_a_follower(nodes: &[Daemon], leader: usize) {
     }
 }
 
-/// The leader elected after the pause holds the failover of the dead master back,
-/// until resumed.
-fn the_new_leader_holds_the_failover_back(leader: &Daemon, mut master: RedisServer) {
-    wait_for_group(leader, "g", "g watched by the new leader", |g| {
+/// The leader elected after the pause holds the failover of the dead master back; a
+/// manual failover asked of it runs; every running node lists both in its history and
+/// answers the load balancers' health check for the new master.
+fn the_new_leader_holds_the_failover_back(
+    nodes: &[Daemon],
+    leader: usize,
+    mut master: RedisServer,
+) {
+    let running: Vec<&Daemon> = nodes
+        .iter()
+        .filter(|n| n.http("GET", "/master", "").is_ok())
+        .collect();
+    wait_for_group(&nodes[leader], "g", "g watched by the new leader", |g| {
         watched_with_replicas(g, 2)
     });
     master.kill();
-    wait_held_back(leader, "the group is paused");
-    let (status, body) = request(leader, "DELETE", "/api/v1/groups/g/pause");
-    assert_eq!(status, 200, "{body}");
-    wait_for_group(leader, "g", "the failover after the resume", |g| {
+    wait_held_back(&nodes[leader], "the group is paused");
+    let (status, body) = post(&nodes[leader], "/api/v1/groups/g/failover");
+    assert_eq!(status, 202, "{body}");
+    let g = wait_for_group(&nodes[leader], "g", "the manual failover", |g| {
         failover_ended(g, "succeeded")
     });
+    assert_eq!(g["last_failover"]["kind"], "manual_failover", "{g}");
+    let new_master = str_of(&g["master"]);
+    for node in running {
+        let (status, body) = request(node, "GET", "/api/v1/history?group=g&limit=2");
+        assert_eq!(status, 200, "{body}");
+        let kinds: Vec<String> = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|r| str_of(&r["kind"]))
+            .collect();
+        assert_eq!(
+            kinds,
+            ["manual_failover", "held_back"],
+            "history on port {}: {body}",
+            node.port
+        );
+        wait_until(
+            Duration::from_secs(20),
+            "the health check of the new master",
+            || match node.http("GET", "/api/v1/groups/g/master", "") {
+                Ok((200, body)) if body.trim() == new_master => Ok(()),
+                other => Err(format!("port {}: {other:?}", node.port)),
+            },
+        );
+    }
+    let (status, body) = request(&nodes[leader], "DELETE", "/api/v1/groups/g/pause");
+    assert_eq!(status, 200, "{body}");
 }
 
 #[test]
@@ -214,7 +252,7 @@ fn a_pause_survives_a_raft_leader_change() {
     cluster.nodes[old].kill9();
     let survivors: Vec<usize> = (0..3).filter(|&i| i != old).collect();
     let leader = cluster.wait_for_leader(&survivors, ELECTION);
-    the_new_leader_holds_the_failover_back(&cluster.nodes[leader], master);
+    the_new_leader_holds_the_failover_back(&cluster.nodes, leader, master);
 }
 
 #[test]
@@ -237,7 +275,7 @@ fn a_pause_survives_a_zookeeper_leader_change() {
     cluster.nodes[old].kill9();
     let survivors: Vec<usize> = (0..3).filter(|&i| i != old).collect();
     let leader = cluster.wait_for_leader(&survivors, ELECTION);
-    the_new_leader_holds_the_failover_back(&cluster.nodes[leader], master);
+    the_new_leader_holds_the_failover_back(&cluster.nodes, leader, master);
 }
 
 /// A script in `dir` that records its arguments, and vetoes unless `allow` exists.

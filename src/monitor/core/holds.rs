@@ -85,7 +85,11 @@ impl MonitorCore {
                     .to_string(),
             ),
         };
-        let answers = watch.detector().failures_in_a_row() == 0;
+        // Answers: its last check succeeded, lately. (A held-back attempt restarts the
+        // window and the failure count; the last answer stays as it was.)
+        let detector = watch.detector();
+        let answers = detector.failures_in_a_row() == 0
+            && self.now.since(detector.last_answer()) <= self.settings.check_interval * 2;
         let busy = busy.or_else(|| {
             answers.then(|| {
                 format!(

@@ -5,6 +5,7 @@ mod support;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use support::fake_replica::{FakeReplica, Refusal};
+use support::groups::port_of;
 use support::{Daemon, RedisServer, wait_until};
 
 const FAST: [&str; 2] = ["-check_interval=100", "-max_down_time=1"];
@@ -53,13 +54,6 @@ fn wait_for_failover(daemon: &Daemon) -> Value {
             Err(g.to_string())
         }
     })
-}
-
-fn port_of(addr: &Value) -> u16 {
-    addr.as_str()
-        .and_then(|a| a.rsplit_once(':'))
-        .and_then(|(_, p)| p.parse().ok())
-        .unwrap_or_else(|| panic!("not an address: {addr}"))
 }
 
 #[test]

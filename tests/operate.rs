@@ -36,13 +36,6 @@ fn wait_held_back(daemon: &Daemon, why: &str) -> Value {
     })
 }
 
-fn port_of(addr: &Value) -> u16 {
-    addr.as_str()
-        .and_then(|a| a.rsplit_once(':'))
-        .and_then(|(_, p)| p.parse().ok())
-        .unwrap_or_else(|| panic!("not an address: {addr}"))
-}
-
 #[test]
 fn a_paused_group_is_not_failed_over_until_resumed() {
     let (mut master, a, b) = topology(100, 100);

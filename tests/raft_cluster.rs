@@ -25,13 +25,6 @@ const FAST: [&str; 2] = ["-check_interval=100", "-max_down_time=1"];
 /// A new leader takes 1–2 s at the default tick; CI machines are slow.
 const ELECTION: Duration = Duration::from_secs(15);
 
-fn port_of(addr: &Value) -> u16 {
-    addr.as_str()
-        .and_then(|a| a.rsplit_once(':'))
-        .and_then(|(_, p)| p.parse().ok())
-        .unwrap_or_else(|| panic!("not an address: {addr}"))
-}
-
 /// The nodes of a cluster other than `except`.
 fn others(cluster: &RaftCluster, except: usize) -> Vec<usize> {
     (0..cluster.nodes.len()).filter(|&i| i != except).collect()

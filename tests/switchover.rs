@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use support::groups::port_of;
 use support::{Daemon, RaftCluster, RedisServer, http_request, wait_until};
 
 const FAST: [&str; 2] = ["-check_interval=100", "-max_down_time=1"];
@@ -172,13 +173,6 @@ fn server_with_port(servers: [&RedisServer; 3], port: u16) -> &RedisServer {
         .into_iter()
         .find(|s| s.port == port)
         .unwrap_or_else(|| panic!("no server on port {port}"))
-}
-
-fn port_of(addr: &Value) -> u16 {
-    addr.as_str()
-        .and_then(|a| a.rsplit_once(':'))
-        .and_then(|(_, p)| p.parse().ok())
-        .unwrap_or_else(|| panic!("not an address: {addr}"))
 }
 
 /// The sequence numbers in the `log` list of a server.

@@ -7,24 +7,8 @@
 //! The rule is one pure function, [`held_back`], given the time: the monitor's core
 //! asks it before it hands a down master to the worker.
 
-use super::state::Group;
-use serde::{Deserialize, Serialize};
+use super::state::{Group, Pause};
 use std::time::Duration;
-
-/// A maintenance pause: from `since_ms`, until `until_ms` (Unix ms) or until resumed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pause {
-    pub since_ms: u64,
-    /// None: until someone resumes.
-    pub until_ms: Option<u64>,
-}
-
-impl Pause {
-    /// Whether it holds at `now_ms` (a pause with an end expires by itself).
-    pub fn active(&self, now_ms: u64) -> bool {
-        self.until_ms.is_none_or(|until| now_ms < until)
-    }
-}
 
 /// Why an automatic failover of `group` must wait at `now_ms`, if it must: a pause of
 /// the group or of every group, or a block (`failover_block` after the group's last

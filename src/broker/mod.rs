@@ -15,10 +15,9 @@ mod state;
 pub mod views;
 pub mod zk;
 
-pub use holds::Pause;
 pub use state::{
     Action, AttemptKind, DaemonInfo, FAILOVER_HISTORY, FailoverRecord, Group, GroupSpec, Outcome,
-    PassedOver, ReplicatedState, Step,
+    PassedOver, Pause, ReplicatedState, Step,
 };
 
 use crate::address::Addr;
@@ -112,6 +111,14 @@ pub struct ClusterStatus {
 }
 
 impl ClusterStatus {
+    /// The HTTP address of the leader when it is another daemon (where a change that
+    /// only the leader makes should be sent).
+    pub fn other_leader_http(self) -> Option<String> {
+        self.leader
+            .filter(|l| !l.this_node)
+            .and_then(|l| l.http_addr)
+    }
+
     /// Daemons that must find a master down before it is failed over: the `quorum`
     /// setting, or (0) a majority of the cluster's members (1 when standalone).
     pub fn quorum(&self, setting: usize) -> usize {

@@ -6,7 +6,6 @@
 //! the same actions, and the rules (one failover of a group at a time, a late result of
 //! a deposed leader never applied) are unit-tested here without servers.
 
-use super::holds::Pause;
 use crate::address::{Addr, MasterSpec};
 use crate::error::Result;
 use crate::invalid_input;
@@ -135,6 +134,21 @@ pub enum Outcome {
     Aborted,
     /// No replica could be promoted, or promotion failed: the group is marked failed.
     Failed,
+}
+
+/// A maintenance pause: from `since_ms`, until `until_ms` (Unix ms) or until resumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pause {
+    pub since_ms: u64,
+    /// None: until someone resumes.
+    pub until_ms: Option<u64>,
+}
+
+impl Pause {
+    /// Whether it holds at `now_ms` (a pause with an end expires by itself).
+    pub fn active(&self, now_ms: u64) -> bool {
+        self.until_ms.is_none_or(|until| now_ms < until)
+    }
 }
 
 /// What an attempt was.

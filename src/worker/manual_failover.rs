@@ -54,12 +54,7 @@ impl ManualFailovers {
     /// outcome shows in `GET /api/v1/groups` and the history) or why it will not.
     pub fn request(&self, broker: &dyn Broker, group: &str) -> Result<String, SwitchoverError> {
         if !broker.is_acting() {
-            let leader = broker
-                .cluster()
-                .leader
-                .filter(|l| !l.this_node)
-                .and_then(|l| l.http_addr);
-            return Err(SwitchoverError::Unavailable(match leader {
+            return Err(SwitchoverError::Unavailable(match broker.cluster().other_leader_http() {
                 Some(addr) => format!(
                     "this daemon is not the cluster's acting leader; send the failover to the leader, whose HTTP API is at http://{addr}"
                 ),

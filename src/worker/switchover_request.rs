@@ -147,11 +147,7 @@ impl Switchovers {
     /// Runs a switchover and waits for its outcome (for a bounded time).
     pub fn request(&self, broker: &dyn Broker, mut request: SwitchoverRequest) -> SwitchoverResult {
         if !broker.is_acting() {
-            let leader = broker
-                .cluster()
-                .leader
-                .filter(|l| !l.this_node)
-                .and_then(|l| l.http_addr);
+            let leader = broker.cluster().other_leader_http();
             return Err(SwitchoverError::NotLeader { leader });
         }
         request.group = broker.state().find(&request.group).ok_or_else(|| {

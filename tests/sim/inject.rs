@@ -17,13 +17,7 @@ impl Sim {
     /// A switchover asked through the API of the daemon that acts (as a client that
     /// asks any daemon is sent to the leader); refused when none acts.
     fn switchover(&mut self, group: usize, to: Option<usize>) {
-        let acting = (0..self.daemons.len()).find(|&d| {
-            let daemon = &self.daemons[d];
-            let mut belief = lock(&daemon.belief);
-            belief.now = self.now;
-            daemon.up && belief.acting()
-        });
-        let Some(d) = acting else {
+        let Some(d) = self.acting_daemon() else {
             self.log("api", "switchover refused: no daemon acts");
             return;
         };
@@ -44,13 +38,7 @@ impl Sim {
     /// A pause of the group begins or ends, through the daemon that acts (as the API
     /// proposes it); dropped when none acts.
     fn pause(&mut self, group: usize, on: bool) {
-        let acting = (0..self.daemons.len()).find(|&d| {
-            let daemon = &self.daemons[d];
-            let mut belief = lock(&daemon.belief);
-            belief.now = self.now;
-            daemon.up && belief.acting()
-        });
-        let Some(d) = acting else {
+        let Some(d) = self.acting_daemon() else {
             self.log("api", "pause refused: no daemon acts");
             return;
         };
@@ -76,6 +64,16 @@ impl Sim {
         self.refresh_belief(d);
         let state = lock(&self.daemons[d].belief).state.clone();
         self.step(d, Input::State(std::sync::Arc::new(state)));
+    }
+
+    /// The daemon that acts now, as a request to any daemon's API reaches it.
+    fn acting_daemon(&self) -> Option<usize> {
+        (0..self.daemons.len()).find(|&d| {
+            let daemon = &self.daemons[d];
+            let mut belief = lock(&daemon.belief);
+            belief.now = self.now;
+            daemon.up && belief.acting()
+        })
     }
 
     /// A scenario's expectation, checked now; a miss is a violation.

@@ -99,6 +99,14 @@ pub fn watched_with_replicas(g: &Value, replicas: usize) -> bool {
     g["state"] == "ok" && g["replicas"].as_array().map(Vec::len) == Some(replicas)
 }
 
+/// The port of an address in a JSON answer (`"host:port"`).
+pub fn port_of(addr: &Value) -> u16 {
+    addr.as_str()
+        .and_then(|a| a.rsplit_once(':'))
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or_else(|| panic!("not an address: {addr}"))
+}
+
 /// The group's failover has ended with `outcome`.
 pub fn failover_ended(g: &Value, outcome: &str) -> bool {
     g["last_failover"]["outcome"] == outcome && g["state"] != "failing_over"

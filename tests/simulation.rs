@@ -37,17 +37,21 @@ struct Totals {
     acknowledged: usize,
     lost: usize,
     longest_loss_ms: u64,
+    /// The seed of that longest loss (to replay it).
+    longest_loss_seed: u64,
 }
 
 impl Totals {
-    fn add(&mut self, outcome: &sim::Outcome) {
+    fn add(&mut self, seed: u64, outcome: &sim::Outcome) {
         self.failovers += outcome.failovers;
         let w = outcome.writes;
         if w.bounded {
             self.bounded_runs += 1;
             self.acknowledged += w.acknowledged;
             self.lost += w.lost;
-            self.longest_loss_ms = self.longest_loss_ms.max(w.longest_ms);
+            if w.longest_ms > self.longest_loss_ms {
+                (self.longest_loss_ms, self.longest_loss_seed) = (w.longest_ms, seed);
+            }
         }
     }
 
@@ -56,7 +60,10 @@ impl Totals {
         self.bounded_runs += other.bounded_runs;
         self.acknowledged += other.acknowledged;
         self.lost += other.lost;
-        self.longest_loss_ms = self.longest_loss_ms.max(other.longest_loss_ms);
+        if other.longest_loss_ms > self.longest_loss_ms {
+            self.longest_loss_ms = other.longest_loss_ms;
+            self.longest_loss_seed = other.longest_loss_seed;
+        }
     }
 }
 
@@ -78,7 +85,7 @@ fn run_all(seeds: Vec<u64>) -> (Vec<String>, Totals) {
                         .into_iter()
                         .filter_map(|seed| {
                             let outcome = run_seed(seed, settings);
-                            totals.add(&outcome);
+                            totals.add(seed, &outcome);
                             if outcome.violations.is_empty() {
                                 return None;
                             }
@@ -153,8 +160,12 @@ fn every_fault_schedule_keeps_the_invariants() {
         count as f64 / took.as_secs_f64()
     );
     println!(
-        "bounded write loss (min_replicas_to_write 1, max lag 2 s) in {} runs: {} of {} acknowledged writes lost, the longest loss of one master {} ms",
-        totals.bounded_runs, totals.lost, totals.acknowledged, totals.longest_loss_ms
+        "bounded write loss (min_replicas_to_write 1, max lag 2 s) in {} runs: {} of {} acknowledged writes lost, the longest loss of one master {} ms (seed {})",
+        totals.bounded_runs,
+        totals.lost,
+        totals.acknowledged,
+        totals.longest_loss_ms,
+        totals.longest_loss_seed
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

@@ -37,6 +37,8 @@ struct Acked {
     id: u64,
     group: usize,
     server: usize,
+    /// When that server last became master (or restarted): one term as master.
+    term: Ms,
     at: Ms,
     /// The master had `min-replicas-to-write` then, and its replicas last acknowledged
     /// (enough of them) at this time.
@@ -61,7 +63,8 @@ pub struct Loss {
     pub bounded: bool,
     pub acknowledged: usize,
     pub lost: usize,
-    /// The longest span between the first and the last lost write of one master.
+    /// The longest span between the first and the last lost write of one master (in
+    /// one term: from becoming master, or restarting, to the next time).
     pub longest_ms: Ms,
 }
 
@@ -89,6 +92,7 @@ impl Sim {
             self.clients.next_id += 1;
             let id = self.clients.next_id;
             let fed_at = self.fed_at(s);
+            let term = self.world.servers[s].since;
             match self.world.client_write(s, id, self.now) {
                 Ok(()) => {
                     self.clients.using[g] = Some(s);
@@ -96,6 +100,7 @@ impl Sim {
                         id,
                         group: g,
                         server: s,
+                        term,
                         at: self.now,
                         fed_at,
                     });
@@ -145,7 +150,7 @@ impl Sim {
             .settings
             .bounded_loss
             .map_or(0, |b| Ms::from(b.max_lag_secs) * 1000);
-        let mut spans: std::collections::BTreeMap<usize, (Ms, Ms)> = Default::default();
+        let mut spans: std::collections::BTreeMap<(usize, Ms), (Ms, Ms)> = Default::default();
         let mut violations = Vec::new();
         for g in 0..self.groups.len() {
             let Some(m) = self.state_master(g) else {
@@ -158,7 +163,7 @@ impl Sim {
                     continue;
                 }
                 loss.lost += 1;
-                let span = spans.entry(w.server).or_insert((w.at, w.at));
+                let span = spans.entry((w.server, w.term)).or_insert((w.at, w.at));
                 span.1 = w.at;
                 if let (true, Some(fed_at)) = (judged, w.fed_at)
                     && w.at > fed_at + max_lag + SLACK

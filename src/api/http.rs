@@ -18,8 +18,11 @@
 //! gets a 4xx with a one-line reason; the server keeps running whatever it is sent.
 //! With an `api_token`, requests that change something (and reads, with
 //! `api_token_reads`) need `Authorization: Bearer <token>`, else 401 (see `auth.rs`).
+//! Requests a browser makes for another site, or after DNS rebinding, get 403 (see
+//! `cross_site.rs`).
 
 use super::auth::{ApiAccess, Refused};
+use super::cross_site::{self, AllowedHosts, Forbidden};
 use super::params::{form_value, group_keys, path_segment};
 use crate::address::{Addr, MasterSpec};
 use crate::broker::MemberChange;
@@ -112,9 +115,14 @@ impl HttpApi {
         shutdown: &Shutdown,
     ) -> Result<()> {
         access.warn_if_exposed(self.local_addr());
+        let hosts = AllowedHosts::new(
+            access.allowed_hosts(),
+            &cross_site::listen_host(self.local_addr()),
+        );
         let api = Api {
             daemon,
             access,
+            hosts,
             tls,
         };
         let handler = Arc::new(move |request: &Request| handle(&api, request));
@@ -156,6 +164,8 @@ impl Answer {
 struct Api {
     daemon: Arc<Daemon>,
     access: ApiAccess,
+    /// The `Host` names the API answers to.
+    hosts: AllowedHosts,
     tls: Option<Arc<Tls>>,
 }
 
@@ -182,6 +192,10 @@ fn handle(api: &Api, request: &Request) -> Response {
 fn route(api: &Api, request: &Request) -> Answer {
     let daemon = &api.daemon;
     let read = matches!(request.method.as_str(), "GET" | "HEAD");
+    let token = api.access.token_presented(authorization(request));
+    if let Err(Forbidden(reason)) = cross_site::check(&api.hosts, request, !read, token) {
+        return Answer::text(403, format!("{reason}\n"));
+    }
     if let Err(Refused(reason)) = api.access.check(read, authorization(request)) {
         return Answer::text(401, format!("{reason}\n"));
     }

@@ -3,7 +3,8 @@
 //! subscribed client as soon as its subscription wakes the loop.
 
 use super::commands::{self, Context};
-use super::protocol::{Out, Request, glob_match, read_request};
+use super::protocol::{Out, Request, glob_match};
+use super::reader::CommandReader;
 use crate::net::server::{ConnId, Io, Phase, Protocol, Refusal, Remote};
 use crate::observe::events::Event;
 use crossbeam_channel::Receiver;
@@ -71,6 +72,8 @@ pub struct Client {
     events: Option<Receiver<Event>>,
     /// The client asked for RESP3 with `HELLO 3`.
     resp3: bool,
+    /// The command being read, kept between packets.
+    reader: CommandReader,
 }
 
 /// What to do after a command.
@@ -91,13 +94,14 @@ impl Client {
             patterns: Vec::new(),
             events: None,
             resp3: false,
+            reader: CommandReader::default(),
         }
     }
 
     /// Answers every whole command received, while the client reads its replies.
     fn input(&mut self, io: &mut Io<'_>) {
         while io.pending_output() < OUTPUT_HIGH {
-            match read_request(io.input()) {
+            match self.reader.next(io.input()) {
                 Request::Incomplete => break,
                 Request::Malformed(why) => {
                     let mut out = Out::new(self.resp3);

@@ -31,6 +31,7 @@ mod client;
 mod commands;
 mod instances;
 mod protocol;
+mod reader;
 
 use super::auth::ApiAccess;
 use crate::address::Addr;

@@ -101,6 +101,21 @@ fn bad_requests_get_a_reason_and_the_daemon_keeps_serving() {
             "may only hold",
         ),
         ("POST", "/master?masters=h%0A:1", "", 400, "invalid host"),
+        // A group or host beginning with '-' would read as an option to a script.
+        (
+            "POST",
+            "/master?masters=-oProxyCommand=h:1",
+            "",
+            400,
+            "may not begin with '-'",
+        ),
+        (
+            "POST",
+            "/master?masters=-h:1",
+            "",
+            400,
+            "may not begin with '-'",
+        ),
         ("PUT", "/master?masters=[::1:6379", "", 400, "invalid"),
         ("DELETE", "/master?masters=,", "", 400, "empty master"),
         ("POST", "/master", "masters=%FF%FE:1", 400, "not UTF-8"),

@@ -48,6 +48,8 @@ pub const HANDLER_THREADS: usize = 4;
 pub const QUEUED_REQUESTS: usize = 64;
 /// Connections open at once; see `net/server.rs` for what happens beyond.
 pub const MAX_CONNECTIONS: usize = 512;
+/// Connections open at once from one address (a quarter of the cap).
+pub const MAX_CONNECTIONS_PER_SOURCE: usize = MAX_CONNECTIONS / 4;
 /// A keep-alive connection with no request is closed after this long.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A request must arrive whole (head and body) within this long, else 408.
@@ -67,6 +69,7 @@ pub fn settings() -> Settings {
         },
         limits: Limits {
             max_connections: MAX_CONNECTIONS,
+            max_per_source: MAX_CONNECTIONS_PER_SOURCE,
             // The head must fit, and body bytes pass through on their way to the body.
             max_input: 2 * MAX_HEAD,
             idle_timeout: Some(IDLE_TIMEOUT),

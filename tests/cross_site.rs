@@ -227,18 +227,14 @@ fn allowed_host_names_and_the_token_let_browsers_in() {
     // request for another site.
     let (status, _, reply) = raw(
         port,
-        &format!(
-            "POST /master HTTP/1.1\r\nHost: ops.example:8080\r\nOrigin: http://ops.example:8080\r\nAuthorization: Bearer tok-51f0\r\nContent-Type: text/plain"
-        ),
+        "POST /master HTTP/1.1\r\nHost: ops.example:8080\r\nOrigin: http://ops.example:8080\r\nAuthorization: Bearer tok-51f0\r\nContent-Type: text/plain",
         &format!("masters=g%3D{}", redis.addr()),
     );
     assert_eq!(status, 200, "{reply}");
     // The same without the token.
     let (status, _, reply) = raw(
         port,
-        &format!(
-            "POST /master HTTP/1.1\r\nHost: ops.example:8080\r\nOrigin: http://ops.example:8080\r\nContent-Type: text/plain"
-        ),
+        "POST /master HTTP/1.1\r\nHost: ops.example:8080\r\nOrigin: http://ops.example:8080\r\nContent-Type: text/plain",
         "masters=h%3D10.0.0.1:6379",
     );
     assert_eq!(status, 403, "{reply}");

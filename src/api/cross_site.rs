@@ -69,9 +69,7 @@ impl AllowedHosts {
             return true;
         }
         let name = normalize(host_part(host));
-        name == "localhost"
-            || name.parse::<IpAddr>().is_ok()
-            || self.names.iter().any(|allowed| *allowed == name)
+        name == "localhost" || name.parse::<IpAddr>().is_ok() || self.names.contains(&name)
     }
 }
 

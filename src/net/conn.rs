@@ -479,7 +479,7 @@ impl<C> Table<C> {
     }
 
     /// Connections open from `source`.
-    pub fn from_source(&self, source: IpAddr) -> usize {
+    pub fn open_from(&self, source: IpAddr) -> usize {
         self.sources.get(&source).copied().unwrap_or(0)
     }
 

@@ -311,7 +311,7 @@ impl<P: Protocol> EventLoop<P> {
         let now = Instant::now();
         let source = peer.ip();
         // One source at its own cap can only push out its own connections.
-        if self.conns.from_source(source) >= self.limits.max_per_source
+        if self.conns.open_from(source) >= self.limits.max_per_source
             && !self.evict(now, Some(source))
         {
             self.warnings.refused_source += 1;

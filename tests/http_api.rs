@@ -216,7 +216,7 @@ fn a_client_that_stalls_mid_body_does_not_block_the_api() {
     let daemon = Daemon::start(&[]);
     let mut stalled = std::net::TcpStream::connect(("127.0.0.1", daemon.port)).unwrap();
     stalled
-        .write_all(b"POST /master HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 60000\r\n\r\nmasters=")
+        .write_all(b"POST /master HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 60000\r\n\r\nmasters=")
         .unwrap();
     // Give the daemon time to start reading that body, then ask it something else.
     std::thread::sleep(Duration::from_millis(200));

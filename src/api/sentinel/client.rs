@@ -54,11 +54,7 @@ impl Protocol for Sentinel {
     }
 
     fn message(&mut self, client: &mut Client, _wake: Wake, io: &mut Io<'_>) {
-        let before = io.pending_output();
         client.deliver_events(io);
-        if io.pending_output() > before {
-            io.completed();
-        }
         if io.pending_output() > MAX_SUBSCRIBER_BACKLOG {
             log::warn!(
                 "sentinel: closing subscriber {}: over {MAX_SUBSCRIBER_BACKLOG} bytes of events unread",

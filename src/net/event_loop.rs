@@ -331,6 +331,7 @@ impl<P: Protocol> EventLoop<P> {
             return;
         }
         super::keep_alive(&stream);
+        super::cap_send_buffer(&stream);
         let transport = match (self.wrap)(stream) {
             Ok(transport) => transport,
             Err(e) => {

@@ -5,6 +5,11 @@
 //! and a real `SENTINEL get-master-addr-by-name` take (median and max of 20, each on a
 //! fresh connection, with failures counted). It asserts nothing.
 //!
+//! Before the flood, one client trickles a long command to the Sentinel port (6,000
+//! items, then one byte per packet, about 3,000 packets a second, for 6 s: issue 23's
+//! finding 3), and the bench prints the CPU the port's thread used meanwhile and how
+//! long a real `get-master-addr-by-name` took.
+//!
 //! Run with `cargo bench --bench ports`. Knobs: `PORTS_BENCH_CONNECTIONS` (10000), and
 //! `PORTS_BENCH_BIN`, another `redis-failover` binary to measure (an older build, for a
 //! before/after comparison). The daemon runs as one Raft node (`-broker=raft`), with an
@@ -21,6 +26,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::ports::{Fate, Held, open_fds, raise_own_nofile, set_nofile_in_child, threads};
+use support::procstat::{clk_tck, thread_ticks};
 use support::{RedisServer, TempDir, free_port, http_request, memory_kb, wait_until};
 
 const GROUP: &str = "cache";
@@ -99,8 +105,13 @@ fn http_lookup(port: u16) -> Result<(), String> {
     }
 }
 
-/// `n` tries of `probe`: (median, max) of the successful ones, and the failures.
-fn timed(n: usize, probe: impl Fn() -> Result<(), String>) -> (String, Vec<String>) {
+/// `n` tries of `probe`, one per `pace` at most: (median, max) of the successful ones,
+/// and the failures.
+fn timed(
+    n: usize,
+    pace: Duration,
+    probe: impl Fn() -> Result<(), String>,
+) -> (String, Vec<String>) {
     let mut times = Vec::new();
     let mut failures = Vec::new();
     for _ in 0..n {
@@ -108,6 +119,9 @@ fn timed(n: usize, probe: impl Fn() -> Result<(), String>) -> (String, Vec<Strin
         match probe() {
             Ok(()) => times.push(started.elapsed()),
             Err(e) => failures.push(e),
+        }
+        if let Some(wait) = pace.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
         }
     }
     times.sort();
@@ -134,8 +148,9 @@ fn figures(pid: u32, when: &str) {
 }
 
 fn measure(ports: &Ports) {
-    let (http, http_failures) = timed(20, || http_lookup(ports.http));
-    let (sentinel, sentinel_failures) = timed(20, || sentinel_lookup(ports.sentinel));
+    let (http, http_failures) = timed(20, Duration::ZERO, || http_lookup(ports.http));
+    let (sentinel, sentinel_failures) =
+        timed(20, Duration::ZERO, || sentinel_lookup(ports.sentinel));
     println!("  GET /master: {http}");
     if let Some(first) = http_failures.first() {
         println!("    {} failed, first: {first}", http_failures.len());
@@ -143,6 +158,66 @@ fn measure(ports: &Ports) {
     println!("  SENTINEL get-master-addr-by-name: {sentinel}");
     if let Some(first) = sentinel_failures.first() {
         println!("    {} failed, first: {first}", sentinel_failures.len());
+    }
+}
+
+/// Items sent at once before the trickle, and bytes trickled one per packet after them.
+const TRICKLE_ITEMS: usize = 6000;
+const TRICKLED_BYTES: usize = 18_000;
+/// Time between two trickled packets (about 3,000 a second).
+const TRICKLE_GAP: Duration = Duration::from_micros(333);
+
+/// One client trickles a long command while real lookups are timed: prints the CPU
+/// the Sentinel port's thread used, and the lookups' latency.
+fn trickle(ports: &Ports, pid: u32) {
+    let mut head = format!("*{}\r\n", TRICKLE_ITEMS + 1).into_bytes();
+    for _ in 0..TRICKLE_ITEMS {
+        head.extend_from_slice(b"$1\r\nx\r\n");
+    }
+    head.extend_from_slice(format!("${TRICKLED_BYTES}\r\n").as_bytes());
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", ports.sentinel)) else {
+        println!("  trickle: cannot connect");
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    if stream.write_all(&head).is_err() {
+        println!("  trickle: cannot send");
+        return;
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let ticks = || thread_ticks(pid).get("sentinel").copied().unwrap_or(0);
+    let before = ticks();
+    let started = Instant::now();
+    let trickler = std::thread::spawn(move || {
+        let mut sent = 0;
+        for i in 0..TRICKLED_BYTES {
+            let due = started + TRICKLE_GAP * i as u32;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            if stream.write_all(b"y").is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        (sent, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    // Spread over the trickle: one lookup every 250 ms.
+    let (lookups, failures) = timed(20, Duration::from_millis(250), || {
+        sentinel_lookup(ports.sentinel)
+    });
+    let (sent, took) = trickler.join().unwrap_or((0, started.elapsed()));
+    let cpu = (ticks() - before) as f64 / clk_tck();
+    println!(
+        "  trickle: {sent} one-byte packets after {TRICKLE_ITEMS} items in {:.1} s; the Sentinel port's thread used {:.2} s of CPU ({:.0}% of a core)",
+        took.as_secs_f64(),
+        cpu,
+        100.0 * cpu / took.as_secs_f64().max(0.001)
+    );
+    println!("  SENTINEL get-master-addr-by-name meanwhile: {lookups}");
+    if let Some(first) = failures.first() {
+        println!("    {} failed, first: {first}", failures.len());
     }
 }
 
@@ -225,6 +300,8 @@ fn main() {
     );
     figures(pid, "before");
     measure(&ports);
+    println!("a client trickling a long command to the Sentinel port:");
+    trickle(&ports, pid);
 
     println!("flood:");
     let third = total / 3;

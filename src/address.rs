@@ -42,6 +42,13 @@ impl Addr {
                 "address {text:?} has an invalid host {host:?}"
             ));
         }
+        // A host passed on to a notification script or a shell could be read as an
+        // option.
+        if host.starts_with('-') {
+            return Err(invalid_input!(
+                "address {text:?}: a host may not begin with '-'"
+            ));
+        }
         let port: u16 = port
             .parse()
             .map_err(|_| invalid_input!("address {text:?} has an invalid port {port:?}"))?;
@@ -153,10 +160,14 @@ impl fmt::Display for MasterSpec {
     }
 }
 
-/// Group names travel in URLs and the Sentinel protocol: keep them printable.
+/// Group names travel in URLs, the Sentinel protocol and the notification script's
+/// arguments: keep them printable, and never an option (`-x`) to a program.
 pub fn validate_group_name(name: &str) -> Result<()> {
     if name.is_empty() {
         return Err(invalid_input!("group name is empty"));
+    }
+    if name.starts_with('-') {
+        return Err(invalid_input!("group name {name:?} may not begin with '-'"));
     }
     if name.len() > 128 {
         return Err(invalid_input!(
@@ -203,6 +214,7 @@ mod tests {
             ("h:abc", "invalid port"),
             ("::1:6379", "ambiguous"),
             ("a b:1", "invalid host"),
+            ("-oProxyCommand:1", "may not begin with '-'"),
         ] {
             let err = Addr::parse(bad).unwrap_err().to_string();
             assert!(err.contains(says), "{bad}: {err}");
@@ -224,5 +236,7 @@ mod tests {
         );
         assert!(MasterSpec::parse("=a:1").is_err());
         assert!(MasterSpec::parse("bad name=a:1").is_err());
+        let dash = MasterSpec::parse("-x=a:1").unwrap_err().to_string();
+        assert!(dash.contains("may not begin with '-'"), "{dash}");
     }
 }

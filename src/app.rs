@@ -105,7 +105,8 @@ impl App {
         // Should a thread fail to start, dropping `app` stops those that did.
         app.start_monitor_and_worker(&config, (switchover_rx, manual_failover_rx))?;
         app.start_helpers(&config)?;
-        let access = ApiAccess::new(config.api_token.clone(), config.api_token_reads);
+        let access = ApiAccess::new(config.api_token.clone(), config.api_token_reads)
+            .with_allowed_hosts(config.http_allowed_hosts.clone());
         app.http.serve(
             app.daemon.clone(),
             access.clone(),

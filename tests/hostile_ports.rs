@@ -103,8 +103,9 @@ fn the_http_port_survives_running_out_of_descriptors() {
 fn stuck_request_bodies_block_nothing_and_are_closed_after_the_request_timeout() {
     let daemon = Daemon::start(&[]);
     let never_ending =
-        b"POST /master HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n8\r\nmasters=\r\n";
-    let slow_head = b"POST /master HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\nmasters=";
+        b"POST /master HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n8\r\nmasters=\r\n";
+    let slow_head =
+        b"POST /master HTTP/1.1\r\nHost: localhost\r\nContent-Length: 60000\r\n\r\nmasters=";
     // As many stuck requests of each kind as there are handler threads, and more.
     let mut stuck: Vec<Held> = (0..5)
         .map(|_| Held::open(daemon.port, never_ending).expect("connect"))
@@ -166,7 +167,7 @@ fn oversized_heads_and_bodies_are_refused_and_the_connection_closed() {
             .0
     };
     let big_field = format!(
-        "GET /master HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "GET /master HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
         "a".repeat(MAX_HEAD + 1024)
     );
     let reply = exchange(big_field.as_bytes());
@@ -179,11 +180,11 @@ fn oversized_heads_and_bodies_are_refused_and_the_connection_closed() {
     // A body over the cap, sent in full with its length, or in chunks.
     let body = format!("masters={}", "a".repeat(MAX_BODY));
     let sized = format!(
-        "POST /master HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /master HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     let mut chunked =
-        b"POST /master HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        b"POST /master HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for piece in body.as_bytes().chunks(8192) {
         chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
         chunked.extend_from_slice(piece);
@@ -197,7 +198,7 @@ fn oversized_heads_and_bodies_are_refused_and_the_connection_closed() {
         assert!(reply.contains("Connection: close"), "{reply}");
     }
     // A chunked body under the cap is read and answered.
-    let reply = exchange(b"POST /master HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n8\r\nmasters=\r\n4\r\nh:1,\r\n0\r\n\r\n");
+    let reply = exchange(b"POST /master HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n8\r\nmasters=\r\n4\r\nh:1,\r\n0\r\n\r\n");
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
     assert!(reply.contains("empty master"), "{reply}");
     assert_eq!(timed_get(daemon.port, "/master").map(|r| r.0), Ok(200));
@@ -364,14 +365,14 @@ fn requests_with_lf_only_line_endings_are_answered() {
             .unwrap_or_else(|e| panic!("{request:?}: {e}"))
             .0
     };
-    let reply = exchange(b"GET /master HTTP/1.1\nHost: x\nConnection: close\n\n");
+    let reply = exchange(b"GET /master HTTP/1.1\nHost: localhost\nConnection: close\n\n");
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(reply.ends_with("127.0.0.1:1"), "{reply}");
     let reply = exchange(b"GET /master HTTP/1.0\n\n");
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     // Two requests on one keep-alive connection, sent at once.
     let reply = exchange(
-        b"GET /master HTTP/1.1\nHost: x\n\nGET /nope HTTP/1.1\nHost: x\nConnection: close\n\n",
+        b"GET /master HTTP/1.1\nHost: localhost\n\nGET /nope HTTP/1.1\nHost: localhost\nConnection: close\n\n",
     );
     assert_eq!(reply.matches("HTTP/1.1 ").count(), 2, "{reply}");
     assert!(reply.contains("no such endpoint: /nope"), "{reply}");

@@ -101,6 +101,21 @@ fn bad_requests_get_a_reason_and_the_daemon_keeps_serving() {
             "may only hold",
         ),
         ("POST", "/master?masters=h%0A:1", "", 400, "invalid host"),
+        // A group or host beginning with '-' would read as an option to a script.
+        (
+            "POST",
+            "/master?masters=-oProxyCommand=h:1",
+            "",
+            400,
+            "may not begin with '-'",
+        ),
+        (
+            "POST",
+            "/master?masters=-h:1",
+            "",
+            400,
+            "may not begin with '-'",
+        ),
         ("PUT", "/master?masters=[::1:6379", "", 400, "invalid"),
         ("DELETE", "/master?masters=,", "", 400, "empty master"),
         ("POST", "/master", "masters=%FF%FE:1", 400, "not UTF-8"),
@@ -201,7 +216,7 @@ fn a_client_that_stalls_mid_body_does_not_block_the_api() {
     let daemon = Daemon::start(&[]);
     let mut stalled = std::net::TcpStream::connect(("127.0.0.1", daemon.port)).unwrap();
     stalled
-        .write_all(b"POST /master HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 60000\r\n\r\nmasters=")
+        .write_all(b"POST /master HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 60000\r\n\r\nmasters=")
         .unwrap();
     // Give the daemon time to start reading that body, then ask it something else.
     std::thread::sleep(Duration::from_millis(200));

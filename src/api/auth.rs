@@ -14,6 +14,9 @@ use std::net::SocketAddr;
 pub struct ApiAccess {
     token: Option<Secret>,
     reads_need_token: bool,
+    /// `http_allowed_hosts`: the `Host` names the HTTP API answers to besides its own
+    /// (see `cross_site.rs`).
+    allowed_hosts: Vec<String>,
 }
 
 /// Why a request was refused: the reason line for the 401 reply.
@@ -25,7 +28,24 @@ impl ApiAccess {
         ApiAccess {
             token: token.filter(|t| !t.is_empty()),
             reads_need_token,
+            allowed_hosts: Vec::new(),
         }
+    }
+
+    /// With the `http_allowed_hosts` setting.
+    pub fn with_allowed_hosts(mut self, hosts: Vec<String>) -> ApiAccess {
+        self.allowed_hosts = hosts;
+        self
+    }
+
+    /// The `http_allowed_hosts` setting.
+    pub fn allowed_hosts(&self) -> &[String] {
+        &self.allowed_hosts
+    }
+
+    /// Whether `authorization` carries the configured token (false when none is set).
+    pub fn token_presented(&self, authorization: Option<&str>) -> bool {
+        self.has_token() && self.check(false, authorization).is_ok()
     }
 
     /// Whether a token is configured.

@@ -21,8 +21,11 @@
 //! gets a 4xx with a one-line reason; the server keeps running whatever it is sent.
 //! With an `api_token`, requests that change something (and reads, with
 //! `api_token_reads`) need `Authorization: Bearer <token>`, else 401 (see `auth.rs`).
+//! Requests a browser makes for another site, or after DNS rebinding, get 403 (see
+//! `cross_site.rs`).
 
 use super::auth::{ApiAccess, Refused};
+use super::cross_site::{self, AllowedHosts, Forbidden};
 use super::params::{form_value, group_keys, path_segment};
 use crate::address::{Addr, MasterSpec};
 use crate::broker::MemberChange;
@@ -48,6 +51,8 @@ pub const HANDLER_THREADS: usize = 4;
 pub const QUEUED_REQUESTS: usize = 64;
 /// Connections open at once; see `net/server.rs` for what happens beyond.
 pub const MAX_CONNECTIONS: usize = 512;
+/// Connections open at once from one address (a quarter of the cap).
+pub const MAX_CONNECTIONS_PER_SOURCE: usize = MAX_CONNECTIONS / 4;
 /// A keep-alive connection with no request is closed after this long.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A request must arrive whole (head and body) within this long, else 408.
@@ -67,6 +72,7 @@ pub fn settings() -> Settings {
         },
         limits: Limits {
             max_connections: MAX_CONNECTIONS,
+            max_per_source: MAX_CONNECTIONS_PER_SOURCE,
             // The head must fit, and body bytes pass through on their way to the body.
             max_input: 2 * MAX_HEAD,
             idle_timeout: Some(IDLE_TIMEOUT),
@@ -115,9 +121,14 @@ impl HttpApi {
         shutdown: &Shutdown,
     ) -> Result<()> {
         access.warn_if_exposed(self.local_addr());
+        let hosts = AllowedHosts::new(
+            access.allowed_hosts(),
+            &cross_site::listen_host(self.local_addr()),
+        );
         let api = Api {
             daemon,
             access,
+            hosts,
             tls,
         };
         let handler = Arc::new(move |request: &Request| handle(&api, request));
@@ -159,6 +170,8 @@ impl Answer {
 struct Api {
     daemon: Arc<Daemon>,
     access: ApiAccess,
+    /// The `Host` names the API answers to.
+    hosts: AllowedHosts,
     tls: Option<Arc<Tls>>,
 }
 
@@ -187,6 +200,10 @@ fn handle(api: &Api, request: &Request) -> Response {
 fn route(api: &Api, request: &Request) -> Answer {
     let daemon = &api.daemon;
     let read = matches!(request.method.as_str(), "GET" | "HEAD");
+    let token = api.access.token_presented(authorization(request));
+    if let Err(Forbidden(reason)) = cross_site::check(&api.hosts, request, !read, token) {
+        return Answer::text(403, format!("{reason}\n"));
+    }
     let url = request.target.as_str();
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
     // The status page holds no data (its script asks with the token): served before the check.

@@ -135,6 +135,9 @@ pub struct Config {
     pub api_token: Option<Secret>,
     /// Reads need the token too (when one is set).
     pub api_token_reads: bool,
+    /// `Host` names the HTTP API answers to besides IP addresses, `localhost` and its
+    /// listen host (`*`: any); see `api/cross_site.rs`.
+    pub http_allowed_hosts: Vec<String>,
     /// The log level; `RUST_LOG`, when set, wins (see `logging.rs`).
     pub log_level: log::LevelFilter,
     /// Where the Sentinel-compatible port listens, if it is on.
@@ -205,6 +208,7 @@ impl Settings {
             redis_username,
             api_token: self.api_token.clone().filter(|t| !t.is_empty()),
             api_token_reads: self.api_token_reads.unwrap_or(false),
+            http_allowed_hosts: self.http_allowed_hosts()?,
             log_level: log_level(self.log_level.as_deref())?,
             masters: masters(self.masters.as_ref())?,
             masters_state: StartState::parse(
@@ -251,6 +255,28 @@ impl Settings {
                 .map(PathBuf::from)
                 .collect(),
         })
+    }
+
+    /// `http_allowed_hosts`: host names (a port, if given, is ignored) or `*`.
+    fn http_allowed_hosts(&self) -> Result<Vec<String>> {
+        let items = self
+            .http_allowed_hosts
+            .as_ref()
+            .map(List::items)
+            .unwrap_or_default();
+        for item in &items {
+            let fine = item == "*"
+                || (!item.starts_with('-')
+                    && item.chars().all(|c| {
+                        c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']')
+                    }));
+            if !fine {
+                return Err(invalid_input!(
+                    "http_allowed_hosts: {item:?} is not a host name (letters, digits, . - _, an optional :port, or * for any)"
+                ));
+            }
+        }
+        Ok(items)
     }
 
     fn min_replicas(&self) -> Result<Option<MinReplicas>> {

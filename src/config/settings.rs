@@ -155,6 +155,8 @@ settings! {
     api_token: Secret,
     /// true: reads need the api_token too (default false)
     api_token_reads: bool,
+    /// host names the HTTP API answers to besides IP addresses, localhost and its listen host, comma-separated (* for any)
+    http_allowed_hosts: List,
     /// error, warn, info, debug, trace or off (default info; RUST_LOG wins when set)
     log_level: String,
     /// listen address of the Sentinel-compatible port for client discovery (off by default)

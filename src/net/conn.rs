@@ -7,7 +7,9 @@
 //! buffer, when it has run out of time, how it closes) are in one place.
 
 use super::transport::Transport;
+use std::collections::HashMap;
 use std::io::{self, ErrorKind};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// Largest read in one call.
@@ -20,6 +22,11 @@ pub const LINGER_BYTES: usize = 1024 * 1024;
 /// Buffers that grew beyond this are given back once empty, so idle connections stay
 /// small.
 const KEEP_CAPACITY: usize = 16 * 1024;
+/// The write timeout starts again only once the peer has taken this much of its queued
+/// output (or all of it): a reader taking a byte now and then cannot keep a large reply
+/// buffered for ever. With the 30 s write timeouts, a peer must read about 550 bytes a
+/// second while it has output waiting.
+pub const WRITE_PROGRESS: usize = 16 * 1024;
 
 /// A connection's address: its slot in the table and a serial number that is never
 /// reused, so a message for a closed connection never reaches the next one in its slot.
@@ -67,8 +74,11 @@ pub enum Closing {
 pub struct Output {
     buf: Vec<u8>,
     pos: usize,
-    /// When the queue last made progress (or was filled from empty).
+    /// When the write timeout last started: the queue was filled from empty, or the
+    /// peer took [`WRITE_PROGRESS`] bytes.
     since: Option<Instant>,
+    /// Bytes the peer took since then.
+    progress: usize,
 }
 
 impl Output {
@@ -80,7 +90,7 @@ impl Output {
         if self.pending() == 0 {
             self.buf.clear();
             self.pos = 0;
-            self.since = Some(now);
+            self.restart(now);
         }
         self.buf.extend_from_slice(bytes);
     }
@@ -90,15 +100,23 @@ impl Output {
         if self.pending() == 0 {
             self.buf = bytes;
             self.pos = 0;
-            self.since = Some(now);
+            self.restart(now);
         } else {
             self.buf.extend_from_slice(&bytes);
         }
     }
 
+    fn restart(&mut self, now: Instant) {
+        self.since = Some(now);
+        self.progress = 0;
+    }
+
     fn advance(&mut self, n: usize, now: Instant) {
         self.pos += n;
-        self.since = Some(now);
+        self.progress += n;
+        if self.progress >= WRITE_PROGRESS || self.pos == self.buf.len() {
+            self.restart(now);
+        }
         if self.pos == self.buf.len() {
             self.pos = 0;
             self.buf.clear();
@@ -167,7 +185,10 @@ impl Io<'_> {
         self.outcome.long_lived = long_lived;
     }
 
-    /// A request was finished: the idle clock and the request clock start again.
+    /// A request was finished and accepted: the idle clock and the request clock start
+    /// again, and the connection counts as a real client's for eviction. A request
+    /// refused (no authentication, a wrong token, an unknown path) must not call this:
+    /// refused traffic never keeps a connection alive.
     pub fn completed(&mut self) {
         self.outcome.completed = true;
     }
@@ -208,6 +229,10 @@ pub struct Timeouts {
 /// One connection.
 pub struct Connection<C> {
     pub id: ConnId,
+    /// The peer's address: the per-source cap counts by it.
+    pub source: IpAddr,
+    /// A request of this connection was accepted once (see [`Io::completed`]).
+    pub earned: bool,
     pub transport: Box<dyn Transport>,
     pub state: C,
     pub input: Vec<u8>,
@@ -226,9 +251,17 @@ pub struct Connection<C> {
 }
 
 impl<C> Connection<C> {
-    pub fn new(id: ConnId, transport: Box<dyn Transport>, state: C, now: Instant) -> Self {
+    pub fn new(
+        id: ConnId,
+        source: IpAddr,
+        transport: Box<dyn Transport>,
+        state: C,
+        now: Instant,
+    ) -> Self {
         Connection {
             id,
+            source,
+            earned: false,
             transport,
             state,
             input: Vec::new(),
@@ -271,6 +304,7 @@ impl<C> Connection<C> {
         self.long_lived = o.long_lived;
         if o.completed {
             self.last_active = now;
+            self.earned = true;
         }
         if o.phase == Phase::Reading && (was != Phase::Reading || o.completed) {
             self.request_started = now;
@@ -394,8 +428,10 @@ impl<C> Connection<C> {
     }
 
     /// How readily the connection is evicted for a new one: (class, since when it made
-    /// no progress); lower goes first. Closing connections are class 0, ordinary ones
-    /// 1, long-lived ones 2; one waiting on another thread is never evicted.
+    /// no progress); lower goes first. Closing connections are class 0; those that never
+    /// had a request accepted (unauthenticated, refused, or silent) 1, counted from
+    /// their last accepted request or their connect, whatever they send; ordinary ones
+    /// 2; long-lived ones 3. One waiting on another thread is never evicted.
     pub fn eviction_key(&self) -> Option<(u8, Instant)> {
         if self.closing != Closing::Open {
             return Some((0, self.last_active));
@@ -403,12 +439,15 @@ impl<C> Connection<C> {
         if self.phase == Phase::Busy {
             return None;
         }
+        if !self.earned {
+            return Some((1, self.last_active));
+        }
         let since = match self.output.since {
             Some(since) if self.output.pending() > 0 => since,
             _ if self.phase == Phase::Reading => self.request_started,
             _ => self.last_active,
         };
-        Some((if self.long_lived { 2 } else { 1 }, since))
+        Some((if self.long_lived { 3 } else { 2 }, since))
     }
 }
 
@@ -418,6 +457,8 @@ pub struct Table<C> {
     free: Vec<usize>,
     len: usize,
     serial: u64,
+    /// Open connections by peer address.
+    sources: HashMap<IpAddr, usize>,
 }
 
 impl<C> Default for Table<C> {
@@ -427,6 +468,7 @@ impl<C> Default for Table<C> {
             free: Vec::new(),
             len: 0,
             serial: 0,
+            sources: HashMap::new(),
         }
     }
 }
@@ -434,6 +476,11 @@ impl<C> Default for Table<C> {
 impl<C> Table<C> {
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Connections open from `source`.
+    pub fn open_from(&self, source: IpAddr) -> usize {
+        self.sources.get(&source).copied().unwrap_or(0)
     }
 
     /// A fresh id for the connection about to be inserted.
@@ -449,6 +496,7 @@ impl<C> Table<C> {
     /// Inserts a connection made with the last [`Table::next_id`].
     pub fn insert(&mut self, conn: Connection<C>) {
         let slot = conn.id.slot;
+        *self.sources.entry(conn.source).or_default() += 1;
         if self.free.last() == Some(&slot) {
             self.free.pop();
             self.slots[slot] = Some(conn);
@@ -471,6 +519,12 @@ impl<C> Table<C> {
         let conn = self.slots.get_mut(slot)?.take()?;
         self.free.push(slot);
         self.len -= 1;
+        if let Some(count) = self.sources.get_mut(&conn.source) {
+            *count -= 1;
+            if *count == 0 {
+                self.sources.remove(&conn.source);
+            }
+        }
         Some(conn)
     }
 
@@ -479,5 +533,43 @@ impl<C> Table<C> {
             .iter()
             .enumerate()
             .filter_map(|(slot, c)| c.as_ref().map(|c| (slot, c)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether the output of a peer reading `bytes` every `every` seconds out of a
+    /// 1 MB reply runs out of the 30 s write timeout within ten minutes, the way
+    /// `Connection::expired` reads it.
+    fn times_out(bytes: usize, every: u64) -> bool {
+        let write = Duration::from_secs(30);
+        let start = Instant::now();
+        let mut output = Output::default();
+        output.push(&vec![b'x'; 1024 * 1024], start);
+        for second in (every..600).step_by(every as usize) {
+            let now = start + Duration::from_secs(second);
+            let since = output.since.unwrap_or(start);
+            if now.saturating_duration_since(since) >= write {
+                return true;
+            }
+            output.advance(bytes.min(output.pending()), now);
+            if output.pending() == 0 {
+                return false;
+            }
+        }
+        false
+    }
+
+    /// The finding: a reader taking a byte a second kept its whole reply buffered, its
+    /// write timeout starting again at each byte.
+    #[test]
+    fn a_trickling_reader_runs_out_of_time_and_a_slow_one_does_not() {
+        assert!(times_out(1, 1), "one byte a second");
+        assert!(times_out(400, 1), "400 bytes a second");
+        assert!(times_out(1024, 29), "1 KB every 29 s");
+        assert!(!times_out(WRITE_PROGRESS, 20), "16 KB every 20 s");
+        assert!(!times_out(64 * 1024, 1), "64 KB a second");
     }
 }

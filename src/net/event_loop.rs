@@ -9,7 +9,7 @@ use super::transport::Wrap;
 use crossbeam_channel::Receiver;
 use polling::{Event, Events, PollMode, Poller};
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -39,6 +39,8 @@ pub struct Port<M> {
 #[derive(Default)]
 struct Warnings {
     refused: u64,
+    /// Refused at the per-source cap.
+    refused_source: u64,
     evicted: u64,
     at_cap: Throttle,
     accept: Throttle,
@@ -144,7 +146,11 @@ impl<P: Protocol> EventLoop<P> {
             match conn.flush(now) {
                 Ok(true) => {
                     conn.dirty = true;
-                    conn.last_active = now;
+                    // A reply sent counts only for a client that was ever answered
+                    // for real: refusals keep no one alive.
+                    if conn.earned {
+                        conn.last_active = now;
+                    }
                 }
                 Ok(false) => {}
                 Err(e) => broken = Some(e),
@@ -232,7 +238,6 @@ impl<P: Protocol> EventLoop<P> {
                 self.close(id.slot);
                 continue;
             }
-            conn.last_active = now;
             conn.dirty = true;
             match conn.flush(now) {
                 Ok(_) => self.advance(id.slot, now),
@@ -256,7 +261,7 @@ impl<P: Protocol> EventLoop<P> {
                 AcceptError::Retry => continue,
                 AcceptError::Descriptors => {
                     self.warn_accept(&error, "evicting an idle connection or refusing one");
-                    if self.evict(Instant::now()) {
+                    if self.evict(Instant::now(), None) {
                         continue;
                     }
                     let answer = self.protocol.refusal(Refusal::NoDescriptors);
@@ -304,7 +309,16 @@ impl<P: Protocol> EventLoop<P> {
     /// Takes a new connection in, making room by eviction or refusing it at the cap.
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr) {
         let now = Instant::now();
-        if self.conns.len() >= self.limits.max_connections && !self.evict(now) {
+        let source = peer.ip();
+        // One source at its own cap can only push out its own connections.
+        if self.conns.open_from(source) >= self.limits.max_per_source
+            && !self.evict(now, Some(source))
+        {
+            self.warnings.refused_source += 1;
+            accept::refuse(stream, &self.protocol.refusal(Refusal::PerSource));
+            return;
+        }
+        if self.conns.len() >= self.limits.max_connections && !self.evict(now, None) {
             self.warnings.refused += 1;
             accept::refuse(stream, &self.protocol.refusal(Refusal::Full));
             return;
@@ -317,6 +331,7 @@ impl<P: Protocol> EventLoop<P> {
             return;
         }
         super::keep_alive(&stream);
+        super::cap_send_buffer(&stream);
         let transport = match (self.wrap)(stream) {
             Ok(transport) => transport,
             Err(e) => {
@@ -340,15 +355,17 @@ impl<P: Protocol> EventLoop<P> {
         }
         let state = self.protocol.open(id, peer);
         self.conns
-            .insert(Connection::new(id, transport, state, now));
+            .insert(Connection::new(id, source, transport, state, now));
     }
 
-    /// Closes the connection that is the best to lose, if any may go; true if one did.
-    fn evict(&mut self, now: Instant) -> bool {
+    /// Closes the connection that is the best to lose (among those from `source`, when
+    /// given), if any may go; true if one did.
+    fn evict(&mut self, now: Instant, source: Option<IpAddr>) -> bool {
         let evict_after = self.limits.evict_after;
         let victim = self
             .conns
             .iter()
+            .filter(|(_, conn)| source.is_none_or(|ip| conn.source == ip))
             .filter_map(|(slot, conn)| conn.eviction_key().map(|key| (key, slot)))
             .filter(|((class, since), _)| {
                 *class == 0 || now.saturating_duration_since(*since) >= evict_after
@@ -395,14 +412,19 @@ impl<P: Protocol> EventLoop<P> {
             }
         }
         let (refused, evicted) = (self.warnings.refused, self.warnings.evicted);
-        if refused + evicted > 0 && self.warnings.at_cap.allow(now, WARN_EVERY).is_some() {
+        let by_source = self.warnings.refused_source;
+        if refused + evicted + by_source > 0
+            && self.warnings.at_cap.allow(now, WARN_EVERY).is_some()
+        {
             log::warn!(
-                "{}: {} connections open (cap {}); refused {refused} and evicted {evicted} since the last warning",
+                "{}: {} connections open (cap {}, {} per source address); refused {refused} at the cap, {by_source} at a source's cap, and evicted {evicted} since the last warning",
                 self.name,
                 self.conns.len(),
-                self.limits.max_connections
+                self.limits.max_connections,
+                self.limits.max_per_source
             );
             self.warnings.refused = 0;
+            self.warnings.refused_source = 0;
             self.warnings.evicted = 0;
         }
     }

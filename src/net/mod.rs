@@ -32,6 +32,18 @@ pub mod transport;
 use std::net::TcpStream;
 use std::time::Duration;
 
+/// The kernel send buffer of a served connection. Left to autotuning it grows to 4 MB,
+/// which a client that stops reading then holds in kernel memory; 256 KiB (the kernel
+/// doubles it) still covers a fast LAN's bandwidth-delay product.
+pub const SEND_BUFFER: usize = 256 * 1024;
+
+/// Caps the kernel send buffer of a served connection at [`SEND_BUFFER`].
+pub fn cap_send_buffer(stream: &TcpStream) {
+    if let Err(e) = socket2::SockRef::from(stream).set_send_buffer_size(SEND_BUFFER) {
+        log::debug!("cannot set the send buffer size: {e}");
+    }
+}
+
 /// TCP keepalive on an inbound connection, so one whose peer vanished (host crash, NAT
 /// drop) fails within about two minutes instead of holding its slot (or, on the Raft
 /// port, its thread) forever.

@@ -11,11 +11,17 @@
 //!   long-lived ones (pub/sub subscribers) last; a connection waiting on a handler is
 //!   never evicted. With nothing to evict, the new connection gets the protocol's
 //!   refusal at once and is closed, never queued. So idle or half-sent connections hold
-//!   a full port for at most `evict_after` against real clients.
+//!   a full port for at most `evict_after` against real clients. Only accepted requests
+//!   count as progress ([`Io::completed`]): connections that never had one (refused
+//!   `NOAUTH`, 401, 403, 404, or silence) go before any real client, whatever they send.
+//! - **A cap per source address** (`max_per_source`): a new connection beyond it evicts
+//!   one of that address's own, by the same rules, or is refused.
 //! - **Bounded input**: at most `max_input` bytes buffered per connection; the protocol
 //!   parses from that buffer and refuses what would not fit.
 //! - **Timeouts**: idle (between requests), request (a request begun and not whole),
-//!   write (replies the peer does not take).
+//!   write (replies the peer does not take: it starts again only once the peer took
+//!   `conn::WRITE_PROGRESS` bytes, so a reader taking a byte a second is closed and
+//!   its buffer freed).
 //! - **An accept loop that never ends**: out of descriptors, it evicts an idle
 //!   connection, or else refuses one queued connection with the spare descriptor
 //!   (`accept.rs`); other errors are logged, throttled, and retried after a pause.
@@ -50,6 +56,9 @@ const BACKLOG: i32 = 1024;
 pub struct Limits {
     /// Connections open at once.
     pub max_connections: usize,
+    /// Connections open at once from one peer address; a new one beyond evicts one of
+    /// that address's own, or is refused.
+    pub max_per_source: usize,
     /// Bytes buffered per connection before its protocol has consumed them.
     pub max_input: usize,
     /// A connection between requests is closed after this long (None: never).
@@ -69,6 +78,8 @@ pub enum Refusal {
     Full,
     /// The process is out of file descriptors.
     NoDescriptors,
+    /// The peer's address has as many connections open as one address may.
+    PerSource,
 }
 
 /// A protocol served by the loop. All calls run on the loop thread and must not block.

@@ -67,6 +67,7 @@ impl Drop for Port {
 fn limits() -> Limits {
     Limits {
         max_connections: 2,
+        max_per_source: 2,
         max_input: 64,
         idle_timeout: Some(Duration::from_secs(30)),
         request_timeout: Duration::from_secs(30),

@@ -252,7 +252,10 @@ impl LabDaemon {
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .map_err(|e| e.to_string())?;
-        let request = format!("{method} {path} HTTP/1.0\r\nHost: lab\r\nContent-Length: 0\r\n\r\n");
+        // The API answers to its address, not to an invented name (DNS rebinding).
+        let host = self.http;
+        let request =
+            format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n");
         stream
             .write_all(request.as_bytes())
             .map_err(|e| e.to_string())?;

@@ -2,13 +2,16 @@
 //! loop ([`Sentinel`]): reads commands, answers them, and delivers events to a
 //! subscribed client as soon as its subscription wakes the loop.
 
+use super::auth_limit::AuthLimiter;
 use super::commands::{self, Context};
-use super::protocol::{Out, Request, glob_match, read_request};
+use super::protocol::{Out, Request, glob_match};
+use super::reader::CommandReader;
 use crate::net::server::{ConnId, Io, Phase, Protocol, Refusal, Remote};
 use crate::observe::events::Event;
 use crossbeam_channel::Receiver;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Commands are not answered while this much output waits for the client (it reads
 /// slowly, or pipelines more than it reads).
@@ -24,11 +27,17 @@ pub struct Wake;
 pub struct Sentinel {
     ctx: Arc<Context>,
     remote: Remote<Wake>,
+    /// Failed `AUTH` attempts by source address.
+    auth_limit: AuthLimiter,
 }
 
 impl Sentinel {
     pub fn new(ctx: Arc<Context>, remote: Remote<Wake>) -> Sentinel {
-        Sentinel { ctx, remote }
+        Sentinel {
+            ctx,
+            remote,
+            auth_limit: AuthLimiter::default(),
+        }
     }
 }
 
@@ -36,12 +45,12 @@ impl Protocol for Sentinel {
     type Conn = Client;
     type Message = Wake;
 
-    fn open(&mut self, id: ConnId, _peer: SocketAddr) -> Client {
-        Client::new(self.ctx.clone(), id, self.remote.clone())
+    fn open(&mut self, id: ConnId, peer: SocketAddr) -> Client {
+        Client::new(self.ctx.clone(), id, peer.ip(), self.remote.clone())
     }
 
     fn input(&mut self, client: &mut Client, io: &mut Io<'_>) {
-        client.input(io);
+        client.input(io, &mut self.auth_limit);
     }
 
     fn message(&mut self, client: &mut Client, _wake: Wake, io: &mut Io<'_>) {
@@ -64,6 +73,8 @@ impl Protocol for Sentinel {
 pub struct Client {
     ctx: Arc<Context>,
     id: ConnId,
+    /// The peer's address, for the failed `AUTH` limit.
+    source: IpAddr,
     remote: Remote<Wake>,
     authenticated: bool,
     channels: Vec<String>,
@@ -71,6 +82,8 @@ pub struct Client {
     events: Option<Receiver<Event>>,
     /// The client asked for RESP3 with `HELLO 3`.
     resp3: bool,
+    /// The command being read, kept between packets.
+    reader: CommandReader,
 }
 
 /// What to do after a command.
@@ -79,25 +92,37 @@ enum Next {
     Close,
 }
 
+/// How a password presented with `AUTH` or `HELLO ... AUTH` fared.
+enum Password {
+    Right,
+    Wrong,
+    /// Too many failures from this address: not checked.
+    Limited,
+}
+
 impl Client {
     /// A new connection's state; it needs `AUTH` first when a token is set.
-    fn new(ctx: Arc<Context>, id: ConnId, remote: Remote<Wake>) -> Client {
+    fn new(ctx: Arc<Context>, id: ConnId, source: IpAddr, remote: Remote<Wake>) -> Client {
         Client {
             authenticated: !ctx.access.has_token(),
             ctx,
             id,
+            source,
             remote,
             channels: Vec::new(),
             patterns: Vec::new(),
             events: None,
             resp3: false,
+            reader: CommandReader::default(),
         }
     }
 
-    /// Answers every whole command received, while the client reads its replies.
-    fn input(&mut self, io: &mut Io<'_>) {
+    /// Answers every whole command received, while the client reads its replies. Only
+    /// an authenticated client's commands count as activity (`Io::completed`): refused
+    /// ones keep no connection alive and earn it no place at the cap.
+    fn input(&mut self, io: &mut Io<'_>, limit: &mut AuthLimiter) {
         while io.pending_output() < OUTPUT_HIGH {
-            match read_request(io.input()) {
+            match self.reader.next(io.input()) {
                 Request::Incomplete => break,
                 Request::Malformed(why) => {
                     let mut out = Out::new(self.resp3);
@@ -108,9 +133,11 @@ impl Client {
                 }
                 Request::Command(words, used) => {
                     io.consume(used);
-                    io.completed();
                     let mut out = Out::new(self.resp3);
-                    let next = self.command(&words, &mut out);
+                    let next = self.command(&words, &mut out, limit);
+                    if self.authenticated {
+                        io.completed();
+                    }
                     io.write(&out.bytes);
                     if let Next::Close = next {
                         io.close();
@@ -152,7 +179,7 @@ impl Client {
         io.write(&out.bytes);
     }
 
-    fn command(&mut self, words: &[String], out: &mut Out) -> Next {
+    fn command(&mut self, words: &[String], out: &mut Out, limit: &mut AuthLimiter) -> Next {
         let Some(name) = words.first() else {
             return Next::Continue;
         };
@@ -163,8 +190,8 @@ impl Client {
                 out.simple("OK");
                 return Next::Close;
             }
-            "auth" => self.auth(args, out),
-            "hello" => self.hello(args, out),
+            "auth" => return self.auth(args, out, limit),
+            "hello" => return self.hello(args, out, limit),
             _ if !self.authenticated => {
                 out.error("NOAUTH Authentication required.");
             }
@@ -219,20 +246,39 @@ impl Client {
         }
     }
 
-    fn auth(&mut self, args: &[String], out: &mut Out) {
-        let Some(password) = args.last().filter(|_| args.len() <= 2) else {
-            out.error("ERR wrong number of arguments for 'auth' command");
-            return;
-        };
-        if self.ctx.access.accepts(password) {
+    /// Checks a password, under the failed `AUTH` limit.
+    fn password(&mut self, presented: &str, limit: &mut AuthLimiter) -> Password {
+        let now = Instant::now();
+        if !limit.may_try(self.source, now) {
+            return Password::Limited;
+        }
+        if self.ctx.access.accepts(presented) {
             self.authenticated = true;
-            out.simple("OK");
+            Password::Right
         } else {
-            out.error("WRONGPASS invalid username-password pair or user is disabled.");
+            limit.failed(self.source, now);
+            Password::Wrong
         }
     }
 
-    fn hello(&mut self, args: &[String], out: &mut Out) {
+    fn auth(&mut self, args: &[String], out: &mut Out, limit: &mut AuthLimiter) -> Next {
+        let Some(password) = args.last().filter(|_| args.len() <= 2) else {
+            out.error("ERR wrong number of arguments for 'auth' command");
+            return Next::Continue;
+        };
+        match self.password(password, limit) {
+            Password::Right => {
+                out.simple("OK");
+            }
+            Password::Wrong => {
+                out.error("WRONGPASS invalid username-password pair or user is disabled.");
+            }
+            Password::Limited => return limited(out),
+        }
+        Next::Continue
+    }
+
+    fn hello(&mut self, args: &[String], out: &mut Out, limit: &mut AuthLimiter) -> Next {
         let mut resp3 = self.resp3;
         if let Some(version) = args.first() {
             match version.parse::<u32>() {
@@ -240,11 +286,11 @@ impl Client {
                 Ok(3) => resp3 = true,
                 Ok(_) => {
                     out.error("NOPROTO sorry, this protocol version is not supported.");
-                    return;
+                    return Next::Continue;
                 }
                 Err(_) => {
                     out.error("ERR Protocol version is not an integer or out of range");
-                    return;
+                    return Next::Continue;
                 }
             }
         }
@@ -254,26 +300,31 @@ impl Client {
                 "auth" => {
                     let (Some(_user), Some(password)) = (rest.next(), rest.next()) else {
                         out.error("ERR Syntax error in HELLO option 'auth'");
-                        return;
+                        return Next::Continue;
                     };
-                    if !self.ctx.access.accepts(password) {
-                        out.error("WRONGPASS invalid username-password pair or user is disabled.");
-                        return;
+                    match self.password(password, limit) {
+                        Password::Right => {}
+                        Password::Wrong => {
+                            out.error(
+                                "WRONGPASS invalid username-password pair or user is disabled.",
+                            );
+                            return Next::Continue;
+                        }
+                        Password::Limited => return limited(out),
                     }
-                    self.authenticated = true;
                 }
                 "setname" => {
                     rest.next();
                 }
                 other => {
                     out.error(&format!("ERR Syntax error in HELLO option '{other}'"));
-                    return;
+                    return Next::Continue;
                 }
             }
         }
         if !self.authenticated {
             out.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
-            return;
+            return Next::Continue;
         }
         self.resp3 = resp3;
         out.resp3 = resp3;
@@ -291,6 +342,7 @@ impl Client {
             .bulk("sentinel")
             .bulk("modules")
             .array(0);
+        Next::Continue
     }
 
     fn subscribe(&mut self, name: &str, args: &[String], out: &mut Out) {
@@ -346,6 +398,12 @@ impl Client {
             self.events = None;
         }
     }
+}
+
+/// The answer to a password attempt over the failed `AUTH` limit; the connection closes.
+fn limited(out: &mut Out) -> Next {
+    out.error("ERR too many failed AUTH attempts from your address; try again in a few seconds");
+    Next::Close
 }
 
 /// `CLIENT ...`: names and library info are accepted and forgotten.

@@ -27,10 +27,12 @@
 //! as they do with Redis's `timeout`); subscribers are kept, with TCP keepalive to find
 //! vanished peers. A command sent halfway must be whole within [`REQUEST_TIMEOUT`].
 
+mod auth_limit;
 mod client;
 mod commands;
 mod instances;
 mod protocol;
+mod reader;
 
 use super::auth::ApiAccess;
 use crate::address::Addr;
@@ -48,6 +50,8 @@ use std::time::{Duration, Instant};
 
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 1024;
+/// Connections served at once from one address (a quarter of the cap).
+pub const MAX_CONNECTIONS_PER_SOURCE: usize = MAX_CONNECTIONS / 4;
 /// A connection neither subscribed nor mid-command is closed after this long.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// A command begun must be whole within this long.
@@ -62,6 +66,7 @@ pub const EVICT_AFTER: Duration = Duration::from_secs(2);
 pub fn limits() -> Limits {
     Limits {
         max_connections: MAX_CONNECTIONS,
+        max_per_source: MAX_CONNECTIONS_PER_SOURCE,
         max_input: protocol::MAX_REQUEST + 1,
         idle_timeout: Some(IDLE_TIMEOUT),
         request_timeout: REQUEST_TIMEOUT,

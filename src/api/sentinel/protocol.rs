@@ -1,5 +1,5 @@
-//! The server side of RESP2 for the Sentinel port: reading client commands and writing
-//! replies.
+//! The server side of RESP2 for the Sentinel port: what a client's command reads as
+//! (`reader.rs` reads it), and writing replies.
 //!
 //! Commands arrive as arrays of bulk strings (what every client library and redis-cli
 //! send) or as inline text lines (what a person types into `nc`). Replies are built into
@@ -7,8 +7,6 @@
 //! RESP3 by default): field lists become maps, nulls become `_`, pub/sub messages become
 //! pushes. Sentinel sends every number in its instance lists as a bulk string, and so
 //! does this code: clients parse those fields as text.
-
-use crate::redis::resp::{self, Reply};
 
 /// The largest command accepted; Sentinel commands are a few words.
 pub const MAX_REQUEST: usize = 64 * 1024;
@@ -22,52 +20,6 @@ pub enum Request {
     Incomplete,
     /// The bytes are not a command; the connection should be closed after saying why.
     Malformed(String),
-}
-
-/// Reads one command from the front of `buf`.
-pub fn read_request(buf: &[u8]) -> Request {
-    let Some(first) = buf.first() else {
-        return Request::Incomplete;
-    };
-    if *first != b'*' {
-        return read_inline(buf);
-    }
-    match resp::parse(buf) {
-        Ok(None) if buf.len() > MAX_REQUEST => {
-            Request::Malformed(format!("request longer than {MAX_REQUEST} bytes"))
-        }
-        Ok(None) => Request::Incomplete,
-        Ok(Some((Reply::Array(items), used))) => {
-            let words: Option<Vec<String>> = items
-                .iter()
-                .map(|item| match item {
-                    Reply::Bulk(bytes) => String::from_utf8(bytes.clone()).ok(),
-                    _ => None,
-                })
-                .collect();
-            match words {
-                Some(words) if !words.is_empty() => Request::Command(words, used),
-                Some(_) => Request::Command(Vec::new(), used),
-                None => Request::Malformed("expected an array of UTF-8 bulk strings".into()),
-            }
-        }
-        Ok(Some(_)) => Request::Malformed("expected an array of bulk strings".into()),
-        Err(e) => Request::Malformed(e),
-    }
-}
-
-fn read_inline(buf: &[u8]) -> Request {
-    let Some(end) = buf.iter().position(|b| *b == b'\n') else {
-        return if buf.len() > MAX_REQUEST {
-            Request::Malformed(format!("inline request longer than {MAX_REQUEST} bytes"))
-        } else {
-            Request::Incomplete
-        };
-    };
-    match std::str::from_utf8(&buf[..end]) {
-        Ok(line) => Request::Command(line.split_whitespace().map(String::from).collect(), end + 1),
-        Err(_) => Request::Malformed("inline request is not UTF-8".into()),
-    }
 }
 
 /// A reply being built, for a client speaking RESP2 or RESP3.
@@ -215,26 +167,6 @@ pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_resp_and_inline_commands() {
-        let buf =
-            b"*3\r\n$8\r\nSENTINEL\r\n$23\r\nget-master-addr-by-name\r\n$5\r\ncache\r\nPING\r\n";
-        let Request::Command(words, used) = read_request(buf) else {
-            panic!("not a command")
-        };
-        assert_eq!(words, ["SENTINEL", "get-master-addr-by-name", "cache"]);
-        assert_eq!(
-            read_request(&buf[used..]),
-            Request::Command(vec!["PING".into()], 6)
-        );
-        assert_eq!(read_request(&buf[..10]), Request::Incomplete);
-        assert!(matches!(
-            read_request(b"*1\r\n:5\r\n"),
-            Request::Malformed(_)
-        ));
-        assert!(matches!(read_request(b"*x\r\n"), Request::Malformed(_)));
-    }
 
     #[test]
     fn formats_replies() {

@@ -170,6 +170,8 @@ pub struct Conn {
     head_only: bool,
     /// `100 Continue` was sent for the request being read.
     continued: bool,
+    /// Bytes of the head being read that were looked at already (see `input`).
+    head_seen: usize,
 }
 
 enum Reading {
@@ -200,7 +202,8 @@ impl Http {
             id: conn.id,
             request,
         };
-        io.completed();
+        // The request counts as a real client's only once its answer says it was
+        // accepted (`message`).
         if self.jobs.len() >= self.queue {
             log::debug!(
                 "HTTP {} {} from {}: refused, {} requests wait for a handler already",
@@ -271,6 +274,7 @@ impl Protocol for Http {
             keep_alive: false,
             head_only: false,
             continued: false,
+            head_seen: 0,
         }
     }
 
@@ -280,10 +284,24 @@ impl Protocol for Http {
                 io.set_phase(Phase::Idle);
                 return;
             }
+            // httparse reads a head from its start: it is asked again only once a line
+            // has ended (at most MAX_HEADERS + 2 times per head, each under the cap),
+            // so a head trickled a byte per packet costs no parse per byte.
+            let input = io.input();
+            let seen = conn.head_seen.min(input.len());
+            conn.head_seen = input.len();
+            let line_ended = input[seen..].contains(&b'\n');
+            if seen > 0 && !line_ended && input.len() <= self.caps.max_head {
+                return io.set_phase(Phase::Reading);
+            }
             match request::parse_head(io.input(), conn.peer, &self.caps) {
                 Head::Partial => return io.set_phase(Phase::Reading),
-                Head::Bad(reject) => return self.refuse(conn, io, reject),
+                Head::Bad(reject) => {
+                    conn.head_seen = 0;
+                    return self.refuse(conn, io, reject);
+                }
                 Head::Done(request, used) => {
+                    conn.head_seen = 0;
                     io.consume(used);
                     match request::framing(&request, &self.caps) {
                         Ok(framing) => {
@@ -299,11 +317,15 @@ impl Protocol for Http {
     }
 
     fn message(&mut self, conn: &mut Conn, reply: Response, io: &mut Io<'_>) {
+        let status = reply.status;
         let bytes = reply.encode(conn.keep_alive, conn.head_only);
         drop(reply);
         io.write_owned(bytes);
         io.set_phase(Phase::Idle);
-        io.completed();
+        // A refusal (401, 403, 404, ...) is no activity: it keeps no connection alive.
+        if !(400..500).contains(&status) {
+            io.completed();
+        }
         if !conn.keep_alive {
             io.close();
         }
@@ -328,6 +350,7 @@ impl Protocol for Http {
         let reason = match why {
             Refusal::Full => "too many connections to this port; try again later\n",
             Refusal::NoDescriptors => "the daemon is out of file descriptors; try again later\n",
+            Refusal::PerSource => "too many connections from your address; try again later\n",
         };
         Response::text(503, reason)
             .with_header("Retry-After", "1")

@@ -17,7 +17,7 @@ echo "LEDIS_SERVER=${LEDIS_SERVER:-(unset: LedisDB tests are skipped)}"
 if ! cargo nextest --version >/dev/null 2>&1; then
     exec cargo test --locked "$@"
 fi
-alone='binary(overload) | binary(hostile_ports) | binary(properties) | binary(partitions) | binary(simulation)'
+alone='binary(overload) | binary(hostile_ports) | binary(fair_ports) | binary(properties) | binary(partitions) | binary(simulation)'
 failed=0
 cargo nextest run --locked --no-fail-fast -E "not ($alone)" "$@" || failed=1
 cargo nextest run --locked --no-fail-fast -E "$alone" --test-threads 2 "$@" || failed=1
